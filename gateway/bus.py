@@ -1,0 +1,128 @@
+"""The bus reader: one blocking ``XREAD`` over every bus shard, this gateway's reply stream and
+the revocation stream, feeding the hub.
+
+Guarantees:
+
+* Bus entries are dispatched in stream order per shard; the hub drops anything not newer than
+  what it already dispatched per topic, so re-reading never duplicates.
+* On a Redis error the reader keeps every connection, reconnects with capped exponential
+  backoff, then recovers the gap from the topics' history streams (DESIGN.md section 6) and
+  continues from its last bus position.
+* Reads are bounded (``bus_read_count`` per shard and call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from config import keys
+from config.settings import Settings
+from gateway import metrics
+from gateway.hub import Hub
+from gateway.record import Record
+
+log = logging.getLogger("lectern.gateway.bus")
+
+BLOCK_MS = 1000
+
+
+class BusReader:
+    def __init__(self, hub: Hub, redis_url: str, settings: Settings) -> None:
+        self.hub = hub
+        self.redis_url = redis_url
+        self.settings = settings
+        self.positions: dict[bytes, bytes] = {}
+        self.ready = asyncio.Event()
+        self.connected = False
+
+    def _bus_keys(self) -> list[bytes]:
+        return [keys.bus_key(i).encode() for i in range(self.settings.bus_shards)]
+
+    async def _start_positions(self, r: aioredis.Redis) -> None:
+        """Start at the current tail of each stream: earlier events are history's business."""
+        streams = [*self._bus_keys(), keys.REVOKE_STREAM.encode()]
+        pipe = r.pipeline(transaction=False)
+        for key in streams:
+            pipe.xrevrange(key, count=1)
+        tails = await pipe.execute()
+        for key, tail in zip(streams, tails, strict=True):
+            self.positions[key] = tail[0][0] if tail else b"0-0"
+        self.positions[keys.reply_key(self.hub.gateway_id).encode()] = b"0-0"
+
+    def _since_ms(self) -> int:
+        bus = [self.positions[k] for k in self._bus_keys()]
+        return min(int(p.split(b"-")[0]) for p in bus) if bus else 0
+
+    async def run(self) -> None:
+        backoff = 0.1
+        first = True
+        reply_key = keys.reply_key(self.hub.gateway_id).encode()
+        while True:
+            r = aioredis.Redis.from_url(
+                self.redis_url, socket_timeout=None, socket_connect_timeout=2
+            )
+            try:
+                if first:
+                    await self._start_positions(r)
+                    first = False
+                else:
+                    await self.hub.recover(self._since_ms())
+                self.connected = True
+                self.ready.set()
+                backoff = 0.1
+                await self._loop(r, reply_key)
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError) as exc:
+                self.connected = False
+                metrics.bus_errors.inc()
+                log.warning("bus read failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                await r.aclose()
+
+    async def _loop(self, r: aioredis.Redis, reply_key: bytes) -> None:
+        hub = self.hub
+        count = self.settings.bus_read_count
+        positions = self.positions
+        revoke_key = keys.REVOKE_STREAM.encode()
+        while True:
+            resp: Any = await r.xread(positions, count=count, block=BLOCK_MS)  # type: ignore[arg-type]
+            if not resp:
+                continue
+            records: list[Record] = []
+            for stream, entries in resp:
+                positions[stream] = entries[-1][0]
+                if stream == reply_key:
+                    for _, fields in entries:
+                        hub.commands.on_reply(fields[b"r"])
+                elif stream == revoke_key:
+                    for _, fields in entries:
+                        hub.revoke(fields[b"sid"].decode())
+                else:
+                    for _, f in entries:
+                        records.append(
+                            Record(
+                                f[b"p"].decode(),
+                                f[b"i"].decode(),
+                                f[b"t"].decode(),
+                                f[b"d"],
+                                f[b"m"],
+                            )
+                        )
+            if records:
+                metrics.bus_batch.observe(len(records))
+                start = time.perf_counter()
+                hub.dispatch(records)
+                end = time.perf_counter()
+                metrics.fanout_seconds.observe(end - start)
+                lag = time.time() - int(records[-1].id.partition("-")[0]) / 1000.0
+                metrics.publish_lag_seconds.observe(max(lag, 0.0))

@@ -1,0 +1,375 @@
+"""One gateway process's registry of connections and topics, and the fan-out.
+
+Guarantees:
+
+* **Per-topic order.** Events of a topic are written to each subscriber in event-ID order:
+  live events are dispatched in bus order (which is ID order per topic), and an event not newer
+  than the last one dispatched for its topic is dropped, so bus re-reads after a Redis
+  reconnect never duplicate.
+* **Resume without gap or duplicate.** A subscription with a cursor is registered *before* its
+  history is read; live events that arrive during the read are held for that connection and
+  topic, then written after the replayed ones, minus those the replay already covered. A cursor
+  older than the topic's floor (trimmed history) gets a ``reset`` instead.
+* **Built once.** Each event's frame is built once per encoding, and the same bytes go to every
+  subscriber; several events for one connection from one bus read go out in one write.
+* **One timer.** Pings, SSE heartbeats, token expiry, command timeouts and slow-close aborts all
+  run from a single shared tick, never from per-connection timers or tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from config import keys
+from config.settings import Settings
+from gateway import metrics, protocol
+from gateway.auth import authorize_topic
+from gateway.commands import CommandRouter
+from gateway.connection import Conn
+from gateway.metrics import Hot
+from gateway.protocol import CloseCode, ErrorCode
+from gateway.record import Record
+from gateway.sseconn import SseConn
+from gateway.wsconn import WsConn
+
+log = logging.getLogger("lectern.gateway.hub")
+
+#: How long a closing connection may take to flush before it is aborted.
+CLOSE_GRACE_S = 5.0
+
+
+class Hub:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, gateway_id: str) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.gateway_id = gateway_id
+        self.commands = CommandRouter(self, redis)
+        self._ids = itertools.count(1)
+        self.topics: dict[str, set[Conn]] = {}
+        #: Last event ID dispatched per topic with local subscribers.
+        self.last_ids: dict[str, str] = {}
+        self.ws: set[WsConn] = set()
+        self.sse: set[SseConn] = set()
+        self.by_sid: dict[str, set[Conn]] = defaultdict(set)
+        self.by_user: dict[str, int] = defaultdict(int)
+        self.expiry: dict[int, set[Conn]] = defaultdict(set)
+        self._closing: dict[Conn, float] = {}
+        #: Long-poll requests waiting for any event on their topics.
+        self.waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self.accepting = True
+        self._next_ping = time.monotonic() + settings.ping_interval_s
+        self._next_heartbeat = time.monotonic() + settings.sse_heartbeat_s
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def next_conn_id(self) -> int:
+        return next(self._ids)
+
+    # -- registration --------------------------------------------------------------------------
+
+    def register(self, conn: Conn) -> None:
+        claims = conn.claims
+        if isinstance(conn, WsConn):
+            self.ws.add(conn)
+        elif isinstance(conn, SseConn):
+            self.sse.add(conn)
+        if claims.sid:
+            self.by_sid[claims.sid].add(conn)
+        self.by_user[claims.sub] += 1
+        self.expiry[claims.exp].add(conn)
+        metrics.connects.labels(conn.transport_name).inc()
+        metrics.connections.labels(conn.transport_name).inc()
+
+    def unregister(self, conn: Conn, code: int) -> None:
+        """Forget a connection everywhere (idempotent per connection: called once on close)."""
+        if isinstance(conn, WsConn):
+            if conn not in self.ws:
+                return
+            self.ws.discard(conn)
+            self.commands.forget(conn.conn_id)
+        elif isinstance(conn, SseConn):
+            if conn not in self.sse:
+                return
+            self.sse.discard(conn)
+        claims = conn.claims
+        for topic in list(conn.topics):
+            self.unsubscribe(conn, topic)
+        conn.replay = None
+        if claims.sid:
+            peers = self.by_sid.get(claims.sid)
+            if peers is not None:
+                peers.discard(conn)
+                if not peers:
+                    del self.by_sid[claims.sid]
+        left = self.by_user[claims.sub] - 1
+        if left > 0:
+            self.by_user[claims.sub] = left
+        else:
+            self.by_user.pop(claims.sub, None)
+        bucket = self.expiry.get(claims.exp)
+        if bucket is not None:
+            bucket.discard(conn)
+            if not bucket:
+                del self.expiry[claims.exp]
+        metrics.connections.labels(conn.transport_name).dec()
+        metrics.disconnects.labels(conn.transport_name, str(int(code))).inc()
+
+    def closing(self, conn: Conn) -> None:
+        self._closing[conn] = time.monotonic() + CLOSE_GRACE_S
+
+    def user_connections(self, user: str) -> int:
+        return self.by_user.get(user, 0)
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        conn: Conn,
+        topics: Iterable[str],
+        cursors: dict[str, str],
+        ref: str | None,
+        *,
+        quiet: bool = False,
+    ) -> list[str]:
+        """Authorize and add each topic; replay from history where a cursor is given.
+
+        A denied topic gets an ``error`` naming it and does not affect the others. Returns the
+        accepted topics. ``quiet`` skips the ``subscribed`` acks (SSE has no use for them).
+        """
+        accepted: list[str] = []
+        for topic in topics:
+            reason = authorize_topic(conn.claims, topic)
+            if reason is not None:
+                code = ErrorCode.BAD_TOPIC if reason == "malformed topic" else ErrorCode.FORBIDDEN
+                metrics.bad_frames.labels(code.value).inc()
+                conn.send(protocol.Error(code.value, f"{topic}: {reason}", ref, topic))
+                continue
+            if topic not in conn.topics and len(conn.topics) >= self.settings.max_topics_per_conn:
+                conn.send(
+                    protocol.Error(
+                        ErrorCode.TOO_MANY_TOPICS.value,
+                        f"at most {self.settings.max_topics_per_conn} topics per connection",
+                        ref,
+                        topic,
+                    )
+                )
+                continue
+            cursor = cursors.get(topic, "")
+            if cursor and not protocol.is_stream_id(cursor):
+                conn.send(protocol.Error(ErrorCode.INVALID.value, "malformed cursor", ref, topic))
+                continue
+            fresh = topic not in conn.topics
+            conn.topics[topic] = cursor
+            subs = self.topics.get(topic)
+            if subs is None:
+                subs = self.topics[topic] = set()
+                metrics.topics_gauge.inc()
+            subs.add(conn)
+            accepted.append(topic)
+            if cursor:
+                if conn.replay is None:
+                    conn.replay = {}
+                conn.replay[topic] = []
+                self._spawn(self._replay(conn, topic, cursor, ref, quiet))
+            elif fresh and not quiet:
+                conn.send(protocol.Subscribed(topic, ref))
+        return accepted
+
+    def unsubscribe(self, conn: Conn, topic: str) -> None:
+        conn.topics.pop(topic, None)
+        if conn.replay is not None:
+            conn.replay.pop(topic, None)
+        subs = self.topics.get(topic)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del self.topics[topic]
+                self.last_ids.pop(topic, None)
+                metrics.topics_gauge.dec()
+
+    async def read_history(self, topic: str, after: str) -> tuple[list[Record], bool]:
+        """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is
+        older than the history kept (the caller must send ``reset``)."""
+        s = self.settings
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.floor_key(topic, s.bus_shards))
+        pipe.xrange(keys.history_key(topic, s.bus_shards), min=f"({after}", count=s.history_maxlen)
+        pipe.exists(keys.history_key(topic, s.bus_shards))
+        floor, entries, exists = await pipe.execute()
+        floor_id = floor.decode() if floor else ""
+        if (floor_id and not protocol.id_after(after, floor_id) and after != floor_id) or (
+            not exists
+        ):
+            return [], True
+        recs = [
+            Record(topic, eid.decode(), f[b"t"].decode(), f[b"d"], f[b"m"]) for eid, f in entries
+        ]
+        return recs, False
+
+    async def _replay(
+        self, conn: Conn, topic: str, cursor: str, ref: str | None, quiet: bool
+    ) -> None:
+        try:
+            recs, reset = await self.read_history(topic, cursor)
+        except (redis.exceptions.RedisError, OSError):
+            if not conn.closed:
+                conn.send(
+                    protocol.Error(ErrorCode.UNAVAILABLE.value, "history unavailable", ref, topic)
+                )
+                conn.close(CloseCode.SERVER_RESTART, "history unavailable, reconnect")
+            return
+        if conn.closed or topic not in conn.topics:
+            return
+        if reset:
+            metrics.resumes.labels("reset").inc()
+            conn.send(protocol.Reset(topic))
+            conn.deliver_replayed(topic, [], "")
+        else:
+            metrics.resumes.labels("recovered").inc()
+            if not quiet:
+                conn.send(protocol.Subscribed(topic, ref, len(recs)))
+            conn.deliver_replayed(topic, recs, cursor)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- fan-out -------------------------------------------------------------------------------
+
+    def dispatch(self, records: list[Record]) -> None:
+        """Write a bus read's events to their local subscribers (the hot path)."""
+        topics = self.topics
+        last_ids = self.last_ids
+        if self.waiters:
+            self._wake_pollers(records)
+        fresh: list[tuple[Record, set[Conn]]] = []
+        for rec in records:
+            subs = topics.get(rec.topic)
+            if not subs:
+                continue
+            last = last_ids.get(rec.topic)
+            if last is not None and not protocol.id_after(rec.id, last):
+                continue
+            last_ids[rec.topic] = rec.id
+            fresh.append((rec, subs))
+        if not fresh:
+            return
+        Hot.events_dispatched += len(fresh)
+        if len(fresh) == 1:
+            rec, subs = fresh[0]
+            for conn in subs:
+                conn.push(rec)
+            Hot.frames_sent += len(subs)
+            return
+        # Several events: gather each connection's share and write it in one call.
+        per_conn: dict[Conn, list[Record]] = {}
+        for rec, subs in fresh:
+            for conn in subs:
+                mine = per_conn.get(conn)
+                if mine is None:
+                    per_conn[conn] = [rec]
+                else:
+                    mine.append(rec)
+        sent = 0
+        for conn, mine in per_conn.items():
+            if len(mine) == 1:
+                conn.push(mine[0])
+            else:
+                conn.push_many(mine)
+            sent += len(mine)
+        Hot.frames_sent += sent
+
+    def _wake_pollers(self, records: list[Record]) -> None:
+        for rec in records:
+            waiters = self.waiters.get(rec.topic)
+            if waiters:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    async def recover(self, since_ms: int) -> None:
+        """After losing the bus: replay every locally subscribed topic from its history.
+
+        Topics that had dispatched nothing yet resume from ``since_ms`` (the last bus position);
+        a topic whose history no longer reaches back gets ``reset`` on every subscriber.
+        """
+        for topic in list(self.topics):
+            after = self.last_ids.get(topic) or f"{since_ms}-0"
+            try:
+                recs, reset = await self.read_history(topic, after)
+            except (redis.exceptions.RedisError, OSError):
+                raise
+            if reset and topic in self.last_ids:
+                for conn in list(self.topics.get(topic, ())):
+                    conn.send(protocol.Reset(topic, "gateway_fell_behind"))
+            elif recs:
+                self.dispatch(recs)
+
+    # -- revocation and expiry -----------------------------------------------------------------
+
+    def revoke(self, sid: str) -> None:
+        for conn in list(self.by_sid.get(sid, ())):
+            conn.close(CloseCode.SESSION_REVOKED)
+
+    def tick(self) -> None:
+        """The one shared timer (every second): expiry, pings, heartbeats, timeouts."""
+        now = time.monotonic()
+        wall = int(time.time())
+        for exp in [e for e in self.expiry if e <= wall]:
+            for conn in list(self.expiry.get(exp, ())):
+                conn.close(CloseCode.TOKEN_EXPIRED)
+            self.expiry.pop(exp, None)
+        if now >= self._next_ping:
+            self._next_ping = now + self.settings.ping_interval_s
+            for ws in list(self.ws):
+                ws.ping()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.settings.sse_heartbeat_s
+            for sse in self.sse:
+                sse.write(protocol.SSE_HEARTBEAT)
+        self.commands.expire(now)
+        if self._closing:
+            for conn in [c for c, t in self._closing.items() if t <= now]:
+                conn.abort()
+                del self._closing[conn]
+            for conn in [c for c in self._closing if c.transport is None]:
+                del self._closing[conn]
+        if self.settings.gc_freeze:
+            # Long-lived connection objects go to the permanent generation, so the cyclic
+            # collector stops walking tens of thousands of them on every full collection.
+            gc.freeze()
+
+    async def run_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.tick()
+            except Exception:
+                log.exception("tick failed")
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def close_all(self, code: CloseCode) -> None:
+        self.accepting = False
+        for conn in [*self.ws, *self.sse]:
+            conn.close(code)
+        for waiters in self.waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def open_count(self) -> int:
+        return len(self.ws) + len(self.sse)
+
+    def pending_flush(self) -> int:
+        return sum(1 for c in self._closing if c.transport is not None)

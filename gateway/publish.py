@@ -1,0 +1,103 @@
+"""``publish(topic, type, data)``: the one way any process sends an event to clients.
+
+Contract (DESIGN.md section 3):
+
+* **Atomic.** One Lua script appends the event to the topic's history stream and announces it
+  on the topic's bus shard. Either both happen or neither does.
+* **Ordered per topic.** The history entry ID is the event ID: unique and increasing within a
+  topic. A topic always maps to the same bus shard, so the bus preserves that order.
+* **Bounded.** History keeps the newest ``history_maxlen`` events (trimmed exactly, in steps of
+  about 10 %, so the cost is amortised) and expires ``history_ttl_s`` after the last publish.
+  When events are trimmed, the ID of the newest trimmed one is stored as the topic's *floor*:
+  a client whose cursor is older than the floor gets a ``reset``. Bus shards are capped at
+  about ``bus_maxlen`` entries (``MAXLEN ~``).
+* **Cluster-legal.** History, floor and bus shard keys share the shard's hash tag.
+* **Encoded once.** ``data`` is encoded here to JSON and to MessagePack; gateways splice those
+  bytes into frames and never decode them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from config import keys
+from config.settings import Settings
+
+_PUBLISH_LUA = """
+local id = redis.call('XADD', KEYS[1], '*', 't', ARGV[2], 'd', ARGV[3], 'm', ARGV[4])
+local maxlen = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[6])
+local len = redis.call('XLEN', KEYS[1])
+if len > maxlen + math.max(1, math.floor(maxlen / 10)) then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen)
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', maxlen)
+  redis.call('SET', KEYS[3], old[#old][1], 'EX', ttl)
+elseif redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
+  'p', ARGV[1], 'i', id, 't', ARGV[2], 'd', ARGV[3], 'm', ARGV[4])
+return id
+"""
+
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+
+MAX_TYPE_LEN = 64
+
+
+class Publisher:
+    """Publishes events; one per process, sharing the process's Redis client."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._script = redis.register_script(_PUBLISH_LUA)
+
+    def _args(self, topic: str, type_: str, data: Any) -> tuple[list[str], list[Any]]:
+        if not type_ or len(type_) > MAX_TYPE_LEN:
+            raise ValueError("event type must be 1-64 characters")
+        s = self._settings
+        shard = keys.shard_of(topic, s.bus_shards)
+        key_list = [
+            keys.history_key(topic, s.bus_shards),
+            keys.bus_key(shard),
+            keys.floor_key(topic, s.bus_shards),
+        ]
+        args = [
+            topic,
+            type_,
+            _json.encode(data),
+            _msgpack.encode(data),
+            s.history_maxlen,
+            s.history_ttl_s,
+            s.bus_maxlen,
+        ]
+        return key_list, args
+
+    async def publish(self, topic: str, type_: str, data: Any) -> str:
+        """Publish one event and return its ID. Raises redis errors when Redis is down."""
+        key_list, args = self._args(topic, type_, data)
+        event_id = await self._script(keys=key_list, args=args)
+        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    async def publish_many(self, events: Iterable[tuple[str, str, Any]]) -> list[str]:
+        """Publish several events in one round trip; each is atomic on its own, and events of
+        the same topic keep the order given."""
+        pipe = self._redis.pipeline(transaction=False)
+        count = 0
+        for topic, type_, data in events:
+            key_list, args = self._args(topic, type_, data)
+            await self._script(keys=key_list, args=args, client=pipe)
+            count += 1
+        if not count:
+            return []
+        # Load the script first so EVALSHA inside the pipeline cannot miss.
+        await self._redis.script_load(_PUBLISH_LUA)
+        results = await pipe.execute()
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in results]

@@ -1,0 +1,141 @@
+"""RFC 6455 framing for the server side: handshake, frame parsing and frame building.
+
+Pure functions over bytes. Parsing is stateless (``parse`` returns the frames found and the
+unconsumed tail) so a connection keeps no parser object, only the tail of a partial frame.
+Server frames are never masked and never fragmented; client frames must be masked.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+
+from gateway.protocol import CloseCode
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_pack_h = struct.Struct("!H").pack
+_pack_q = struct.Struct("!Q").pack
+_unpack_h = struct.Struct("!H").unpack_from
+_unpack_q = struct.Struct("!Q").unpack_from
+
+
+def accept_key(client_key: str) -> str:
+    """The ``Sec-WebSocket-Accept`` value for a ``Sec-WebSocket-Key``."""
+    return base64.b64encode(hashlib.sha1(client_key.encode() + _GUID).digest()).decode()
+
+
+def valid_client_key(key: str) -> bool:
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
+
+
+def handshake_response(client_key: str, subprotocol: str | None) -> bytes:
+    lines = [
+        b"HTTP/1.1 101 Switching Protocols",
+        b"Upgrade: websocket",
+        b"Connection: Upgrade",
+        b"Sec-WebSocket-Accept: " + accept_key(client_key).encode(),
+    ]
+    if subprotocol:
+        lines.append(b"Sec-WebSocket-Protocol: " + subprotocol.encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def build(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame."""
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        header = bytes((0x80 | opcode, 126)) + _pack_h(n)
+    else:
+        header = bytes((0x80 | opcode, 127)) + _pack_q(n)
+    return header + payload
+
+
+def build_close(code: int, reason: str = "") -> bytes:
+    return build(OP_CLOSE, _pack_h(code) + reason.encode()[:120])
+
+
+PING_FRAME = build(OP_PING, b"")
+
+
+class ProtocolViolation(Exception):
+    """The peer broke RFC 6455; the connection must close with ``code``."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def unmask(mask: bytes, data: bytes) -> bytes:
+    n = len(data)
+    if n == 0:
+        return b""
+    # One big-int XOR is far faster in CPython than a byte loop.
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+def parse(buf: bytes, max_payload: int) -> tuple[list[tuple[int, bool, bytes]], bytes]:
+    """Parse complete frames from ``buf``.
+
+    Returns ``([(opcode, fin, payload), ...], tail)`` where ``tail`` is the start of an
+    incomplete frame. Raises :class:`ProtocolViolation` for unmasked frames, reserved bits,
+    unknown opcodes, fragmented or oversized control frames, and payloads over ``max_payload``
+    (checked from the header, before the payload is buffered).
+    """
+    frames: list[tuple[int, bool, bytes]] = []
+    pos = 0
+    end = len(buf)
+    while end - pos >= 2:
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        fin = bool(b0 & 0x80)
+        opcode = b0 & 0x0F
+        if b0 & 0x70:
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+        if opcode not in (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "unknown opcode")
+        if not b1 & 0x80:
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
+        length = b1 & 0x7F
+        head = 2
+        if length == 126:
+            if end - pos < 4:
+                break
+            length = _unpack_h(buf, pos + 2)[0]
+            head = 4
+        elif length == 127:
+            if end - pos < 10:
+                break
+            length = _unpack_q(buf, pos + 2)[0]
+            head = 10
+        if opcode >= OP_CLOSE:
+            if length > 125 or not fin:
+                raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "bad control frame")
+        elif length > max_payload:
+            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, "frame too big")
+        start = pos + head + 4
+        if end < start + length:
+            break
+        mask = buf[pos + head : start]
+        frames.append((opcode, fin, unmask(mask, buf[start : start + length])))
+        pos = start + length
+    return frames, buf[pos:] if pos else buf
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    if len(payload) >= 2:
+        return _unpack_h(payload, 0)[0], payload[2:].decode("utf-8", "replace")
+    return CloseCode.NORMAL, ""

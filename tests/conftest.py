@@ -1,0 +1,75 @@
+"""Shared fixtures: real Redis, PostgreSQL and SMTP servers for the whole test session.
+
+Servers start once per session on free ports in temporary directories (or the test run uses
+``REDIS_URL`` / ``DATABASE_URL`` / ``SMTP_URL`` when given) and stop at the end, leaving no
+process behind. Pure unit tests (tests/unit, protocol tests) never request them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from config.servers import PostgresServer, RedisServer, SmtpCatcher
+from config.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer | None]:
+    """The session's private redis-server (None when REDIS_URL points elsewhere)."""
+    if os.environ.get("REDIS_URL"):
+        yield None
+        return
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | None) -> str:
+    return redis_server.url if redis_server else os.environ["REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer | None]:
+    if os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server: PostgresServer | None) -> str:
+    return pg_server.url if pg_server else os.environ["DATABASE_URL"]
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SmtpCatcher]:
+    catcher = SmtpCatcher().start()
+    yield catcher
+    catcher.stop()
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    """Test settings: real Redis, fast timers, no per-IP throttling of the test clients."""
+    return load_settings(
+        {},
+        redis_url=redis_url,
+        conn_rate_per_ip_per_s=10_000,
+        conn_burst_per_ip=10_000,
+        cmd_reply_timeout_s=1.5,
+        shutdown_timeout_s=3,
+        gateway_metrics_port=0,
+    )
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh identifier, so tests sharing the session's Redis never see each other's topics."""
+    return uuid.uuid4().hex[:10]

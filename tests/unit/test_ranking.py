@@ -1,0 +1,97 @@
+"""Q&A board order: pinned, unanswered, votes, age; dismissed hidden; ties resolved."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from workers.ranking import QaItem, order_changed, rank, rank_ids, sort_key, top
+
+T0 = datetime(2025, 12, 2, 10, 0, tzinfo=UTC)
+
+
+def item(id: int, votes: int = 0, minute: int = 0, **flags: bool) -> QaItem:
+    return QaItem(id=id, votes=votes, created_at=T0 + timedelta(minutes=minute), **flags)
+
+
+def test_full_precedence() -> None:
+    """Pinned beats unanswered beats votes beats age, each only breaking the previous tie."""
+    items = [
+        item(1, votes=50, minute=0, answered=True),
+        item(2, votes=1, minute=9, pinned=True, answered=True),
+        item(3, votes=2, minute=5),
+        item(4, votes=9, minute=8),
+        item(5, votes=2, minute=1),
+        item(6, votes=0, minute=7, pinned=True),
+        item(7, votes=99, minute=0, dismissed=True),
+    ]
+    assert rank_ids(items) == [6, 2, 4, 5, 3, 1]
+
+
+def test_pinned_answered_still_above_unpinned_unanswered() -> None:
+    """Pinning wins over everything, even an answered question with no votes."""
+    assert rank_ids([item(1, votes=10), item(2, pinned=True, answered=True)]) == [2, 1]
+
+
+def test_dismissed_questions_are_excluded_even_if_pinned() -> None:
+    """Dismissed questions never appear on the board."""
+    assert rank_ids([item(1, dismissed=True, pinned=True), item(2)]) == [2]
+    assert rank([item(1, dismissed=True)]) == []
+
+
+def test_equal_votes_older_first() -> None:
+    """Among equal votes, the question asked earlier ranks higher."""
+    assert rank_ids([item(1, votes=3, minute=5), item(2, votes=3, minute=2)]) == [2, 1]
+
+
+def test_exact_ties_break_by_id() -> None:
+    """Same votes and same timestamp: the lower id first, so every process agrees."""
+    assert rank_ids([item(9, votes=1), item(3, votes=1), item(5, votes=1)]) == [3, 5, 9]
+
+
+def test_order_is_independent_of_input_order() -> None:
+    """Ranking is a total order: any shuffle of the input gives the same board."""
+    items = [item(i, votes=i % 3, minute=i % 4, answered=i % 5 == 0) for i in range(40)]
+    expected = rank_ids(items)
+    rng = random.Random(7)
+    for _ in range(20):
+        rng.shuffle(items)
+        assert rank_ids(items) == expected
+
+
+def test_rank_does_not_mutate_and_accepts_iterables() -> None:
+    """rank takes any iterable (a generator too) and leaves its input alone."""
+    items = [item(2, votes=1), item(1, votes=5)]
+    assert rank(x for x in items) == [items[1], items[0]]
+    assert [i.id for i in items] == [2, 1]
+
+
+def test_sort_key_matches_rank() -> None:
+    """sort_key is the documented key: sorting visible items by it gives the board."""
+    items = [item(1, votes=1), item(2, pinned=True), item(3, answered=True, votes=8)]
+    assert sorted(items, key=sort_key) == rank(items)
+
+
+def test_top_n() -> None:
+    """top returns the head of the board; n beyond its size or negative is safe."""
+    items = [item(i, votes=i) for i in range(5)]
+    assert [i.id for i in top(items, 2)] == [4, 3]
+    assert len(top(items, 50)) == 5
+    assert top(items, -1) == []
+
+
+def test_order_changed() -> None:
+    """A reorder is published only when the sequence of ids differs."""
+    assert not order_changed([1, 2, 3], (1, 2, 3))
+    assert order_changed([1, 2, 3], [2, 1, 3])
+    assert order_changed([1, 2], [1, 2, 3])
+
+
+def test_a_vote_moves_a_question_up() -> None:
+    """After a vote ties the counts, age decides; one more vote overtakes."""
+    older, newer = item(1, votes=2, minute=0), item(2, votes=1, minute=1)
+    assert rank_ids([older, newer]) == [1, 2]
+    newer = QaItem(id=2, votes=2, created_at=newer.created_at)
+    assert rank_ids([older, newer]) == [1, 2]
+    newer = QaItem(id=2, votes=3, created_at=newer.created_at)
+    assert rank_ids([older, newer]) == [2, 1]

@@ -1,0 +1,58 @@
+"""Ordering of a live session's Q&A board: pure functions, no I/O.
+
+The order, a total order so every process and every client computes the same board:
+
+1. pinned questions first;
+2. then unanswered before answered;
+3. then more votes first;
+4. then older first (``created_at``), and finally lower id first, which breaks exact ties.
+
+Dismissed questions are not on the board at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import msgspec
+
+
+class QaItem(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields of a ``questions`` row that decide its place (``answered``: answered_at set).
+
+    ``created_at`` must be timezone-aware (asyncpg returns ``timestamptz`` that way): aware and
+    naive datetimes do not compare.
+    """
+
+    id: int
+    votes: int
+    created_at: datetime
+    pinned: bool = False
+    answered: bool = False
+    dismissed: bool = False
+
+
+def sort_key(item: QaItem) -> tuple[bool, bool, int, datetime, int]:
+    """The key that :func:`rank` sorts by (ascending)."""
+    return (not item.pinned, item.answered, -item.votes, item.created_at, item.id)
+
+
+def rank(items: Iterable[QaItem]) -> list[QaItem]:
+    """The board: visible questions in board order (see the module docstring)."""
+    return sorted((item for item in items if not item.dismissed), key=sort_key)
+
+
+def top(items: Iterable[QaItem], n: int) -> list[QaItem]:
+    """The first ``n`` questions of the board (all of them when ``n`` exceeds its size)."""
+    return rank(items)[: max(n, 0)]
+
+
+def rank_ids(items: Iterable[QaItem]) -> list[int]:
+    """The board as question ids: what a ``qa.order`` event carries."""
+    return [item.id for item in rank(items)]
+
+
+def order_changed(before: Sequence[int], after: Sequence[int]) -> bool:
+    """Whether a board changed order or membership, i.e. whether a reorder must be published."""
+    return list(before) != list(after)
