@@ -6,6 +6,7 @@ Every async gateway test runs twice, on the default asyncio loop and on uvloop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -75,3 +76,18 @@ def token(settings: Settings) -> Callable[..., str]:
         return issue_access_token(settings, sub=sub, role=role, **kw)
 
     return make
+
+
+@pytest.fixture
+async def cmd_worker(settings: Settings) -> AsyncIterator[None]:
+    """A real command consumer (workers.commands) on the test loop, without PostgreSQL."""
+    from workers.commands import run_commands
+    from workers.context import WorkerContext
+
+    ctx = await WorkerContext.open(settings, with_db=False)
+    task = asyncio.get_running_loop().create_task(run_commands(ctx))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await ctx.close()

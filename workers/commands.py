@@ -1,0 +1,220 @@
+"""The command consumer: applies client commands from ``rt:cmd`` and answers each one.
+
+Contract:
+
+* Commands are read with ``XREADGROUP`` by the ``cmd-workers`` group, so each is handled by one
+  worker process; an entry is acknowledged only after its reply has been written.
+* **One reply per command**: the handler's result (ok), its :class:`CommandError` (a stable code
+  and a message), ``unknown_command`` or ``internal``. The reply goes to the stream of the
+  gateway that sent the command, which forwards it to the connection (or answers ``timeout``
+  itself if the reply is late).
+* Entries left pending by a crashed worker are reclaimed with ``XAUTOCLAIM`` after
+  ``job_claim_idle_ms``; the gateway has long answered ``timeout`` by then, so a reclaimed
+  command is applied (handlers are idempotent) but its late reply is dropped by the gateway.
+* Identity comes from the gateway's stamps (``user``, ``role``, ``staff``), never from ``data``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis.exceptions
+
+from config import keys
+from gateway.commands import ReplyRecord
+from workers import metrics
+from workers.context import WorkerContext
+
+log = logging.getLogger("lectern.workers.commands")
+
+REPLY_MAXLEN = 10_000
+REPLY_TTL_S = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    gateway: str
+    conn: str
+    ref: str
+    name: str
+    topic: str
+    user: str
+    role: str
+    staff: bool
+    data: dict[str, Any]
+    ts_ms: int
+
+    @property
+    def cohort(self) -> str:
+        parts = self.topic.split(":")
+        return parts[1] if len(parts) >= 2 and parts[0] != "user" else ""
+
+    @property
+    def session(self) -> str:
+        parts = self.topic.split(":")
+        return parts[2] if len(parts) == 3 and parts[0] == "live" else ""
+
+
+class CommandError(Exception):
+    """A refusal the client should see: ``code`` is stable, ``message`` is human-readable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+Handler = Callable[[WorkerContext, Command], Awaitable[Any]]
+HANDLERS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    """Register a handler for command ``name`` (modules register at import)."""
+
+    def register(fn: Handler) -> Handler:
+        HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+@command("sys.echo")
+async def echo(ctx: WorkerContext, cmd: Command) -> Any:
+    """Diagnostic round trip for admins: replies with ``data`` after ``delay_ms`` (<= 10 s)."""
+    if cmd.role != "admin":
+        raise CommandError("forbidden", "sys.echo is for admins")
+    delay = cmd.data.get("delay_ms", 0)
+    if not isinstance(delay, int) or not 0 <= delay <= 10_000:
+        raise CommandError("invalid", "delay_ms must be an integer from 0 to 10000")
+    if delay:
+        await asyncio.sleep(delay / 1000)
+    return cmd.data
+
+
+_data_decoder = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+
+
+def parse_command(fields: dict[bytes, bytes]) -> Command:
+    def text(name: str) -> str:
+        return fields.get(name.encode(), b"").decode()
+
+    return Command(
+        gateway=text("gw"),
+        conn=text("conn"),
+        ref=text("ref"),
+        name=text("name"),
+        topic=text("topic"),
+        user=text("user"),
+        role=text("role"),
+        staff=text("staff") == "1",
+        data=_data_decoder.decode(fields.get(b"data", b"{}")),
+        ts_ms=int(text("ts") or 0),
+    )
+
+
+async def execute(ctx: WorkerContext, cmd: Command) -> ReplyRecord:
+    handler = HANDLERS.get(cmd.name)
+    if handler is None:
+        return ReplyRecord(
+            cmd.conn,
+            cmd.ref,
+            False,
+            code="unknown_command",
+            message=f"no command named {cmd.name[:64]!r}",
+        )
+    try:
+        result = await handler(ctx, cmd)
+    except CommandError as exc:
+        return ReplyRecord(cmd.conn, cmd.ref, False, code=exc.code, message=exc.message)
+    except Exception:
+        log.exception("command failed", extra={"command": cmd.name, "ref": cmd.ref})
+        return ReplyRecord(cmd.conn, cmd.ref, False, code="internal", message="internal error")
+    return ReplyRecord(cmd.conn, cmd.ref, True, data=result)
+
+
+async def send_reply(ctx: WorkerContext, gateway: str, reply: ReplyRecord) -> None:
+    key = keys.reply_key(gateway)
+    pipe = ctx.redis.pipeline(transaction=False)
+    pipe.xadd(key, {"r": _encoder.encode(reply)}, maxlen=REPLY_MAXLEN, approximate=True)
+    pipe.expire(key, REPLY_TTL_S)
+    await pipe.execute()
+
+
+async def _handle(ctx: WorkerContext, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    try:
+        cmd = parse_command(fields)
+    except (msgspec.DecodeError, ValueError):
+        log.warning("malformed command entry dropped", extra={"entry": entry_id.decode()})
+    else:
+        reply = await execute(ctx, cmd)
+        metrics.commands.labels(cmd.name if cmd.name in HANDLERS else "?", reply.code or "ok").inc()
+        if cmd.gateway:
+            await send_reply(ctx, cmd.gateway, reply)
+    await ctx.redis.xack(keys.CMD_STREAM, keys.CMD_GROUP, entry_id)
+
+
+async def ensure_group(ctx: WorkerContext, stream: str, group: str) -> None:
+    try:
+        await ctx.redis.xgroup_create(stream, group, id="$", mkstream=True)
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def run_commands(ctx: WorkerContext, concurrency: int = 64) -> None:
+    """Consume commands until cancelled. Up to ``concurrency`` are applied at once; commands of
+    one room are not ordered with respect to each other beyond their stream order of arrival."""
+    await ensure_group(ctx, keys.CMD_STREAM, keys.CMD_GROUP)
+    sem = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    last_claim = 0.0
+
+    async def guarded(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            await _handle(ctx, entry_id, fields)
+        finally:
+            sem.release()
+
+    backoff = 0.1
+    while True:
+        try:
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+            now = time.monotonic()
+            if now - last_claim > ctx.settings.job_claim_idle_ms / 1000:
+                last_claim = now
+                claimed: Any = await ctx.redis.xautoclaim(
+                    keys.CMD_STREAM,
+                    keys.CMD_GROUP,
+                    ctx.consumer,
+                    min_idle_time=ctx.settings.job_claim_idle_ms,
+                    count=100,
+                )
+                entries.extend(claimed[1])
+            resp: Any = await ctx.redis.xreadgroup(
+                keys.CMD_GROUP, ctx.consumer, {keys.CMD_STREAM: ">"}, count=100, block=1000
+            )
+            for _, batch in resp or []:
+                entries.extend(batch)
+            backoff = 0.1
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
+                await ensure_group(ctx, keys.CMD_STREAM, keys.CMD_GROUP)
+                continue
+            log.warning("command read failed: %s", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        for entry_id, fields in entries:
+            if not fields:
+                continue  # deleted entry returned by XAUTOCLAIM
+            await sem.acquire()
+            task = asyncio.create_task(guarded(entry_id, fields))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
