@@ -24,7 +24,7 @@ async def enqueue(
 
     Delivery is at least once: handlers must be idempotent (unique keys in PostgreSQL).
     """
-    fields = {"p": _encoder.encode(payload), "a": str(attempt)}
+    fields: dict[Any, Any] = {"p": _encoder.encode(payload), "a": str(attempt)}
     entry = await redis.xadd(
         keys.job_stream(queue), fields, maxlen=JOB_STREAM_MAXLEN, approximate=True
     )
