@@ -419,7 +419,12 @@ def create_app(
     """The gateway application; its background tasks start and stop with the app."""
     app = web.Application(client_max_size=settings.max_frame_bytes)
     app[SETTINGS] = settings
-    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    # A bounded pool: a connect storm waits for a Redis connection instead of opening hundreds
+    # of sockets next to ~19,000 client sockets under the 20,000 open-file limit.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=32, timeout=10, socket_connect_timeout=2, socket_timeout=5
+    )
+    redis = aioredis.Redis(connection_pool=pool)
     app[REDIS] = redis
     hub = Hub(settings, redis, gateway_id or uuid.uuid4().hex[:12])
     app[HUB] = hub
