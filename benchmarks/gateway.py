@@ -92,7 +92,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = args.port or free_port()
     metrics_port = free_port() if args.processes == 1 else 19_700
     env = _gateway_env(redis_server.url, metrics_port, {})
-    gateway = subprocess.Popen(
+    gateway = subprocess.Popen(  # noqa: ASYNC220 (start-up, before any measurement)
         [sys.executable, "-m", "gateway", "--processes", str(args.processes), "--port", str(port)],
         env=env,
         start_new_session=True,

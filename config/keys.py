@@ -112,6 +112,7 @@ def room_key(kind: str, cohort: str, session: str) -> str:
     """Live-room state kept in Redis (reaction windows, poll tallies being throttled)."""
     return f"{ROOT}:room:{kind}:{cohort}:{session}"
 
+
 #: Joins and leaves of live-room topics, appended by the gateways for the attendance worker.
 #: Fields: ``op`` (join|leave), ``user``, ``topic``, ``conn``, ``ts`` (ms).
 PRESENCE_STREAM = f"{ROOT}:presence"

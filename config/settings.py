@@ -49,6 +49,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "https://localhost",
     )
     allow_missing_origin: bool = True  # non-browser clients send no Origin header
+    # Login attempts allowed per account (normalised email) and per client IP in a window.
+    login_attempts_per_account: int = 10
+    login_attempts_per_ip: int = 100
+    login_window_s: int = 300
+    invite_ttl_s: int = 7 * 24 * 3600
+
+    # API.
+    # staff:{cohort} progress aggregates: at most one per cohort per this window (trailing).
+    staff_progress_debounce_ms: int = 3000
 
     # Gateway limits (DESIGN.md section 8).
     max_frame_bytes: int = 64 * 1024
@@ -146,6 +155,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_maxlen",
         "bus_shards",
         "bus_read_count",
+        "login_attempts_per_account",
+        "login_attempts_per_ip",
+        "login_window_s",
+        "staff_progress_debounce_ms",
     )
     for name in positive:
         value = values.get(name)

@@ -1,20 +1,116 @@
 """Background jobs on Redis Streams (DESIGN.md section 5).
 
-``enqueue`` is what producers (the API, other jobs) call. The consumer side lives below it.
+Producers call :func:`enqueue` (run as soon as a worker is free) or :func:`schedule` (run
+after a delay). Every worker process runs :func:`run_jobs`, which consumes each queue that has
+a handler registered with :func:`job`. A queue is the stream ``keys.job_stream(queue)``, read
+by the consumer group ``keys.WORKER_GROUP``; an entry holds the JSON payload (``p``) and the
+number of attempts that already failed (``a``).
+
+Guarantees, and what handlers must do for them:
+
+* **At least once.** An entry is acknowledged (``XACK``, then ``XDEL``) only after its handler
+  returned, i.e. after the handler's transaction committed. A process that dies mid-job leaves
+  the entry pending; another process reclaims it with ``XAUTOCLAIM`` once it has been idle for
+  ``job_claim_idle_ms``. While a job runs, its process refreshes the entry's idle time every
+  third of that (``XCLAIM ... JUSTID``), so a slow job is never reclaimed from a live process.
+* **Exactly-once effects** follow when handlers are idempotent: a unique key in PostgreSQL
+  (``UPDATE ... WHERE status = 'pending'``, ``INSERT ... ON CONFLICT DO NOTHING``) turns a
+  second delivery into a no-op. A handler should also *converge*: on a redelivery it redoes the
+  follow-ups of work already committed (enqueueing an email, updating a Redis cache), since the
+  first delivery may have died between its commit and those.
+* **Retries with backoff.** A handler that raises is retried after ``job_retry_base_ms * 2**n``
+  (n = failed attempts so far, capped at :data:`MAX_BACKOFF_MS`, plus up to 20 % jitter): the
+  entry moves to the queue's delayed set (``keys.job_delayed_key``) and back onto the stream
+  when due, atomically (a Lua script), whichever process moves it. :class:`RetryLater` picks
+  the delay; :class:`PermanentError` skips the retries.
+* **Dead letters.** After ``job_max_attempts`` attempts, counting both failures and deliveries
+  that never finished (the stream's delivery counter, for processes that died), the entry moves
+  to ``keys.dead_letter_stream(queue)`` with its payload, attempts and last error, and is not
+  run again. Moving and acknowledging happen in one ``MULTI``.
+* **Bounded.** A process runs at most ``concurrency`` jobs at once and reads only as many
+  entries as it has free slots, so it never holds work it cannot start.
+* **No order** between jobs, not even of one queue: retries and concurrency reorder them.
+* **Shutdown.** Cancelling :func:`run_jobs` stops reading, lets running jobs finish for up to
+  ``shutdown_timeout_s`` and cancels the rest, which stay pending and are reclaimed later.
+
+The job keys of one queue should share a Redis Cluster hash tag, since the mover script and the
+``MULTI`` blocks touch the stream and the delayed set together (see ``config/keys.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import importlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from config import keys
+from workers import metrics
+
+if TYPE_CHECKING:
+    from workers.context import WorkerContext
+
+log = logging.getLogger("lectern.workers.jobs")
 
 _encoder = msgspec.json.Encoder()
+_payload_decoder = msgspec.json.Decoder(dict[str, Any])
 
 JOB_STREAM_MAXLEN = 1_000_000
+DEAD_LETTER_MAXLEN = 100_000
+MAX_BACKOFF_MS = 10 * 60 * 1000
+#: A job running longer than this is cancelled and counts as a failed attempt.
+DEFAULT_TIMEOUT_S = 300.0
+#: How often due retries are moved back onto their stream.
+MOVER_INTERVAL_S = 0.1
+
+#: Modules whose import registers job handlers; :func:`run_jobs` imports them all.
+HANDLER_MODULES: list[str] = [
+    "workers.grade",
+    "workers.email",
+    "workers.notify",
+    "workers.scheduler",
+]
+
+JobHandler = Callable[["WorkerContext", dict[str, Any]], Awaitable[None]]
+#: Queue name -> handler. One handler per queue.
+JOB_HANDLERS: dict[str, JobHandler] = {}
+JOB_TIMEOUTS: dict[str, float] = {}
+
+
+def job(queue: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Callable[[JobHandler], JobHandler]:
+    """Register ``async def handler(ctx, payload) -> None`` as the consumer of ``queue``."""
+
+    def register(fn: JobHandler) -> JobHandler:
+        JOB_HANDLERS[queue] = fn
+        JOB_TIMEOUTS[queue] = timeout_s
+        return fn
+
+    return register
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a job that can never succeed: dead-lettered without retries."""
+
+
+class RetryLater(Exception):
+    """Raised by a handler to be retried after ``delay_ms`` (counts as a failed attempt)."""
+
+    def __init__(self, message: str, delay_ms: int) -> None:
+        super().__init__(message)
+        self.delay_ms = delay_ms
+
+
+# -- producing --------------------------------------------------------------------------------
 
 
 async def enqueue(
@@ -29,3 +125,343 @@ async def enqueue(
         keys.job_stream(queue), fields, maxlen=JOB_STREAM_MAXLEN, approximate=True
     )
     return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def _delayed_member(payload_json: bytes | str, attempt: int, key: str) -> bytes:
+    p = payload_json.decode() if isinstance(payload_json, bytes) else payload_json
+    return _encoder.encode({"k": key, "a": str(attempt), "p": p})
+
+
+async def schedule(
+    redis: aioredis.Redis | Any,
+    queue: str,
+    payload: dict[str, Any],
+    *,
+    delay_ms: int,
+    key: str | None = None,
+) -> bool:
+    """Enqueue ``payload`` on ``queue`` in ``delay_ms``; returns whether it was added.
+
+    With a ``key``, scheduling coalesces: while a job with the same queue, key and payload
+    waits, another ``schedule`` adds nothing and keeps the earlier due time (``ZADD NX``).
+    """
+    member = _delayed_member(_encoder.encode(payload), 0, key or uuid.uuid4().hex)
+    due = int(time.time() * 1000) + max(0, delay_ms)
+    added = await redis.zadd(keys.job_delayed_key(queue), {member: due}, nx=True)
+    return bool(added)
+
+
+# Moves due retries onto the stream; atomic, so two processes never move one twice.
+_MOVER_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, m in ipairs(due) do
+  local j = cjson.decode(m)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'p', j['p'], 'a', j['a'])
+  redis.call('ZREM', KEYS[1], m)
+end
+return #due
+"""
+
+
+def backoff_ms(base_ms: int, failed: int) -> int:
+    """Delay before the retry that follows ``failed`` failed attempts (>= 1), with jitter."""
+    delay = min(base_ms * 2 ** max(0, failed - 1), MAX_BACKOFF_MS)
+    return int(delay * (1 + random.random() * 0.2))
+
+
+# -- consuming --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    queue: str
+    id: bytes
+    fields: dict[bytes, bytes]
+    deliveries: int = 1
+
+    @property
+    def failed(self) -> int:
+        try:
+            return int(self.fields.get(b"a", b"0"))
+        except ValueError:
+            return 0
+
+
+async def ensure_group(redis: aioredis.Redis, stream: str) -> None:
+    """Create the workers' group on ``stream`` from its start, so jobs enqueued before any
+    worker ran are not skipped."""
+    try:
+        await redis.xgroup_create(stream, keys.WORKER_GROUP, id="0", mkstream=True)
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def load_handlers() -> None:
+    for name in HANDLER_MODULES:
+        importlib.import_module(name)
+
+
+class JobRunner:
+    """Consumes some queues in one process; :func:`run_jobs` is the service around it."""
+
+    def __init__(self, ctx: WorkerContext, queues: list[str], concurrency: int) -> None:
+        self.ctx = ctx
+        self.queues = queues
+        self.concurrency = max(1, concurrency)
+        self.streams = {keys.job_stream(q): q for q in queues}
+        self.running: dict[asyncio.Task[None], _Entry] = {}
+        self._slot_freed = asyncio.Event()
+        self._mover = ctx.redis.register_script(_MOVER_LUA)
+        settings = ctx.settings
+        self.claim_idle_ms = settings.job_claim_idle_ms
+        self.max_attempts = max(1, settings.job_max_attempts)
+
+    async def run(self) -> None:
+        for stream in self.streams:
+            await ensure_group(self.ctx.redis, stream)
+        helpers = [
+            asyncio.create_task(self._move_due_forever(), name="jobs-mover"),
+            asyncio.create_task(self._heartbeat_forever(), name="jobs-heartbeat"),
+        ]
+        try:
+            await self._consume_forever()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await self._drain(self.ctx.settings.shutdown_timeout_s * 0.8)
+
+    async def _drain(self, grace_s: float) -> None:
+        """Let running jobs finish for ``grace_s``; cancel the rest (they stay pending)."""
+        tasks = list(self.running)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+
+    # The read loop.
+
+    async def _consume_forever(self) -> None:
+        redis = self.ctx.redis
+        backoff = 0.1
+        last_claim = 0.0
+        while True:
+            while len(self.running) >= self.concurrency:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            free = self.concurrency - len(self.running)
+            try:
+                entries: list[_Entry] = []
+                now = time.monotonic()
+                if now - last_claim >= max(self.claim_idle_ms / 4000, 0.05):
+                    last_claim = now
+                    entries = await self._reclaim(free)
+                if len(entries) < free:
+                    resp: Any = await redis.xreadgroup(
+                        keys.WORKER_GROUP,
+                        self.ctx.consumer,
+                        dict.fromkeys(self.streams, ">"),
+                        count=free - len(entries),
+                        block=None if entries else self._block_ms(),
+                    )
+                    for stream, batch in resp or []:
+                        queue = self.streams[stream.decode()]
+                        entries.extend(_Entry(queue, eid, fields) for eid, fields in batch)
+                backoff = 0.1
+            except (redis.exceptions.RedisError, OSError) as exc:
+                if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
+                    for stream in self.streams:
+                        await ensure_group(redis, stream)
+                    continue
+                log.warning("job read failed: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            now_ms = time.time() * 1000
+            for entry in entries:
+                if not entry.fields:
+                    continue  # trimmed while pending: nothing left to run
+                with contextlib.suppress(ValueError):
+                    lag = max(0.0, now_ms - int(entry.id.split(b"-")[0])) / 1000
+                    metrics.queue_lag.labels(entry.queue).set(lag)
+                task = asyncio.create_task(self._process(entry))
+                self.running[task] = entry
+                task.add_done_callback(self._finished)
+
+    def _block_ms(self) -> int:
+        # Wake up in time for the next reclaim round.
+        return int(min(1000, max(50, self.claim_idle_ms / 4)))
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.running.pop(task, None)
+        self._slot_freed.set()
+
+    async def _reclaim(self, free: int) -> list[_Entry]:
+        """Entries idle for ``claim_idle_ms`` (their process died), with delivery counts."""
+        redis = self.ctx.redis
+        found: list[_Entry] = []
+        for stream, queue in self.streams.items():
+            if len(found) >= free:
+                break
+            claimed: Any = await redis.xautoclaim(
+                stream,
+                keys.WORKER_GROUP,
+                self.ctx.consumer,
+                min_idle_time=self.claim_idle_ms,
+                count=free - len(found),
+            )
+            for eid, fields in claimed[1]:
+                if eid is None:
+                    continue
+                info: Any = await redis.xpending_range(
+                    stream, keys.WORKER_GROUP, min=eid, max=eid, count=1
+                )
+                deliveries = int(info[0]["times_delivered"]) if info else 2
+                if not fields:
+                    # Trimmed from the stream while pending: only the pending entry is left.
+                    await redis.xack(stream, keys.WORKER_GROUP, eid)
+                    continue
+                found.append(_Entry(queue, eid, fields, deliveries))
+                log.info(
+                    "job reclaimed",
+                    extra={"queue": queue, "entry": eid.decode(), "deliveries": deliveries},
+                )
+        return found
+
+    # Helpers running beside the read loop.
+
+    async def _move_due_forever(self) -> None:
+        while True:
+            try:
+                await self.move_due()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.debug("job mover: %s", exc)
+            await asyncio.sleep(MOVER_INTERVAL_S)
+
+    async def move_due(self) -> int:
+        """Move the retries that are due onto their streams; returns how many moved."""
+        moved = 0
+        now_ms = int(time.time() * 1000)
+        for queue in self.queues:
+            moved += int(
+                await self._mover(
+                    keys=[keys.job_delayed_key(queue), keys.job_stream(queue)],
+                    args=[now_ms, 500, JOB_STREAM_MAXLEN],
+                )
+            )
+        return moved
+
+    async def _heartbeat_forever(self) -> None:
+        """Reset the idle time of running entries so that live jobs are never reclaimed."""
+        interval = max(self.claim_idle_ms / 3000, 0.02)
+        while True:
+            await asyncio.sleep(interval)
+            by_stream: dict[str, list[bytes]] = {}
+            for entry in list(self.running.values()):
+                by_stream.setdefault(keys.job_stream(entry.queue), []).append(entry.id)
+            for stream, ids in by_stream.items():
+                try:
+                    await self.ctx.redis.xclaim(
+                        stream,
+                        keys.WORKER_GROUP,
+                        self.ctx.consumer,
+                        min_idle_time=0,
+                        message_ids=ids,
+                        justid=True,
+                    )
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    log.debug("job heartbeat: %s", exc)
+
+    # Running one entry.
+
+    async def _process(self, entry: _Entry) -> None:
+        queue = entry.queue
+        attempt = entry.failed + entry.deliveries
+        if attempt > self.max_attempts:
+            await self._settle(entry, "dead", "delivered too often without finishing", attempt - 1)
+            return
+        try:
+            payload = _payload_decoder.decode(entry.fields.get(b"p", b""))
+        except msgspec.DecodeError as exc:
+            await self._settle(entry, "dead", f"undecodable payload: {exc}", attempt)
+            return
+        handler = JOB_HANDLERS[queue]
+        started = time.perf_counter()
+        outcome, error, delay = "ok", "", 0
+        try:
+            async with asyncio.timeout(JOB_TIMEOUTS.get(queue, DEFAULT_TIMEOUT_S)):
+                await handler(self.ctx, payload)
+        except PermanentError as exc:
+            outcome, error = "dead", f"permanent: {exc}"
+        except RetryLater as exc:
+            outcome, error, delay = "retry", str(exc), exc.delay_ms
+        except Exception as exc:
+            outcome, error = "retry", f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "job failed",
+                exc_info=True,
+                extra={"queue": queue, "entry": entry.id.decode(), "attempt": attempt},
+            )
+        finally:
+            metrics.job_seconds.labels(queue).observe(time.perf_counter() - started)
+        if outcome == "retry" and attempt >= self.max_attempts:
+            outcome = "dead"
+        try:
+            await self._settle(entry, outcome, error, attempt, delay)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # The work is done (or will be retried); the entry is reclaimed and, the handler
+            # being idempotent, settled on its next delivery.
+            log.warning("job settle failed: %s", exc, extra={"queue": queue})
+
+    async def _settle(
+        self, entry: _Entry, outcome: str, error: str, attempts: int, delay_ms: int = 0
+    ) -> None:
+        """Acknowledge ``entry`` and, for a failure, reschedule or dead-letter it, atomically."""
+        stream = keys.job_stream(entry.queue)
+        pipe = self.ctx.redis.pipeline(transaction=True)
+        if outcome == "retry":
+            delay = delay_ms or backoff_ms(self.ctx.settings.job_retry_base_ms, attempts)
+            member = _delayed_member(entry.fields.get(b"p", b"{}"), attempts, entry.id.decode())
+            pipe.zadd(keys.job_delayed_key(entry.queue), {member: int(time.time() * 1000) + delay})
+            metrics.job_retries.labels(entry.queue).inc()
+        elif outcome == "dead":
+            pipe.xadd(
+                keys.dead_letter_stream(entry.queue),
+                {
+                    "p": entry.fields.get(b"p", b""),
+                    "a": str(attempts),
+                    "id": entry.id,
+                    "error": error[:1000],
+                    "ts": str(int(time.time() * 1000)),
+                },
+                maxlen=DEAD_LETTER_MAXLEN,
+                approximate=True,
+            )
+            metrics.dead_letters.labels(entry.queue).inc()
+            log.error(
+                "job dead-lettered",
+                extra={"queue": entry.queue, "entry": entry.id.decode(), "error": error[:200]},
+            )
+        pipe.xack(stream, keys.WORKER_GROUP, entry.id)
+        pipe.xdel(stream, entry.id)
+        await pipe.execute()
+
+
+async def run_jobs(
+    ctx: WorkerContext, *, queues: list[str] | None = None, concurrency: int = 32
+) -> None:
+    """Service: consume every registered queue (or ``queues``) until cancelled.
+
+    See the module docstring for the guarantees.
+    """
+    load_handlers()
+    names = sorted(queues if queues is not None else JOB_HANDLERS)
+    unknown = [q for q in names if q not in JOB_HANDLERS]
+    if unknown:
+        raise ValueError(f"no handler for queues {unknown}")
+    if not names:
+        return
+    await JobRunner(ctx, names, concurrency).run()
