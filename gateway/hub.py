@@ -44,6 +44,8 @@ from gateway.wsconn import WsConn
 
 log = logging.getLogger("lectern.gateway.hub")
 
+#: Ticks (seconds) between full collections of the frozen generation.
+GC_RECYCLE_TICKS = 600
 #: How long a closing connection may take to flush before it is aborted.
 CLOSE_GRACE_S = 5.0
 
@@ -70,6 +72,7 @@ class Hub:
         self._next_ping = time.monotonic() + settings.ping_interval_s
         self._next_heartbeat = time.monotonic() + settings.sse_heartbeat_s
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._gc_ticks = 0
 
     def next_conn_id(self) -> int:
         return next(self._ids)
@@ -345,9 +348,25 @@ class Hub:
             for conn in [c for c in self._closing if c.transport is None]:
                 del self._closing[conn]
         if self.settings.gc_freeze:
-            # Long-lived connection objects go to the permanent generation, so the cyclic
-            # collector stops walking tens of thousands of them on every full collection.
-            gc.freeze()
+            self._gc_tick()
+
+    def _gc_tick(self) -> None:
+        """Keep the cyclic GC off the fan-out path.
+
+        Young cyclic garbage is collected (cheap: only objects made since the last tick), then
+        the survivors — mostly long-lived connections — move to the permanent generation, so
+        no collection walks tens of thousands of them again. Objects that were alive at a tick
+        and later die inside a cycle would stay frozen, so every ``GC_RECYCLE_TICKS`` ticks
+        the permanent generation is thawed and collected once.
+        """
+        self._gc_ticks += 1
+        if self._gc_ticks >= GC_RECYCLE_TICKS:
+            self._gc_ticks = 0
+            gc.unfreeze()
+            gc.collect()
+        else:
+            gc.collect(1)
+        gc.freeze()
 
     async def run_ticker(self) -> None:
         while True:
