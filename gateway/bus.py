@@ -33,6 +33,12 @@ log = logging.getLogger("lectern.gateway.bus")
 BLOCK_MS = 1000
 
 
+def _after(a: bytes, b: bytes) -> bool:
+    ams, _, aseq = a.partition(b"-")
+    bms, _, bseq = b.partition(b"-")
+    return (int(ams), int(aseq)) > (int(bms), int(bseq))
+
+
 class BusReader:
     def __init__(self, hub: Hub, redis_url: str, settings: Settings) -> None:
         self.hub = hub
@@ -89,18 +95,39 @@ class BusReader:
             finally:
                 await r.aclose()
 
+    async def _check_trimmed(self, r: aioredis.Redis, streams: list[bytes]) -> None:
+        """A full read means this gateway is behind. If a bus shard has been trimmed past our
+        position, the entries in between are gone from the bus (not from the histories):
+        replay every local topic from its history (deduplicated by event ID)."""
+        pipe = r.pipeline(transaction=False)
+        for stream in streams:
+            pipe.xrange(stream, count=1)
+        oldest = await pipe.execute()
+        for stream, first in zip(streams, oldest, strict=True):
+            if first and _after(first[0][0], self.positions[stream]):
+                metrics.bus_errors.inc()
+                log.warning("fell behind the bus beyond its retention; replaying histories")
+                await self.hub.recover(self._since_ms())
+                return
+
     async def _loop(self, r: aioredis.Redis, reply_key: bytes) -> None:
         hub = self.hub
         count = self.settings.bus_read_count
         positions = self.positions
         revoke_key = keys.REVOKE_STREAM.encode()
+        lagging: list[bytes] = []
         while True:
+            if lagging:
+                await self._check_trimmed(r, lagging)
+                lagging = []
             resp: Any = await r.xread(positions, count=count, block=BLOCK_MS)  # type: ignore[arg-type]
             if not resp:
                 continue
             records: list[Record] = []
             for stream, entries in resp:
                 positions[stream] = entries[-1][0]
+                if len(entries) >= count:
+                    lagging.append(stream)
                 if stream == reply_key:
                     for _, fields in entries:
                         hub.commands.on_reply(fields[b"r"])
