@@ -288,7 +288,10 @@ async def _tails(hub: Hub, topics: list[str]) -> dict[str, str]:
     for topic in topics:
         pipe.xrevrange(keys.history_key(topic, hub.settings.bus_shards), count=1)
     tails = await pipe.execute()
-    return {t: tail[0][0].decode() for t, tail in zip(topics, tails, strict=True) if tail}
+    return {
+        t: tail[0][0].decode() if tail else protocol.EMPTY_CURSOR
+        for t, tail in zip(topics, tails, strict=True)
+    }
 
 
 async def _poll_read(
@@ -453,12 +456,15 @@ async def _background(app: web.Application) -> Any:
         loop.create_task(bus.run(), name="bus"),
         loop.create_task(hub.run_ticker(), name="tick"),
         loop.create_task(hub.commands.run_writer(), name="cmd-writer"),
+        loop.create_task(hub.presence.run(), name="presence-writer"),
         loop.create_task(_sweep(app), name="sweep"),
     ]
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(bus.ready.wait(), 10)
     yield
     await shutdown_connections(app)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(hub.presence.flush(), 2)  # the leaves of the closed connections
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,8 +7,8 @@ connection costs the transport plus this object and its subscription map. Everyt
 
 Back-pressure: the transport's high-water mark is the outgoing-buffer limit. When a client
 stops reading and the buffer passes it, ``pause_writing`` fires and the connection is closed
-with ``SLOW_CONSUMER``; nothing more is written to it, so memory stays bounded and the client
-resumes later from its cursor.
+with ``SLOW_CONSUMER``; nothing more is written to it, so the buffer never holds more than the
+limit plus one event (plus the close frame) and the client resumes later from its cursor.
 """
 
 from __future__ import annotations
@@ -52,8 +52,10 @@ class Conn(asyncio.Protocol):
         self.closed = False
         #: Subscribed topics -> last event ID written ("" before the first).
         self.topics: dict[str, str] = {}
-        #: Topics being replayed from history -> live events that arrived meanwhile.
-        self.replay: dict[str, list[Record]] | None = None
+        #: Per topic, while its history is read: the live events that arrived meanwhile (a
+        #: list); after the replay, until the bus passes it: the last event ID the replay wrote
+        #: (a str). ``None`` when no topic is in either state (the common case).
+        self.replay: dict[str, list[Record] | str] | None = None
 
     @property
     def conn_id(self) -> str:
@@ -75,8 +77,12 @@ class Conn(asyncio.Protocol):
             self.hub.unregister(self, CloseCode.GOING_AWAY if exc is None else 1006)
 
     def pause_writing(self) -> None:
+        if self.closed:
+            return  # the close frame itself went over the limit
         metrics.slow_consumers.inc()
-        self.close(CloseCode.SLOW_CONSUMER)
+        # This runs inside a write, possibly while the hub iterates this topic's subscribers:
+        # stop writing now, leave the hub's maps alone until the next loop turn.
+        self.close(CloseCode.SLOW_CONSUMER, defer_unregister=True)
 
     def resume_writing(self) -> None:
         pass
@@ -91,11 +97,10 @@ class Conn(asyncio.Protocol):
     def push(self, rec: Record) -> None:
         """Write one live event (the hub's fan-out calls this per subscriber)."""
         replay = self.replay
-        if replay is not None and rec.topic in replay:
-            replay[rec.topic].append(rec)
+        if replay is not None and rec.topic in replay and self._held(rec):
             return
         t = self.transport
-        if t is not None:
+        if t is not None and not self.closed:
             t.write(rec.frame(self.kind))
 
     def push_many(self, recs: list[Record]) -> None:
@@ -105,9 +110,48 @@ class Conn(asyncio.Protocol):
                 self.push(rec)
             return
         t = self.transport
-        if t is not None:
+        if t is not None and not self.closed:
             kind = self.kind
-            t.writelines([rec.frame(kind) for rec in recs])
+            self._write_batch(t, [rec.frame(kind) for rec in recs], 1)
+
+    def _held(self, rec: Record) -> bool:
+        """True when live event ``rec`` must not be written now: its topic's history is being
+        read (``rec`` is kept for :meth:`deliver_replayed`), or the replay already wrote it
+        (the history read was ahead of the bus)."""
+        replay = cast(dict[str, list[Record] | str], self.replay)
+        held = replay[rec.topic]
+        if isinstance(held, list):
+            held.append(rec)
+            return True
+        if not protocol.id_after(rec.id, held):
+            return True
+        # The bus has passed the replay: every later event of the topic is new.
+        del replay[rec.topic]
+        if not replay:
+            self.replay = None
+        return False
+
+    def _write_batch(self, t: asyncio.Transport, parts: list[bytes], step: int) -> None:
+        """Write ``parts`` (``step`` parts per event) with one call when they fit under the
+        buffer limit; otherwise in groups that fit, so that the buffer passes the limit by at
+        most one event before :meth:`pause_writing` closes the connection and drops the rest."""
+        limit = self.hub.settings.out_buffer_limit_bytes
+        if t.get_write_buffer_size() + sum(map(len, parts)) <= limit:
+            t.writelines(parts)
+            return
+        start, n = 0, len(parts)
+        while start < n and not self.closed:
+            room = limit - t.get_write_buffer_size()
+            end = start + step  # one event even when it does not fit: that one trips the limit
+            used = sum(map(len, parts[start:end]))
+            while end < n:
+                size = sum(map(len, parts[end : end + step]))
+                if used + size > room:
+                    break
+                used += size
+                end += step
+            t.writelines(parts[start:end])
+            start = end
 
     def send(self, frame: protocol.ServerFrame) -> None:
         """Encode and write a control frame (hello, reply, error...) for this connection."""
@@ -116,19 +160,35 @@ class Conn(asyncio.Protocol):
     def deliver_replayed(self, topic: str, recs: list[Record], after: str) -> None:
         """Write events read from history (in order, all newer than ``after``), then the live
         ones buffered meanwhile that are newer still: no gap, no duplicate."""
-        buffered = self.replay.pop(topic, []) if self.replay is not None else []
-        if self.replay is not None and not self.replay:
+        replay = self.replay
+        held = replay.pop(topic, None) if replay is not None else None
+        if replay is not None and not replay:
             self.replay = None
+        if self.closed or topic not in self.topics:
+            return
         last = recs[-1].id if recs else after
-        fresh = [r for r in buffered if not last or protocol.id_after(r.id, last)]
-        if topic in self.topics:
-            for rec in recs + fresh:
-                self.push(rec)
+        buffered = held if isinstance(held, list) else []
+        out = recs + [r for r in buffered if not last or protocol.id_after(r.id, last)]
+        for rec in out:
+            self.push(rec)
+        if out:
+            last = out[-1].id
+        # The history read may be ahead of the bus: until the bus passes ``last``, the events
+        # it brings for this topic were written already (see _held).
+        dispatched = self.hub.last_ids.get(topic)
+        if last and not self.closed and (not dispatched or protocol.id_after(last, dispatched)):
+            if self.replay is None:
+                self.replay = {}
+            self.replay[topic] = last
 
     # -- closing -------------------------------------------------------------------------------
 
-    def close(self, code: CloseCode | int, reason: str | None = None) -> None:
-        """Say why (close frame or closing event), then close. Idempotent."""
+    def close(
+        self, code: CloseCode | int, reason: str | None = None, *, defer_unregister: bool = False
+    ) -> None:
+        """Say why (close frame or closing event), then close. Idempotent. Nothing is written
+        after the close frame; ``defer_unregister`` leaves the hub's maps to the next loop turn
+        (for closes from inside a write)."""
         if self.closed:
             return
         self.closed = True
@@ -137,7 +197,10 @@ class Conn(asyncio.Protocol):
             self._write_close(t, code, reason)
             t.close()
             self.hub.closing(self)
-        self.hub.unregister(self, code)
+        if defer_unregister:
+            asyncio.get_running_loop().call_soon(self.hub.unregister, self, code)
+        else:
+            self.hub.unregister(self, code)
 
     def _write_close(self, t: asyncio.Transport, code: int, reason: str | None) -> None:
         raise NotImplementedError

@@ -37,6 +37,8 @@ from gateway.auth import authorize_topic
 from gateway.commands import CommandRouter
 from gateway.connection import Conn
 from gateway.metrics import Hot
+from gateway.presence import PREFIX as LIVE_PREFIX
+from gateway.presence import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
 from gateway.sseconn import SseConn
@@ -56,6 +58,8 @@ class Hub:
         self.redis = redis
         self.gateway_id = gateway_id
         self.commands = CommandRouter(self, redis)
+        #: Joins and leaves of live rooms, for attendance (written by its own task).
+        self.presence = PresenceWriter(redis)
         self._ids = itertools.count(1)
         self.topics: dict[str, set[Conn]] = {}
         #: Last event ID dispatched per topic with local subscribers.
@@ -178,6 +182,8 @@ class Hub:
                 metrics.topics_gauge.inc()
             subs.add(conn)
             accepted.append(topic)
+            if fresh and topic.startswith(LIVE_PREFIX):
+                self.presence.joined(conn, topic)
             if cursor:
                 if conn.replay is None:
                     conn.replay = {}
@@ -188,9 +194,12 @@ class Hub:
         return accepted
 
     def unsubscribe(self, conn: Conn, topic: str) -> None:
-        conn.topics.pop(topic, None)
+        if conn.topics.pop(topic, None) is not None and topic.startswith(LIVE_PREFIX):
+            self.presence.left(conn, topic)
         if conn.replay is not None:
             conn.replay.pop(topic, None)
+            if not conn.replay:
+                conn.replay = None
         subs = self.topics.get(topic)
         if subs is not None:
             subs.discard(conn)
@@ -205,13 +214,17 @@ class Hub:
         s = self.settings
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(keys.floor_key(topic, s.bus_shards))
-        pipe.xrange(keys.history_key(topic, s.bus_shards), min=f"({after}", count=s.history_maxlen)
+        # No COUNT: the history is bounded by publish's trimming, and between two trims it
+        # holds up to ~10 % more than history_maxlen; a cap here would cut a gap into resumes.
+        pipe.xrange(keys.history_key(topic, s.bus_shards), min=f"({after}")
         pipe.exists(keys.history_key(topic, s.bus_shards))
         floor, entries, exists = await pipe.execute()
+        if not exists:
+            # Nothing was ever published, or the history expired: only a client that has
+            # seen nothing yet ("0-0", the cursor of an empty topic) has missed nothing.
+            return [], after != protocol.EMPTY_CURSOR
         floor_id = floor.decode() if floor else ""
-        if (floor_id and not protocol.id_after(after, floor_id) and after != floor_id) or (
-            not exists
-        ):
+        if floor_id and not protocol.id_after(after, floor_id) and after != floor_id:
             return [], True
         recs = [
             Record(topic, eid.decode(), f[b"t"].decode(), f[b"d"], f[b"m"]) for eid, f in entries

@@ -224,8 +224,24 @@ class FrameError(Exception):
         self.ref = ref
 
 
+class InvalidText(FrameError):
+    """A text frame that is not UTF-8 (RFC 6455 makes the WebSocket close with 1007)."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.BAD_FRAME, "text frame is not valid UTF-8")
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def decode_client_frame(payload: bytes, binary: bool) -> ClientFrame:
-    """Decode one client frame (JSON text or MessagePack binary) or raise :class:`FrameError`.
+    """Decode one client frame (JSON text or MessagePack binary) or raise :class:`FrameError`
+    (:class:`InvalidText` for text that is not UTF-8).
 
     The error message is safe to show to the client: it names the field, never internals.
     """
@@ -237,8 +253,14 @@ def decode_client_frame(payload: bytes, binary: bool) -> ClientFrame:
             raise FrameError(ErrorCode.UNKNOWN_TYPE, "unknown frame type") from None
         if "missing required field `type`" in text:
             raise FrameError(ErrorCode.UNKNOWN_TYPE, "frame has no type") from None
+        if text.startswith("Expected `object`") and " - at `" not in text:
+            raise FrameError(ErrorCode.BAD_FRAME, "frame is not an object") from None
         raise FrameError(ErrorCode.INVALID, text) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec checks UTF-8 only inside strings (UnicodeDecodeError); valid JSON has no
+        # other place for it, so the full check runs on this error path only.
+        if not binary and not _is_utf8(payload):
+            raise InvalidText() from None
         kind = "MessagePack" if binary else "JSON"
         raise FrameError(ErrorCode.BAD_FRAME, f"frame is not valid {kind}") from None
     ref = getattr(frame, "ref", None)
@@ -295,6 +317,10 @@ def parse_topic(topic: str) -> tuple[str, ...] | None:
 # The compact cursor of an SSE stream or a long-poll: the last event ID seen per topic, in the
 # order of the stream's `topics` parameter, joined with commas; an empty slot means "none yet".
 # Example for topics=user:u1,cohort:c1 -> "1732240000000-0,1732240000007-2".
+
+
+#: The position of a topic with no history yet: every event published later is after it.
+EMPTY_CURSOR = "0-0"
 
 
 def is_stream_id(value: str) -> bool:

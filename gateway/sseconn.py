@@ -51,11 +51,10 @@ class SseConn(Conn):
 
     def push(self, rec: Record) -> None:
         replay = self.replay
-        if replay is not None and rec.topic in replay:
-            replay[rec.topic].append(rec)
+        if replay is not None and rec.topic in replay and self._held(rec):
             return
         t = self.transport
-        if t is not None:
+        if t is not None and not self.closed:
             t.writelines((self._id_line(rec), rec.frame(SSE)))
 
     def push_many(self, recs: list[Record]) -> None:
@@ -64,12 +63,14 @@ class SseConn(Conn):
                 self.push(rec)
             return
         t = self.transport
-        if t is not None:
+        if t is not None and not self.closed:
             parts: list[bytes] = []
             for rec in recs:
                 parts.append(self._id_line(rec))
                 parts.append(rec.frame(SSE))
-            t.writelines(parts)
+            # An id: line never goes out without its event (step 2): a cut in between would
+            # give the closing event that id, and the client would skip an unseen event.
+            self._write_batch(t, parts, 2)
 
     def _write_close(self, t: asyncio.Transport, code: int, reason: str | None) -> None:
         cc = protocol.CloseCode(code)

@@ -143,6 +143,9 @@ class WsConn(Conn):
             frame = protocol.decode_client_frame(payload, binary)
         except protocol.FrameError as exc:
             self.error(exc.code, exc.message, exc.ref)
+            if isinstance(exc, protocol.InvalidText):
+                self.close(CloseCode.INVALID_PAYLOAD)  # RFC 6455 section 8.1: must fail
+                return
             self._strike()
             return
         metrics.frames_received.labels(type(frame).__name__.lower()).inc()

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import logging
 import random
 import time
@@ -78,7 +79,8 @@ HANDLER_MODULES: list[str] = [
     "workers.grade",
     "workers.email",
     "workers.notify",
-    "workers.scheduler",
+    "workers.leaderboard",
+    "workers.csv_import",
 ]
 
 JobHandler = Callable[["WorkerContext", dict[str, Any]], Awaitable[None]]
@@ -187,18 +189,22 @@ class _Entry:
             return 0
 
 
-async def ensure_group(redis: aioredis.Redis, stream: str) -> None:
+async def ensure_group(client: aioredis.Redis, stream: str) -> None:
     """Create the workers' group on ``stream`` from its start, so jobs enqueued before any
     worker ran are not skipped."""
     try:
-        await redis.xgroup_create(stream, keys.WORKER_GROUP, id="0", mkstream=True)
+        await client.xgroup_create(stream, keys.WORKER_GROUP, id="0", mkstream=True)
     except redis.exceptions.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
 
 
 def load_handlers() -> None:
+    """Import :data:`HANDLER_MODULES` (a missing one is logged and skipped)."""
     for name in HANDLER_MODULES:
+        if importlib.util.find_spec(name) is None:
+            log.warning("job handler module not found, skipped", extra={"module": name})
+            continue
         importlib.import_module(name)
 
 
@@ -245,7 +251,7 @@ class JobRunner:
     # The read loop.
 
     async def _consume_forever(self) -> None:
-        redis = self.ctx.redis
+        client = self.ctx.redis
         backoff = 0.1
         last_claim = 0.0
         while True:
@@ -260,7 +266,7 @@ class JobRunner:
                     last_claim = now
                     entries = await self._reclaim(free)
                 if len(entries) < free:
-                    resp: Any = await redis.xreadgroup(
+                    resp: Any = await client.xreadgroup(
                         keys.WORKER_GROUP,
                         self.ctx.consumer,
                         dict.fromkeys(self.streams, ">"),
@@ -274,7 +280,7 @@ class JobRunner:
             except (redis.exceptions.RedisError, OSError) as exc:
                 if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
                     for stream in self.streams:
-                        await ensure_group(redis, stream)
+                        await ensure_group(client, stream)
                     continue
                 log.warning("job read failed: %s", exc)
                 await asyncio.sleep(backoff)
@@ -301,12 +307,12 @@ class JobRunner:
 
     async def _reclaim(self, free: int) -> list[_Entry]:
         """Entries idle for ``claim_idle_ms`` (their process died), with delivery counts."""
-        redis = self.ctx.redis
+        client = self.ctx.redis
         found: list[_Entry] = []
         for stream, queue in self.streams.items():
             if len(found) >= free:
                 break
-            claimed: Any = await redis.xautoclaim(
+            claimed: Any = await client.xautoclaim(
                 stream,
                 keys.WORKER_GROUP,
                 self.ctx.consumer,
@@ -316,13 +322,13 @@ class JobRunner:
             for eid, fields in claimed[1]:
                 if eid is None:
                     continue
-                info: Any = await redis.xpending_range(
+                info: Any = await client.xpending_range(
                     stream, keys.WORKER_GROUP, min=eid, max=eid, count=1
                 )
                 deliveries = int(info[0]["times_delivered"]) if info else 2
                 if not fields:
                     # Trimmed from the stream while pending: only the pending entry is left.
-                    await redis.xack(stream, keys.WORKER_GROUP, eid)
+                    await client.xack(stream, keys.WORKER_GROUP, eid)
                     continue
                 found.append(_Entry(queue, eid, fields, deliveries))
                 log.info(
@@ -359,7 +365,7 @@ class JobRunner:
         interval = max(self.claim_idle_ms / 3000, 0.02)
         while True:
             await asyncio.sleep(interval)
-            by_stream: dict[str, list[bytes]] = {}
+            by_stream: dict[str, list[Any]] = {}
             for entry in list(self.running.values()):
                 by_stream.setdefault(keys.job_stream(entry.queue), []).append(entry.id)
             for stream, ids in by_stream.items():

@@ -7,7 +7,17 @@ from typing import Any
 
 from workers.commands import run_commands
 from workers.context import WorkerContext
+from workers.jobs import run_jobs
+from workers.live_flush import run_live_flusher
+from workers.outbox import run_outbox_relay
+from workers.presence import run_presence
+from workers.scheduler import run_scheduler
 
 SERVICES: list[Callable[[WorkerContext], Coroutine[Any, Any, None]]] = [
     run_commands,
+    run_jobs,
+    run_outbox_relay,
+    run_scheduler,
+    run_live_flusher,
+    run_presence,
 ]

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 import uvloop
@@ -54,6 +55,25 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
     gw = await start_gateway(settings)
     yield gw
     await gw.runner.cleanup()
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(settings: Settings) -> AsyncIterator[GatewayFactory]:
+    """``await make_gateway(**overrides)``: another gateway, on the test settings with
+    ``overrides`` applied (e.g. ``history_maxlen=5``); all of them stop after the test."""
+    started: list[Gateway] = []
+
+    async def make(**overrides: Any) -> Gateway:
+        gw = await start_gateway(msgspec.structs.replace(settings, **overrides))
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in reversed(started):
+        await gw.runner.cleanup()
 
 
 @pytest.fixture

@@ -1,0 +1,150 @@
+"""What handlers call to authenticate, authorize and read their input.
+
+* ``claims = await current_user(request)``: the verified access token (401 when missing,
+  invalid, expired or revoked). Authorization is a pure function of the claims, like the
+  gateway's (DESIGN.md section 2); a user whose enrollments changed gets fresh claims from
+  ``POST /api/v1/auth/token`` or a refresh.
+* ``require_admin(claims)``, ``require_staff(claims, cohort_id)``,
+  ``require_member(claims, cohort_id)``: raise 403 unless allowed. Admins pass all three.
+* ``data = await body(request, MyStruct)``: the JSON body decoded into a msgspec Struct; 413
+  over :data:`MAX_BODY` bytes, 400 with ``details.field`` naming the offending field otherwise.
+* ``path_int(request, "id")``: an integer path parameter; 404 when it is not one (ids are
+  bigint, so anything else cannot name a row).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from api import errors
+from api.state import CLAIMS, REDIS, SETTINGS
+from config import keys
+from gateway.auth import AuthError, Claims, verify_access_token
+
+T = TypeVar("T")
+
+#: Largest JSON body accepted (bytes).
+MAX_BODY = 1024 * 1024
+_MAX_BIGINT = 2**63 - 1
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_MISSING = re.compile(r"missing required field `(?P<name>[^`]+)`")
+
+
+def bearer_token(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return ""
+
+
+async def current_user(request: web.Request) -> Claims:
+    """The caller's claims; verified once per request, then cached on the request."""
+    cached = request.get(CLAIMS)
+    if cached is not None:
+        return cached
+    token = bearer_token(request)
+    try:
+        claims = verify_access_token(request.app[SETTINGS], token)
+    except AuthError as exc:
+        raise errors.unauthorized(exc.message, exc.code) from None
+    if claims.sid and await request.app[REDIS].exists(keys.revoked_key(claims.sid)):
+        raise errors.unauthorized("this session was signed out", "session_revoked")
+    request[CLAIMS] = claims
+    return claims
+
+
+def user_id(claims: Claims) -> int:
+    return int(claims.sub)
+
+
+def is_admin(claims: Claims) -> bool:
+    return claims.role == "admin"
+
+
+def is_staff(claims: Claims, cohort_id: int) -> bool:
+    return claims.role == "admin" or str(cohort_id) in claims.staff
+
+
+def is_member(claims: Claims, cohort_id: int) -> bool:
+    """Member or staff of the cohort (or admin): who may read the cohort's content."""
+    return is_staff(claims, cohort_id) or str(cohort_id) in claims.cohorts
+
+
+def require_admin(claims: Claims) -> None:
+    if not is_admin(claims):
+        raise errors.forbidden("administrators only")
+
+
+def require_staff(claims: Claims, cohort_id: int) -> None:
+    if not is_staff(claims, cohort_id):
+        raise errors.forbidden("staff of this cohort only")
+
+
+def require_member(claims: Claims, cohort_id: int) -> None:
+    if not is_member(claims, cohort_id):
+        raise errors.forbidden("members of this cohort only")
+
+
+def path_int(request: web.Request, name: str = "id") -> int:
+    raw = request.match_info.get(name, "")
+    if not raw.isascii() or not raw.isdigit() or int(raw) > _MAX_BIGINT:
+        raise errors.not_found(f"no such {name}")
+    return int(raw)
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The raw body, refusing with 413 as soon as it passes ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise errors.too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def validation_details(exc: msgspec.DecodeError) -> dict[str, Any]:
+    """``{"field": "a.b[0]", "reason": "..."}`` from a msgspec error message."""
+    text = str(exc)
+    match = _AT.match(text)
+    reason = match["reason"] if match else text
+    path = (match["path"] or "") if match else ""
+    missing = _MISSING.search(reason)
+    if missing:
+        path = f"{path}.{missing['name']}"
+    return {"field": path.lstrip("."), "reason": reason}
+
+
+def decode(raw: bytes, type_: type[T]) -> T:
+    """Decode JSON ``raw`` into ``type_``; 400 naming the field on failure."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    if not raw.strip():
+        raise errors.bad_request("a JSON body is required", {"field": "", "reason": "empty body"})
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        details = validation_details(exc)
+        where = f" in `{details['field']}`" if details["field"] else ""
+        raise errors.bad_request(
+            f"invalid value{where}: {details['reason']}", details, "invalid_field"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise errors.bad_request(
+            "the body is not valid JSON", {"field": "", "reason": str(exc)}, "invalid_json"
+        ) from None
+
+
+async def body(request: web.Request, type_: type[T], limit: int = MAX_BODY) -> T:
+    """The request's JSON body decoded into ``type_`` (a msgspec Struct, usually)."""
+    return decode(await read_limited(request, limit), type_)

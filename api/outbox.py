@@ -1,0 +1,52 @@
+"""``emit``: how every database change publishes its events (DESIGN.md section 6).
+
+Contract:
+
+* **Same transaction.** ``emit`` inserts into ``outbox`` on the caller's connection, which must
+  be inside a transaction (``async with conn.transaction():``); it raises ``RuntimeError``
+  otherwise. The events commit with the change that causes them, or not at all.
+* **Wake-up.** It also runs ``NOTIFY lectern_outbox``; PostgreSQL delivers the notification at
+  commit (once per transaction, since identical notifications are folded). The relay in
+  workers/ LISTENs on :data:`CHANNEL`, publishes unpublished rows in id order with
+  ``gateway.publish.Publisher`` and sets ``published_at``; it also polls, so a lost
+  notification only delays delivery.
+* **Encoding.** ``data`` is anything msgspec can encode (dicts, Structs, lists); it is stored
+  as ``jsonb`` and reaches clients as the event's ``data``.
+
+Topics are the ones of DESIGN.md section 2: ``user:{id}``, ``cohort:{id}``, ``staff:{id}``,
+``live:{cohort}:{session}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+import msgspec
+
+#: The channel the relay LISTENs on.
+CHANNEL = "lectern_outbox"
+
+_encoder = msgspec.json.Encoder()
+_INSERT = "INSERT INTO outbox (topic, type, data) VALUES ($1, $2, $3::jsonb)"
+
+
+def _check(conn: asyncpg.Connection) -> None:
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.emit must run inside the transaction of the change")
+
+
+async def emit(conn: asyncpg.Connection, topic: str, type_: str, data: Any) -> None:
+    """Queue one event for ``topic``, committed with the caller's transaction."""
+    await emit_many(conn, [(topic, type_, data)])
+
+
+async def emit_many(conn: asyncpg.Connection, events: Iterable[tuple[str, str, Any]]) -> None:
+    """Queue several events (kept in the order given) in one round trip."""
+    rows = [(topic, type_, _encoder.encode(data).decode()) for topic, type_, data in events]
+    if not rows:
+        return
+    _check(conn)
+    await conn.executemany(_INSERT, rows)
+    await conn.execute(f"NOTIFY {CHANNEL}")

@@ -1,0 +1,440 @@
+"""Sign-in and accounts: login, refresh, logout, invitations, ``/me``.
+
+See :mod:`api.sessions` for how sessions, refresh rotation and revocation work.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from api import errors, metrics, ratelimit, sessions
+from api.deps import body, current_user, path_int, require_admin, require_staff, user_id
+from api.openapi import Routes
+from api.outbox import emit
+from api.passwords import MAX_LENGTH, MIN_LENGTH, hash_password, needs_rehash, verify_password
+from api.responses import json_response
+from api.schemas import Email, Id, Kind, Name, Role, UserOut, normalize_email
+from api.state import DB, REDIS, REQUEST_ID, SETTINGS
+
+log = logging.getLogger("lectern.api.auth")
+
+Password = Annotated[str, msgspec.Meta(min_length=MIN_LENGTH, max_length=MAX_LENGTH)]
+AnyPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LENGTH)]
+
+
+class LoginIn(msgspec.Struct):
+    email: Email
+    password: AnyPassword
+
+
+class RefreshIn(msgspec.Struct):
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class TokenOut(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+    session_id: str
+    user_id: int
+    token_type: str = "bearer"
+
+
+class AccessOut(msgspec.Struct):
+    access_token: str
+    expires_in: int
+    token_type: str = "bearer"
+
+
+class RevokedOut(msgspec.Struct):
+    revoked: int
+
+
+class UserCreateIn(msgspec.Struct, kw_only=True):
+    email: Email
+    display_name: Name
+    role: Role = "student"
+    #: Optional: without one the account cannot sign in until it registers with an invite.
+    password: Password | None = None
+
+
+class InviteIn(msgspec.Struct, kw_only=True):
+    email: Email | None = None
+    role: Role = "student"
+    cohort_id: Id | None = None
+    kind: Kind = "member"
+
+
+class InviteOut(msgspec.Struct):
+    id: int
+    token: str
+    expires_at: datetime
+    email: str | None
+    role: str
+    cohort_id: int | None
+    kind: str
+
+
+class RegisterIn(msgspec.Struct, kw_only=True):
+    invite_token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    email: Email
+    display_name: Name
+    password: Password
+
+
+class MeCohort(msgspec.Struct):
+    id: int
+    slug: str
+    title: str
+    kind: str
+
+
+class MeOut(msgspec.Struct):
+    id: int
+    email: str
+    display_name: str
+    role: str
+    cohorts: list[MeCohort]
+    session_id: str
+
+
+def _token_out(issued: sessions.Issued) -> TokenOut:
+    return TokenOut(
+        access_token=issued.access_token,
+        refresh_token=issued.refresh_token,
+        expires_in=issued.expires_in,
+        refresh_expires_in=issued.refresh_expires_in,
+        session_id=issued.session_id,
+        user_id=issued.user_id,
+    )
+
+
+def _client(request: web.Request) -> tuple[str, str]:
+    return request.headers.get("User-Agent", "")[:512], (request.remote or "")[:64]
+
+
+async def login(request: web.Request) -> web.Response:
+    data = await body(request, LoginIn)
+    settings = request.app[SETTINGS]
+    redis = request.app[REDIS]
+    email = normalize_email(data.email)
+    _, ip = _client(request)
+    for scope, ident, limit in (
+        ("login-ip", ip or "?", settings.login_attempts_per_ip),
+        ("login-account", email, settings.login_attempts_per_account),
+    ):
+        retry = await ratelimit.hit(redis, scope, ident, limit, settings.login_window_s)
+        if retry:
+            metrics.login_attempts.labels("rate_limited").inc()
+            raise errors.too_many(retry, "too many login attempts; try again later")
+    pool = request.app[DB]
+    row = await pool.fetchrow("SELECT id, password_hash FROM users WHERE email = $1", email)
+    stored = row["password_hash"] if row is not None else None
+    if not await verify_password(stored, data.password) or row is None:
+        metrics.login_attempts.labels("bad_credentials").inc()
+        raise errors.unauthorized("wrong email or password", "invalid_credentials")
+    if stored and needs_rehash(stored):
+        new_hash = await hash_password(data.password)
+        await pool.execute("UPDATE users SET password_hash = $1 WHERE id = $2", new_hash, row["id"])
+    user_agent, ip = _client(request)
+    async with pool.acquire() as conn:
+        claims = await sessions.load_claims(conn, row["id"])
+        assert claims is not None
+        issued = await sessions.start_session(conn, settings, claims, user_agent=user_agent, ip=ip)
+    metrics.login_attempts.labels("ok").inc()
+    log.info(
+        "login",
+        extra={"request_id": request[REQUEST_ID], "user": row["id"], "sid": issued.session_id},
+    )
+    return json_response(_token_out(issued))
+
+
+async def refresh(request: web.Request) -> web.Response:
+    data = await body(request, RefreshIn)
+    settings = request.app[SETTINGS]
+    async with request.app[DB].acquire() as conn:
+        try:
+            issued = await sessions.rotate(conn, settings, data.refresh_token)
+        except sessions.RefreshRefused as exc:
+            if exc.revoked_session is not None:
+                metrics.refresh_reuse.inc()
+                log.warning(
+                    "refresh token reuse: session revoked",
+                    extra={"request_id": request[REQUEST_ID], "sid": exc.revoked_session},
+                )
+                await sessions.announce_revoked(request.app[REDIS], settings, [exc.revoked_session])
+            raise errors.unauthorized("the refresh token cannot be used", exc.code) from None
+    return json_response(_token_out(issued))
+
+
+async def token(request: web.Request) -> web.Response:
+    """A fresh access token for the current session, with claims recomputed from the database
+    (after an enrollment change)."""
+    claims = await current_user(request)
+    settings = request.app[SETTINGS]
+    async with request.app[DB].acquire() as conn:
+        if not await sessions.session_active(conn, claims.sid):
+            raise errors.unauthorized("this session was signed out", "session_revoked")
+        fresh = await sessions.load_claims(conn, user_id(claims))
+    if fresh is None:
+        raise errors.unauthorized("the account no longer exists", "invalid_token")
+    access = sessions.access_token_for(settings, fresh, claims.sid)
+    return json_response(AccessOut(access, settings.access_token_ttl_s))
+
+
+async def logout(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    async with request.app[DB].acquire() as conn, conn.transaction():
+        await sessions.end_sessions(conn, [claims.sid])
+    await sessions.announce_revoked(request.app[REDIS], request.app[SETTINGS], [claims.sid])
+    return web.Response(status=204)
+
+
+async def logout_all(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    async with request.app[DB].acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "SELECT id FROM login_sessions WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id(claims),
+        )
+        sids = {str(r["id"]) for r in rows} | {claims.sid}
+        await sessions.end_sessions(conn, sids)
+    await sessions.announce_revoked(request.app[REDIS], request.app[SETTINGS], sorted(sids))
+    return json_response(RevokedOut(len(rows)))
+
+
+async def me(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    pool = request.app[DB]
+    uid = user_id(claims)
+    row = await pool.fetchrow("SELECT id, email, display_name, role FROM users WHERE id = $1", uid)
+    if row is None:
+        raise errors.unauthorized("the account no longer exists", "invalid_token")
+    cohorts = await pool.fetch(
+        "SELECT c.id, c.slug, c.title, e.kind FROM enrollments e"
+        " JOIN cohorts c ON c.id = e.cohort_id WHERE e.user_id = $1 ORDER BY c.id",
+        uid,
+    )
+    return json_response(
+        MeOut(
+            id=row["id"],
+            email=row["email"],
+            display_name=row["display_name"],
+            role=row["role"],
+            cohorts=[MeCohort(r["id"], r["slug"], r["title"], r["kind"]) for r in cohorts],
+            session_id=claims.sid,
+        )
+    )
+
+
+async def create_user(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    require_admin(claims)
+    data = await body(request, UserCreateIn)
+    password_hash = await hash_password(data.password) if data.password else None
+    try:
+        row = await request.app[DB].fetchrow(
+            "INSERT INTO users (email, display_name, role, password_hash)"
+            " VALUES ($1, $2, $3, $4) RETURNING id, email, display_name, role",
+            normalize_email(data.email),
+            data.display_name.strip(),
+            data.role,
+            password_hash,
+        )
+    except asyncpg.UniqueViolationError:
+        raise errors.conflict(
+            "a user with this email exists", {"field": "email"}, "email_taken"
+        ) from None
+    except asyncpg.CheckViolationError:
+        raise errors.bad_request(
+            "invalid email or name", {"field": "email"}, "invalid_field"
+        ) from None
+    return json_response(UserOut(**dict(row)), 201)
+
+
+async def get_user(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    ident = path_int(request)
+    if str(ident) != claims.sub:
+        require_admin(claims)
+    row = await request.app[DB].fetchrow(
+        "SELECT id, email, display_name, role FROM users WHERE id = $1", ident
+    )
+    if row is None:
+        raise errors.not_found(f"user {ident} does not exist")
+    return json_response(UserOut(**dict(row)))
+
+
+async def create_invite(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    data = await body(request, InviteIn)
+    if data.cohort_id is not None and data.role == "student" and data.kind == "member":
+        require_staff(claims, data.cohort_id)  # staff may invite students to their cohort
+    else:
+        require_admin(claims)
+    settings = request.app[SETTINGS]
+    secret = sessions.new_token()
+    expires = datetime.now(UTC) + timedelta(seconds=settings.invite_ttl_s)
+    email = normalize_email(data.email) if data.email else None
+    try:
+        row = await request.app[DB].fetchrow(
+            "INSERT INTO invites (token_hash, email, role, cohort_id, kind, created_by, expires_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            sessions.hash_token(secret),
+            email,
+            data.role,
+            data.cohort_id,
+            data.kind,
+            user_id(claims),
+            expires,
+        )
+    except asyncpg.ForeignKeyViolationError:
+        raise errors.not_found(f"cohort {data.cohort_id} does not exist") from None
+    out = InviteOut(row["id"], secret, expires, email, data.role, data.cohort_id, data.kind)
+    return json_response(out, 201)
+
+
+async def register(request: web.Request) -> web.Response:
+    """Redeem an invite: create the account (or set the password of a passwordless account
+    with the invite's email), enroll it when the invite names a cohort, and sign in."""
+    data = await body(request, RegisterIn)
+    email = normalize_email(data.email)
+    password_hash = await hash_password(data.password)
+    settings = request.app[SETTINGS]
+    user_agent, ip = _client(request)
+    async with request.app[DB].acquire() as conn:
+        async with conn.transaction():
+            invite = await conn.fetchrow(
+                "SELECT id, email, role, cohort_id, kind, expires_at, used_at FROM invites"
+                " WHERE token_hash = $1 FOR UPDATE",
+                sessions.hash_token(data.invite_token),
+            )
+            if invite is None or invite["used_at"] is not None:
+                raise errors.forbidden("the invitation is not valid", "invalid_invite")
+            if invite["expires_at"] <= datetime.now(UTC):
+                raise errors.forbidden("the invitation has expired", "invite_expired")
+            if invite["email"] is not None and invite["email"] != email:
+                raise errors.forbidden("the invitation is for another email", "invalid_invite")
+            existing = await conn.fetchrow(
+                "SELECT id, password_hash FROM users WHERE email = $1 FOR UPDATE", email
+            )
+            if existing is not None and existing["password_hash"] is not None:
+                raise errors.conflict(
+                    "a user with this email exists", {"field": "email"}, "email_taken"
+                )
+            if existing is not None:
+                uid = existing["id"]
+                await conn.execute(
+                    "UPDATE users SET password_hash = $1, display_name = $2 WHERE id = $3",
+                    password_hash,
+                    data.display_name.strip(),
+                    uid,
+                )
+            else:
+                uid = await conn.fetchval(
+                    "INSERT INTO users (email, display_name, role, password_hash)"
+                    " VALUES ($1, $2, $3, $4) RETURNING id",
+                    email,
+                    data.display_name.strip(),
+                    invite["role"],
+                    password_hash,
+                )
+            if invite["cohort_id"] is not None:
+                added = await conn.fetchval(
+                    "INSERT INTO enrollments (cohort_id, user_id, kind) VALUES ($1, $2, $3)"
+                    " ON CONFLICT DO NOTHING RETURNING user_id",
+                    invite["cohort_id"],
+                    uid,
+                    invite["kind"],
+                )
+                if added is not None:
+                    await emit(
+                        conn,
+                        f"user:{uid}",
+                        "enrollment.changed",
+                        {
+                            "cohort_id": invite["cohort_id"],
+                            "kind": invite["kind"],
+                            "enrolled": True,
+                        },
+                    )
+            await conn.execute(
+                "UPDATE invites SET used_at = now(), used_by = $1 WHERE id = $2", uid, invite["id"]
+            )
+        claims = await sessions.load_claims(conn, uid)
+        assert claims is not None
+        issued = await sessions.start_session(conn, settings, claims, user_agent=user_agent, ip=ip)
+    return json_response(_token_out(issued), 201)
+
+
+def setup(app: web.Application) -> None:
+    r = Routes(app, "auth")
+    r.post(
+        "/api/v1/auth/login",
+        login,
+        summary="Sign in with email and password (rate-limited per account and per IP)",
+        auth="none",
+        request=LoginIn,
+        response=TokenOut,
+    )
+    r.post(
+        "/api/v1/auth/refresh",
+        refresh,
+        summary="Rotate a refresh token: a new access and refresh token; reuse revokes all",
+        auth="none",
+        request=RefreshIn,
+        response=TokenOut,
+    )
+    r.post(
+        "/api/v1/auth/token",
+        token,
+        summary="A fresh access token for this session, with up-to-date cohort claims",
+        response=AccessOut,
+    )
+    r.post("/api/v1/auth/logout", logout, summary="Sign out this session", status=204)
+    r.post(
+        "/api/v1/auth/logout-all",
+        logout_all,
+        summary="Sign out every session of the current user",
+        response=RevokedOut,
+    )
+    r.post(
+        "/api/v1/auth/register",
+        register,
+        summary="Create an account (or set its password) with an invitation",
+        auth="none",
+        request=RegisterIn,
+        response=TokenOut,
+        status=201,
+    )
+    r.get("/api/v1/me", me, summary="The current user and their cohorts", response=MeOut)
+    r.post(
+        "/api/v1/users",
+        create_user,
+        summary="Create a user",
+        auth="admin",
+        request=UserCreateIn,
+        response=UserOut,
+        status=201,
+    )
+    r.get(
+        "/api/v1/users/{id}",
+        get_user,
+        summary="A user (admins; anyone for themselves)",
+        response=UserOut,
+    )
+    r.post(
+        "/api/v1/invites",
+        create_invite,
+        summary="Create an invitation (admins; staff for students of their cohort)",
+        request=InviteIn,
+        response=InviteOut,
+        status=201,
+    )

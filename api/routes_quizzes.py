@@ -1,0 +1,631 @@
+"""Quizzes, submissions, grades, quiz statistics and cohort leaderboards.
+
+* Staff of a cohort create and edit its quizzes; a definition is validated by
+  :func:`workers.grading.questions_from_obj` (400 ``invalid_quiz`` listing every problem).
+  Questions can no longer change once someone has submitted (409).
+* ``GET /api/v1/quizzes/{id}`` shows students :func:`workers.grading.public_questions` (no
+  answer key, ``view: "public"``) and staff the full definition (``view: "full"``).
+* Students of the cohort submit (``POST /api/v1/quizzes/{id}/submissions``). The submission is
+  stored ``pending`` and the ``grade`` job (:mod:`workers.grade`) is enqueued after the commit;
+  the grade arrives as ``quiz.graded`` on ``user:{id}`` and in ``GET /api/v1/submissions/{id}``.
+  Attempts are numbered from 1; past ``max_attempts`` the answer is 409 ``attempts_exhausted``.
+  A client may name the ``attempt`` it means: repeating a submit that went through (a retry
+  after a lost response) then returns the stored submission (200) instead of using up another
+  attempt, since ``(quiz, user, attempt)`` is the submission's idempotency key.
+* If the job cannot be enqueued (Redis down), the submission stays pending and the scheduler's
+  sweep enqueues it within a minute or so: a submission is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import msgspec
+import redis.exceptions
+from aiohttp import web
+
+from api import errors
+from api.deps import body as read_body
+from api.deps import current_user, is_staff, path_int, require_member, require_staff, user_id
+from api.openapi import Routes
+from api.outbox import emit
+from api.responses import json_response
+from api.schemas import Title
+from api.state import DB, REDIS
+from gateway.auth import Claims
+from workers import grade as grade_job
+from workers import leaderboard
+from workers.grading import (
+    MAX_QUESTIONS,
+    QuestionResult,
+    QuizDefinitionError,
+    public_questions,
+    questions_from_json,
+    questions_from_obj,
+    questions_to_json,
+)
+from workers.jobs import enqueue
+
+log = logging.getLogger("lectern.api.quizzes")
+
+MAX_SUBMISSION_BODY = 256 * 1024
+MAX_ATTEMPTS_LIMIT = 100
+
+Attempts = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS_LIMIT)]
+
+
+class QuizIn(msgspec.Struct, kw_only=True):
+    """A quiz definition: ``questions`` follow workers.grading's question union."""
+
+    title: Title
+    questions: list[dict[str, Any]]
+    max_attempts: Attempts = 1
+
+
+class QuizPatch(msgspec.Struct, kw_only=True):
+    title: Title | None = None
+    questions: list[dict[str, Any]] | None = None
+    max_attempts: Attempts | None = None
+
+
+class QuizOut(msgspec.Struct, kw_only=True):
+    """``questions`` are the public questions (``view: "public"``, students) or the full
+    definitions with their answer keys (``view: "full"``, staff)."""
+
+    id: int
+    cohort_id: int
+    title: str
+    max_attempts: int
+    max_score: float
+    question_count: int
+    view: Literal["public", "full"]
+    questions: list[Any]
+    attempts_used: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class QuizSummary(msgspec.Struct, kw_only=True):
+    id: int
+    cohort_id: int
+    title: str
+    max_attempts: int
+    max_score: float
+    question_count: int
+    attempts_used: int
+    created_at: datetime
+
+
+class SubmitIn(msgspec.Struct, kw_only=True):
+    """``answers`` maps question ids to answers; ``attempt`` (optional) names the attempt, for
+    idempotent retries."""
+
+    answers: dict[str, Any]
+    attempt: Attempts | None = None
+
+
+class SubmissionOut(msgspec.Struct, kw_only=True):
+    id: int
+    quiz_id: int
+    user_id: int
+    attempt: int
+    status: Literal["pending", "graded"]
+    answers: dict[str, Any]
+    submitted_at: datetime
+    graded_at: datetime | None = None
+    score: float | None = None
+    max_score: float | None = None
+    percentage: float | None = None
+    feedback: str | None = None
+    results: list[QuestionResult] | None = None
+
+
+class QuestionStats(msgspec.Struct, kw_only=True):
+    question_id: str
+    prompt: str
+    max_points: float
+    answered: int
+    correct: int
+    correct_rate: float | None
+    average_points: float | None
+
+
+class QuizStats(msgspec.Struct, kw_only=True):
+    """Over graded submissions (every attempt counts). ``distribution``: ten buckets of
+    percentage, 0-10 ... 90-100 (100 falls in the last)."""
+
+    quiz_id: int
+    submissions: int
+    graded: int
+    pending: int
+    students: int
+    average_percentage: float | None
+    median_percentage: float | None
+    best_percentage: float | None
+    distribution: list[int]
+    questions: list[QuestionStats]
+
+
+class LeaderboardOut(msgspec.Struct, kw_only=True):
+    cohort_id: int
+    entries: list[leaderboard.Entry]
+    total: int
+    me: leaderboard.Entry | None = None
+
+
+_QUIZ = (
+    "SELECT id, cohort_id, title, questions::text AS questions, max_attempts, created_at,"
+    " updated_at FROM quizzes"
+)
+_SUBMISSION = (
+    "SELECT id, quiz_id, user_id, attempt, status, answers::text AS answers, submitted_at,"
+    " graded_at, feedback::text AS feedback FROM quiz_submissions"
+)
+_result_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+def _definition(raw: list[dict[str, Any]]) -> bytes:
+    try:
+        return questions_to_json(questions_from_obj(raw))
+    except QuizDefinitionError as exc:
+        raise errors.bad_request(
+            "the quiz definition is invalid",
+            {"field": "questions", "problems": list(exc.problems)},
+            "invalid_quiz",
+        ) from None
+
+
+def _is_student(claims: Claims, cohort_id: int) -> bool:
+    return str(cohort_id) in claims.cohorts
+
+
+def _quiz_out(row: asyncpg.Record, *, full: bool, attempts_used: int) -> QuizOut:
+    questions = questions_from_json(row["questions"])
+    shown: list[Any] = list(questions) if full else list(public_questions(questions))
+    return QuizOut(
+        id=row["id"],
+        cohort_id=row["cohort_id"],
+        title=row["title"],
+        max_attempts=row["max_attempts"],
+        max_score=round(sum(q.points for q in questions), 2),
+        question_count=len(questions),
+        view="full" if full else "public",
+        questions=shown,
+        attempts_used=attempts_used,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def submission_out(row: asyncpg.Record) -> SubmissionOut:
+    out = SubmissionOut(
+        id=row["id"],
+        quiz_id=row["quiz_id"],
+        user_id=row["user_id"],
+        attempt=row["attempt"],
+        status=row["status"],
+        answers=_result_decoder.decode(row["answers"]),
+        submitted_at=row["submitted_at"],
+        graded_at=row["graded_at"],
+    )
+    if row["status"] == "graded" and row["feedback"]:
+        result = _result_decoder.decode(row["feedback"])
+        out.score = result["score"]
+        out.max_score = result["max_score"]
+        out.percentage = result["percentage"]
+        out.feedback = result["feedback"]
+        out.results = msgspec.convert(result["results"], list[QuestionResult])
+    return out
+
+
+async def _quiz_or_404(conn: Any, quiz_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(f"{_QUIZ} WHERE id = $1", quiz_id)
+    if row is None:
+        raise errors.not_found(f"quiz {quiz_id} does not exist")
+    return row
+
+
+async def _attempts_used(conn: Any, quiz_id: int, uid: int) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(max(attempt), 0) FROM quiz_submissions"
+            " WHERE quiz_id = $1 AND user_id = $2",
+            quiz_id,
+            uid,
+        )
+    )
+
+
+# -- quizzes ----------------------------------------------------------------------------------
+
+
+async def create_quiz(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    cohort_id = path_int(request)
+    require_staff(claims, cohort_id)
+    data = await read_body(request, QuizIn)
+    definition = _definition(data.questions)
+    async with request.app[DB].acquire() as conn, conn.transaction():
+        if await conn.fetchval("SELECT 1 FROM cohorts WHERE id = $1", cohort_id) is None:
+            raise errors.not_found(f"cohort {cohort_id} does not exist")
+        row = await conn.fetchrow(
+            "INSERT INTO quizzes (cohort_id, title, questions, max_attempts, created_by)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5) RETURNING id, cohort_id, title,"
+            " questions::text AS questions, max_attempts, created_at, updated_at",
+            cohort_id,
+            data.title.strip(),
+            definition.decode(),
+            data.max_attempts,
+            user_id(claims),
+        )
+        out = _quiz_out(row, full=True, attempts_used=0)
+        await emit(
+            conn,
+            f"cohort:{cohort_id}",
+            "quiz.published",
+            {"quiz_id": out.id, "cohort_id": cohort_id, "title": out.title},
+        )
+    return json_response(out, 201)
+
+
+async def update_quiz(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    quiz_id = path_int(request)
+    data = await read_body(request, QuizPatch)
+    definition = _definition(data.questions) if data.questions is not None else None
+    async with request.app[DB].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(f"{_QUIZ} WHERE id = $1 FOR UPDATE", quiz_id)
+        if row is None:
+            raise errors.not_found(f"quiz {quiz_id} does not exist")
+        require_staff(claims, row["cohort_id"])
+        if definition is not None and await conn.fetchval(
+            "SELECT 1 FROM quiz_submissions WHERE quiz_id = $1 LIMIT 1", quiz_id
+        ):
+            raise errors.conflict(
+                "the questions cannot change once students have submitted",
+                {"field": "questions"},
+                "quiz_has_submissions",
+            )
+        row = await conn.fetchrow(
+            "UPDATE quizzes SET title = coalesce($2, title),"
+            " questions = coalesce($3::jsonb, questions),"
+            " max_attempts = coalesce($4, max_attempts), updated_at = now()"
+            " WHERE id = $1 RETURNING id, cohort_id, title, questions::text AS questions,"
+            " max_attempts, created_at, updated_at",
+            quiz_id,
+            data.title.strip() if data.title is not None else None,
+            definition.decode() if definition is not None else None,
+            data.max_attempts,
+        )
+    return json_response(_quiz_out(row, full=True, attempts_used=0))
+
+
+async def get_quiz(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    quiz_id = path_int(request)
+    pool = request.app[DB]
+    row = await _quiz_or_404(pool, quiz_id)
+    require_member(claims, row["cohort_id"])
+    used = await _attempts_used(pool, quiz_id, user_id(claims))
+    return json_response(
+        _quiz_out(row, full=is_staff(claims, row["cohort_id"]), attempts_used=used)
+    )
+
+
+async def list_quizzes(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    cohort_id = path_int(request)
+    require_member(claims, cohort_id)
+    rows = await request.app[DB].fetch(
+        "SELECT q.id, q.cohort_id, q.title, q.questions::text AS questions, q.max_attempts,"
+        " q.created_at, (SELECT coalesce(max(s.attempt), 0) FROM quiz_submissions s"
+        " WHERE s.quiz_id = q.id AND s.user_id = $2) AS used"
+        " FROM quizzes q WHERE q.cohort_id = $1 ORDER BY q.id",
+        cohort_id,
+        user_id(claims),
+    )
+    out = []
+    for row in rows:
+        questions = questions_from_json(row["questions"])
+        out.append(
+            QuizSummary(
+                id=row["id"],
+                cohort_id=row["cohort_id"],
+                title=row["title"],
+                max_attempts=row["max_attempts"],
+                max_score=round(sum(q.points for q in questions), 2),
+                question_count=len(questions),
+                attempts_used=row["used"],
+                created_at=row["created_at"],
+            )
+        )
+    return json_response(out)
+
+
+# -- submissions ------------------------------------------------------------------------------
+
+
+async def submit(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    quiz_id = path_int(request)
+    uid = user_id(claims)
+    data = await read_body(request, SubmitIn, MAX_SUBMISSION_BODY)
+    if len(data.answers) > MAX_QUESTIONS:
+        raise errors.bad_request("too many answers", {"field": "answers"}, "invalid_field")
+    pool = request.app[DB]
+    async with pool.acquire() as conn, conn.transaction():
+        quiz = await _quiz_or_404(conn, quiz_id)
+        cohort_id = quiz["cohort_id"]
+        require_member(claims, cohort_id)
+        if not _is_student(claims, cohort_id):
+            raise errors.forbidden("only students of the cohort submit answers", "not_a_student")
+        known = {q.id for q in questions_from_json(quiz["questions"])}
+        unknown = sorted(set(data.answers) - known)
+        if unknown:
+            raise errors.bad_request(
+                "answers name questions that are not in this quiz",
+                {"field": "answers", "unknown": unknown[:20]},
+                "unknown_questions",
+            )
+        # One submit at a time per student and quiz, so attempts are counted exactly.
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('submit:' || $1 || ':' || $2, 0))",
+            str(quiz_id),
+            str(uid),
+        )
+        used = await _attempts_used(conn, quiz_id, uid)
+        if data.attempt is not None and data.attempt <= used:
+            row = await conn.fetchrow(
+                f"{_SUBMISSION} WHERE quiz_id = $1 AND user_id = $2 AND attempt = $3",
+                quiz_id,
+                uid,
+                data.attempt,
+            )
+            if row is not None and _result_decoder.decode(row["answers"]) == data.answers:
+                return json_response(submission_out(row), 200)
+            raise errors.conflict(
+                f"attempt {data.attempt} was already submitted with other answers",
+                {"field": "attempt", "next_attempt": used + 1},
+                "attempt_taken",
+            )
+        if used >= quiz["max_attempts"]:
+            raise errors.conflict(
+                f"all {quiz['max_attempts']} attempts are used",
+                {"max_attempts": quiz["max_attempts"]},
+                "attempts_exhausted",
+            )
+        if data.attempt is not None and data.attempt != used + 1:
+            raise errors.conflict(
+                f"the next attempt is {used + 1}",
+                {"field": "attempt", "next_attempt": used + 1},
+                "attempt_out_of_order",
+            )
+        row = await conn.fetchrow(
+            "INSERT INTO quiz_submissions (quiz_id, user_id, attempt, answers)"
+            " VALUES ($1, $2, $3, $4::jsonb) RETURNING id, quiz_id, user_id, attempt, status,"
+            " answers::text AS answers, submitted_at, graded_at, feedback::text AS feedback",
+            quiz_id,
+            uid,
+            used + 1,
+            msgspec.json.encode(data.answers).decode(),
+        )
+    try:
+        await enqueue(request.app[REDIS], grade_job.QUEUE, {"submission_id": row["id"]})
+    except (redis.exceptions.RedisError, OSError) as exc:
+        # Stored and pending: the scheduler's sweep grades it once Redis is back.
+        log.warning(
+            "grading job not enqueued; the sweep will pick it up",
+            extra={"submission_id": row["id"], "error": repr(exc)},
+        )
+    return json_response(submission_out(row), 202)
+
+
+async def get_submission(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    submission_id = path_int(request)
+    pool = request.app[DB]
+    row = await pool.fetchrow(
+        "SELECT s.id, s.quiz_id, s.user_id, s.attempt, s.status, s.answers::text AS answers,"
+        " s.submitted_at, s.graded_at, s.feedback::text AS feedback, q.cohort_id"
+        " FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id WHERE s.id = $1",
+        submission_id,
+    )
+    # Someone else's submission is "not found" for a student: ids do not leak existence.
+    if row is None or (
+        row["user_id"] != user_id(claims) and not is_staff(claims, row["cohort_id"])
+    ):
+        raise errors.not_found(f"submission {submission_id} does not exist")
+    return json_response(submission_out(row))
+
+
+async def list_submissions(request: web.Request) -> web.Response:
+    """A student's own attempts; staff see everyone's (or one student's with ``user_id``)."""
+    claims = await current_user(request)
+    quiz_id = path_int(request)
+    pool = request.app[DB]
+    quiz = await _quiz_or_404(pool, quiz_id)
+    require_member(claims, quiz["cohort_id"])
+    target: int | None = user_id(claims)
+    if is_staff(claims, quiz["cohort_id"]):
+        raw = request.query.get("user_id")
+        target = int(raw) if raw and raw.isdigit() else None
+    rows = await pool.fetch(
+        f"{_SUBMISSION} WHERE quiz_id = $1 AND ($2::bigint IS NULL OR user_id = $2)"
+        " ORDER BY id LIMIT 1000",
+        quiz_id,
+        target,
+    )
+    return json_response([submission_out(r) for r in rows])
+
+
+# -- statistics and leaderboard ---------------------------------------------------------------
+
+_STATS = """
+SELECT count(*) AS submissions,
+       count(*) FILTER (WHERE status = 'graded') AS graded,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(DISTINCT user_id) AS students,
+       avg(100 * score / nullif(max_score, 0))::float8 AS avg_pct,
+       (percentile_cont(0.5) WITHIN GROUP (ORDER BY 100 * score / nullif(max_score, 0)))::float8
+           AS median_pct,
+       max(100 * score / nullif(max_score, 0))::float8 AS best_pct
+FROM quiz_submissions WHERE quiz_id = $1
+"""
+_BUCKETS = """
+SELECT least(floor(100 * score / nullif(max_score, 0) / 10), 9)::int AS bucket, count(*) AS n
+FROM quiz_submissions WHERE quiz_id = $1 AND status = 'graded' AND max_score > 0
+GROUP BY 1
+"""
+_PER_QUESTION = """
+SELECT r->>'question_id' AS question_id,
+       count(*) FILTER (WHERE r->>'outcome' <> 'missing') AS answered,
+       count(*) FILTER (WHERE (r->>'correct')::boolean) AS correct,
+       avg((r->>'points_awarded')::float8) AS avg_points,
+       count(*) AS graded
+FROM quiz_submissions s, jsonb_array_elements(s.feedback->'results') r
+WHERE s.quiz_id = $1 AND s.status = 'graded'
+GROUP BY 1
+"""
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+async def quiz_stats(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    quiz_id = path_int(request)
+    pool = request.app[DB]
+    quiz = await _quiz_or_404(pool, quiz_id)
+    require_staff(claims, quiz["cohort_id"])
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        totals = await conn.fetchrow(_STATS, quiz_id)
+        buckets = {r["bucket"]: r["n"] for r in await conn.fetch(_BUCKETS, quiz_id)}
+        per_q = {r["question_id"]: r for r in await conn.fetch(_PER_QUESTION, quiz_id)}
+    questions = []
+    for q in questions_from_json(quiz["questions"]):
+        r = per_q.get(q.id)
+        graded = r["graded"] if r else 0
+        questions.append(
+            QuestionStats(
+                question_id=q.id,
+                prompt=q.prompt,
+                max_points=q.points,
+                answered=r["answered"] if r else 0,
+                correct=r["correct"] if r else 0,
+                correct_rate=round(r["correct"] / graded, 4) if r and graded else None,
+                average_points=_round(r["avg_points"]) if r else None,
+            )
+        )
+    return json_response(
+        QuizStats(
+            quiz_id=quiz_id,
+            submissions=totals["submissions"],
+            graded=totals["graded"],
+            pending=totals["pending"],
+            students=totals["students"],
+            average_percentage=_round(totals["avg_pct"]),
+            median_percentage=_round(totals["median_pct"]),
+            best_percentage=_round(totals["best_pct"]),
+            distribution=[buckets.get(i, 0) for i in range(10)],
+            questions=questions,
+        )
+    )
+
+
+async def get_leaderboard(request: web.Request) -> web.Response:
+    claims = await current_user(request)
+    cohort_id = path_int(request)
+    require_member(claims, cohort_id)
+    try:
+        limit = min(max(int(request.query.get("limit", "10")), 1), 100)
+        offset = max(int(request.query.get("offset", "0")), 0)
+    except ValueError:
+        raise errors.bad_request(
+            "limit and offset must be integers", {"field": "limit"}, "invalid_field"
+        ) from None
+    pool, redis = request.app[DB], request.app[REDIS]
+    board = await leaderboard.read(pool, redis, cohort_id, limit=limit, offset=offset)
+    me = next((e for e in board.entries if e.user_id == user_id(claims)), None)
+    if me is None and _is_student(claims, cohort_id):
+        me = await leaderboard.entry_of(pool, redis, cohort_id, user_id(claims))
+    return json_response(
+        LeaderboardOut(cohort_id=cohort_id, entries=board.entries, total=board.total, me=me)
+    )
+
+
+def setup(app: web.Application) -> None:
+    r = Routes(app, "quizzes")
+    r.post(
+        "/api/v1/cohorts/{id}/quizzes",
+        create_quiz,
+        summary="Create a quiz",
+        auth="staff",
+        request=QuizIn,
+        response=QuizOut,
+        status=201,
+    )
+    r.get(
+        "/api/v1/cohorts/{id}/quizzes",
+        list_quizzes,
+        summary="Quizzes of a cohort, with the caller's attempts",
+        auth="member",
+        response=list[QuizSummary],
+    )
+    r.get(
+        "/api/v1/quizzes/{id}",
+        get_quiz,
+        summary="A quiz: public questions for students, the full definition for staff",
+        auth="member",
+        response=QuizOut,
+    )
+    r.patch(
+        "/api/v1/quizzes/{id}",
+        update_quiz,
+        summary="Edit a quiz (questions only before the first submission)",
+        auth="staff",
+        request=QuizPatch,
+        response=QuizOut,
+    )
+    r.post(
+        "/api/v1/quizzes/{id}/submissions",
+        submit,
+        summary="Submit answers; graded in the background (quiz.graded event)",
+        auth="member",
+        request=SubmitIn,
+        response=SubmissionOut,
+        status=202,
+    )
+    r.get(
+        "/api/v1/quizzes/{id}/submissions",
+        list_submissions,
+        summary="Submissions of a quiz: the caller's, or everyone's for staff",
+        auth="member",
+        response=list[SubmissionOut],
+        query=(("user_id", "integer"),),
+    )
+    r.get(
+        "/api/v1/quizzes/{id}/stats",
+        quiz_stats,
+        summary="Statistics of a quiz",
+        auth="staff",
+        response=QuizStats,
+    )
+    r.get(
+        "/api/v1/submissions/{id}",
+        get_submission,
+        summary="A submission with its grade once graded",
+        auth="user",
+        response=SubmissionOut,
+    )
+    r.get(
+        "/api/v1/cohorts/{id}/leaderboard",
+        get_leaderboard,
+        summary="The cohort's leaderboard (sum of each student's best score per quiz)",
+        auth="member",
+        response=LeaderboardOut,
+        query=(("limit", "integer"), ("offset", "integer")),
+    )

@@ -1,0 +1,578 @@
+// The live session room: Q&A, the current poll, chat, reactions, who is here, the
+// instructor's banner, and (for staff) the room's controls.
+//
+// Late joiner: GET /api/v1/sessions/{id}/state gives the room and, per topic, the cursor it
+// was taken at; subscribing with that cursor replays exactly what happened since.
+import { $, api, attempt, el, fill, gateway, requireUser, toast, when } from "./app.js";
+
+const REACTIONS = ["👍", "👏", "❤️", "😂", "😮", "🎉", "🤔", "🙋"];
+const CHAT_KEEP = 200;
+
+const params = new URLSearchParams(location.search);
+const sessionId = Number(params.get("session"));
+
+const room = {
+  session: null,
+  staff: false,
+  questions: new Map(),
+  order: [],
+  myVotes: new Set(),
+  poll: null,
+  chat: [],
+  reactions: {},
+  here: { count: 0, users: null },
+  banner: null,
+  recording: null,
+};
+
+let me = null;
+let client = null;
+let names = new Map();
+
+function who(user) {
+  if (user === null || user === undefined) return "someone";
+  if (String(user) === String(me.id)) return "You";
+  return names.get(String(user)) || `#${user}`;
+}
+
+function command(name, data) {
+  return client.command(name, room.session.topic, data);
+}
+
+// -- state ----------------------------------------------------------------------------------
+
+function load(state) {
+  room.session = state.session;
+  room.questions = new Map(state.questions.map((q) => [q.id, q]));
+  room.order = state.questions.map((q) => q.id);
+  room.myVotes = new Set(state.my_votes);
+  room.poll = state.poll;
+  room.chat = state.chat.slice(-CHAT_KEEP);
+  room.reactions = { ...state.reactions };
+  room.here = state.here;
+  room.banner = state.banner;
+  room.recording = state.recording;
+  renderAll();
+}
+
+function apply(ev) {
+  const d = ev.data || {};
+  switch (ev.event) {
+    case "qa.updated": {
+      const q = d.question;
+      if (q.dismissed) {
+        room.questions.delete(q.id);
+        room.order = room.order.filter((id) => id !== q.id);
+      } else {
+        room.questions.set(q.id, q);
+        if (!room.order.includes(q.id)) room.order.push(q.id);
+      }
+      renderQuestions();
+      break;
+    }
+    case "qa.ranked":
+      room.order = d.order.slice();
+      renderQuestions();
+      break;
+    case "poll.opened":
+      room.poll = { ...d.poll, tally: null, my_vote: null, total: 0 };
+      renderPoll();
+      break;
+    case "poll.votes":
+      if (room.poll && room.poll.id === d.poll_id) {
+        room.poll.total = d.total;
+        renderPoll();
+      }
+      break;
+    case "poll.tally": // staff only: live counts
+      if (room.poll && room.poll.id === d.poll_id) {
+        room.poll.tally = { counts: d.counts, total: d.total, percentages: d.percentages };
+        room.poll.total = d.total;
+        renderPoll();
+      }
+      break;
+    case "poll.closed":
+    case "poll.revealed":
+      if (!room.poll || room.poll.id === d.poll.id) {
+        room.poll = { ...(room.poll || {}), ...d.poll };
+        if (d.tally) room.poll.tally = d.tally;
+        renderPoll();
+      }
+      break;
+    case "chat.message":
+      if (!room.chat.some((m) => m.id === d.message.id)) {
+        room.chat.push(d.message);
+        room.chat = room.chat.slice(-CHAT_KEEP);
+        renderChat();
+      }
+      break;
+    case "chat.deleted":
+      room.chat = room.chat.filter((m) => m.id !== d.message_id);
+      renderChat();
+      break;
+    case "reactions":
+      for (const [emoji, n] of Object.entries(d.counts || {})) {
+        room.reactions[emoji] = (room.reactions[emoji] || 0) + n;
+      }
+      renderReactions(d.counts);
+      break;
+    case "presence.count":
+      room.here = { ...room.here, count: d.count };
+      renderHere();
+      break;
+    case "presence": // staff topic: who exactly
+      if (d.session_id === room.session.id) {
+        room.here = { count: d.count, users: d.users };
+        renderHere();
+      }
+      break;
+    case "broadcast":
+      room.banner = d;
+      renderBanner();
+      break;
+    case "recording.status":
+      room.recording = d;
+      renderSession();
+      break;
+    case "session.state":
+      room.session = { ...room.session, ...d.session };
+      renderSession();
+      break;
+    default:
+      break;
+  }
+}
+
+// -- rendering ------------------------------------------------------------------------------
+
+function renderAll() {
+  renderSession();
+  renderBanner();
+  renderQuestions();
+  renderPoll();
+  renderChat();
+  renderReactions();
+  renderHere();
+}
+
+function renderSession() {
+  const s = room.session;
+  document.title = `Lectern · ${s.title}`;
+  $("#title").textContent = s.title;
+  const stateText = { scheduled: "not started yet", live: "live now", ended: "ended" };
+  $("#session-state").textContent = stateText[s.state] || s.state;
+  $("#session-state").dataset.state = s.state;
+  const rec = room.recording && room.recording.state === "started";
+  $("#recording").textContent = rec ? "⏺ recording" : "";
+  $("#staff-controls").hidden = !room.staff;
+  $("#session-start").disabled = s.state !== "scheduled";
+  $("#session-end").disabled = s.state !== "live";
+  $("#recording-toggle").textContent = rec ? "Stop recording" : "Start recording";
+}
+
+function renderBanner() {
+  const node = $("#banner");
+  if (!room.banner || !room.banner.text) {
+    node.classList.add("hidden");
+    return;
+  }
+  fill(node, el("strong", {}, "📣 "), el("span", { class: "body" }, room.banner.text));
+  node.classList.remove("hidden");
+}
+
+function questionItem(q) {
+  const voted = room.myVotes.has(q.id);
+  const mine = String(q.user) === String(me.id);
+  const classes = ["question", q.pinned && "pinned", q.answered && "answered"];
+  const item = el(
+    "li",
+    { class: classes.filter(Boolean).join(" "), dataset: { id: q.id } },
+    el(
+      "div",
+      { class: "votes" },
+      el("strong", { class: "vote-count" }, q.votes),
+      room.staff
+        ? el("span", { class: "muted" }, "votes")
+        : el(
+            "button",
+            {
+              class: "small secondary upvote",
+              disabled: voted || mine,
+              "aria-label": "Upvote",
+              onclick: () => upvote(q.id),
+            },
+            voted ? "▲ voted" : "▲",
+          ),
+    ),
+    el(
+      "div",
+      {},
+      el("div", { class: "body" }, q.body),
+      el(
+        "div",
+        { class: "muted" },
+        q.pinned ? "📌 pinned · " : "",
+        who(q.user),
+        " · ",
+        when(q.created_at),
+      ),
+    ),
+  );
+  if (q.answered) {
+    item.append(
+      el(
+        "div",
+        { class: "answer" },
+        el("strong", {}, "Answer: "),
+        el("span", { class: "answer-text" }, q.answer || "answered live"),
+      ),
+    );
+  }
+  if (room.staff) {
+    const input = el("input", {
+      type: "text",
+      class: "answer-input grow",
+      maxlength: 2000,
+      placeholder: q.answered ? "Edit the answer" : "Type an answer",
+      "aria-label": "Answer",
+    });
+    item.append(
+      el(
+        "form",
+        {
+          class: "actions row answer-form",
+          onsubmit: (e) => {
+            e.preventDefault();
+            const text = input.value.trim();
+            attempt(async () => {
+              await command("qa.answer", { question_id: q.id, answer: text || null });
+              input.value = "";
+            });
+          },
+        },
+        input,
+        el("button", { type: "submit", class: "small answer-send" }, "Answer"),
+        el(
+          "button",
+          {
+            type: "button",
+            class: "small secondary pin",
+            onclick: () =>
+              attempt(() => command(q.pinned ? "qa.unpin" : "qa.pin", { question_id: q.id })),
+          },
+          q.pinned ? "Unpin" : "Pin",
+        ),
+        el(
+          "button",
+          {
+            type: "button",
+            class: "small secondary dismiss",
+            onclick: () => attempt(() => command("qa.dismiss", { question_id: q.id })),
+          },
+          "Dismiss",
+        ),
+      ),
+    );
+  }
+  return item;
+}
+
+function renderQuestions() {
+  const ids = room.order.filter((id) => room.questions.has(id));
+  for (const id of room.questions.keys()) if (!ids.includes(id)) ids.push(id);
+  const list = $("#qa-list");
+  // Keep the focused answer box (an instructor typing) across re-renders.
+  const active = document.activeElement;
+  const typing = active && active.classList.contains("answer-input") ? active : null;
+  const typingId = typing ? typing.closest("li").dataset.id : null;
+  const items = ids.map((id) => questionItem(room.questions.get(id)));
+  if (!items.length) items.push(el("li", { class: "muted" }, "No questions yet."));
+  fill(list, items);
+  if (typingId) {
+    const input = list.querySelector(`li[data-id="${typingId}"] .answer-input`);
+    if (input) {
+      input.value = typing.value;
+      input.focus();
+    }
+  }
+}
+
+function renderPoll() {
+  const body = $("#poll-body");
+  const p = room.poll;
+  if (!p) {
+    fill(body, el("p", { class: "muted" }, "No poll yet."));
+    return;
+  }
+  const status = { open: "Voting is open", closed: "Voting closed", revealed: "Results" }[p.state];
+  const parts = [
+    el("h3", { class: "poll-question" }, p.question),
+    el(
+      "p",
+      { class: "muted poll-status", dataset: { state: p.state } },
+      status,
+      typeof p.total === "number" ? ` · ${p.total} votes` : "",
+    ),
+  ];
+  const showTally = p.tally && (p.state === "revealed" || room.staff);
+  if (showTally) {
+    parts.push(
+      el(
+        "div",
+        { class: "tally", id: "poll-tally" },
+        p.options.map((label, i) => [
+          el(
+            "div",
+            { dataset: { option: i } },
+            el("div", {}, label, p.my_vote === i ? " (your vote)" : ""),
+            el(
+              "div",
+              { class: "bar" },
+              el("span", { style: { width: `${p.tally.percentages[i] || 0}%` } }),
+            ),
+          ),
+          el(
+            "div",
+            { class: "count", dataset: { option: i } },
+            `${p.tally.counts[i] || 0} · ${p.tally.percentages[i] || 0}%`,
+          ),
+        ]),
+      ),
+    );
+  }
+  if (!room.staff && p.state === "open") {
+    parts.push(
+      p.options.map((label, i) =>
+        el(
+          "div",
+          { class: "poll-option" },
+          el(
+            "button",
+            {
+              class: `secondary vote${p.my_vote === i ? " mine" : ""}`,
+              dataset: { option: i },
+              onclick: () => vote(i),
+            },
+            label,
+          ),
+        ),
+      ),
+    );
+  } else if (!showTally) {
+    parts.push(el("ul", {}, p.options.map((label) => el("li", {}, label))));
+  }
+  if (room.staff && p.state !== "revealed") {
+    parts.push(
+      el(
+        "div",
+        { class: "row" },
+        p.state === "open"
+          ? el(
+              "button",
+              {
+                id: "poll-close",
+                class: "small secondary",
+                onclick: () => attempt(() => command("poll.close", { poll_id: p.id })),
+              },
+              "Close voting",
+            )
+          : null,
+        el(
+          "button",
+          {
+            id: "poll-reveal",
+            class: "small",
+            onclick: () => attempt(() => command("poll.reveal", { poll_id: p.id })),
+          },
+          "Reveal results",
+        ),
+      ),
+    );
+  }
+  fill(body, parts);
+}
+
+function renderChat() {
+  const list = $("#chat-list");
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
+  fill(
+    list,
+    room.chat.map((m) =>
+      el(
+        "li",
+        { dataset: { id: m.id } },
+        el("span", { class: "who" }, who(m.user)),
+        el("span", { class: "body" }, m.body),
+        String(m.user) === String(me.id) || room.staff
+          ? el(
+              "button",
+              {
+                class: "small secondary delete",
+                "aria-label": "Delete message",
+                onclick: () => attempt(() => command("chat.delete", { message_id: m.id })),
+              },
+              "✕",
+            )
+          : null,
+      ),
+    ),
+  );
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function renderReactions(burst) {
+  const totals = Object.entries(room.reactions)
+    .filter(([, n]) => n > 0)
+    .map(([emoji, n]) => `${emoji} ${n}`);
+  $("#reaction-counts").textContent = totals.length ? totals.join("  ") : "No reactions yet.";
+  if (burst) {
+    const text = Object.entries(burst)
+      .map(([emoji, n]) => `${emoji}×${n}`)
+      .join(" ");
+    $("#reaction-counts").dataset.last = text;
+  }
+}
+
+function renderHere() {
+  $("#here-count").textContent = room.here.count;
+  if (room.staff && room.here.users) {
+    $("#online").textContent = `Here now: ${room.here.users.map(who).join(", ") || "nobody"}`;
+  }
+}
+
+// -- actions --------------------------------------------------------------------------------
+
+async function upvote(questionId) {
+  try {
+    await command("qa.upvote", { question_id: questionId });
+    room.myVotes.add(questionId);
+  } catch (err) {
+    if (err.code === "already_voted") room.myVotes.add(questionId);
+    else toast(`${err.code}: ${err.message}`);
+  }
+  renderQuestions();
+}
+
+async function vote(option) {
+  const p = room.poll;
+  try {
+    await command("poll.vote", { poll_id: p.id, option });
+    if (room.poll && room.poll.id === p.id) room.poll.my_vote = option;
+    renderPoll();
+  } catch (err) {
+    toast(`${err.code}: ${err.message}`);
+  }
+}
+
+function onSubmit(selector, fn) {
+  $(selector).addEventListener("submit", (event) => {
+    event.preventDefault();
+    attempt(fn);
+  });
+}
+
+function wire() {
+  onSubmit("#qa-form", async () => {
+    const input = $("#qa-input");
+    const body = input.value.trim();
+    if (!body) return;
+    await command("qa.ask", { body });
+    input.value = "";
+  });
+  onSubmit("#chat-form", async () => {
+    const input = $("#chat-input");
+    const body = input.value.trim();
+    if (!body) return;
+    input.value = "";
+    try {
+      await command("chat.send", { body });
+    } catch (err) {
+      input.value = body;
+      throw err;
+    }
+  });
+  onSubmit("#broadcast-form", async () => {
+    const input = $("#broadcast-text");
+    const text = input.value.trim();
+    if (!text) return;
+    await command("broadcast", { text });
+    input.value = "";
+  });
+  onSubmit("#poll-form", async () => {
+    const question = $("#poll-question").value.trim();
+    const options = $("#poll-options")
+      .value.split("\n")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    await command("poll.open", { question, options });
+    $("#poll-question").value = "";
+    $("#poll-options").value = "";
+  });
+  $("#session-start").addEventListener("click", () =>
+    attempt(async () => {
+      room.session = { ...room.session, ...(await api(`/api/v1/sessions/${sessionId}/start`, { method: "POST" })) };
+      renderSession();
+    }),
+  );
+  $("#session-end").addEventListener("click", () =>
+    attempt(async () => {
+      room.session = { ...room.session, ...(await api(`/api/v1/sessions/${sessionId}/end`, { method: "POST" })) };
+      renderSession();
+    }),
+  );
+  $("#recording-toggle").addEventListener("click", () =>
+    attempt(() => {
+      const on = room.recording && room.recording.state === "started";
+      return command("recording.set", { state: on ? "stopped" : "started" });
+    }),
+  );
+  fill(
+    $("#reaction-buttons"),
+    REACTIONS.map((emoji) =>
+      el(
+        "button",
+        { class: "small react", "aria-label": `React ${emoji}`, onclick: () => attempt(() => command("react", { emoji })) },
+        emoji,
+      ),
+    ),
+  );
+}
+
+async function main() {
+  me = await requireUser();
+  if (!sessionId) {
+    $("#load-error").textContent = "No session given (?session=ID).";
+    return;
+  }
+  client = await gateway($("#conn"));
+  let state;
+  try {
+    state = await api(`/api/v1/sessions/${sessionId}/state`);
+  } catch (err) {
+    $("#load-error").textContent = `Could not load the session (${err.code}).`;
+    return;
+  }
+  const cohortId = state.session.cohort_id;
+  room.staff =
+    me.role === "admin" || me.cohorts.some((c) => c.id === cohortId && c.kind === "staff");
+  $("#back").href = room.staff ? `/instructor?cohort=${cohortId}` : `/student?cohort=${cohortId}`;
+  if (room.staff) {
+    const people = await api(`/api/v1/cohorts/${cohortId}/enrollments`).catch(() => []);
+    names = new Map(people.map((p) => [String(p.user_id), p.display_name]));
+  }
+  wire();
+  load(state);
+  // Reset (history trimmed while we were away): take a new snapshot; its cursor tells the
+  // client which of the events held meanwhile are newer than the snapshot.
+  const resync = async (topic) => {
+    const fresh = await api(`/api/v1/sessions/${sessionId}/state`);
+    load(fresh);
+    return fresh.cursors[topic];
+  };
+  for (const [topic, cursor] of Object.entries(state.cursors)) {
+    client.subscribe(topic, apply, { cursor, onReset: resync });
+  }
+  document.body.dataset.ready = "true";
+}
+
+main();

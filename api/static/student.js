@@ -1,0 +1,456 @@
+// The student dashboard: lessons and progress, quizzes, notifications, announcements, the
+// cohort leaderboard and the live sessions, all kept current by the gateway.
+//
+// Consistency: the page takes the gateway's position of its topics *first*, then loads the
+// snapshots from the API, then subscribes from that position, so no event falls between the
+// snapshot and the stream. Every handler is idempotent (events carry absolute values or ids),
+// so an event the snapshot already reflects changes nothing.
+import {
+  $,
+  api,
+  attempt,
+  cohortPicker,
+  el,
+  fill,
+  gateway,
+  logout,
+  pct,
+  pickCohort,
+  requireUser,
+  toast,
+  when,
+} from "./app.js";
+
+const page = {
+  me: null,
+  cohort: null,
+  progress: null,
+  quizzes: [],
+  latest: new Map(), // quiz id -> latest submission (or graded event)
+  graded: new Map(), // submission id -> quiz.graded data
+  notifications: [],
+  unread: 0,
+  announcements: [],
+  board: null,
+  sessions: new Map(),
+};
+
+// -- loading --------------------------------------------------------------------------------
+
+async function loadProgress() {
+  page.progress = await api(`/api/v1/cohorts/${page.cohort.id}/progress`);
+  renderProgress();
+}
+
+async function loadQuizzes() {
+  page.quizzes = await api(`/api/v1/cohorts/${page.cohort.id}/quizzes`);
+  await Promise.all(
+    page.quizzes
+      .filter((q) => q.attempts_used > 0)
+      .map(async (q) => {
+        const subs = await api(`/api/v1/quizzes/${q.id}/submissions`).catch(() => []);
+        const last = subs.reduce((a, b) => (!a || b.attempt > a.attempt ? b : a), null);
+        if (last) page.latest.set(q.id, last);
+      }),
+  );
+  renderQuizzes();
+}
+
+async function loadNotifications() {
+  const result = await api("/api/v1/notifications?limit=30");
+  page.notifications = result.items;
+  page.unread = result.unread_count;
+  renderNotifications();
+}
+
+async function loadAnnouncements() {
+  page.announcements = await api(`/api/v1/cohorts/${page.cohort.id}/announcements`);
+  renderAnnouncements();
+}
+
+async function loadBoard() {
+  page.board = await api(`/api/v1/cohorts/${page.cohort.id}/leaderboard`);
+  renderBoard();
+}
+
+async function loadSessions() {
+  const list = await api(`/api/v1/cohorts/${page.cohort.id}/sessions`);
+  page.sessions = new Map(list.map((s) => [s.id, s]));
+  renderSessions();
+}
+
+function loadAll() {
+  return Promise.all([
+    loadProgress(),
+    loadQuizzes(),
+    loadNotifications(),
+    loadAnnouncements(),
+    loadBoard(),
+    loadSessions(),
+  ]);
+}
+
+// -- events ---------------------------------------------------------------------------------
+
+function onUserEvent(ev) {
+  const d = ev.data || {};
+  switch (ev.event) {
+    case "progress.update": {
+      if (d.cohort_id !== page.cohort.id || !page.progress) return;
+      const mark = page.progress.lessons.find((l) => l.lesson_id === d.lesson_id);
+      if (mark) mark.completed = d.completed;
+      Object.assign(page.progress, {
+        completed_count: d.completed_count,
+        total: d.total,
+        percentage: d.percentage,
+      });
+      renderProgress();
+      break;
+    }
+    case "certificate.progress":
+      if (d.cohort_id === page.cohort.id) toast(`Milestone: ${pct(d.milestone)} of the course done!`);
+      break;
+    case "quiz.graded":
+      page.graded.set(d.submission_id, d);
+      page.latest.set(d.quiz_id, { ...d, id: d.submission_id, status: "graded" });
+      renderQuizzes();
+      break;
+    case "notification.new":
+      if (!page.notifications.some((n) => n.id === d.id)) {
+        page.notifications.unshift(d);
+        if (!d.read) page.unread += 1;
+        renderNotifications();
+      }
+      break;
+    case "notification.read":
+      for (const n of page.notifications) if (d.all || d.ids.includes(n.id)) n.read = true;
+      page.unread = d.unread_count;
+      renderNotifications();
+      break;
+    default:
+      break;
+  }
+}
+
+function onCohortEvent(ev) {
+  const d = ev.data || {};
+  switch (ev.event) {
+    case "announcement.new":
+      if (!page.announcements.some((a) => a.id === d.id)) {
+        page.announcements.unshift(d);
+        renderAnnouncements();
+      }
+      break;
+    case "leaderboard.update":
+      page.board = { ...d, me: d.entries.find((e) => e.user_id === page.me.id) || null };
+      renderBoard();
+      break;
+    case "session.state":
+      page.sessions.set(d.session.id, d.session);
+      renderSessions();
+      break;
+    case "quiz.published":
+      loadQuizzes();
+      break;
+    default:
+      break;
+  }
+}
+
+// -- rendering ------------------------------------------------------------------------------
+
+function renderProgress() {
+  const p = page.progress;
+  const bar = $("#progress-bar");
+  bar.firstElementChild.style.width = `${p.percentage}%`;
+  bar.setAttribute("aria-valuenow", String(Math.round(p.percentage)));
+  bar.dataset.percentage = String(p.percentage);
+  $("#progress-text").textContent =
+    `${p.completed_count} of ${p.total} lessons done (${pct(p.percentage)})`;
+  fill(
+    $("#lessons"),
+    p.lessons.map((l) =>
+      el(
+        "li",
+        { class: `lesson${l.completed ? " done" : ""}`, dataset: { id: l.lesson_id } },
+        el("span", { class: "title" }, l.title),
+        l.completed
+          ? el("span", { class: "muted" }, "done")
+          : el(
+              "button",
+              { class: "small secondary complete", onclick: () => complete(l.lesson_id) },
+              "Mark complete",
+            ),
+      ),
+    ),
+  );
+}
+
+function scoreText(s) {
+  if (!s) return "";
+  if (s.status !== "graded") return "grading…";
+  return `${s.score} / ${s.max_score} (${pct(s.percentage)})`;
+}
+
+function renderQuizzes() {
+  fill(
+    $("#quiz-list"),
+    page.quizzes.length
+      ? page.quizzes.map((q) => {
+          const last = page.latest.get(q.id);
+          const left = q.max_attempts - q.attempts_used;
+          return el(
+            "li",
+            { class: "row", dataset: { id: q.id } },
+            el("span", { class: "grow" }, q.title),
+            last
+              ? el(
+                  "span",
+                  { class: last.status === "graded" ? "score" : "pending", dataset: { status: last.status } },
+                  scoreText(last),
+                )
+              : null,
+            left > 0
+              ? el("button", { class: "small take", onclick: () => openQuiz(q.id) }, "Take quiz")
+              : el("span", { class: "muted" }, "no attempts left"),
+          );
+        })
+      : el("li", { class: "muted" }, "No quizzes yet."),
+  );
+  const panel = $("#quiz-panel");
+  const sid = Number(panel.dataset.submission || 0);
+  if (sid && page.graded.has(sid)) showResult(page.graded.get(sid));
+}
+
+function renderNotifications() {
+  const count = $("#unread");
+  count.dataset.n = String(page.unread);
+  count.textContent = page.unread ? String(page.unread) : "";
+  fill(
+    $("#notification-list"),
+    page.notifications.length
+      ? page.notifications.map((n) =>
+          el(
+            "li",
+            { class: n.read ? "" : "unread", dataset: { id: n.id } },
+            el("div", { class: "body" }, n.title),
+            n.body ? el("div", { class: "muted body" }, n.body) : null,
+            el(
+              "div",
+              { class: "row" },
+              el("span", { class: "muted grow" }, when(n.created_at)),
+              n.read
+                ? null
+                : el("button", { class: "small secondary mark-read", onclick: () => markRead(n.id) }, "Mark read"),
+            ),
+          ),
+        )
+      : el("li", { class: "muted" }, "Nothing yet."),
+  );
+}
+
+function renderAnnouncements() {
+  fill(
+    $("#announcement-list"),
+    page.announcements.length
+      ? page.announcements.map((a) =>
+          el(
+            "li",
+            { dataset: { id: a.id } },
+            el("h3", { class: "body" }, a.title),
+            a.body ? el("p", { class: "body" }, a.body) : null,
+            el("p", { class: "muted" }, a.author_name || "", " · ", when(a.created_at)),
+          ),
+        )
+      : el("li", { class: "muted" }, "No announcements."),
+  );
+}
+
+function renderBoard() {
+  const b = page.board;
+  const rows = b.entries.map((e) =>
+    el(
+      "tr",
+      { class: e.user_id === page.me.id ? "me" : "", dataset: { user: e.user_id } },
+      el("td", {}, e.rank),
+      el("td", {}, e.user_id === page.me.id ? `${e.display_name} (you)` : e.display_name),
+      el("td", {}, e.score),
+    ),
+  );
+  if (b.me && !b.entries.some((e) => e.user_id === page.me.id)) {
+    rows.push(
+      el("tr", { class: "me" }, el("td", {}, b.me.rank), el("td", {}, "You"), el("td", {}, b.me.score)),
+    );
+  }
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 3, class: "muted" }, "No grades yet.")));
+  fill($("#leaderboard-rows"), rows);
+}
+
+function renderSessions() {
+  const list = [...page.sessions.values()].sort((a, b) => a.starts_at.localeCompare(b.starts_at));
+  fill(
+    $("#session-list"),
+    list.length
+      ? list.map((s) =>
+          el(
+            "li",
+            { class: "row", dataset: { id: s.id, state: s.state } },
+            el("span", { class: "grow" }, s.title, el("span", { class: "muted" }, ` · ${when(s.starts_at)}`)),
+            s.state === "ended"
+              ? el("span", { class: "muted" }, "ended")
+              : el("a", { href: `/live?session=${s.id}` }, s.state === "live" ? "Join now" : "Open room"),
+          ),
+        )
+      : el("li", { class: "muted" }, "No sessions scheduled."),
+  );
+}
+
+// -- actions --------------------------------------------------------------------------------
+
+async function complete(lessonId) {
+  await attempt(async () => {
+    const state = await api(`/api/v1/lessons/${lessonId}/complete`, { method: "PUT" });
+    // The progress.update event updates every tab; this makes this one snappy.
+    onUserEvent({ event: "progress.update", data: state });
+  });
+}
+
+async function markRead(id) {
+  await attempt(() => api(`/api/v1/notifications/${id}/read`, { method: "POST" }));
+}
+
+function questionField(q) {
+  const name = `q-${q.id}`;
+  switch (q.type) {
+    case "single_choice":
+      return q.options.map((o, i) =>
+        el("label", {}, el("input", { type: "radio", name, value: i }), " ", o),
+      );
+    case "multiple_choice":
+      return q.options.map((o, i) =>
+        el("label", {}, el("input", { type: "checkbox", name, value: i }), " ", o),
+      );
+    case "numeric":
+      return el("input", { type: "number", step: "any", name, "aria-label": q.prompt });
+    default:
+      return el("input", { type: "text", name, "aria-label": q.prompt });
+  }
+}
+
+function collect(form, questions) {
+  const answers = {};
+  for (const q of questions) {
+    const name = `q-${q.id}`;
+    if (q.type === "single_choice") {
+      const picked = form.querySelector(`input[name="${name}"]:checked`);
+      if (picked) answers[q.id] = Number(picked.value);
+    } else if (q.type === "multiple_choice") {
+      answers[q.id] = [...form.querySelectorAll(`input[name="${name}"]:checked`)].map((i) =>
+        Number(i.value),
+      );
+    } else {
+      const value = form.elements[name].value.trim();
+      if (value) answers[q.id] = q.type === "numeric" ? Number(value) : value;
+    }
+  }
+  return answers;
+}
+
+async function openQuiz(quizId) {
+  const quiz = await attempt(() => api(`/api/v1/quizzes/${quizId}`));
+  if (!quiz) return;
+  const panel = $("#quiz-panel");
+  delete panel.dataset.submission;
+  const form = el(
+    "form",
+    { id: "quiz-form", dataset: { quiz: quiz.id } },
+    el("h3", {}, quiz.title),
+    quiz.questions.map((q) =>
+      el("fieldset", { dataset: { question: q.id } }, el("legend", { class: "body" }, q.prompt), questionField(q)),
+    ),
+    el("button", { type: "submit" }, "Submit answers"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitQuiz(quiz, form);
+  });
+  fill(panel, form);
+}
+
+async function submitQuiz(quiz, form) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  const sub = await attempt(() =>
+    api(`/api/v1/quizzes/${quiz.id}/submissions`, {
+      method: "POST",
+      body: { answers: collect(form, quiz.questions) },
+    }),
+  );
+  if (!sub) {
+    button.disabled = false;
+    return;
+  }
+  const panel = $("#quiz-panel");
+  panel.dataset.submission = String(sub.id);
+  const summary = page.quizzes.find((q) => q.id === quiz.id);
+  if (summary) summary.attempts_used = Math.max(summary.attempts_used, sub.attempt);
+  if (!page.latest.has(quiz.id) || page.latest.get(quiz.id).id !== sub.id) page.latest.set(quiz.id, sub);
+  fill(panel, el("p", { id: "quiz-result", class: "pending", dataset: { status: "pending" } }, "Submitted. Grading…"));
+  const graded = page.graded.get(sub.id);
+  if (graded || sub.status === "graded") showResult(graded || { ...sub, submission_id: sub.id });
+  renderQuizzes();
+}
+
+function showResult(result) {
+  const panel = $("#quiz-panel");
+  fill(
+    panel,
+    el(
+      "div",
+      { id: "quiz-result", class: "score", dataset: { status: "graded" } },
+      el("p", {}, "Score: ", el("span", { class: "quiz-score" }, `${result.score} / ${result.max_score}`), ` (${pct(result.percentage)})`),
+      result.feedback ? el("p", { class: "muted body" }, result.feedback) : null,
+    ),
+  );
+  panel.dataset.submission = String(result.submission_id);
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+async function main() {
+  page.me = await requireUser();
+  page.cohort = pickCohort(page.me, ["member"]);
+  $("#who").textContent = page.me.display_name;
+  $("#logout").addEventListener("click", logout);
+  $("#bell").addEventListener("click", () => {
+    const panel = $("#notifications");
+    panel.classList.toggle("hidden");
+    $("#bell").setAttribute("aria-expanded", String(!panel.classList.contains("hidden")));
+  });
+  $("#read-all").addEventListener("click", () =>
+    attempt(() => api("/api/v1/notifications/read-all", { method: "POST" })),
+  );
+  if (!page.cohort) {
+    $("#load-error").textContent = "You are not enrolled in a cohort yet.";
+    return;
+  }
+  fill($("#cohort"), cohortPicker(page.me, ["member"], page.cohort));
+  const client = await gateway($("#conn"));
+  const topics = [`user:${page.me.id}`, `cohort:${page.cohort.id}`];
+  const cursors = await client.tails(topics).catch(() => ({}));
+  try {
+    await loadAll();
+  } catch (err) {
+    $("#load-error").textContent = `Could not load the dashboard (${err.code || err.message}).`;
+  }
+  const onReset = async (topic) => {
+    const fresh = await client.tails([topic]).catch(() => ({}));
+    await loadAll();
+    return fresh[topic];
+  };
+  client.subscribe(topics[0], onUserEvent, { cursor: cursors[topics[0]], onReset });
+  client.subscribe(topics[1], onCohortEvent, { cursor: cursors[topics[1]], onReset });
+  document.body.dataset.ready = "true";
+}
+
+main();

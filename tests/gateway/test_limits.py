@@ -1,0 +1,170 @@
+"""Connection and subscription limits, and slow consumers (bounded memory, others unaffected)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import aiohttp
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from config.settings import Settings
+from gateway import metrics
+from gateway.publish import Publisher
+from gateway.record import Record
+from gateway.wsconn import WsConn
+from tests.gateway.clients import (
+    RawWs,
+    SseClient,
+    http_request,
+    ping_pong,
+    recv_json,
+    ws_headers,
+    ws_open,
+)
+from tests.gateway.conftest import GatewayFactory
+
+
+async def test_new_connections_per_ip(make_gateway: GatewayFactory, token, uid) -> None:
+    """Past the per-IP burst, a new WS or SSE connection gets 429 with Retry-After before any
+    upgrade; polls are not connections and still work."""
+    gw = await make_gateway(conn_rate_per_ip_per_s=0.01, conn_burst_per_ip=2)
+    tok = token("u" + uid)
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await ws_open(http, f"{gw.ws_url}?token={tok}")
+        sse = await SseClient.open(gw.port, f"topics=user:u{uid}&token={tok}")
+        assert sse.status == 200
+        for path, headers in (("/ws", ws_headers()), ("/sse", {})):
+            resp = await http_request(gw.port, f"{path}?topics=user:u{uid}&token={tok}", headers)
+            assert resp.status == 429
+            assert resp.json()["error"]["code"] == "too_many_connections"
+            assert resp.headers["retry-after"] == "1"
+        resp = await http_request(gw.port, f"/poll?topics=user:u{uid}&token={tok}")
+        assert resp.status == 200
+        await ping_pong(ws)  # the admitted ones are unaffected
+        await ws.close()
+        await sse.close()
+
+
+async def test_live_connections_per_user(make_gateway: GatewayFactory, token, uid) -> None:
+    """max_conns_per_user=2: a third live connection of the same user gets 429; another user
+    is unaffected; once one closes, the user may connect again."""
+    gw = await make_gateway(max_conns_per_user=2)
+    tok = token("u" + uid)
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await ws_open(http, f"{gw.ws_url}?token={tok}")
+        sse = await SseClient.open(gw.port, f"topics=user:u{uid}&token={tok}")
+        assert sse.status == 200
+        for path, headers in (("/ws", ws_headers()), ("/sse", {})):
+            resp = await http_request(gw.port, f"{path}?topics=user:u{uid}&token={tok}", headers)
+            assert resp.status == 429, path
+            assert resp.json()["error"]["code"] == "too_many_connections"
+        other, _ = await ws_open(http, f"{gw.ws_url}?token={token('v' + uid)}")
+        await sse.close()
+        async with asyncio.timeout(3):
+            while gw.hub.user_connections("u" + uid) > 1:
+                await asyncio.sleep(0.02)
+        again, _ = await ws_open(http, f"{gw.ws_url}?token={tok}")
+        for w in (ws, other, again):
+            await w.close()
+
+
+async def test_max_topics_per_connection(make_gateway: GatewayFactory, token, uid) -> None:
+    """Past max_topics_per_conn, extra topics get too_many_topics errors naming them; the
+    accepted ones work; unsubscribing frees room; too many in the URL is a 400."""
+    gw = await make_gateway(max_topics_per_conn=3)
+    tok = token("u" + uid, cohorts=[f"c{i}{uid}" for i in range(5)])
+    topics = [f"cohort:c{i}{uid}" for i in range(5)]
+    async with aiohttp.ClientSession() as http:
+        ws, hello = await ws_open(http, f"{gw.ws_url}?token={tok}")
+        assert hello["limits"]["max_topics"] == 3
+        await ws.send_json({"type": "sub", "ref": "s", "topics": topics})
+        frames = [await recv_json(ws) for _ in topics]
+        assert [f["topic"] for f in frames if f["type"] == "subscribed"] == topics[:3]
+        errors = [f for f in frames if f["type"] == "error"]
+        assert [(e["code"], e["topic"]) for e in errors] == [("too_many_topics", t) for t in topics[3:]]
+        await ws.send_json({"type": "unsub", "ref": "u", "topics": [topics[0]]})
+        assert await recv_json(ws) == {"type": "unsubscribed", "topic": topics[0], "ref": "u"}
+        await ws.send_json({"type": "sub", "ref": "s2", "topics": [topics[4]]})
+        assert (await recv_json(ws))["type"] == "subscribed"
+        await ws.close()
+    query = f"topics={','.join(topics[:4])}&token={tok}"
+    for path, headers in (("/ws", ws_headers()), ("/sse", {}), ("/poll", {})):
+        resp = await http_request(gw.port, f"{path}?{query}", headers)
+        assert resp.status == 400 and resp.json()["error"]["code"] == "too_many_topics", path
+
+
+def _slow_counter() -> float:
+    return metrics.slow_consumers._value.get()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one_by_one", "batched"])
+async def test_slow_consumer(
+    make_gateway: GatewayFactory,
+    token,
+    redis: aioredis.Redis,
+    settings: Settings,
+    uid,
+    batched: bool,
+) -> None:
+    """A client that never reads is closed as a slow consumer once its outgoing buffer passes
+    out_buffer_limit_bytes; that buffer never holds more than the limit plus one event (plus
+    the close frame); a normal subscriber of the same topic receives every event, and the
+    gateway keeps serving. Events go out one per bus read, or many per read."""
+    limit = 64 * 1024
+    gw = await make_gateway(out_buffer_limit_bytes=limit)
+    pub = Publisher(redis, settings)
+    topic = f"cohort:c{uid}"
+    tok = token("u" + uid, cohorts=["c" + uid])
+    before = _slow_counter()
+
+    slow = await RawWs.connect(gw.port, f"token={tok}&topics={topic}", rcvbuf=4096)
+    hello = await slow.recv_json()
+    assert (await slow.recv_json())["type"] == "subscribed"
+    conn = next(c for c in gw.hub.ws if c.conn_id == hello["conn"])
+    assert conn.transport is not None
+    server_sock = conn.transport.get_extra_info("socket")
+    server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    transport = conn.transport
+    peak = 0
+    dispatch = gw.hub.dispatch
+
+    def watch(records: list[Record]) -> None:
+        nonlocal peak
+        dispatch(records)
+        peak = max(peak, transport.get_write_buffer_size())
+
+    gw.hub.dispatch = watch  # type: ignore[method-assign]
+
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await ws_open(http, f"{gw.ws_url}?token={tok}&topics={topic}", max_msg_size=0)
+        assert (await recv_json(ws))["type"] == "subscribed"
+        body = {"blob": "x" * 8000}
+        count = 200
+        if batched:
+            ids = await pub.publish_many([(topic, "big", {**body, "i": i}) for i in range(count)])
+        else:
+            ids = [await pub.publish(topic, "big", {**body, "i": i}) for i in range(count)]
+        got = [(await recv_json(ws))["id"] for _ in range(count)]
+        assert got == ids
+        async with asyncio.timeout(3):
+            while conn in gw.hub.ws:
+                await asyncio.sleep(0.02)
+        assert conn.closed
+        assert _slow_counter() == before + 1
+        frame = len(Record(topic, ids[-1], "big", msgspec.json.encode({**body, "i": count}), b"").json()) + 10
+        assert limit < peak <= limit + frame + 130, (peak, limit, frame)
+        assert transport.get_write_buffer_size() <= limit + frame + 130
+        # The gateway goes on serving: the normal client and a new one.
+        await ping_pong(ws)
+        other, _ = await ws_open(http, f"{gw.ws_url}?token={tok}&topics={topic}")
+        assert (await recv_json(other))["type"] == "subscribed"
+        last = await pub.publish(topic, "small", {})
+        assert (await recv_json(ws))["id"] == last
+        assert (await recv_json(other))["id"] == last
+        await ws.close()
+        await other.close()
+    slow.close()
+    assert isinstance(conn, WsConn)

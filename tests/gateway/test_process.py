@@ -1,0 +1,153 @@
+"""The gateway as deployed: ``python -m gateway`` subprocesses, graceful shutdown on SIGTERM,
+and several processes sharing one port (SO_REUSEPORT).
+
+The gateway runs its own event loop in the subprocess, so these tests run on one test loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from config.servers import free_port
+from gateway.publish import Publisher
+from tests.gateway.clients import SseClient, recv_close, recv_json, ws_open
+
+ROOT = Path(__file__).resolve().parents[2]
+SHUTDOWN_TIMEOUT_S = 3
+
+pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
+
+
+class GatewayProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+
+    async def wait_exit(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            assert time.monotonic() < deadline, "gateway did not exit in time"
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+
+Starter = Callable[[int], Awaitable[GatewayProcess]]
+
+
+@pytest.fixture
+async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
+    """``await start(processes)``: ``python -m gateway`` on a free port, ready to serve."""
+    procs: list[GatewayProcess] = []
+
+    async def start(processes: int) -> GatewayProcess:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+        env.update(
+            REDIS_URL=redis_url,
+            LECTERN_GATEWAY_METRICS_PORT="0",
+            LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
+            LECTERN_CONN_RATE_PER_IP_PER_S="10000",
+            LECTERN_CONN_BURST_PER_IP="10000",
+            LECTERN_LOG_LEVEL="WARNING",
+        )
+        cmd = [sys.executable, "-m", "gateway", "--processes", str(processes), "--port", str(port)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        gw = GatewayProcess(proc, port)
+        procs.append(gw)
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        if resp.status == 200:
+                            return gw
+                assert time.monotonic() < deadline, "gateway did not become ready"
+                await asyncio.sleep(0.1)
+
+    yield start
+    for gw in procs:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+            gw.proc.wait(10)
+
+
+async def test_sigterm_closes_every_client_and_exits_zero(
+    start_gateway_process: Starter, token, uid
+) -> None:
+    """SIGTERM: WS clients get close 4000 (reconnect elsewhere), SSE clients a closing event
+    and EOF, and the process exits 0 within its shutdown timeout."""
+    gw = await start_gateway_process(1)
+    tok = token("u" + uid)
+    async with aiohttp.ClientSession() as http:
+        wss = [(await ws_open(http, f"{gw.ws_url}?token={tok}"))[0] for _ in range(3)]
+        sses = [await SseClient.open(gw.port, f"topics=user:u{uid}&token={tok}") for _ in range(2)]
+        for sse in sses:
+            await sse.event_of("hello")
+        start = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        codes = await asyncio.gather(*(recv_close(ws, SHUTDOWN_TIMEOUT_S + 2) for ws in wss))
+        assert codes == [4000] * len(wss)
+        for sse in sses:
+            closing = (await sse.event_of("closing", SHUTDOWN_TIMEOUT_S + 2)).json()
+            assert closing == {"type": "closing", "code": 4000, "reason": "server restart", "reconnect": True}
+            assert await sse.at_eof(SHUTDOWN_TIMEOUT_S + 2)
+            await sse.close()
+        assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 5) == 0
+        assert time.monotonic() - start < SHUTDOWN_TIMEOUT_S + 5
+
+
+async def test_sigterm_with_a_client_that_never_reads(start_gateway_process: Starter, token, uid) -> None:
+    """A client that never reads cannot hold the shutdown: the process still exits 0 within
+    the shutdown timeout (its socket is aborted)."""
+    from tests.gateway.clients import RawWs
+
+    gw = await start_gateway_process(1)
+    stuck = await RawWs.connect(gw.port, f"token={token('u' + uid)}", rcvbuf=4096)
+    start = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 8) == 0
+    assert time.monotonic() - start < SHUTDOWN_TIMEOUT_S + 8
+    stuck.close()
+
+
+async def test_processes_share_one_port(
+    start_gateway_process: Starter, token, publisher: Publisher, uid
+) -> None:
+    """Two processes on one port: connections spread over both (the gateway id in each
+    hello's conn id), and every connection receives a published event."""
+    gw = await start_gateway_process(2)
+    topic = f"cohort:c{uid}"
+    tok = token("u" + uid, cohorts=["c" + uid])
+    async with aiohttp.ClientSession() as http:
+        clients: list[aiohttp.ClientWebSocketResponse] = []
+        gateways: set[str] = set()
+        deadline = time.monotonic() + 10
+        # Both processes must be listening; keep connecting until each has answered.
+        while len(clients) < 20 or len(gateways) < 2:
+            assert time.monotonic() < deadline, f"only {gateways} answered"
+            ws, hello = await ws_open(http, f"{gw.ws_url}?token={tok}&topics={topic}")
+            assert (await recv_json(ws))["type"] == "subscribed"
+            gateways.add(hello["conn"].rsplit(".", 1)[0])
+            clients.append(ws)
+        assert len(gateways) == 2
+        event_id = await publisher.publish(topic, "to.everyone", {"n": len(clients)})
+        for ws in clients:
+            ev = await recv_json(ws)
+            assert ev["type"] == "event" and ev["id"] == event_id
+        gw.proc.send_signal(signal.SIGTERM)
+        codes = await asyncio.gather(*(recv_close(ws, SHUTDOWN_TIMEOUT_S + 2) for ws in clients))
+        assert set(codes) == {4000}
+        assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 5) == 0

@@ -1,0 +1,195 @@
+"""RFC 6455 framing with bytes alone: handshake key, frame building and parsing."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from gateway import wsframe
+from gateway.protocol import CloseCode
+from gateway.wsframe import ProtocolViolation, parse
+
+
+def masked(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, key: bytes = b""
+) -> bytes:
+    """A client frame as a browser sends it (masked)."""
+    key = key or os.urandom(4)
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload)
+    if n < 126:
+        head = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        head = bytes((b0, 0x80 | 126)) + struct.pack("!H", n)
+    else:
+        head = bytes((b0, 0x80 | 127)) + struct.pack("!Q", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+# -- handshake --------------------------------------------------------------------------------
+
+
+def test_accept_key_rfc_example() -> None:
+    """RFC 6455 section 1.3's worked example."""
+    assert wsframe.accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_valid_client_key() -> None:
+    """A key is 16 random bytes, base64-encoded."""
+    assert wsframe.valid_client_key("dGhlIHNhbXBsZSBub25jZQ==")
+    assert not wsframe.valid_client_key("")
+    assert not wsframe.valid_client_key("not base64!")
+    assert not wsframe.valid_client_key("dGhlIHNhbXBsZQ==")  # 10 bytes
+
+
+def test_handshake_response() -> None:
+    """101 with the accept key, and the subprotocol only when one was chosen."""
+    resp = wsframe.handshake_response("dGhlIHNhbXBsZSBub25jZQ==", "lectern.msgpack")
+    assert resp.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and resp.endswith(b"\r\n\r\n")
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in resp
+    assert b"Sec-WebSocket-Protocol: lectern.msgpack\r\n" in resp
+    assert b"Sec-WebSocket-Protocol" not in wsframe.handshake_response(
+        "dGhlIHNhbXBsZSBub25jZQ==", None
+    )
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "header"),
+    [
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+        (65536, b"\x81\x7f" + struct.pack("!Q", 65536)),
+    ],
+)
+def test_build_lengths(n: int, header: bytes) -> None:
+    """7-bit, 16-bit and 64-bit lengths at their boundaries; server frames are never masked."""
+    frame = wsframe.build(wsframe.OP_TEXT, b"x" * n)
+    assert frame[: len(header)] == header
+    assert len(frame) == len(header) + n
+
+
+def test_build_close_and_ping() -> None:
+    """A close frame carries the code and a reason cut to fit in a control frame."""
+    frame = wsframe.build_close(4001, "slow consumer")
+    assert frame == b"\x88" + bytes((2 + 13,)) + struct.pack("!H", 4001) + b"slow consumer"
+    long = wsframe.build_close(4001, "x" * 500)
+    assert len(long) - 2 <= 125
+    assert wsframe.PING_FRAME == b"\x89\x00"
+
+
+def test_parse_close() -> None:
+    assert wsframe.parse_close(struct.pack("!H", 4002) + b"bye") == (4002, "bye")
+    assert wsframe.parse_close(b"") == (1000, "")
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 1000, 65535, 65536, 70000])
+def test_parse_unmasks_every_length(n: int) -> None:
+    """Masked payloads of every length class come back unmasked."""
+    payload = os.urandom(n)
+    frames, tail = parse(masked(wsframe.OP_BINARY, payload), 1 << 20)
+    assert frames == [(wsframe.OP_BINARY, True, payload)]
+    assert tail == b""
+
+
+def test_unmask_known_vector() -> None:
+    """RFC 6455 section 5.7: "Hello" masked with 37 fa 21 3d."""
+    frame = bytes.fromhex("818537fa213d7f9f4d5158")
+    assert parse(frame, 1000) == ([(wsframe.OP_TEXT, True, b"Hello")], b"")
+
+
+def test_partial_frames_across_calls() -> None:
+    """Fed a byte at a time, the parser keeps the tail and yields each frame once, whole."""
+    stream = (
+        masked(1, b"first") + masked(2, b"y" * 300) + masked(9, b"pp") + masked(1, b"z" * 70000)
+    )
+    frames: list[tuple[int, bool, bytes]] = []
+    tail = b""
+    for i in range(0, len(stream), 7):
+        got, tail = parse(tail + stream[i : i + 7], 1 << 20)
+        frames += got
+    assert tail == b""
+    assert frames == [
+        (1, True, b"first"),
+        (2, True, b"y" * 300),
+        (9, True, b"pp"),
+        (1, True, b"z" * 70000),
+    ]
+
+
+def test_several_frames_in_one_read() -> None:
+    """Complete frames come out in order; the start of the next one is the tail."""
+    third = masked(1, b"cc")
+    frames, tail = parse(masked(1, b"a") + masked(1, b"b") + third[:3], 100)
+    assert [p for _, _, p in frames] == [b"a", b"b"]
+    assert tail == third[:3]
+    assert parse(tail + third[3:], 100) == ([(1, True, b"cc")], b"")
+
+
+def test_fragments_keep_fin_and_opcode() -> None:
+    """Fragmented messages are reported frame by frame (reassembly is the connection's job)."""
+    data = masked(1, b"ab", fin=False) + masked(0, b"cd", fin=False) + masked(0, b"e")
+    frames, _ = parse(data, 100)
+    assert frames == [(1, False, b"ab"), (0, False, b"cd"), (0, True, b"e")]
+
+
+def test_unmasked_client_frame_is_refused() -> None:
+    with pytest.raises(ProtocolViolation) as err:
+        parse(b"\x81\x02hi", 100)
+    assert err.value.code == CloseCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("rsv", [1, 2, 4])
+def test_reserved_bits_are_refused(rsv: int) -> None:
+    """No extension is negotiated, so RSV1-3 must be zero."""
+    with pytest.raises(ProtocolViolation) as err:
+        parse(masked(1, b"x", rsv=rsv), 100)
+    assert err.value.code == CloseCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("opcode", [3, 4, 5, 6, 7, 0xB, 0xC, 0xF])
+def test_unknown_opcodes_are_refused(opcode: int) -> None:
+    with pytest.raises(ProtocolViolation):
+        parse(masked(opcode, b""), 100)
+
+
+def test_control_frame_rules() -> None:
+    """Control frames may not be fragmented nor carry more than 125 bytes."""
+    with pytest.raises(ProtocolViolation):
+        parse(masked(wsframe.OP_PING, b"x", fin=False), 1000)
+    with pytest.raises(ProtocolViolation):
+        parse(masked(wsframe.OP_PING, b"x" * 126), 1000)
+    with pytest.raises(ProtocolViolation):
+        parse(masked(wsframe.OP_CLOSE, b"x" * 200), 1000)
+    frames, _ = parse(masked(wsframe.OP_PONG, b"x" * 125), 10)  # data limit does not apply
+    assert frames == [(wsframe.OP_PONG, True, b"x" * 125)]
+
+
+@pytest.mark.parametrize("n", [101, 70000])
+def test_oversize_is_refused_from_the_header(n: int) -> None:
+    """An oversized frame is refused as soon as its header is in, before the payload."""
+    head = masked(1, b"x" * n)[:14]
+    with pytest.raises(ProtocolViolation) as err:
+        parse(head, 100)
+    assert err.value.code == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_limit_is_inclusive() -> None:
+    frames, _ = parse(masked(1, b"x" * 100), 100)
+    assert frames[0][2] == b"x" * 100
+
+
+def test_incomplete_headers_wait_for_more() -> None:
+    """A header cut before its extended length or mask is kept as the tail."""
+    frame = masked(1, b"x" * 70000)
+    for cut in (1, 2, 5, 9, 10, 13):
+        assert parse(frame[:cut], 1 << 20) == ([], frame[:cut])

@@ -1,0 +1,351 @@
+"""Email for notifications: the ``email`` job queue, payload ``{"notification_id": int}``.
+
+Guarantees:
+
+* **One email per notification**, however often the job is delivered. The message's row in
+  ``email_deliveries`` (unique ``idempotency_key`` ``notification:{id}``, unique
+  ``notification_id``) is locked (``FOR UPDATE``) while the message is handed to the SMTP
+  server, and marked ``sent`` in the same transaction once the server accepted it; a concurrent
+  or later delivery of the job waits for that lock, sees ``sent`` and does nothing. The one
+  window left, a process dying between the server's acceptance and the commit, sends the message
+  again with the same ``Message-ID`` (derived from the key), which mail systems de-duplicate.
+* **Retries.** A refusal with a 4xx code, a dropped connection or an unreachable server is
+  retried by the job framework with backoff; each try increments ``attempts``. After
+  ``job_max_attempts`` tries, or at once on a 5xx refusal, the row becomes ``failed`` with the
+  last error and the job ends.
+* **Preferences.** Nothing is sent when the recipient turned email off for the notification's
+  kind (``notification_prefs``; no row means on).
+* **Connections are reused**: a small pool per process (:data:`POOL_SIZE`), each connection
+  opened on first use and dropped (then reopened) after any error.
+
+``settings.smtp_url``: ``smtp://[user:password@]host[:port][?from=addr&starttls=0|1]``, or
+``smtps://`` for TLS from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import html
+import logging
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+import asyncpg
+import msgspec
+
+from workers import metrics
+from workers.context import WorkerContext
+from workers.jobs import PermanentError, job
+
+log = logging.getLogger("lectern.workers.email")
+
+POOL_SIZE = 4
+SMTP_TIMEOUT_S = 10.0
+DEFAULT_SENDER = "Lectern <no-reply@lectern.local>"
+
+
+class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    sender: str = DEFAULT_SENDER
+    use_tls: bool = False
+    start_tls: bool | None = None  # None: use STARTTLS when the server offers it
+
+
+def parse_smtp_url(url: str) -> SmtpConfig:
+    """``smtp://user:pass@host:port?from=...&starttls=0|1`` (``smtps://`` for implicit TLS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ValueError(f"not an smtp:// or smtps:// URL: {url!r}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    tls = parts.scheme == "smtps"
+    start_tls: bool | None = None
+    if "starttls" in query:
+        start_tls = query["starttls"].lower() in ("1", "true", "yes")
+    return SmtpConfig(
+        host=parts.hostname,
+        port=parts.port or (465 if tls else 25),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        sender=query.get("from", DEFAULT_SENDER),
+        use_tls=tls,
+        start_tls=False if tls else start_tls,
+    )
+
+
+class _Connection:
+    """One SMTP connection, opened lazily and bound to the loop that opened it."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self.client: aiosmtplib.SMTP | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def send(self, message: EmailMessage) -> None:
+        """Send on the open connection, reconnecting once when it turns out to be stale."""
+        for attempt in (1, 2):
+            fresh = await self._ensure()
+            try:
+                assert self.client is not None
+                await self.client.send_message(message)
+                return
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                await self.drop()
+                if fresh or attempt == 2:
+                    raise
+                log.debug("smtp connection was stale, reconnecting: %s", exc)
+            except BaseException:
+                await self.drop()
+                raise
+
+    async def _ensure(self) -> bool:
+        loop = asyncio.get_running_loop()
+        if self.client is not None and self.loop is loop and self.client.is_connected:
+            return False
+        if self.loop is not loop:
+            self.client = None  # opened on another loop (tests): abandon, do not touch it
+        await self.drop()
+        c = self.config
+        client = aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            username=c.username,
+            password=c.password,
+            use_tls=c.use_tls,
+            start_tls=c.start_tls,
+            timeout=SMTP_TIMEOUT_S,
+        )
+        await client.connect()
+        self.client, self.loop = client, loop
+        return True
+
+    async def drop(self) -> None:
+        client, self.client = self.client, None
+        if client is not None and self.loop is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+class MailerPool:
+    """Up to ``size`` SMTP connections shared by one process's email jobs."""
+
+    def __init__(self, config: SmtpConfig, size: int = POOL_SIZE) -> None:
+        self.config = config
+        self._free: asyncio.Queue[_Connection] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._size = size
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[_Connection]:
+        loop = asyncio.get_running_loop()
+        if self._free is None or self._loop is not loop:
+            self._free, self._loop = asyncio.Queue(), loop
+            for _ in range(self._size):
+                self._free.put_nowait(_Connection(self.config))
+        queue = self._free
+        conn = await queue.get()
+        try:
+            yield conn
+        finally:
+            queue.put_nowait(conn)
+
+    async def close(self) -> None:
+        if self._free is None or self._loop is not asyncio.get_running_loop():
+            return
+        while not self._free.empty():
+            await self._free.get_nowait().drop()
+        self._free = None
+
+
+_pools: dict[str, MailerPool] = {}
+
+
+def mailer_for(smtp_url: str) -> MailerPool:
+    pool = _pools.get(smtp_url)
+    if pool is None:
+        pool = _pools[smtp_url] = MailerPool(parse_smtp_url(smtp_url))
+    return pool
+
+
+# -- content ----------------------------------------------------------------------------------
+
+
+class Rendered(msgspec.Struct, frozen=True):
+    subject: str
+    text: str
+    html: str
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def render(kind: str, title: str, body: str, display_name: str) -> Rendered:
+    """The email of a notification: subject, plain-text and HTML bodies (same content)."""
+    subject = _one_line(title)
+    footer = (
+        "You receive this email because of your Lectern notification settings; "
+        f"turn off emails for “{kind}” there to stop them."
+    )
+    text = f"Hi {display_name},\n\n{title}\n\n{body}\n\n-- \n{footer}\n"
+    paragraphs = "".join(
+        f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in body.split("\n\n") if p.strip()
+    )
+    html_body = (
+        '<!doctype html><html><body style="font-family: sans-serif">'
+        f"<p>Hi {html.escape(display_name)},</p>"
+        f"<h2>{html.escape(title)}</h2>{paragraphs}"
+        f'<hr><p style="color: #666; font-size: small">{html.escape(footer)}</p>'
+        "</body></html>"
+    )
+    return Rendered(subject=subject, text=text, html=html_body)
+
+
+def message_id(key: str, sender: str) -> str:
+    """A stable ``Message-ID`` for an idempotency key: a resend is recognisably the same."""
+    domain = sender.rsplit("@", 1)[-1].strip(" >") or "lectern.local"
+    return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
+
+
+def build_message(
+    *, sender: str, to_addr: str, to_name: str, content: Rendered, key: str, notification_id: int
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = formataddr((_one_line(to_name, 100), to_addr))
+    msg["Subject"] = content.subject
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = message_id(key, sender)
+    msg["X-Lectern-Notification"] = str(notification_id)
+    msg.set_content(content.text)
+    msg.add_alternative(content.html, subtype="html")
+    return msg
+
+
+# -- the job ----------------------------------------------------------------------------------
+
+
+class _EmailJob(msgspec.Struct):
+    notification_id: int
+
+
+_LOAD = """
+SELECT n.id, n.kind, n.title, n.body, u.email, u.display_name,
+       coalesce(p.email, true) AS wants_email
+FROM notifications n
+JOIN users u ON u.id = n.user_id
+LEFT JOIN notification_prefs p ON p.user_id = n.user_id AND p.kind = n.kind
+WHERE n.id = $1
+"""
+
+
+def _classify(exc: BaseException) -> tuple[bool, str]:
+    """(transient?, description) of a send failure."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        transient = any(400 <= code < 500 for code in codes)
+        return transient, f"recipients refused: {codes}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return not 500 <= exc.code < 600, f"{exc.code} {exc.message}"[:500]
+    return True, f"{type(exc).__name__}: {exc}"[:500]
+
+
+class _SendFailed(Exception):
+    pass
+
+
+@job("email", timeout_s=120)
+async def send_notification_email(ctx: WorkerContext, payload: dict[str, Any]) -> None:
+    """Send the email of one notification, at most once (see the module docstring)."""
+    try:
+        task = msgspec.convert(payload, _EmailJob)
+    except msgspec.ValidationError as exc:
+        raise PermanentError(f"bad payload: {exc}") from exc
+    if not ctx.settings.smtp_url:
+        raise PermanentError("no smtp_url configured")
+    assert ctx.db is not None
+    note = await ctx.db.fetchrow(_LOAD, task.notification_id)
+    if note is None or not note["wants_email"]:
+        return
+    pool = mailer_for(ctx.settings.smtp_url)
+    key = f"notification:{note['id']}"
+    content = render(note["kind"], note["title"], note["body"], note["display_name"])
+    await ctx.db.execute(
+        "INSERT INTO email_deliveries (notification_id, idempotency_key, to_addr, subject, body) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        note["id"],
+        key,
+        note["email"],
+        content.subject,
+        content.text,
+    )
+    msg = build_message(
+        sender=pool.config.sender,
+        to_addr=note["email"],
+        to_name=note["display_name"],
+        content=content,
+        key=key,
+        notification_id=note["id"],
+    )
+    # Take an SMTP connection before a database connection, so that jobs waiting for SMTP
+    # never hold database connections.
+    async with pool.connection() as smtp:
+        error = await _send_once(ctx, smtp, key, msg)
+    if error:
+        raise _SendFailed(error)
+
+
+async def _send_once(ctx: WorkerContext, smtp: _Connection, key: str, msg: EmailMessage) -> str:
+    """Send under the delivery row's lock; returns an error to retry on, or "" when done."""
+    assert ctx.db is not None
+    conn: asyncpg.Connection
+    async with ctx.db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT id, status, attempts FROM email_deliveries "
+            "WHERE idempotency_key = $1 FOR UPDATE",
+            key,
+        )
+        if row is None or row["status"] != "queued":
+            return ""
+        attempts = row["attempts"] + 1
+        try:
+            await smtp.send(msg)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            transient, error = _classify(exc)
+            if transient and attempts < ctx.settings.job_max_attempts:
+                await conn.execute(
+                    "UPDATE email_deliveries SET attempts = $2, last_error = $3 WHERE id = $1",
+                    row["id"],
+                    attempts,
+                    error,
+                )
+                metrics.emails.labels("retried").inc()
+                log.info("email will be retried", extra={"key": key, "error": error})
+                return error
+            await conn.execute(
+                "UPDATE email_deliveries SET status = 'failed', attempts = $2, last_error = $3 "
+                "WHERE id = $1",
+                row["id"],
+                attempts,
+                error,
+            )
+            metrics.emails.labels("failed").inc()
+            log.error("email failed permanently", extra={"key": key, "error": error})
+            return ""
+        await conn.execute(
+            "UPDATE email_deliveries SET status = 'sent', sent_at = now(), attempts = $2, "
+            "last_error = NULL WHERE id = $1",
+            row["id"],
+            attempts,
+        )
+    metrics.emails.labels("sent").inc()
+    return ""

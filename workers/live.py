@@ -1,0 +1,331 @@
+"""Live-room commands: Q&A, polls, chat, reactions, broadcast, recording and screen share.
+
+Every command names its room in the frame's ``topic`` (``live:{cohort}:{session}``); the
+gateway has already checked that the sender is a member or staff of that cohort and stamped
+``user``/``role``/``staff``. Each handler then, in this order:
+
+1. **authorizes**: instructor-only commands refuse students with ``forbidden``;
+2. **validates** its arguments (types, lengths, ids): ``invalid``;
+3. under the room lock (:func:`workers.live_state.room_lock`), in one transaction, checks that
+   the session exists in that cohort (``not_found``) and is live (``session_not_live``), and
+   applies the change: ``not_found`` for unknown or foreign question/poll/message ids;
+4. after commit, publishes the room's events (:func:`workers.live_state.publish_events`) and
+   replies ok with a small result.
+
+Events (``live:{cohort}:{session}`` unless noted; shapes in README "Live rooms"):
+
+* ``qa.updated`` {question}; ``qa.ranked`` {order: [question ids]}, only when the board's order
+  or membership changed (:mod:`workers.ranking`).
+* ``poll.opened`` {poll}; ``poll.closed`` {poll}; ``poll.revealed`` {poll, tally};
+  ``poll.votes`` {poll_id, total} (throttled). **Live tallies go to staff only**: ``poll.tally``
+  {session_id, poll_id, state, counts, total, percentages} on ``staff:{cohort}``, throttled to
+  one per ``tally_interval_ms`` per poll (leading and trailing edge, so the last state of a
+  burst always goes out), plus a final one on close. Students see the counts when the
+  instructor reveals, so early votes do not steer later ones.
+* ``chat.message`` {message}; ``chat.deleted`` {message_id, deleted_by}.
+* ``reactions`` {counts: {emoji: n}, window_ms}: one event per room per window, summed across
+  every worker process in Redis (see :mod:`workers.live_state`).
+* ``broadcast`` {text, by, at}; ``recording.status`` {state, by, at};
+  ``screenshare.signal`` {kind, payload, from}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from workers import live_polls  # noqa: F401  (registers the poll commands)
+from workers import live_rules as rules
+from workers.commands import Command, CommandError, command
+from workers.context import WorkerContext
+from workers.live_room import Ctx, in_room, room_of, staff_only, validated
+from workers.live_state import (
+    TIMINGS,
+    Room,
+    add_reaction,
+    now_ms,
+    publish_events,
+    set_meta,
+    take_reactions,
+    within_rate,
+)
+from workers.ranking import QaItem
+from workers.tallies import canonical_reaction
+
+QCOLS = (
+    "id, session_id, user_id, body, created_at, answer, answered_by, answered_at, pinned, "
+    "dismissed, votes"
+)
+
+# -- Q&A --------------------------------------------------------------------------------------
+
+
+async def _board(conn: asyncpg.Connection, session_id: int) -> list[QaItem]:
+    rows = await conn.fetch(
+        "SELECT id, votes, created_at, pinned, answered_at, dismissed FROM questions "
+        "WHERE session_id = $1 AND NOT dismissed",
+        session_id,
+    )
+    return [rules.qa_item(row) for row in rows]
+
+
+async def _question(s: Ctx, data: dict[str, Any]) -> asyncpg.Record:
+    qid = rules.entity_id(data, "question_id")
+    row = await s.conn.fetchrow(
+        f"SELECT {QCOLS} FROM questions WHERE id = $1 AND session_id = $2 AND NOT dismissed "
+        "FOR UPDATE",
+        qid,
+        s.room.session_id,
+    )
+    if row is None:
+        raise CommandError("not_found", f"no question {qid} in this session")
+    return row
+
+
+def _announce(s: Ctx, before: list[QaItem], row: asyncpg.Record) -> None:
+    s.to_room("qa.updated", {"question": rules.question_view(row)})
+    old, new = rules.board_change(before, rules.qa_item(row))
+    if old != new:
+        s.to_room("qa.ranked", {"order": new})
+
+
+async def _update_question(s: Ctx, sql: str, *args: Any) -> dict[str, Any]:
+    """Apply ``sql`` (``UPDATE questions ... WHERE id = $1 RETURNING *``) to the question named
+    by the command and announce it."""
+    row = await _question(s, s.cmd.data)
+    before = await _board(s.conn, s.room.session_id)
+    new = await s.conn.fetchrow(sql.format(cols=QCOLS), row["id"], *args)
+    _announce(s, before, new)
+    return {"question_id": new["id"], "votes": new["votes"]}
+
+
+@command("qa.ask")
+async def qa_ask(ctx: WorkerContext, cmd: Command) -> Any:
+    body = validated(lambda: rules.required_text(cmd.data, "body", rules.QUESTION_MAX))
+
+    async def op(s: Ctx) -> Any:
+        before = await _board(s.conn, s.room.session_id)
+        row = await s.conn.fetchrow(
+            f"INSERT INTO questions (session_id, user_id, body) VALUES ($1, $2, $3) "
+            f"RETURNING {QCOLS}",
+            s.room.session_id,
+            s.user_id,
+            body,
+        )
+        _announce(s, before, row)
+        return {"question_id": row["id"]}
+
+    return await in_room(ctx, cmd, op)
+
+
+@command("qa.upvote")
+async def qa_upvote(ctx: WorkerContext, cmd: Command) -> Any:
+    """One vote per user and question; a second one answers ``already_voted``."""
+    validated(lambda: rules.entity_id(cmd.data, "question_id"))
+
+    async def op(s: Ctx) -> Any:
+        row = await _question(s, cmd.data)
+        added = await s.conn.fetchval(
+            "INSERT INTO question_votes (question_id, user_id) VALUES ($1, $2) "
+            "ON CONFLICT DO NOTHING RETURNING 1",
+            row["id"],
+            s.user_id,
+        )
+        if added is None:
+            raise CommandError("already_voted", "you already upvoted this question")
+        return await _update_question(
+            s, "UPDATE questions SET votes = votes + 1 WHERE id = $1 RETURNING {cols}"
+        )
+
+    return await in_room(ctx, cmd, op)
+
+
+@command("qa.unvote")
+async def qa_unvote(ctx: WorkerContext, cmd: Command) -> Any:
+    validated(lambda: rules.entity_id(cmd.data, "question_id"))
+
+    async def op(s: Ctx) -> Any:
+        row = await _question(s, cmd.data)
+        removed = await s.conn.fetchval(
+            "DELETE FROM question_votes WHERE question_id = $1 AND user_id = $2 RETURNING 1",
+            row["id"],
+            s.user_id,
+        )
+        if removed is None:
+            raise CommandError("not_voted", "you have not upvoted this question")
+        return await _update_question(
+            s, "UPDATE questions SET votes = greatest(votes - 1, 0) WHERE id = $1 RETURNING {cols}"
+        )
+
+    return await in_room(ctx, cmd, op)
+
+
+@command("qa.answer")
+async def qa_answer(ctx: WorkerContext, cmd: Command) -> Any:
+    """Mark a question answered; ``answer`` is optional (answered out loud)."""
+    staff_only(cmd)
+    answer = validated(
+        lambda: (
+            rules.entity_id(cmd.data, "question_id"),
+            rules.text(cmd.data, "answer", rules.ANSWER_MAX, required=False),
+        )[1]
+    )
+
+    async def op(s: Ctx) -> Any:
+        return await _update_question(
+            s,
+            "UPDATE questions SET answer = $2, answered_by = $3, "
+            "answered_at = coalesce(answered_at, now()) WHERE id = $1 RETURNING {cols}",
+            answer,
+            s.user_id,
+        )
+
+    return await in_room(ctx, cmd, op)
+
+
+def _flag_command(name: str, sql: str) -> None:
+    async def handler(ctx: WorkerContext, cmd: Command) -> Any:
+        staff_only(cmd)
+        validated(lambda: rules.entity_id(cmd.data, "question_id"))
+
+        async def op(s: Ctx) -> Any:
+            return await _update_question(s, sql)
+
+        return await in_room(ctx, cmd, op)
+
+    handler.__name__ = name.replace(".", "_")
+    command(name)(handler)
+
+
+_flag_command("qa.pin", "UPDATE questions SET pinned = true WHERE id = $1 RETURNING {cols}")
+_flag_command("qa.unpin", "UPDATE questions SET pinned = false WHERE id = $1 RETURNING {cols}")
+_flag_command("qa.dismiss", "UPDATE questions SET dismissed = true WHERE id = $1 RETURNING {cols}")
+
+
+# -- chat -------------------------------------------------------------------------------------
+
+
+@command("chat.send")
+async def chat_send(ctx: WorkerContext, cmd: Command) -> Any:
+    body = validated(lambda: rules.required_text(cmd.data, "body", rules.CHAT_MAX))
+    room = room_of(cmd)
+    ident = f"{room.session}:{cmd.user}"
+    if not await within_rate(ctx.redis, "chat", ident, rules.CHAT_RATE, rules.CHAT_WINDOW_S):
+        raise CommandError("rate_limited", "too many messages; slow down")
+
+    async def op(s: Ctx) -> Any:
+        row = await s.conn.fetchrow(
+            "INSERT INTO chat_messages (session_id, user_id, body) VALUES ($1, $2, $3) "
+            "RETURNING id, session_id, user_id, body, created_at",
+            s.room.session_id,
+            s.user_id,
+            body,
+        )
+        s.to_room("chat.message", {"message": rules.message_view(row)})
+        return {"message_id": row["id"]}
+
+    return await in_room(ctx, cmd, op)
+
+
+@command("chat.delete")
+async def chat_delete(ctx: WorkerContext, cmd: Command) -> Any:
+    """Delete a message: its author, or staff (moderation). Soft delete."""
+    mid = validated(lambda: rules.entity_id(cmd.data, "message_id"))
+
+    async def op(s: Ctx) -> Any:
+        author = await s.conn.fetchval(
+            "SELECT user_id FROM chat_messages WHERE id = $1 AND session_id = $2 "
+            "AND deleted_at IS NULL FOR UPDATE",
+            mid,
+            s.room.session_id,
+        )
+        if author is None:
+            raise CommandError("not_found", f"no message {mid} in this session")
+        if author != s.user_id and not cmd.staff:
+            raise CommandError("forbidden", "only its author or an instructor may delete it")
+        await s.conn.execute(
+            "UPDATE chat_messages SET deleted_at = now(), deleted_by = $2 WHERE id = $1",
+            mid,
+            s.user_id,
+        )
+        s.to_room("chat.deleted", {"message_id": mid, "deleted_by": cmd.user})
+        return {"message_id": mid}
+
+    return await in_room(ctx, cmd, op)
+
+
+# -- reactions --------------------------------------------------------------------------------
+
+
+@command("react")
+async def react(ctx: WorkerContext, cmd: Command) -> Any:
+    """Count a reaction in the room's current window (no lock: counting commutes)."""
+    emoji = cmd.data.get("emoji")
+    reaction = canonical_reaction(emoji) if isinstance(emoji, str) and len(emoji) <= 16 else None
+    if reaction is None:
+        raise CommandError("invalid", "emoji must be one of the allowed reactions")
+    room = room_of(cmd)
+    if not await within_rate(ctx.redis, "react", f"{room.session}:{cmd.user}", rules.REACT_RATE, 1):
+        raise CommandError("rate_limited", "too many reactions; slow down")
+    timings = TIMINGS[0]
+
+    async def op(s: Ctx) -> Any:
+        await add_reaction(ctx.redis, s.room, reaction, timings.reaction_window_ms, now_ms())
+        return {"emoji": reaction}
+
+    return await in_room(ctx, cmd, op, lock=False)
+
+
+async def flush_reactions(ctx: WorkerContext, room: Room) -> None:
+    counts = await take_reactions(ctx.redis, room)
+    if counts:
+        window = TIMINGS[0].reaction_window_ms
+        await publish_events(
+            ctx, [(room.topic, "reactions", {"counts": counts, "window_ms": window})]
+        )
+
+
+# -- instructor controls ----------------------------------------------------------------------
+
+
+@command("broadcast")
+async def broadcast(ctx: WorkerContext, cmd: Command) -> Any:
+    """Show a banner to the room; it stays in the room's state for late joiners."""
+    staff_only(cmd)
+    text = validated(lambda: rules.required_text(cmd.data, "text", rules.BROADCAST_MAX))
+
+    async def op(s: Ctx) -> Any:
+        banner = {"text": text, "by": cmd.user, "at": rules.now_iso()}
+        await set_meta(ctx.redis, s.room, "banner", banner)
+        s.to_room("broadcast", banner)
+        return {}
+
+    return await in_room(ctx, cmd, op)
+
+
+@command("recording.set")
+async def recording_set(ctx: WorkerContext, cmd: Command) -> Any:
+    staff_only(cmd)
+    state = validated(lambda: rules.recording_state(cmd.data))
+
+    async def op(s: Ctx) -> Any:
+        status = {"state": state, "by": cmd.user, "at": rules.now_iso()}
+        await set_meta(ctx.redis, s.room, "recording", status)
+        s.to_room("recording.status", status)
+        return {"state": state}
+
+    return await in_room(ctx, cmd, op)
+
+
+@command("screenshare.signal")
+async def screenshare_signal(ctx: WorkerContext, cmd: Command) -> Any:
+    """Relay a screen-share signalling message (offer, candidate...) to the room, in order."""
+    staff_only(cmd)
+    kind, payload = validated(lambda: (rules.signal_kind(cmd.data), rules.signal_payload(cmd.data)))
+
+    async def op(s: Ctx) -> Any:
+        s.to_room("screenshare.signal", {"kind": kind, "payload": payload, "from": cmd.user})
+        return {}
+
+    return await in_room(ctx, cmd, op)

@@ -1,0 +1,110 @@
+"""The live flusher: the one timer of the live rooms, run in every worker process.
+
+It pops due members of :data:`workers.live_state.DUE_KEY` (atomically, so each goes to exactly
+one process) every :data:`POLL_S` and runs them:
+
+* ``tally|c|s|poll``: the trailing poll tally of a burst of votes (:func:`live.flush_tally`);
+* ``react|c|s``: the room's reaction window that just ended (:func:`live.flush_reactions`);
+* ``pres|c|s``: the coalesced "who is here" publish (:func:`presence.publish_presence`);
+* ``ckpt|c|s``: the periodic attendance credit (:func:`presence.checkpoint`);
+* ``leave|c|s|user``: the end of a grace period (:func:`presence.finalize`).
+
+A member whose work fails for a transient reason (Redis or PostgreSQL unreachable) is put back,
+due again in :data:`RETRY_MS`; a member that fails for any other reason is logged and dropped.
+Work that a process had popped when it died is lost (a tally or reaction window waits for the
+next change; a lost finalize is rescheduled by the next checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+import redis.exceptions
+
+from workers import live, live_polls, presence
+from workers.context import WorkerContext
+from workers.live_state import TIMINGS, DueQueue, now_ms, parse_due_member
+
+log = logging.getLogger("lectern.workers.live")
+
+POLL_S = 0.02
+BATCH = 100
+RETRY_MS = 1000
+CONCURRENCY = 32
+
+TRANSIENT = (
+    redis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+)
+
+
+async def run_due(ctx: WorkerContext, member: str) -> None:
+    """Do the work of one due member (see the module docstring)."""
+    parsed = parse_due_member(member)
+    if parsed is None:
+        log.warning("malformed due member dropped: %r", member[:200])
+        return
+    kind, room, extra = parsed
+    timings = TIMINGS[0]
+    if kind == "tally" and extra.isdigit():
+        await live_polls.flush_tally(ctx, room, int(extra))
+    elif kind == "react":
+        await live.flush_reactions(ctx, room)
+    elif kind == "pres":
+        await presence.publish_presence(ctx, room)
+    elif kind == "ckpt":
+        await presence.checkpoint(ctx, room, timings)
+    elif kind == "leave" and extra:
+        await presence.finalize(ctx, room, extra, timings)
+    else:
+        log.warning("unknown due member dropped: %r", member[:200])
+
+
+async def _guarded(ctx: WorkerContext, due: DueQueue, member: str) -> None:
+    try:
+        await run_due(ctx, member)
+    except TRANSIENT as exc:
+        log.warning("live work %s failed, retrying: %s", member[:100], exc)
+        try:
+            await due.schedule(member, now_ms() + RETRY_MS)
+        except (redis.exceptions.RedisError, OSError):
+            log.error("live work %s lost: Redis unavailable", member[:100])
+    except Exception:
+        log.exception("live work %s failed", member[:100])
+
+
+async def run_live_flusher(ctx: WorkerContext) -> None:
+    """Run due live-room work until cancelled."""
+    due = DueQueue(ctx.redis)
+    sem = asyncio.Semaphore(CONCURRENCY)
+    tasks: set[asyncio.Task[None]] = set()
+    backoff = 0.1
+
+    async def run(member: str) -> None:
+        try:
+            await _guarded(ctx, due, member)
+        finally:
+            sem.release()
+
+    while True:
+        try:
+            members = await due.pop(now_ms(), BATCH)
+            backoff = 0.1
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("live flusher: %s", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        for member in members:
+            await sem.acquire()
+            task = asyncio.create_task(run(member))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if len(members) < BATCH:
+            await asyncio.sleep(POLL_S)

@@ -1,0 +1,103 @@
+"""The plumbing every live-room command shares: find the room, authorize, validate, lock,
+check the session, run the change in a transaction, publish after commit.
+
+See :mod:`workers.live` for the commands and :mod:`workers.live_state` for why the lock is
+held across commit and publish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from workers import live_rules as rules
+from workers.commands import Command, CommandError
+from workers.context import WorkerContext
+from workers.live_rules import Invalid
+from workers.live_state import Event, Room, publish_events, room_lock
+
+
+class Ctx:
+    """What a room operation sees: the connection (in its transaction), the room, the sender,
+    and the events to publish after commit."""
+
+    __slots__ = ("cmd", "conn", "events", "room", "user_id", "worker")
+
+    def __init__(
+        self, worker: WorkerContext, conn: asyncpg.Connection, room: Room, cmd: Command
+    ) -> None:
+        self.worker = worker
+        self.conn = conn
+        self.room = room
+        self.cmd = cmd
+        self.user_id = user_id_of(cmd)
+        self.events: list[Event] = []
+
+    def to_room(self, type_: str, data: Any) -> None:
+        self.events.append((self.room.topic, type_, data))
+
+    def to_staff(self, type_: str, data: Any) -> None:
+        self.events.append((self.room.staff_topic, type_, data))
+
+
+Operation = Callable[[Ctx], Awaitable[Any]]
+
+
+def user_id_of(cmd: Command) -> int:
+    uid = rules.db_id(cmd.user)
+    if uid is None:
+        raise CommandError("forbidden", "live rooms need a registered user")
+    return uid
+
+
+def room_of(cmd: Command) -> Room:
+    if rules.parse_live_topic(cmd.topic) is None:
+        raise CommandError("bad_topic", "live-room commands need a live:{cohort}:{session} topic")
+    room = Room.from_topic(cmd.topic)
+    if room is None:
+        raise CommandError("not_found", "no such session")
+    return room
+
+
+def staff_only(cmd: Command) -> None:
+    if not cmd.staff:
+        raise CommandError("forbidden", f"{cmd.name} is for the instructors of this cohort")
+
+
+async def check_live(conn: asyncpg.Connection, room: Room) -> None:
+    row = await conn.fetchrow(
+        "SELECT cohort_id, state FROM live_sessions WHERE id = $1", room.session_id
+    )
+    if row is None or row["cohort_id"] != room.cohort_id:
+        raise CommandError("not_found", "no such session")
+    if row["state"] != "live":
+        raise CommandError("session_not_live", f"the session is {row['state']}, not live")
+
+
+async def in_room(ctx: WorkerContext, cmd: Command, op: Operation, *, lock: bool = True) -> Any:
+    """Run ``op`` for the command's room: lock, transaction, live check, publish after commit."""
+    room = room_of(cmd)
+    if ctx.db is None:
+        raise CommandError("unavailable", "live rooms are not available on this worker")
+    try:
+        async with ctx.db.acquire() as conn:
+            guard = room_lock(conn, room.session_id) if lock else contextlib.nullcontext()
+            async with guard:
+                state = Ctx(ctx, conn, room, cmd)
+                async with conn.transaction():
+                    await check_live(conn, room)
+                    result = await op(state)
+                await publish_events(ctx, state.events, conn)
+    except Invalid as exc:
+        raise CommandError("invalid", str(exc)) from None
+    return result
+
+
+def validated(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Invalid as exc:
+        raise CommandError("invalid", str(exc)) from None

@@ -1,0 +1,229 @@
+"""Scheduled jobs: each runs once per tick across all worker processes.
+
+Every process runs :func:`run_scheduler`. Time is cut into ticks of each job's interval
+(``tick = floor(unix_time / interval)``); before running a job for a tick, a process takes
+``SET keys.tick_lock_key(job, tick) NX EX``, so exactly one process runs it per tick (at most
+once; a tick whose process dies mid-run is not retried, the next tick is). Jobs are therefore
+written to catch up: each looks at the state in PostgreSQL, not at what happened since the
+last tick.
+
+Jobs:
+
+* ``reminders`` (every ``scheduler_tick_s``): sessions starting within ``reminder_lead_s`` that
+  were not reminded get a ``reminder`` job (``workers.notify``), which sets
+  ``reminder_sent_at`` in the transaction that creates the notifications: once per session.
+* ``sweeps`` (every ``scheduler_tick_s``): re-enqueue lost work, i.e. submissions pending for a
+  minute (``workers.grade.sweep_pending``) and recent announcements some member was never
+  notified of.
+* ``leaderboards`` (every :data:`LEADERBOARD_REFRESH_S`): rebuild the boards of cohorts with
+  grades from PostgreSQL, the source of truth, and announce them.
+* ``dashboards`` (every :data:`DASHBOARD_REFRESH_S`): publish ``dashboard.update`` to
+  ``staff:{cohort}`` for cohorts with activity in the last interval.
+* ``outbox_purge`` (hourly): delete outbox rows published a day ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+import redis.exceptions
+
+from config import keys
+from workers import leaderboard, outbox
+from workers.context import WorkerContext
+from workers.grade import sweep_pending
+from workers.jobs import enqueue
+
+log = logging.getLogger("lectern.workers.scheduler")
+
+LEADERBOARD_REFRESH_S = 300.0
+DASHBOARD_REFRESH_S = 30.0
+ANNOUNCE_SWEEP_AFTER_S = 60
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    name: str
+    interval_s: Callable[[WorkerContext], float]
+    run: Callable[[WorkerContext], Awaitable[object]]
+
+
+async def due_reminders(ctx: WorkerContext) -> int:
+    """Enqueue a ``reminder`` job for each session about to start and not reminded yet."""
+    assert ctx.db is not None
+    rows = await ctx.db.fetch(
+        "SELECT id FROM live_sessions WHERE state = 'scheduled' AND reminder_sent_at IS NULL "
+        "AND starts_at > now() AND starts_at <= now() + make_interval(secs => $1) "
+        "ORDER BY starts_at LIMIT 1000",
+        float(ctx.settings.reminder_lead_s),
+    )
+    if rows:
+        pipe = ctx.redis.pipeline(transaction=False)
+        for r in rows:
+            await enqueue(pipe, "reminder", {"session_id": r["id"]})
+        await pipe.execute()
+    return len(rows)
+
+
+async def sweep_announcements(ctx: WorkerContext) -> int:
+    """Re-enqueue the fan-out of announcements (of the last day) that missed a member."""
+    assert ctx.db is not None
+    rows = await ctx.db.fetch(
+        """
+        SELECT a.id FROM announcements a
+        WHERE a.created_at > now() - interval '1 day'
+          AND a.created_at < now() - make_interval(secs => $1)
+          AND EXISTS (
+            SELECT 1 FROM enrollments e
+            WHERE e.cohort_id = a.cohort_id AND e.kind = 'member' AND e.created_at <= a.created_at
+              AND NOT EXISTS (
+                SELECT 1 FROM notifications n WHERE n.user_id = e.user_id
+                  AND n.kind = 'announcement' AND n.dedupe_key = 'announcement:' || a.id))
+        LIMIT 100
+        """,
+        float(ANNOUNCE_SWEEP_AFTER_S),
+    )
+    if rows:
+        pipe = ctx.redis.pipeline(transaction=False)
+        for r in rows:
+            await enqueue(pipe, "announce", {"announcement_id": r["id"]})
+        await pipe.execute()
+    return len(rows)
+
+
+async def sweeps(ctx: WorkerContext) -> int:
+    return await sweep_pending(ctx) + await sweep_announcements(ctx)
+
+
+async def refresh_leaderboards(ctx: WorkerContext) -> int:
+    """Rebuild every board that has grades; returns how many."""
+    assert ctx.db is not None
+    rows = await ctx.db.fetch(
+        "SELECT DISTINCT q.cohort_id FROM quizzes q "
+        "WHERE EXISTS (SELECT 1 FROM quiz_submissions s WHERE s.quiz_id = q.id "
+        "AND s.status = 'graded')"
+    )
+    for r in rows:
+        await leaderboard.rebuild(ctx.db, ctx.redis, r["cohort_id"])
+        await leaderboard.changed(ctx, r["cohort_id"])
+    return len(rows)
+
+
+class Dashboard(msgspec.Struct, kw_only=True):
+    """Data of ``dashboard.update`` on ``staff:{cohort}``: the cohort at a glance."""
+
+    cohort_id: int
+    members: int
+    submissions_24h: int
+    pending_grading: int
+    average_percentage: float | None
+    lessons_completed_24h: int
+    struggling: list[int]
+
+
+_DASHBOARD = """
+WITH active AS (
+    SELECT DISTINCT q.cohort_id FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
+    WHERE s.submitted_at > now() - make_interval(secs => $1)
+       OR s.graded_at > now() - make_interval(secs => $1)
+    UNION
+    SELECT DISTINCT l.cohort_id FROM lesson_progress p JOIN lessons l ON l.id = p.lesson_id
+    WHERE p.completed_at > now() - make_interval(secs => $1)
+)
+SELECT a.cohort_id,
+  (SELECT count(*) FROM enrollments e WHERE e.cohort_id = a.cohort_id AND e.kind = 'member')
+    AS members,
+  (SELECT count(*) FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
+   WHERE q.cohort_id = a.cohort_id AND s.submitted_at > now() - interval '1 day') AS subs,
+  (SELECT count(*) FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
+   WHERE q.cohort_id = a.cohort_id AND s.status = 'pending') AS pending,
+  (SELECT avg(100 * s.score / nullif(s.max_score, 0))::float8
+   FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
+   WHERE q.cohort_id = a.cohort_id AND s.status = 'graded') AS avg_pct,
+  (SELECT count(*) FROM lesson_progress p JOIN lessons l ON l.id = p.lesson_id
+   WHERE l.cohort_id = a.cohort_id AND p.completed_at > now() - interval '1 day') AS lessons,
+  (SELECT coalesce(array_agg(x.user_id ORDER BY x.user_id), '{}') FROM (
+     SELECT s.user_id FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
+     WHERE q.cohort_id = a.cohort_id AND s.status = 'graded'
+     GROUP BY s.user_id HAVING avg(100 * s.score / nullif(s.max_score, 0)) < 50
+     LIMIT 50) x) AS struggling
+FROM active a
+"""
+
+
+async def refresh_dashboards(ctx: WorkerContext) -> int:
+    """Publish a fresh ``dashboard.update`` for each cohort with recent activity."""
+    assert ctx.db is not None
+    rows = await ctx.db.fetch(_DASHBOARD, DASHBOARD_REFRESH_S * 2)
+    events = [
+        (
+            f"staff:{r['cohort_id']}",
+            "dashboard.update",
+            Dashboard(
+                cohort_id=r["cohort_id"],
+                members=r["members"],
+                submissions_24h=r["subs"],
+                pending_grading=r["pending"],
+                average_percentage=(round(r["avg_pct"], 2) if r["avg_pct"] is not None else None),
+                lessons_completed_24h=r["lessons"],
+                struggling=list(r["struggling"]),
+            ),
+        )
+        for r in rows
+    ]
+    if events:
+        await ctx.publisher.publish_many(events)
+    return len(events)
+
+
+async def purge_outbox(ctx: WorkerContext) -> int:
+    return await outbox.purge_published(ctx)
+
+
+SCHEDULE: list[Scheduled] = [
+    Scheduled("reminders", lambda ctx: ctx.settings.scheduler_tick_s, due_reminders),
+    Scheduled("sweeps", lambda ctx: ctx.settings.scheduler_tick_s, sweeps),
+    Scheduled("leaderboards", lambda ctx: LEADERBOARD_REFRESH_S, refresh_leaderboards),
+    Scheduled("dashboards", lambda ctx: DASHBOARD_REFRESH_S, refresh_dashboards),
+    Scheduled("outbox_purge", lambda ctx: 3600.0, purge_outbox),
+]
+
+
+async def run_due(ctx: WorkerContext, now: float | None = None) -> list[str]:
+    """Run every scheduled job whose current tick no process has claimed; returns their
+    names. Each job is bounded by its interval, and one failing does not stop the others."""
+    now = time.time() if now is None else now
+    ran: list[str] = []
+    for item in SCHEDULE:
+        interval = max(item.interval_s(ctx), 0.001)
+        tick = int(now // interval)
+        lock = keys.tick_lock_key(item.name, tick)
+        if not await ctx.redis.set(lock, ctx.consumer, nx=True, ex=max(int(interval * 2), 10)):
+            continue
+        try:
+            async with asyncio.timeout(max(interval, 5.0)):
+                await item.run(ctx)
+            ran.append(item.name)
+        except Exception:
+            log.exception("scheduled job failed", extra={"job": item.name, "tick": tick})
+    return ran
+
+
+async def run_scheduler(ctx: WorkerContext) -> None:
+    """Service: run the scheduled jobs, each once per tick across all processes."""
+    if ctx.db is None:
+        return
+    tick_s = max(ctx.settings.scheduler_tick_s, 0.05)
+    while True:
+        try:
+            await run_due(ctx)
+        except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+            log.warning("scheduler tick failed: %s", exc)
+        # Wake just after the next tick boundary.
+        await asyncio.sleep(tick_s - time.time() % tick_s + 0.01)
