@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -97,7 +98,41 @@ def run(settings: Settings) -> int:
 
 async def _serve(settings: Settings, env: dict[str, str]) -> int:
     credentials = await _migrate_and_seed(env["DATABASE_URL"])
+    write_stack_file(settings, env)
     return await _children(settings, env, credentials)
+
+
+STACK_FILE = "stack.json"
+
+
+def write_stack_file(settings: Settings, env: dict[str, str]) -> Path:
+    """Where the running stack is, for tools (`make loadtest`, `benchmarks.api`) to find it."""
+    path = Path(settings.data_dir) / STACK_FILE
+    host = settings.host
+    info = {
+        "redis_url": env.get("REDIS_URL", ""),
+        "database_url": env.get("DATABASE_URL", ""),
+        "smtp_url": env.get("SMTP_URL", ""),
+        "api_url": f"http://{host}:{settings.api_port}",
+        "gateway_url": f"http://{host}:{settings.gateway_port}",
+        "pid": os.getpid(),
+    }
+    path.write_text(json.dumps(info, indent=2))
+    return path
+
+
+def read_stack_file(data_dir: str = ".lectern") -> dict[str, Any] | None:
+    """The stack `make run` is running now, or None."""
+    path = Path(data_dir) / STACK_FILE
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None
+    return info
 
 
 def _port_free(port: int) -> bool:

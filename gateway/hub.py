@@ -247,6 +247,8 @@ class Hub:
             return
         if reset:
             metrics.resumes.labels("reset").inc()
+            # The stale position must not ride along in later SSE cursors.
+            conn.topics[topic] = ""
             conn.send(protocol.Reset(topic))
             conn.deliver_replayed(topic, [], "")
         else:
