@@ -61,6 +61,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_quizzes",
     "api.routes_notifications",
     "api.routes_announcements",
+    "api.routes_pages",
 ]
 
 #: Largest body aiohttp itself will read (``request.read()``); api.deps applies tighter limits.

@@ -9,73 +9,17 @@ process stops accepting, closes its connections with 4000 "server restart", wait
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import multiprocessing
 import os
 import signal
-import socket
 import sys
-import uuid
-
-from aiohttp import web
 
 from config.logs import setup_logging
-from config.settings import Settings, load_settings
-from gateway.app import create_app, metrics_handler, shutdown_connections
+from config.settings import load_settings
+from gateway.server import run_process
 
 log = logging.getLogger("lectern.gateway")
-
-
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
-
-
-async def serve(settings: Settings, index: int, port: int, ready: object = None) -> None:
-    loop = asyncio.get_running_loop()
-    gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    app = create_app(settings, settings.redis_url, gateway_id)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
-    )
-    await runner.setup()
-    site = web.SockSite(runner, reuseport_socket(settings.host, port), backlog=4096)
-    await site.start()
-    metrics_app = web.Application()
-    metrics_app.router.add_get("/metrics", metrics_handler)
-    metrics_runner = web.AppRunner(metrics_app, access_log=None)
-    await metrics_runner.setup()
-    metrics_port = settings.gateway_metrics_port + index if settings.gateway_metrics_port else 0
-    if metrics_port:
-        await web.TCPSite(metrics_runner, settings.host, metrics_port).start()
-    log.info(
-        "gateway listening",
-        extra={"port": port, "metrics_port": metrics_port, "gateway": gateway_id},
-    )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("gateway shutting down", extra={"gateway": gateway_id})
-    await site.stop()
-    await shutdown_connections(app)
-    await runner.cleanup()
-    await metrics_runner.cleanup()
-
-
-def run_process(settings: Settings, index: int, port: int, loop_kind: str) -> None:
-    setup_logging(settings.log_level, f"gateway.{index}")
-    if loop_kind == "uvloop":
-        import uvloop
-
-        uvloop.install()
-    asyncio.run(serve(settings, index, port))
 
 
 def main(argv: list[str] | None = None) -> int:

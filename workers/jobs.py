@@ -81,6 +81,7 @@ HANDLER_MODULES: list[str] = [
     "workers.notify",
     "workers.leaderboard",
     "workers.csv_import",
+    "workers.staff_progress",
 ]
 
 JobHandler = Callable[["WorkerContext", dict[str, Any]], Awaitable[None]]

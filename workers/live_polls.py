@@ -20,8 +20,8 @@ from workers.live_room import Ctx, in_room, staff_only, validated
 from workers.live_state import (
     TIMINGS,
     Event,
-    TallyThrottle,
     Room,
+    TallyThrottle,
     publish_events,
     room_lock,
 )

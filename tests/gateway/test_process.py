@@ -21,7 +21,7 @@ import pytest
 
 from config.servers import free_port
 from gateway.publish import Publisher
-from tests.gateway.clients import SseClient, recv_close, recv_json, ws_open
+from tests.gateway.clients import RawWs, SseClient, recv_close, recv_json, ws_open
 
 ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_TIMEOUT_S = 3
@@ -43,15 +43,16 @@ class GatewayProcess:
         return self.proc.returncode
 
 
-Starter = Callable[[int], Awaitable[GatewayProcess]]
+Starter = Callable[..., Awaitable[GatewayProcess]]
 
 
 @pytest.fixture
 async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
-    """``await start(processes)``: ``python -m gateway`` on a free port, ready to serve."""
+    """``await start(processes, **settings)``: ``python -m gateway`` on a free port, ready to
+    serve, with ``LECTERN_*`` variables for the given settings."""
     procs: list[GatewayProcess] = []
 
-    async def start(processes: int) -> GatewayProcess:
+    async def start(processes: int, **settings: object) -> GatewayProcess:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
         env.update(
@@ -62,6 +63,7 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
             LECTERN_CONN_BURST_PER_IP="10000",
             LECTERN_LOG_LEVEL="WARNING",
         )
+        env.update({f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()})
         cmd = [sys.executable, "-m", "gateway", "--processes", str(processes), "--port", str(port)]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         gw = GatewayProcess(proc, port)
@@ -109,17 +111,26 @@ async def test_sigterm_closes_every_client_and_exits_zero(
         assert time.monotonic() - start < SHUTDOWN_TIMEOUT_S + 5
 
 
-async def test_sigterm_with_a_client_that_never_reads(start_gateway_process: Starter, token, uid) -> None:
-    """A client that never reads cannot hold the shutdown: the process still exits 0 within
-    the shutdown timeout (its socket is aborted)."""
-    from tests.gateway.clients import RawWs
-
-    gw = await start_gateway_process(1)
-    stuck = await RawWs.connect(gw.port, f"token={token('u' + uid)}", rcvbuf=4096)
+async def test_sigterm_with_a_client_that_never_reads(
+    start_gateway_process: Starter, token, publisher: Publisher, uid
+) -> None:
+    """A client that stopped reading (its unsent events still buffered, under the slow-consumer
+    limit) cannot hold the shutdown: the gateway waits for it at most shutdown_timeout_s,
+    then aborts it and exits 0."""
+    # Loopback kernel buffers take a few MB; 8 MB leaves the rest in the gateway's buffer,
+    # under a limit raised so that the client is not closed as a slow consumer first.
+    gw = await start_gateway_process(1, out_buffer_limit_bytes=64 << 20)
+    topic = f"user:u{uid}"
+    stuck = await RawWs.connect(gw.port, f"token={token('u' + uid)}&topics={topic}", rcvbuf=4096)
+    assert (await stuck.recv_json())["type"] == "hello"
+    assert (await stuck.recv_json())["type"] == "subscribed"
+    await publisher.publish_many([(topic, "big", {"b": "x" * 8000}) for _ in range(1000)])
+    await asyncio.sleep(0.5)
     start = time.monotonic()
     gw.proc.send_signal(signal.SIGTERM)
     assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 8) == 0
-    assert time.monotonic() - start < SHUTDOWN_TIMEOUT_S + 8
+    elapsed = time.monotonic() - start
+    assert SHUTDOWN_TIMEOUT_S - 0.5 < elapsed < SHUTDOWN_TIMEOUT_S + 8, elapsed
     stuck.close()
 
 
@@ -130,14 +141,14 @@ async def test_processes_share_one_port(
     hello's conn id), and every connection receives a published event."""
     gw = await start_gateway_process(2)
     topic = f"cohort:c{uid}"
-    tok = token("u" + uid, cohorts=["c" + uid])
     async with aiohttp.ClientSession() as http:
         clients: list[aiohttp.ClientWebSocketResponse] = []
         gateways: set[str] = set()
         deadline = time.monotonic() + 10
-        # Both processes must be listening; keep connecting until each has answered.
+        # The second process may still be starting: keep connecting until both have answered.
         while len(clients) < 20 or len(gateways) < 2:
             assert time.monotonic() < deadline, f"only {gateways} answered"
+            tok = token(f"u{len(clients)}-{uid}", cohorts=["c" + uid])
             ws, hello = await ws_open(http, f"{gw.ws_url}?token={tok}&topics={topic}")
             assert (await recv_json(ws))["type"] == "subscribed"
             gateways.add(hello["conn"].rsplit(".", 1)[0])

@@ -22,12 +22,12 @@ from config.settings import Settings, load_settings
 from gateway.auth import issue_access_token
 from tests.api.conftest import Api, api_settings, start_api
 from tests.gateway.conftest import Gateway, start_gateway
-from workers import live  # noqa: F401  (registers the live commands)
 from workers.commands import run_commands
 from workers.context import WorkerContext
 from workers.live_flush import run_live_flusher
 from workers.live_rules import LiveTimings
 from workers.live_state import TIMINGS, configure
+from workers.outbox import run_outbox_relay
 from workers.presence import run_presence
 
 TIMEOUT = 5.0
@@ -63,8 +63,8 @@ class Member:
         self.frames: list[dict[str, Any]] = []
         self._refs = itertools.count(1)
 
-    async def _recv(self, timeout: float) -> dict[str, Any]:
-        msg = await self.ws.receive(timeout=timeout)
+    async def _recv(self, wait: float) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=wait)
         assert msg.type == aiohttp.WSMsgType.TEXT, msg
         frame: dict[str, Any] = json.loads(msg.data)
         return frame
@@ -77,13 +77,13 @@ class Member:
         await self.ws.send_json(frame)
         return ref
 
-    async def reply(self, ref: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def reply(self, ref: str, wait: float = TIMEOUT) -> dict[str, Any]:
         for i, frame in enumerate(self.frames):
             if frame["type"] == "reply" and frame["ref"] == ref:
                 return self.frames.pop(i)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
-                frame = await self._recv(timeout)
+                frame = await self._recv(wait)
                 if frame["type"] == "reply" and frame["ref"] == ref:
                     return frame
                 self.frames.append(frame)
@@ -107,7 +107,7 @@ class Member:
         self,
         type_: str,
         where: Callable[[dict[str, Any]], bool] = lambda d: True,
-        timeout: float = TIMEOUT,
+        wait: float = TIMEOUT,
         topic: str | None = None,
     ) -> dict[str, Any]:
         """The first event of ``type_`` (on ``topic``, default the room) matching ``where``;
@@ -125,10 +125,22 @@ class Member:
         for i, frame in enumerate(self.frames):
             if match(frame):
                 return self.frames.pop(i)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
-                frame = await self._recv(timeout)
+                frame = await self._recv(wait)
                 if match(frame):
+                    return frame
+                self.frames.append(frame)
+
+    async def next_event(self, wait: float = TIMEOUT) -> dict[str, Any]:
+        """The next event frame, whatever its type (queued ones first)."""
+        for i, frame in enumerate(self.frames):
+            if frame["type"] == "event":
+                return self.frames.pop(i)
+        async with asyncio.timeout(wait):
+            while True:
+                frame = await self._recv(wait)
+                if frame["type"] == "event":
                     return frame
                 self.frames.append(frame)
 
@@ -193,7 +205,8 @@ class LiveRoom:
             r["id"]
             for r in await self.api.db.fetch(
                 "INSERT INTO users (email, display_name, role)"
-                " SELECT 'u' || g || '-' || md5(random()::text) || '@example.test', 'User ' || g, $2"
+                " SELECT 'u' || g || '-' || md5(random()::text) || '@example.test',"
+                " 'User ' || g, $2"
                 " FROM generate_series(1, $1) g RETURNING id",
                 n,
                 role,
@@ -254,11 +267,12 @@ class LiveRoom:
 
 @contextlib.asynccontextmanager
 async def worker(settings: Settings) -> AsyncIterator[WorkerContext]:
-    """A worker process's live services on the test loop."""
+    """A worker process's live services (and the outbox relay) on the test loop."""
     ctx = await WorkerContext.open(settings)
     loop = asyncio.get_running_loop()
     tasks = [
-        loop.create_task(service(ctx)) for service in (run_commands, run_live_flusher, run_presence)
+        loop.create_task(service(ctx))
+        for service in (run_commands, run_live_flusher, run_presence, run_outbox_relay)
     ]
     try:
         yield ctx

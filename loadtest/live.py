@@ -1,0 +1,111 @@
+"""A live session: students join the room over WebSocket, ask, upvote, vote and chat;
+instructors open polls and answer. Measures command -> reply (``cmd <name>``) and
+command -> room event seen by the sender (``qa.ask -> room event``).
+
+    locust -f loadtest/live.py --headless -u 300 -r 50 -t 60s --csv results/live
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+from locust import User, between, task
+
+from loadtest.common import fixture, instructor_token, report, student_token, ws_url
+from loadtest.wsclient import LecternWS
+
+
+class RoomUser(User):
+    abstract = True
+    wait_time = between(1, 4)
+
+    def join(self, token: str) -> None:
+        self.questions: list[int] = []
+        self.poll_id: int | None = None
+        self.asked: dict[str, float] = {}
+        self.ws = LecternWS(self.environment, ws_url(), token, self.on_event)
+        self.ws.connect([fixture().live_topic])
+
+    def on_stop(self) -> None:
+        self.ws.close()
+
+    def on_event(self, frame: dict[str, Any], received: float) -> None:
+        data = frame.get("data") or {}
+        event = frame["event"]
+        if event == "qa.updated":
+            question = data.get("question", {})
+            qid = question.get("id")
+            if isinstance(qid, int) and qid not in self.questions:
+                self.questions.append(qid)
+                del self.questions[:-50]
+            began = self.asked.pop(question.get("body", ""), None)
+            if began is not None:
+                report(self.environment, "WS", "qa.ask -> room event", (received - began) * 1000)
+        elif event == "poll.opened":
+            poll = data.get("poll", data)
+            self.poll_id = poll.get("id") or poll.get("poll_id")
+        elif event in ("poll.closed", "poll.revealed"):
+            self.poll_id = None
+
+
+class LiveStudent(RoomUser):
+    weight = 20
+
+    def on_start(self) -> None:
+        self.join(student_token(random.choice(fixture().student_ids)))
+
+    @task(2)
+    def ask(self) -> None:
+        body = f"question {uuid.uuid4().hex[:12]}"
+        self.asked[body] = time.time()
+        self.ws.command("qa.ask", fixture().live_topic, {"body": body})
+
+    @task(4)
+    def upvote(self) -> None:
+        if self.questions:
+            qid = random.choice(self.questions)
+            self.ws.command("qa.upvote", fixture().live_topic, {"question_id": qid})
+
+    @task(3)
+    def vote(self) -> None:
+        if self.poll_id is not None:
+            data = {"poll_id": self.poll_id, "option": random.randrange(3)}
+            self.ws.command("poll.vote", fixture().live_topic, data)
+
+    @task(3)
+    def chat(self) -> None:
+        self.ws.command("chat.send", fixture().live_topic, {"body": "hello everyone"})
+
+    @task(2)
+    def react(self) -> None:
+        self.ws.command("react", fixture().live_topic, {"emoji": random.choice(["👍", "🎉"])})
+
+
+class LiveInstructor(RoomUser):
+    weight = 1
+    wait_time = between(5, 10)
+
+    def on_start(self) -> None:
+        self.join(instructor_token(random.choice(fixture().instructor_ids)))
+
+    @task
+    def cycle_poll(self) -> None:
+        topic = fixture().live_topic
+        opened = self.ws.command(
+            "poll.open", topic, {"question": "Pace?", "options": ["slower", "ok", "faster"]}
+        )
+        if opened:
+            self.poll_id = opened["poll_id"]
+            self.wait()
+            self.ws.command("poll.close", topic, {"poll_id": opened["poll_id"]})
+            self.ws.command("poll.reveal", topic, {"poll_id": opened["poll_id"]})
+
+    @task
+    def answer(self) -> None:
+        if self.questions:
+            qid = random.choice(self.questions)
+            self.ws.command("qa.answer", fixture().live_topic,
+                            {"question_id": qid, "answer": "Good question."})

@@ -1,0 +1,132 @@
+"""A Lectern WebSocket client for locust users (websocket-client: gevent-friendly once locust
+has monkey-patched the standard library).
+
+One greenlet reads frames; command replies resolve by ``ref``; event frames go to a callback.
+Latencies are reported to locust as request events, so they land in its CSV and HTML reports.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import websocket
+from gevent.event import AsyncResult
+from locust.env import Environment
+
+EventHandler = Callable[[dict[str, Any], float], None]
+
+
+class LecternWS:
+    def __init__(self, env: Environment, url: str, token: str, on_event: EventHandler) -> None:
+        self.env = env
+        self.url = url
+        self.token = token
+        self.on_event = on_event
+        self.cursors: dict[str, str] = {}
+        self.seen: dict[str, str] = {}
+        self.duplicates = 0
+        self.pending: dict[str, AsyncResult] = {}
+        self._refs = itertools.count(1)
+        self.ws: websocket.WebSocket | None = None
+        self._reader: gevent.Greenlet | None = None
+
+    def report(self, name: str, started: float, exc: Exception | None = None, size: int = 0) -> None:
+        self.env.events.request.fire(
+            request_type="WS", name=name, response_time=(time.time() - started) * 1000,
+            response_length=size, exception=exc, context={},
+        )
+
+    def connect(self, topics: list[str]) -> None:
+        started = time.time()
+        try:
+            self.ws = websocket.create_connection(f"{self.url}/ws?token={self.token}", timeout=30)
+            hello = json.loads(self.ws.recv())
+            assert hello["type"] == "hello", hello
+        except Exception as exc:
+            self.report("connect", started, exc)
+            raise
+        self.report("connect", started)
+        self._reader = gevent.spawn(self._read)
+        cursors = {t: c for t, c in self.cursors.items() if t in topics}
+        self.send({"type": "sub", "topics": topics, "cursors": cursors})
+
+    def send(self, frame: dict[str, Any]) -> None:
+        assert self.ws is not None
+        self.ws.send(json.dumps(frame))
+
+    def command(self, name: str, topic: str, data: dict[str, Any], timeout: float = 10) -> Any:
+        """Send a command, wait for its reply; report the round trip as ``cmd <name>``."""
+        ref = str(next(self._refs))
+        result = AsyncResult()
+        self.pending[ref] = result
+        started = time.time()
+        self.send({"type": "cmd", "ref": ref, "name": name, "topic": topic, "data": data})
+        try:
+            reply = result.get(timeout=timeout)
+        except gevent.Timeout as exc:
+            self.pending.pop(ref, None)
+            self.report(f"cmd {name}", started, exc)
+            return None
+        if not reply["ok"]:
+            code = reply["error"]["code"]
+            self.report(f"cmd {name}", started, RuntimeError(code))
+            return None
+        self.report(f"cmd {name}", started)
+        return reply.get("data")
+
+    def _read(self) -> None:
+        assert self.ws is not None
+        while True:
+            try:
+                raw = self.ws.recv()
+            except Exception:
+                return
+            if not raw:
+                return
+            received = time.time()
+            frame = json.loads(raw)
+            kind = frame.get("type")
+            if kind == "reply":
+                waiter = self.pending.pop(frame["ref"], None)
+                if waiter is not None:
+                    waiter.set(frame)
+            elif kind == "event":
+                topic, eid = frame["topic"], frame["id"]
+                last = self.seen.get(topic)
+                if last is not None and _not_after(eid, last):
+                    self.duplicates += 1
+                    continue
+                self.seen[topic] = eid
+                self.cursors[topic] = eid
+                self.on_event(frame, received)
+
+    def drop(self) -> None:
+        """Lose the connection abruptly (as on a Wi-Fi drop): no close frame."""
+        if self.ws is not None:
+            try:
+                self.ws.sock.shutdown(2)
+            except Exception:
+                pass
+            self.ws.close(timeout=0)
+        if self._reader is not None:
+            self._reader.kill(block=False)
+
+    def close(self) -> None:
+        if self.ws is not None:
+            try:
+                self.ws.close(timeout=1)
+            except Exception:
+                pass
+        if self._reader is not None:
+            self._reader.kill(block=False)
+
+
+def _not_after(a: str, b: str) -> bool:
+    ams, _, aseq = a.partition("-")
+    bms, _, bseq = b.partition("-")
+    return (int(ams), int(aseq)) <= (int(bms), int(bseq))
