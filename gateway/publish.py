@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from config import keys
 from config.settings import Settings
 
-_PUBLISH_LUA = """
+PUBLISH_LUA = """
 local id = redis.call('XADD', KEYS[1], '*', 't', ARGV[2], 'd', ARGV[3], 'm', ARGV[4])
 local maxlen = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
@@ -51,38 +51,42 @@ _msgpack = msgspec.msgpack.Encoder()
 MAX_TYPE_LEN = 64
 
 
+def publish_args(
+    settings: Settings, topic: str, type_: str, data: Any
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of :data:`PUBLISH_LUA` for one event (for any Redis client,
+    sync or async, that runs the script)."""
+    if not type_ or len(type_) > MAX_TYPE_LEN:
+        raise ValueError("event type must be 1-64 characters")
+    shard = keys.shard_of(topic, settings.bus_shards)
+    key_list = [
+        keys.history_key(topic, settings.bus_shards),
+        keys.bus_key(shard),
+        keys.floor_key(topic, settings.bus_shards),
+    ]
+    args = [
+        topic,
+        type_,
+        _json.encode(data),
+        _msgpack.encode(data),
+        settings.history_maxlen,
+        settings.history_ttl_s,
+        settings.bus_maxlen,
+    ]
+    return key_list, args
+
+
 class Publisher:
     """Publishes events; one per process, sharing the process's Redis client."""
 
     def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
-        self._script = redis.register_script(_PUBLISH_LUA)
-
-    def _args(self, topic: str, type_: str, data: Any) -> tuple[list[str], list[Any]]:
-        if not type_ or len(type_) > MAX_TYPE_LEN:
-            raise ValueError("event type must be 1-64 characters")
-        s = self._settings
-        shard = keys.shard_of(topic, s.bus_shards)
-        key_list = [
-            keys.history_key(topic, s.bus_shards),
-            keys.bus_key(shard),
-            keys.floor_key(topic, s.bus_shards),
-        ]
-        args = [
-            topic,
-            type_,
-            _json.encode(data),
-            _msgpack.encode(data),
-            s.history_maxlen,
-            s.history_ttl_s,
-            s.bus_maxlen,
-        ]
-        return key_list, args
+        self._script = redis.register_script(PUBLISH_LUA)
 
     async def publish(self, topic: str, type_: str, data: Any) -> str:
         """Publish one event and return its ID. Raises redis errors when Redis is down."""
-        key_list, args = self._args(topic, type_, data)
+        key_list, args = publish_args(self._settings, topic, type_, data)
         event_id = await self._script(keys=key_list, args=args)
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
@@ -92,12 +96,12 @@ class Publisher:
         pipe = self._redis.pipeline(transaction=False)
         count = 0
         for topic, type_, data in events:
-            key_list, args = self._args(topic, type_, data)
+            key_list, args = publish_args(self._settings, topic, type_, data)
             await self._script(keys=key_list, args=args, client=pipe)
             count += 1
         if not count:
             return []
         # Load the script first so EVALSHA inside the pipeline cannot miss.
-        await self._redis.script_load(_PUBLISH_LUA)
+        await self._redis.script_load(PUBLISH_LUA)
         results = await pipe.execute()
         return [r.decode() if isinstance(r, bytes) else str(r) for r in results]

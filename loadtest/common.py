@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -46,7 +45,11 @@ def ws_url() -> str:
 
 def report(env: Environment, kind: str, name: str, ms: float, exc: Exception | None = None) -> None:
     env.events.request.fire(
-        request_type=kind, name=name, response_time=ms, response_length=0, exception=exc,
+        request_type=kind,
+        name=name,
+        response_time=ms,
+        response_length=0,
+        exception=exc,
         context={},
     )
 

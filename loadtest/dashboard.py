@@ -34,8 +34,10 @@ class DashboardStudent(FastHttpUser):
 
     def _listen(self) -> None:
         f = fixture()
-        url = (f"{f.gateway_url}/sse?token={self.token}"
-               f"&topics=user:{self.user_id},cohort:{f.cohort_id}")
+        url = (
+            f"{f.gateway_url}/sse?token={self.token}"
+            f"&topics=user:{self.user_id},cohort:{f.cohort_id}"
+        )
         for kind, frame in sse_events(self.client.iter_lines(url, name="sse stream")):
             if kind == "event" and frame["event"] == "quiz.graded":
                 self.grades.stop(frame["data"].get("submission_id"), time.time())
@@ -43,25 +45,34 @@ class DashboardStudent(FastHttpUser):
     @task(3)
     def read_lessons(self) -> None:
         f = fixture()
-        self.client.get(f"/api/v1/cohorts/{f.cohort_id}/lessons", headers=self.auth,
-                        name="lesson list")
-        self.client.get(f"/api/v1/lessons/{random.choice(f.lesson_ids)}", headers=self.auth,
-                        name="lesson read")
+        self.client.get(
+            f"/api/v1/cohorts/{f.cohort_id}/lessons", headers=self.auth, name="lesson list"
+        )
+        self.client.get(
+            f"/api/v1/lessons/{random.choice(f.lesson_ids)}", headers=self.auth, name="lesson read"
+        )
 
     @task(2)
     def complete_lesson(self) -> None:
         f = fixture()
-        self.client.put(f"/api/v1/lessons/{random.choice(f.lesson_ids)}/complete",
-                        headers=self.auth, name="complete lesson")
+        self.client.put(
+            f"/api/v1/lessons/{random.choice(f.lesson_ids)}/complete",
+            headers=self.auth,
+            name="complete lesson",
+        )
 
     @task(1)
     def submit_quiz(self) -> None:
         f = fixture()
         answers = {"q1": random.choice([0, 1, 2]), "q2": random.choice([59, 60])}
         began = time.time()
-        with self.client.post(f"/api/v1/quizzes/{f.quiz_id}/submissions", json={"answers": answers},
-                              headers=self.auth, name="submit quiz",
-                              catch_response=True) as resp:
+        with self.client.post(
+            f"/api/v1/quizzes/{f.quiz_id}/submissions",
+            json={"answers": answers},
+            headers=self.auth,
+            name="submit quiz",
+            catch_response=True,
+        ) as resp:
             if resp.status_code in (200, 201, 202):
                 self.grades.start(resp.json().get("id"), began)
                 resp.success()

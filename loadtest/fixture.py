@@ -55,7 +55,11 @@ QUESTIONS = (
 
 
 async def create(
-    database_url: str, api_url: str, gateway_url: str, students: int, instructors: int = 2,
+    database_url: str,
+    api_url: str,
+    gateway_url: str,
+    students: int,
+    instructors: int = 2,
     lessons: int = 20,
 ) -> Fixture:
     """One cohort with ``students`` members, ``instructors`` staff, lessons, a quiz allowing
@@ -70,8 +74,10 @@ async def create(
                 f"Load test {tag}",
             )
             rows = [(f"{tag}-s{i}@load.test", f"Student {i}", "student") for i in range(students)]
-            rows += [(f"{tag}-i{i}@load.test", f"Instructor {i}", "instructor")
-                     for i in range(instructors)]
+            rows += [
+                (f"{tag}-i{i}@load.test", f"Instructor {i}", "instructor")
+                for i in range(instructors)
+            ]
             await conn.executemany(
                 "INSERT INTO users (email, display_name, role) VALUES ($1, $2, $3)", rows
             )
@@ -89,26 +95,43 @@ async def create(
                 await conn.fetchval(
                     "INSERT INTO lessons (cohort_id, position, title, body) "
                     "VALUES ($1, $2, $3, $4) RETURNING id",
-                    cohort_id, i, f"Lesson {i}", "Body " * 50,
+                    cohort_id,
+                    i,
+                    f"Lesson {i}",
+                    "Body " * 50,
                 )
                 for i in range(lessons)
             ]
             quiz_id = await conn.fetchval(
                 "INSERT INTO quizzes (cohort_id, title, questions, max_attempts, created_by) "
                 "VALUES ($1, $2, $3::jsonb, $4, $5) RETURNING id",
-                cohort_id, "Load quiz", questions_to_json(QUESTIONS).decode(), 1_000_000,
+                cohort_id,
+                "Load quiz",
+                questions_to_json(QUESTIONS).decode(),
+                1_000_000,
                 instructor_ids[0] if instructor_ids else None,
             )
             now = datetime.now(UTC)
             session_id = await conn.fetchval(
                 "INSERT INTO live_sessions (cohort_id, title, starts_at, ends_at, state) "
                 "VALUES ($1, $2, $3, $4, 'live') RETURNING id",
-                cohort_id, "Load session", now - timedelta(minutes=1), now + timedelta(hours=2),
+                cohort_id,
+                "Load session",
+                now - timedelta(minutes=1),
+                now + timedelta(hours=2),
             )
     finally:
         await conn.close()
-    return Fixture(api_url, gateway_url, cohort_id, session_id, quiz_id, lesson_ids,
-                   student_ids, instructor_ids)
+    return Fixture(
+        api_url,
+        gateway_url,
+        cohort_id,
+        session_id,
+        quiz_id,
+        lesson_ids,
+        student_ids,
+        instructor_ids,
+    )
 
 
 def create_sync(*args: object, **kwargs: object) -> Fixture:

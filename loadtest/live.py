@@ -107,5 +107,6 @@ class LiveInstructor(RoomUser):
     def answer(self) -> None:
         if self.questions:
             qid = random.choice(self.questions)
-            self.ws.command("qa.answer", fixture().live_topic,
-                            {"question_id": qid, "answer": "Good question."})
+            self.ws.command(
+                "qa.answer", fixture().live_topic, {"question_id": qid, "answer": "Good question."}
+            )

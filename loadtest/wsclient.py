@@ -7,6 +7,7 @@ Latencies are reported to locust as request events, so they land in its CSV and 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import time
@@ -35,10 +36,16 @@ class LecternWS:
         self.ws: websocket.WebSocket | None = None
         self._reader: gevent.Greenlet | None = None
 
-    def report(self, name: str, started: float, exc: Exception | None = None, size: int = 0) -> None:
+    def report(
+        self, name: str, started: float, exc: Exception | None = None, size: int = 0
+    ) -> None:
         self.env.events.request.fire(
-            request_type="WS", name=name, response_time=(time.time() - started) * 1000,
-            response_length=size, exception=exc, context={},
+            request_type="WS",
+            name=name,
+            response_time=(time.time() - started) * 1000,
+            response_length=size,
+            exception=exc,
+            context={},
         )
 
     def connect(self, topics: list[str]) -> None:
@@ -108,10 +115,10 @@ class LecternWS:
     def drop(self) -> None:
         """Lose the connection abruptly (as on a Wi-Fi drop): no close frame."""
         if self.ws is not None:
-            try:
-                self.ws.sock.shutdown(2)
-            except Exception:
-                pass
+            sock = self.ws.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(2)
             self.ws.close(timeout=0)
         if self._reader is not None:
             self._reader.kill(block=False)

@@ -236,8 +236,10 @@ _TRAIL_LUA = """
 local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ver = redis.call('HGET', KEYS[1], 'ver')
 if not ver or ver == redis.call('HGET', KEYS[1], 'pub') then return 0 end
+local open_at = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if now < open_at then return open_at - now end
 redis.call('HSET', KEYS[1], 'until', string.format('%d', now + interval), 'pub', ver)
-return 1
+return -1
 """
 
 
@@ -249,8 +251,10 @@ class TallyThrottle:
 
     * :meth:`offer` (after each vote change): True means "publish the tally now"; False means
       a trailing publish is scheduled for when the interval ends (coalesced in the due set).
-    * :meth:`trailing` (the flusher, when that is due): True means "publish now", False means
-      an earlier publish already covered every change (no redundant tally).
+    * :meth:`trailing` (the flusher, when that is due): True means "publish now". False
+      means an earlier publish already covered every change (no redundant tally), or one went
+      out less than an interval ago (a leading one that overtook this trailing one): then the
+      trailing publish is scheduled again for the end of that interval.
     """
 
     def __init__(self, redis: aioredis.Redis) -> None:
@@ -269,8 +273,11 @@ class TallyThrottle:
         return False
 
     async def trailing(self, room: Room, poll_id: int, interval_ms: int) -> bool:
-        args = [now_ms(), interval_ms]
-        return bool(await self._trail(keys=[tally_key(room, poll_id)], args=args))
+        now = now_ms()
+        wait = int(await self._trail(keys=[tally_key(room, poll_id)], args=[now, interval_ms]))
+        if wait > 0:
+            await self.due.schedule(room.due_member("tally", str(poll_id)), now + wait)
+        return wait < 0
 
 
 def tally_key(room: Room, poll_id: int) -> str:

@@ -1,0 +1,82 @@
+"""``python -m loadtest`` (``make loadtest``): prepare a classroom and run a locust scenario
+headless against the stack `make run` is running (or the URLs given).
+
+    python -m loadtest --scenario live --users 300 --spawn-rate 50 --run-time 60s
+    python -m loadtest --scenario spikes --classes MassReconnect --users 500 --spawn-rate 500
+
+Scenarios: dashboard, live, instructors, spikes (loadtest/<scenario>.py). Results (CSV and
+HTML) land in ``loadtest/results/<scenario>-<timestamp>*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config.devstack import read_stack_file
+from loadtest.fixture import create_sync
+
+SCENARIOS = ("dashboard", "live", "instructors", "spikes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scenario", choices=SCENARIOS, default="live")
+    parser.add_argument("--classes", nargs="*", default=[], help="user classes to run")
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--spawn-rate", type=float, default=20)
+    parser.add_argument("--run-time", default="30s")
+    parser.add_argument("--students", type=int, default=0, help="accounts (default: --users)")
+    parser.add_argument("--data-dir", default=os.environ.get("LECTERN_DATA_DIR", ".lectern"))
+    args = parser.parse_args(argv)
+    stack = read_stack_file(args.data_dir)
+    if stack is None:
+        print("no running stack found: start `make run` first", file=sys.stderr)
+        return 2
+    fixture = create_sync(
+        stack["database_url"],
+        stack["api_url"],
+        stack["gateway_url"],
+        students=args.students or args.users,
+    )
+    fixture.save(args.data_dir)
+    results = Path("loadtest/results")
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
+    env = {**os.environ, "REDIS_URL": stack["redis_url"], "LECTERN_DATA_DIR": args.data_dir}
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        f"loadtest/{args.scenario}.py",
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        str(args.spawn_rate),
+        "-t",
+        args.run_time,
+        "--host",
+        stack["api_url"],
+        "--csv",
+        str(stem),
+        "--html",
+        f"{stem}.html",
+        "--only-summary",
+        *args.classes,
+    ]
+    print(" ".join(cmd), flush=True)
+    return subprocess.call(cmd, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
