@@ -235,7 +235,8 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
     """``GET /poll?topics=..&cursor=..``: events after the cursor, waiting up to ``timeout_s``.
 
     Stateless on the server: any gateway answers any poll. Without a cursor it answers at once
-    with the current position of each topic (nothing to replay).
+    with the current position of each topic (nothing to replay; ``0-0`` for a topic with no
+    history yet, so that its first event is not skipped).
     """
     app = request.app
     settings = app[SETTINGS]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, cast
 
 from gateway import metrics, protocol
 from gateway.auth import Claims
+from gateway.metrics import Hot
 from gateway.protocol import CloseCode
 from gateway.record import Record
 
@@ -101,7 +102,9 @@ class Conn(asyncio.Protocol):
             return
         t = self.transport
         if t is not None and not self.closed:
-            t.write(rec.frame(self.kind))
+            frame = rec.frame(self.kind)
+            t.write(frame)
+            Hot.bytes_sent += len(frame)
 
     def push_many(self, recs: list[Record]) -> None:
         """Write several events that arrived in one bus read with one call."""
@@ -136,7 +139,9 @@ class Conn(asyncio.Protocol):
         buffer limit; otherwise in groups that fit, so that the buffer passes the limit by at
         most one event before :meth:`pause_writing` closes the connection and drops the rest."""
         limit = self.hub.settings.out_buffer_limit_bytes
-        if t.get_write_buffer_size() + sum(map(len, parts)) <= limit:
+        total = sum(map(len, parts))
+        Hot.bytes_sent += total
+        if t.get_write_buffer_size() + total <= limit:
             t.writelines(parts)
             return
         start, n = 0, len(parts)

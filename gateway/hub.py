@@ -8,8 +8,9 @@ Guarantees:
   reconnect never duplicate.
 * **Resume without gap or duplicate.** A subscription with a cursor is registered *before* its
   history is read; live events that arrive during the read are held for that connection and
-  topic, then written after the replayed ones, minus those the replay already covered. A cursor
-  older than the topic's floor (trimmed history) gets a ``reset`` instead.
+  topic, then written after the replayed ones, minus those the replay already covered; events
+  the history read saw before the bus did are dropped when the bus brings them. A cursor older
+  than the topic's floor (trimmed history) gets a ``reset`` instead.
 * **Built once.** Each event's frame is built once per encoding, and the same bytes go to every
   subscriber; several events for one connection from one bus read go out in one write.
 * **One timer.** Pings, SSE heartbeats, token expiry, command timeouts and slow-close aborts all
@@ -189,7 +190,8 @@ class Hub:
                     conn.replay = {}
                 conn.replay[topic] = []
                 self._spawn(self._replay(conn, topic, cursor, ref, quiet))
-            elif fresh and not quiet:
+            elif not quiet:
+                # Acked even when already subscribed: a client waiting on its ref gets an answer.
                 conn.send(protocol.Subscribed(topic, ref))
         return accepted
 
@@ -231,6 +233,12 @@ class Hub:
         ]
         return recs, False
 
+    async def _tail(self, topic: str) -> str:
+        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
+        key = keys.history_key(topic, self.settings.bus_shards)
+        last: Any = await self.redis.xrevrange(key, count=1)
+        return last[0][0].decode() if last else protocol.EMPTY_CURSOR
+
     async def _replay(
         self, conn: Conn, topic: str, cursor: str, ref: str | None, quiet: bool
     ) -> None:
@@ -247,10 +255,21 @@ class Hub:
             return
         if reset:
             metrics.resumes.labels("reset").inc()
-            # The stale position must not ride along in later SSE cursors.
-            conn.topics[topic] = ""
+            # Later SSE cursors carry the position of the reset, so that a reconnect resumes
+            # from there: not the stale one (another reset), nor an empty slot (which starts
+            # live and silently skips what is published while the client is away).
+            try:
+                position = await self._tail(topic)
+            except (redis.exceptions.RedisError, OSError):
+                position = cursor  # another reset on reconnect, never a gap
+            if conn.closed or topic not in conn.topics:
+                return
+            conn.topics[topic] = position
             conn.send(protocol.Reset(topic))
-            conn.deliver_replayed(topic, [], "")
+            if not quiet:
+                # The sub's ref still gets its answer; the reset says what it means.
+                conn.send(protocol.Subscribed(topic, ref, 0))
+            conn.deliver_replayed(topic, [], position)
         else:
             metrics.resumes.labels("recovered").inc()
             if not quiet:

@@ -93,6 +93,7 @@ class Hot:
 
     frames_sent = 0
     bytes_sent = 0
+    bytes_received = 0
     events_dispatched = 0
 
 
@@ -103,6 +104,11 @@ class HotCollector(Collector):
         )
         yield CounterMetricFamily(
             "lectern_gateway_bytes_sent", "Bytes written to clients.", value=Hot.bytes_sent
+        )
+        yield CounterMetricFamily(
+            "lectern_gateway_bytes_received",
+            "Bytes received from WebSocket clients.",
+            value=Hot.bytes_received,
         )
         yield CounterMetricFamily(
             "lectern_gateway_events_dispatched",

@@ -315,7 +315,8 @@ def parse_topic(topic: str) -> tuple[str, ...] | None:
 
 # -- cursors ----------------------------------------------------------------------------------
 # The compact cursor of an SSE stream or a long-poll: the last event ID seen per topic, in the
-# order of the stream's `topics` parameter, joined with commas; an empty slot means "none yet".
+# order of the stream's `topics` parameter, joined with commas; an empty slot means "none yet"
+# (start live), while "0-0" means "from the first event".
 # Example for topics=user:u1,cohort:c1 -> "1732240000000-0,1732240000007-2".
 
 

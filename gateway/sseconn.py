@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from gateway import protocol
 from gateway.auth import Claims
 from gateway.connection import Conn
+from gateway.metrics import Hot
 from gateway.record import SSE, Record
 
 if TYPE_CHECKING:
@@ -40,7 +41,13 @@ class SseConn(Conn):
 
     def send(self, frame: protocol.ServerFrame) -> None:
         kind = type(frame).__name__.lower().encode()
-        self.write(protocol.sse_block(kind, protocol.encode_json(frame)))
+        block = protocol.sse_block(kind, protocol.encode_json(frame))
+        if isinstance(frame, protocol.Reset):
+            # Carry the cursor that now holds the reset position, so a browser reconnecting
+            # before the next event does not resume from the stale one (and reset again).
+            cursor = protocol.format_cursor(self.order, self.topics)
+            block = protocol.sse_id_line(cursor) + block
+        self.write(block)
 
     def _id_line(self, rec: Record) -> bytes:
         topics = self.topics
@@ -55,7 +62,9 @@ class SseConn(Conn):
             return
         t = self.transport
         if t is not None and not self.closed:
-            t.writelines((self._id_line(rec), rec.frame(SSE)))
+            line, frame = self._id_line(rec), rec.frame(SSE)
+            t.writelines((line, frame))
+            Hot.bytes_sent += len(line) + len(frame)
 
     def push_many(self, recs: list[Record]) -> None:
         if self.replay is not None:

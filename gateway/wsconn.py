@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from gateway import metrics, protocol, wsframe
 from gateway.auth import Claims, authorize_topic
 from gateway.connection import Conn
+from gateway.metrics import Hot
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import WS_JSON, WS_MSGPACK
 
@@ -69,6 +70,7 @@ class WsConn(Conn):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        Hot.bytes_received += len(data)
         buf = self.tail + data if self.tail else data
         try:
             frames, self.tail = wsframe.parse(buf, self.hub.settings.max_frame_bytes)

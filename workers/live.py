@@ -6,13 +6,38 @@ gateway has already checked that the sender is a member or staff of that cohort 
 
 1. **authorizes**: instructor-only commands refuse students with ``forbidden``;
 2. **validates** its arguments (types, lengths, ids): ``invalid``;
-3. under the room lock (:func:`workers.live_state.room_lock`), in one transaction, checks that
-   the session exists in that cohort (``not_found``) and is live (``session_not_live``), and
-   applies the change: ``not_found`` for unknown or foreign question/poll/message ids;
+3. under the room lock (:func:`workers.live_state.locked_room`), in one transaction, checks
+   that the session exists in that cohort (``not_found``) and is live (``session_not_live``),
+   and applies the change: ``not_found`` for unknown or foreign question/poll/message ids;
 4. after commit, publishes the room's events (:func:`workers.live_state.publish_events`) and
    replies ok with a small result.
 
-Events (``live:{cohort}:{session}`` unless noted; shapes in README "Live rooms"):
+Commands (``data`` -> reply; (S) = staff only; other error codes besides ``invalid``,
+``forbidden``, ``not_found``, ``session_not_live``, ``bad_topic``):
+
+=====================  ==============================  =======================================
+``qa.ask``             {body: 1-1000 chars}            {question_id}
+``qa.upvote``          {question_id}                   {question_id, votes}; ``already_voted``
+``qa.unvote``          {question_id}                   {question_id, votes}; ``not_voted``
+``qa.answer`` (S)      {question_id, answer?: <=2000}  {question_id, votes}
+``qa.pin``/``unpin``   {question_id} (S)               {question_id, votes}
+``qa.dismiss`` (S)     {question_id}                   {question_id, votes}
+``poll.open`` (S)      {question: <=500, options:      {poll_id}; ``poll_already_open``
+                       2-20 labels <=200}
+``poll.vote``          {poll_id, option: index}        {poll_id, option}; ``poll_closed``
+                       (students; changeable while open)
+``poll.close`` (S)     {poll_id}                       {poll_id, state}
+``poll.reveal`` (S)    {poll_id}                       {poll_id, state}
+``chat.send``          {body: 1-500 chars, plain text} {message_id}; ``rate_limited``
+``chat.delete``        {message_id} (author or S)      {message_id}
+``react``              {emoji: one of ALLOWED}         {emoji}; ``rate_limited``
+``broadcast`` (S)      {text: 1-1000 chars}            {}
+``recording.set`` (S)  {state: started|stopped}        {state}
+``screenshare.signal`` {kind: [a-z][a-z0-9_.-]{0,31},  {}
+(S)                    payload: JSON <= 16 KiB}
+=====================  ==============================  =======================================
+
+Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers.live_rules`):
 
 * ``qa.updated`` {question}; ``qa.ranked`` {order: [question ids]}, only when the board's order
   or membership changed (:mod:`workers.ranking`).
@@ -27,6 +52,9 @@ Events (``live:{cohort}:{session}`` unless noted; shapes in README "Live rooms")
   every worker process in Redis (see :mod:`workers.live_state`).
 * ``broadcast`` {text, by, at}; ``recording.status`` {state, by, at};
   ``screenshare.signal`` {kind, payload, from}.
+* From elsewhere: ``presence.count`` {session_id, count} (and ``presence`` {session_id, users,
+  count} on ``staff:{cohort}``) from :mod:`workers.presence`; ``session.state`` {session} from
+  the API on start and end.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ POLL_S = 0.02
 BATCH = 100
 RETRY_MS = 1000
 CONCURRENCY = 32
+#: How long popped work may take to finish when the flusher is cancelled.
+SHUTDOWN_S = 5.0
 
 TRANSIENT = (
     redis.exceptions.RedisError,
@@ -92,19 +94,26 @@ async def run_live_flusher(ctx: WorkerContext) -> None:
         finally:
             sem.release()
 
-    while True:
-        try:
-            members = await due.pop(now_ms(), BATCH)
-            backoff = 0.1
-        except (redis.exceptions.RedisError, OSError) as exc:
-            log.warning("live flusher: %s", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-            continue
-        for member in members:
-            await sem.acquire()
-            task = asyncio.create_task(run(member))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if len(members) < BATCH:
-            await asyncio.sleep(POLL_S)
+    try:
+        while True:
+            try:
+                members = await due.pop(now_ms(), BATCH)
+                backoff = 0.1
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("live flusher: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for member in members:
+                await sem.acquire()
+                task = asyncio.create_task(run(member))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if len(members) < BATCH:
+                await asyncio.sleep(POLL_S)
+    finally:
+        # Shutting down: let popped work finish (it is not in the due set any more).
+        if tasks:
+            _, late = await asyncio.wait(set(tasks), timeout=SHUTDOWN_S)
+            for task in late:
+                task.cancel()

@@ -22,8 +22,8 @@ from workers.live_state import (
     Event,
     Room,
     TallyThrottle,
+    locked_room,
     publish_events,
-    room_lock,
 )
 from workers.tallies import PollTally
 
@@ -134,7 +134,7 @@ async def flush_tally(ctx: WorkerContext, room: Room, poll_id: int) -> None:
     """The trailing tally of a burst of votes (run by the live flusher when due)."""
     assert ctx.db is not None
     timings = TIMINGS[0]
-    async with ctx.db.acquire() as conn, room_lock(conn, room.session_id):
+    async with locked_room(ctx.db, room.session_id) as conn:
         poll = await conn.fetchrow(
             f"SELECT {PCOLS} FROM polls WHERE id = $1 AND session_id = $2", poll_id, room.session_id
         )

@@ -7,7 +7,6 @@ held across commit and publish.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ from workers import live_rules as rules
 from workers.commands import Command, CommandError
 from workers.context import WorkerContext
 from workers.live_rules import Invalid
-from workers.live_state import Event, Room, publish_events, room_lock
+from workers.live_state import Event, Room, locked_room, publish_events
 
 
 class Ctx:
@@ -83,14 +82,13 @@ async def in_room(ctx: WorkerContext, cmd: Command, op: Operation, *, lock: bool
     if ctx.db is None:
         raise CommandError("unavailable", "live rooms are not available on this worker")
     try:
-        async with ctx.db.acquire() as conn:
-            guard = room_lock(conn, room.session_id) if lock else contextlib.nullcontext()
-            async with guard:
-                state = Ctx(ctx, conn, room, cmd)
-                async with conn.transaction():
-                    await check_live(conn, room)
-                    result = await op(state)
-                await publish_events(ctx, state.events, conn)
+        opened = locked_room(ctx.db, room.session_id) if lock else ctx.db.acquire()
+        async with opened as conn:
+            state = Ctx(ctx, conn, room, cmd)
+            async with conn.transaction():
+                await check_live(conn, room)
+                result = await op(state)
+            await publish_events(ctx, state.events, conn)
     except Invalid as exc:
         raise CommandError("invalid", str(exc)) from None
     return result

@@ -155,6 +155,30 @@ async def room_lock(conn: asyncpg.Connection, session_id: int) -> AsyncIterator[
             await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
 
+#: In-process queues per room: session id -> (lock, users). See :func:`locked_room`.
+_LOCAL: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+
+
+@contextlib.asynccontextmanager
+async def locked_room(pool: asyncpg.Pool, session_id: int) -> AsyncIterator[asyncpg.Connection]:
+    """A connection holding the room's lock. Commands of one room first queue on an
+    in-process lock (FIFO, so one process applies them in arrival order), and only the one at
+    the head takes a pooled connection and the advisory lock (which orders it against other
+    processes). A busy room thus holds at most one pooled connection per process and never
+    starves the other rooms of connections."""
+    entry = _LOCAL.get(session_id)
+    if entry is None:
+        entry = _LOCAL[session_id] = (asyncio.Lock(), [0])
+    entry[1][0] += 1
+    try:
+        async with entry[0], pool.acquire() as conn, room_lock(conn, session_id):
+            yield conn
+    finally:
+        entry[1][0] -= 1
+        if not entry[1][0]:
+            del _LOCAL[session_id]
+
+
 # -- publishing -------------------------------------------------------------------------------
 
 

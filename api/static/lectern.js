@@ -462,6 +462,7 @@ class PollTransport {
       if (cursor.replace(/,/g, "")) url += `&cursor=${encodeURIComponent(cursor)}`;
       const ctrl = new AbortController();
       this.ctrl = ctrl;
+      const started = Date.now();
       const guard = setTimeout(() => ctrl.abort(), (timeout + 15) * 1000);
       let response;
       try {
@@ -487,7 +488,8 @@ class PollTransport {
         return;
       }
       if (this.ctrl !== ctrl) continue;
-      for (const frame of body.frames || []) this.client._frame(this, frame);
+      const frames = body.frames || [];
+      for (const frame of frames) this.client._frame(this, frame);
       // Topics with no position yet start at the tail the gateway gave.
       const slots = String(body.cursor || "").split(",");
       topics.forEach((t, i) => {
@@ -496,6 +498,11 @@ class PollTransport {
         }
       });
       if (!this.opened) this._markOpen();
+      else if (!frames.length && Date.now() - started < 250) {
+        // A long-poll that came back at once with nothing (a gateway shutting down, a proxy
+        // cutting it short): pause instead of spinning.
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
     }
   }
 

@@ -22,14 +22,18 @@ from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
+import msgspec
 from aiohttp import web
 
+from api import sessions
 from api.app import create_app as create_api
 from api.migrate import migrate_dsn
 from api.passwords import hash_password
 from config.servers import free_port
 from config.settings import Settings, load_settings
 from gateway.app import create_app as create_gateway
+from gateway.app import shutdown_connections
+from gateway.auth import issue_access_token
 from gateway.publish import Publisher
 from workers.context import WorkerContext
 from workers.services import SERVICES
@@ -78,12 +82,14 @@ class Stack:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="stack", daemon=True)
         self._gateway: web.AppRunner | None = None
+        self._gateway_site: web.TCPSite | None = None
         self._api: web.AppRunner | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._ctx: WorkerContext | None = None
         self.db: asyncpg.Pool
         self.http: aiohttp.ClientSession
         self.publisher: Publisher
+        self.redis: Any = None
         self._hash = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -117,6 +123,7 @@ class Stack:
         self._api = api
         self._ctx = await WorkerContext.open(self.settings)
         self.publisher = self._ctx.publisher
+        self.redis = self._ctx.redis
         self._workers = [asyncio.create_task(service(self._ctx)) for service in SERVICES]
 
     async def _stop(self) -> None:
@@ -133,16 +140,27 @@ class Stack:
 
     async def start_gateway(self) -> None:
         app = create_gateway(self.settings, self.settings.redis_url)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self.settings.shutdown_timeout_s,
+        )
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.settings.gateway_port).start()
-        self._gateway = runner
+        site = web.TCPSite(runner, "127.0.0.1", self.settings.gateway_port)
+        await site.start()
+        self._gateway, self._gateway_site = runner, site
 
     async def stop_gateway(self) -> None:
-        """Shut the gateway down the way a deploy does (every connection closed with 4000)."""
-        if self._gateway is not None:
-            await self._gateway.cleanup()
-            self._gateway = None
+        """Stop the gateway as ``gateway.server`` does on SIGTERM: stop accepting, close every
+        connection with 4000 "server restart", then clean up."""
+        runner, site = self._gateway, self._gateway_site
+        self._gateway = self._gateway_site = None
+        if runner is None or site is None:
+            return
+        await site.stop()
+        await shutdown_connections(runner.app)
+        await runner.cleanup()
 
     # -- data --------------------------------------------------------------------------------
 
@@ -178,16 +196,31 @@ class Stack:
         )
 
     async def login(self, person: Person) -> dict[str, Any]:
-        """Sign in through the API, as the login page does; returns the sessionStorage value."""
-        async with self.http.post(
-            f"{self.api_url}/api/v1/auth/login",
-            json={"email": person.email, "password": PASSWORD},
-        ) as resp:
-            assert resp.status == 200, await resp.text()
-            tokens = await resp.json()
-        me = await self.api("GET", "/api/v1/me", tokens["access_token"])
-        person.session = {**tokens, "me": me}
+        """A signed-in session, as the login page leaves it in sessionStorage (tokens and
+        ``/me``). The tokens come from :mod:`api.sessions` directly, skipping the deliberately
+        slow password hash; the login page itself is tested through the form."""
+        async with self.db.acquire() as conn:
+            issued = await sessions.issue_for_new_session(conn, self.settings, person.id)
+        assert issued is not None
+        tokens = msgspec.structs.asdict(issued)
+        me = await self.api("GET", "/api/v1/me", issued.access_token)
+        person.session = {**tokens, "token_type": "bearer", "me": me}
         return person.session
+
+    async def short_lived_token(self, person: Person, ttl_s: int) -> str:
+        """An access token of ``person``'s login session that expires in ``ttl_s`` seconds."""
+        async with self.db.acquire() as conn:
+            claims = await sessions.load_claims(conn, person.id)
+        assert claims is not None
+        return issue_access_token(
+            self.settings,
+            sub=str(person.id),
+            role=claims.role,
+            cohorts=claims.cohorts,
+            staff=claims.staff,
+            sid=person.session["session_id"],
+            ttl_s=ttl_s,
+        )
 
     async def api(self, method: str, path: str, token: str, body: Any = None) -> Any:
         async with self.http.request(

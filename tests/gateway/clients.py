@@ -365,3 +365,11 @@ async def ping_pong(ws: aiohttp.ClientWebSocketResponse, ref: str = "pp") -> Non
     """The connection is still usable: a ping gets its pong (other frames skipped)."""
     await ws.send_json({"type": "ping", "ref": ref})
     await recv_until(ws, lambda f: f["type"] == "pong" and f.get("ref") == ref)
+
+
+async def until(pred: Callable[[], bool], wait: float = TIMEOUT, step: float = 0.02) -> None:
+    """Poll ``pred`` (state inside the test process, e.g. the hub's maps) until it holds;
+    fail after ``wait`` seconds."""
+    async with asyncio.timeout(wait):
+        while not pred():
+            await asyncio.sleep(step)

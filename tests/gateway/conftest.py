@@ -1,6 +1,9 @@
-"""Gateway fixtures: an in-process gateway on a real Redis, a publisher, and token helpers.
+"""Gateway fixtures: an in-process gateway on a real Redis (``gateway``, or ``make_gateway``
+for one with other settings), a publisher, and token helpers. Byte-level test clients (raw
+WebSocket, SSE, HTTP) are in ``tests/gateway/clients.py``.
 
-Every async gateway test runs twice, on the default asyncio loop and on uvloop.
+Every async gateway test runs twice, on the default asyncio loop and on uvloop (the tests of
+``python -m gateway`` subprocesses run once: the gateway's loop is the subprocess's own).
 """
 
 from __future__ import annotations

@@ -35,7 +35,9 @@ def _real(topic: str, uid: str) -> str:
 
 
 @pytest.mark.parametrize("who", list(ROLES))
-async def test_subscription_matrix(gateway: Gateway, token, publisher: Publisher, uid, who: str) -> None:
+async def test_subscription_matrix(
+    gateway: Gateway, token, publisher: Publisher, uid, who: str
+) -> None:
     """One sub frame with every topic kind: allowed ones are acked and deliver events; each
     denied one gets an error naming it with code forbidden, without affecting the others."""
     role, cohorts, staff = ROLES[who]
@@ -74,7 +76,9 @@ async def test_subscription_matrix(gateway: Gateway, token, publisher: Publisher
 
 
 @pytest.mark.parametrize("path", ["/sse", "/poll"])
-async def test_http_transports_refuse_denied_topics(gateway: Gateway, token, uid, path: str) -> None:
+async def test_http_transports_refuse_denied_topics(
+    gateway: Gateway, token, uid, path: str
+) -> None:
     """SSE and poll name their topics up front: one denied topic refuses the request (403)."""
     tok = token("u" + uid, cohorts=["c" + uid])
     resp = await http_request(gateway.port, f"{path}?topics=cohort:c{uid},staff:c{uid}&token={tok}")

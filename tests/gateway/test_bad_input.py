@@ -36,7 +36,9 @@ TEXT_CASES = [
 ]
 
 
-async def _watcher(http: aiohttp.ClientSession, gw: Gateway, tok: str, topic: str) -> aiohttp.ClientWebSocketResponse:
+async def _watcher(
+    http: aiohttp.ClientSession, gw: Gateway, tok: str, topic: str
+) -> aiohttp.ClientWebSocketResponse:
     ws, _ = await ws_open(http, f"{gw.ws_url}?token={tok}&topics={topic}")
     assert (await recv_json(ws))["type"] == "subscribed"
     return ws
@@ -50,8 +52,12 @@ async def _still_delivers(
         assert (await recv_until(ws, lambda f: f["type"] == "event"))["id"] == event_id
 
 
-@pytest.mark.parametrize(("payload", "code"), [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES])
-async def test_bad_text_frames(gateway: Gateway, token, publisher: Publisher, uid, payload: bytes, code: str) -> None:
+@pytest.mark.parametrize(
+    ("payload", "code"), [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES]
+)
+async def test_bad_text_frames(
+    gateway: Gateway, token, publisher: Publisher, uid, payload: bytes, code: str
+) -> None:
     """A bad JSON frame gets an error frame with its code; the connection goes on working
     (ping -> pong, events still arrive) and so does everybody else's."""
     topic = f"user:u{uid}"
@@ -73,7 +79,9 @@ async def test_msgpack_connection_bad_input(gateway: Gateway, token, uid) -> Non
     """On a MessagePack connection: invalid MessagePack, a text frame, an unknown type and a
     non-UTF-8 string each get a bad_frame/unknown_type error; the connection stays."""
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(f"{gateway.ws_url}?token={token('u' + uid)}", protocols=("lectern.msgpack",))
+        ws = await http.ws_connect(
+            f"{gateway.ws_url}?token={token('u' + uid)}", protocols=("lectern.msgpack",)
+        )
 
         async def recv() -> dict:
             msg = await ws.receive(timeout=5)
@@ -119,7 +127,9 @@ async def test_malformed_topics_and_unsubscribing_unknown_ones(
         await ws.send_json({"type": "sub", "ref": "s", "topics": [*bad, topic]})
         frames = [await recv_json(ws) for _ in range(len(bad) + 1)]
         errors = [f for f in frames if f["type"] == "error"]
-        assert [(e["code"], e["topic"], e["ref"]) for e in errors] == [("bad_topic", t, "s") for t in bad]
+        assert [(e["code"], e["topic"], e["ref"]) for e in errors] == [
+            ("bad_topic", t, "s") for t in bad
+        ]
         assert frames[-1] == {"type": "subscribed", "topic": topic, "ref": "s", "replayed": 0}
         await ws.send_json({"type": "unsub", "ref": "u", "topics": [f"cohort:c{uid}", topic]})
         err = await recv_json(ws)
@@ -144,7 +154,9 @@ async def test_oversized_frame(gateway: Gateway, token, publisher: Publisher, ui
     async with aiohttp.ClientSession() as http:
         other = await _watcher(http, gateway, tok, topic)
         ws, _ = await ws_open(http, f"{gateway.ws_url}?token={tok}")
-        await ws.send_str(json.dumps({"type": "ping", "ref": "x" * (gateway.hub.settings.max_frame_bytes + 1)}))
+        await ws.send_str(
+            json.dumps({"type": "ping", "ref": "x" * (gateway.hub.settings.max_frame_bytes + 1)})
+        )
         err = await recv_json(ws)
         assert err["type"] == "error" and err["code"] == "too_big"
         assert await recv_close(ws) == 1009
@@ -193,7 +205,9 @@ async def test_invalid_utf8_text(gateway: Gateway, token, publisher: Publisher, 
             await raw.recv_json()
             await raw.send(0x1, payload)
             err = await raw.recv_json()
-            assert err["type"] == "error" and err["code"] == "bad_frame" and "UTF-8" in err["message"]
+            assert (
+                err["type"] == "error" and err["code"] == "bad_frame" and "UTF-8" in err["message"]
+            )
             assert await raw.recv_close() == 1007
             raw.close()
         await _still_delivers(publisher, topic, other)
@@ -266,8 +280,9 @@ async def test_good_frames_reset_the_strike_count(gateway: Gateway, token, uid) 
         for i in range(3):
             for _ in range(40):
                 await ws.send_str("nope")
-            await ws.send_json({"type": "ping", "ref": f"p{i}"})
-            await recv_until(ws, lambda f, i=i: f.get("ref") == f"p{i}")
+            ref = f"p{i}"
+            await ws.send_json({"type": "ping", "ref": ref})
+            await recv_until(ws, lambda f, ref=ref: f.get("ref") == ref)  # type: ignore[misc]
         await ping_pong(ws)
         await ws.close()
 
@@ -280,7 +295,9 @@ async def test_bad_upgrade_requests(gateway: Gateway, token, uid) -> None:
     tok = token("u" + uid)
     resp = await http_request(gateway.port, f"/ws?token={tok}")
     assert resp.status == 400 and resp.json()["error"]["code"] == "not_websocket"
-    resp = await http_request(gateway.port, f"/ws?token={tok}", ws_headers(Sec_WebSocket_Version="8"))
+    resp = await http_request(
+        gateway.port, f"/ws?token={tok}", ws_headers(Sec_WebSocket_Version="8")
+    )
     assert resp.status == 426 and resp.json()["error"]["code"] == "bad_version"
     assert resp.headers["sec-websocket-version"] == "13"
     resp = await http_request(gateway.port, f"/ws?token={tok}", ws_headers(key="short"))
@@ -303,7 +320,7 @@ async def test_bad_sse_and_poll_requests(gateway: Gateway, token, query: str, co
     """/sse and /poll: no topics, malformed topics and malformed cursors are 400s with codes
     (WS too for topics and cursors given in the URL)."""
     tok = token("u")
-    paths = [("/sse", {}), ("/poll", {})]
+    paths: list[tuple[str, dict[str, str]]] = [("/sse", {}), ("/poll", {})]
     if code != "no_topics":
         paths.append(("/ws", ws_headers()))
     for path, headers in paths:
@@ -314,11 +331,15 @@ async def test_bad_sse_and_poll_requests(gateway: Gateway, token, query: str, co
 
 async def test_bad_last_event_id(gateway: Gateway, token) -> None:
     """A malformed Last-Event-ID header is a 400, like a malformed ?cursor=."""
-    sse = await SseClient.open(gateway.port, f"topics=user:u&token={token('u')}", {"Last-Event-ID": "zzz"})
+    sse = await SseClient.open(
+        gateway.port, f"topics=user:u&token={token('u')}", {"Last-Event-ID": "zzz"}
+    )
     assert sse.status == 400 and sse.json_body()["error"]["code"] == "bad_cursor"
     await sse.close()
 
 
 async def test_bad_poll_timeout(gateway: Gateway, token) -> None:
-    resp = await http_request(gateway.port, f"/poll?topics=user:u&cursor=1-0&timeout_s=soon&token={token('u')}")
+    resp = await http_request(
+        gateway.port, f"/poll?topics=user:u&cursor=1-0&timeout_s=soon&token={token('u')}"
+    )
     assert resp.status == 400 and resp.json()["error"]["code"] == "invalid"

@@ -21,7 +21,9 @@ async def _poll(http: aiohttp.ClientSession, gw: Gateway, **params: str) -> dict
         return await resp.json()
 
 
-async def test_one_event_reaches_every_transport(gateway: Gateway, token, publisher: Publisher, uid) -> None:
+async def test_one_event_reaches_every_transport(
+    gateway: Gateway, token, publisher: Publisher, uid
+) -> None:
     """WS JSON, WS MessagePack and SSE subscribers of one topic all get the same event, once."""
     topic = f"cohort:c{uid}"
     tok = token("u" + uid, cohorts=["c" + uid])
@@ -121,7 +123,9 @@ async def test_poll_with_cursor_waits_and_advances(
         assert got and got == ids[: len(got)]
         assert all(f["type"] == "event" and f["topic"] == topic for f in body["frames"])
         assert body["cursor"] == got[-1]
-        body = await _poll(http, gateway, topics=topic, token=tok, cursor=body["cursor"], timeout_s="0")
+        body = await _poll(
+            http, gateway, topics=topic, token=tok, cursor=body["cursor"], timeout_s="0"
+        )
         assert [f["id"] for f in body["frames"]] == ids[len(got) :]
         assert body["cursor"] == ids[-1]
 
@@ -132,12 +136,16 @@ async def test_poll_times_out_empty(gateway: Gateway, token, publisher: Publishe
     last = await publisher.publish(topic, "x", {})
     async with aiohttp.ClientSession() as http:
         start = time.monotonic()
-        body = await _poll(http, gateway, topics=topic, token=token("u" + uid), cursor=last, timeout_s="0.5")
+        body = await _poll(
+            http, gateway, topics=topic, token=token("u" + uid), cursor=last, timeout_s="0.5"
+        )
         assert 0.4 < time.monotonic() - start < 3
         assert body == {"cursor": last, "frames": []}
 
 
-async def test_poll_first_event_of_a_new_topic(gateway: Gateway, token, publisher: Publisher, uid) -> None:
+async def test_poll_first_event_of_a_new_topic(
+    gateway: Gateway, token, publisher: Publisher, uid
+) -> None:
     """A topic with no history yet: the cursor of the first poll must still lead to the very
     first event published afterwards (nothing may be skipped)."""
     topic = f"user:n{uid}"
@@ -154,3 +162,19 @@ async def test_poll_first_event_of_a_new_topic(gateway: Gateway, token, publishe
         assert [f["id"] for f in body["frames"]] == [first]
         assert json.loads(json.dumps(body["frames"][0]["data"])) == {"n": 1}
         assert body["cursor"] == first
+
+
+async def test_every_sub_is_answered(gateway: Gateway, token, publisher: Publisher, uid) -> None:
+    """Subscribing again to a topic already subscribed is acknowledged again (a client waiting
+    on its ref is not left hanging), and events still arrive once."""
+    topic = f"user:u{uid}"
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await ws_open(http, f"{gateway.ws_url}?token={token('u' + uid)}")
+        for ref in ("s1", "s2"):
+            await ws.send_json({"type": "sub", "ref": ref, "topics": [topic]})
+            ack = await recv_json(ws)
+            assert ack == {"type": "subscribed", "topic": topic, "ref": ref, "replayed": 0}
+        event_id = await publisher.publish(topic, "x", {})
+        assert (await recv_json(ws))["id"] == event_id
+        await expect_silence(ws, 0.2)
+        await ws.close()

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,17 +29,14 @@ pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
 
 
 class GatewayProcess:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
         self.proc = proc
         self.port = port
         self.ws_url = f"ws://127.0.0.1:{port}/ws"
 
-    async def wait_exit(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            assert time.monotonic() < deadline, "gateway did not exit in time"
-            await asyncio.sleep(0.05)
-        return self.proc.returncode
+    async def wait_exit(self, within: float) -> int:
+        """The exit status; fails when the process is still running after ``within`` s."""
+        return await asyncio.wait_for(self.proc.wait(), within)
 
 
 Starter = Callable[..., Awaitable[GatewayProcess]]
@@ -49,7 +45,7 @@ Starter = Callable[..., Awaitable[GatewayProcess]]
 @pytest.fixture
 async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
     """``await start(processes, **settings)``: ``python -m gateway`` on a free port, ready to
-    serve, with ``LECTERN_*`` variables for the given settings."""
+    serve, with ``LECTERN_*`` variables for the given settings. Killed after the test."""
     procs: list[GatewayProcess] = []
 
     async def start(processes: int, **settings: object) -> GatewayProcess:
@@ -64,14 +60,16 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
             LECTERN_LOG_LEVEL="WARNING",
         )
         env.update({f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()})
-        cmd = [sys.executable, "-m", "gateway", "--processes", str(processes), "--port", str(port)]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        args = ["-m", "gateway", "--processes", str(processes), "--port", str(port)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL
+        )
         gw = GatewayProcess(proc, port)
         procs.append(gw)
         deadline = time.monotonic() + 20
         async with aiohttp.ClientSession() as http:
             while True:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert proc.returncode is None, f"gateway exited with {proc.returncode}"
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
                         if resp.status == 200:
@@ -81,9 +79,9 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
 
     yield start
     for gw in procs:
-        if gw.proc.poll() is None:
+        if gw.proc.returncode is None:
             gw.proc.kill()
-            gw.proc.wait(10)
+            await asyncio.wait_for(gw.proc.wait(), 10)
 
 
 async def test_sigterm_closes_every_client_and_exits_zero(
@@ -104,7 +102,12 @@ async def test_sigterm_closes_every_client_and_exits_zero(
         assert codes == [4000] * len(wss)
         for sse in sses:
             closing = (await sse.event_of("closing", SHUTDOWN_TIMEOUT_S + 2)).json()
-            assert closing == {"type": "closing", "code": 4000, "reason": "server restart", "reconnect": True}
+            assert closing == {
+                "type": "closing",
+                "code": 4000,
+                "reason": "server restart",
+                "reconnect": True,
+            }
             assert await sse.at_eof(SHUTDOWN_TIMEOUT_S + 2)
             await sse.close()
         assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 5) == 0

@@ -17,16 +17,27 @@ from config import keys
 from config.settings import Settings
 from gateway.publish import Publisher
 from gateway.record import Record
-from tests.gateway.clients import SseClient, expect_silence, recv_json, recv_until, ws_open
+from tests.gateway.clients import (
+    SseClient,
+    expect_silence,
+    recv_json,
+    recv_until,
+    until,
+    ws_open,
+)
 from tests.gateway.conftest import Gateway, GatewayFactory
 
 
-async def _history_after(redis: aioredis.Redis, settings: Settings, topic: str, after: str) -> list[str]:
-    entries = await redis.xrange(keys.history_key(topic, settings.bus_shards), min=f"({after}")
+async def _history_after(
+    redis: aioredis.Redis, settings: Settings, topic: str, after: str
+) -> list[str]:
+    entries: Any = await redis.xrange(keys.history_key(topic, settings.bus_shards), min=f"({after}")
     return [eid.decode() for eid, _ in entries]
 
 
-async def _collect_until(ws: aiohttp.ClientWebSocketResponse, last_id: Callable[[], str | None]) -> list[dict]:
+async def _collect_until(
+    ws: aiohttp.ClientWebSocketResponse, last_id: Callable[[], str | None]
+) -> list[dict]:
     """Events until one with the ID ``last_id()`` arrived (checked as they come)."""
     events: list[dict] = []
     async with asyncio.timeout(10):
@@ -69,7 +80,9 @@ async def test_ws_resume_during_concurrent_publishing(
         task = asyncio.create_task(publish_loop())
         await asyncio.sleep(0.005)
         ws, _ = await ws_open(http, f"{gateway.ws_url}?token={tok}")
-        await ws.send_json({"type": "sub", "ref": "r", "topics": [topic], "cursors": {topic: cursor}})
+        await ws.send_json(
+            {"type": "sub", "ref": "r", "topics": [topic], "cursors": {topic: cursor}}
+        )
         await task
         events = await _collect_until(ws, lambda: last[-1] if done.is_set() else None)
         got = [e["id"] for e in events]
@@ -102,9 +115,8 @@ async def test_resume_when_the_bus_lags_behind_history(
     cursor = await publisher.publish(topic, "seen", {})
     gate["open"] = False
     lagging = [await publisher.publish(topic, "lagging", {"i": i}) for i in range(2)]
-    async with asyncio.timeout(5):
-        while sum(len(r) for r in held) < 2:
-            await asyncio.sleep(0.01)
+    # The bus has read both (and maybe "seen" too, if it was not dispatched before the gate).
+    await until(lambda: {r.id for batch in held for r in batch} >= set(lagging))
     async with aiohttp.ClientSession() as http:
         if transport == "ws":
             ws, _ = await ws_open(http, f"{gateway.ws_url}?token={tok}")
@@ -141,7 +153,8 @@ async def test_resume_from_the_floor_with_full_history(
     pub = Publisher(redis, small)
     topic = f"user:u{uid}"
     ids = [await pub.publish(topic, "e", {"i": i}) for i in range(8)]
-    floor = (await redis.get(keys.floor_key(topic, settings.bus_shards))).decode()
+    floor_raw: Any = await redis.get(keys.floor_key(topic, settings.bus_shards))
+    floor = floor_raw.decode()
     assert floor == ids[1]  # e1, e2 trimmed at the 7th publish; e8 not trimmed yet
     expected = await _history_after(redis, settings, topic, floor)
     assert expected == ids[2:] and len(expected) == 6
@@ -170,7 +183,9 @@ async def test_msgpack_resume(gateway: Gateway, token, publisher: Publisher, uid
     cursor = await publisher.publish(topic, "seen", {})
     missed = [await publisher.publish(topic, "missed", {"i": i, "b": "x" * i}) for i in range(4)]
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(f"{gateway.ws_url}?token={token('u' + uid)}", protocols=("lectern.msgpack",))
+        ws = await http.ws_connect(
+            f"{gateway.ws_url}?token={token('u' + uid)}", protocols=("lectern.msgpack",)
+        )
 
         async def recv() -> dict:
             msg = await ws.receive(timeout=5)
@@ -189,7 +204,9 @@ async def test_msgpack_resume(gateway: Gateway, token, publisher: Publisher, uid
         await ws.close()
 
 
-async def test_sse_resume_with_last_event_id(gateway: Gateway, token, publisher: Publisher, uid) -> None:
+async def test_sse_resume_with_last_event_id(
+    gateway: Gateway, token, publisher: Publisher, uid
+) -> None:
     """A browser's automatic reconnect sends the last id: back as Last-Event-ID: the stream
     replays exactly what was missed, then continues live."""
     topic = f"user:u{uid}"
@@ -201,7 +218,9 @@ async def test_sse_resume_with_last_event_id(gateway: Gateway, token, publisher:
     assert ev.id == first
     await sse.close()
     missed = [await publisher.publish(topic, "b", {"i": i}) for i in range(3)]
-    sse = await SseClient.open(gateway.port, f"topics={topic}&token={tok}", {"Last-Event-ID": ev.id})
+    sse = await SseClient.open(
+        gateway.port, f"topics={topic}&token={tok}", {"Last-Event-ID": ev.id}
+    )
     await sse.event_of("hello")
     assert [(await sse.event()).id for _ in missed] == missed
     live = await publisher.publish(topic, "c", {})
@@ -278,7 +297,12 @@ async def test_reset_when_history_is_trimmed(
     async with aiohttp.ClientSession() as http:
         ws, _ = await ws_open(http, f"{gw.ws_url}?token={tok}")
         await ws.send_json(
-            {"type": "sub", "ref": "r", "topics": [old, ok], "cursors": {old: ids[0], ok: ok_cursor}}
+            {
+                "type": "sub",
+                "ref": "r",
+                "topics": [old, ok],
+                "cursors": {old: ids[0], ok: ok_cursor},
+            }
         )
         frames = [await recv_json(ws) for _ in range(3)]
         assert {"type": "reset", "topic": old, "reason": "history_trimmed"} in frames
@@ -291,7 +315,11 @@ async def test_reset_when_history_is_trimmed(
     sse = await SseClient.open(gw.port, f"topics={old}&token={tok}", {"Last-Event-ID": ids[0]})
     await sse.event_of("hello")
     ev = await sse.event()
-    assert ev.event == "reset" and ev.json() == {"type": "reset", "topic": old, "reason": "history_trimmed"}
+    assert ev.event == "reset" and ev.json() == {
+        "type": "reset",
+        "topic": old,
+        "reason": "history_trimmed",
+    }
     await sse.close()
 
     body = await _poll(gw, f"{old},{ok}", tok, f"{ids[0]},{ok_cursor}")
@@ -301,3 +329,32 @@ async def test_reset_when_history_is_trimmed(
     assert body["cursor"] == f"{live},{ok_missed}"
     with contextlib.suppress(Exception):
         await sse.close()
+
+
+async def test_sse_cursor_after_a_reset(
+    make_gateway: GatewayFactory, token, redis: aioredis.Redis, settings: Settings, uid
+) -> None:
+    """After a reset, the SSE cursor's slot for that topic holds the position of the reset: a
+    later reconnect replays what that topic published meanwhile (no second reset, no gap)."""
+    gw = await make_gateway(history_maxlen=5)
+    pub = Publisher(redis, msgspec.structs.replace(settings, history_maxlen=5))
+    a, b = f"user:u{uid}", f"cohort:c{uid}"
+    tok = token("u" + uid, cohorts=["c" + uid])
+    query = f"topics={a},{b}&token={tok}"
+    old = [await pub.publish(a, "e", {}) for _ in range(12)]
+    b0 = await pub.publish(b, "e", {})
+    sse = await SseClient.open(gw.port, f"{query}&cursor={old[0]},{b0}")
+    await sse.event_of("hello")
+    assert (await sse.event()).event == "reset"
+    b1 = await pub.publish(b, "e", {})
+    ev = await sse.event()
+    assert ev.json()["id"] == b1 and ev.id is not None
+    cursor = ev.id
+    assert cursor == f"{old[-1]},{b1}"
+    await sse.close()
+    missed = await pub.publish(a, "while-away", {})
+    sse = await SseClient.open(gw.port, query, {"Last-Event-ID": cursor})
+    await sse.event_of("hello")
+    ev = await sse.event()
+    assert (ev.event, ev.id) == ("event", f"{missed},{b1}")
+    await sse.close()

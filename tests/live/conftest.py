@@ -194,6 +194,9 @@ class LiveRoom:
             staff=[str(c) for c in staff],
         )
 
+    def token_for(self, sub: str, cohorts: list[str]) -> str:
+        return issue_access_token(self.settings, sub=sub, role="student", cohorts=cohorts)
+
     async def people(
         self, n: int, role: str = "student", cohort: int | None = None
     ) -> list[Person]:
@@ -266,9 +269,10 @@ class LiveRoom:
 
 
 @contextlib.asynccontextmanager
-async def worker(settings: Settings) -> AsyncIterator[WorkerContext]:
+async def worker(settings: Settings, name: str) -> AsyncIterator[WorkerContext]:
     """A worker process's live services (and the outbox relay) on the test loop."""
     ctx = await WorkerContext.open(settings)
+    ctx.consumer = f"{ctx.consumer}-{name}"
     loop = asyncio.get_running_loop()
     tasks = [
         loop.create_task(service(ctx))
@@ -279,8 +283,13 @@ async def worker(settings: Settings) -> AsyncIterator[WorkerContext]:
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await ctx.close()
+        await asyncio.wait(tasks, timeout=10)
+        if ctx.db is not None:
+            try:
+                await asyncio.wait_for(ctx.db.close(), 10)
+            except TimeoutError:
+                ctx.db.terminate()
+        await ctx.redis.aclose()
 
 
 @pytest.fixture
@@ -300,7 +309,10 @@ async def live(redis_url: str, database_url: str) -> AsyncIterator[LiveRoom]:
     gateway = await start_gateway(gw_settings)
     try:
         async with (
-            worker(api.settings) as _,
+            # Two workers, as in production: commands, due work and presence records are
+            # shared between them through their consumer groups and Redis.
+            worker(api.settings, "a") as _,
+            worker(api.settings, "b") as _,
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
         ):
             room = LiveRoom(api, gateway, http)

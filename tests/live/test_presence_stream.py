@@ -9,12 +9,14 @@ from types import SimpleNamespace
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from config import keys
 from config.servers import free_port
 from gateway import presence as gateway_presence
 from gateway.presence import PresenceWriter
-from tests.gateway.conftest import Gateway
+from tests.live.conftest import LiveRoom
 
 
 async def _records(redis: aioredis.Redis, user: str, since: str) -> list[dict[str, str]]:
@@ -27,17 +29,16 @@ async def _records(redis: aioredis.Redis, user: str, since: str) -> list[dict[st
     return out
 
 
-async def test_live_subscriptions_write_join_and_leave(
-    gateway: Gateway, token, redis: aioredis.Redis, uid
-) -> None:
+async def test_live_subscriptions_write_join_and_leave(live: LiveRoom, uid: str) -> None:
     """Subscribe, unsubscribe, subscribe again, disconnect: join/leave/join/leave, each leave
     naming its join's subscription; non-live topics write nothing."""
     since = f"{int(time.time() * 1000) - 1}-0"
-    user = "7" + uid[:6].translate(str.maketrans("abcdef", "123456"))
+    user = f"u{uid}"
     live_topic = f"live:c{uid}:s1"
-    tok = token(user, cohorts=[f"c{uid}"])
+    tok = live.token_for(user, cohorts=[f"c{uid}"])
+    redis = live.api.redis
     async with aiohttp.ClientSession() as http:
-        ws = await http.ws_connect(f"{gateway.ws_url}?token={tok}")
+        ws = await http.ws_connect(f"{live.gateway.ws_url}?token={tok}")
         await ws.receive(timeout=5)
         for frame in (
             {"type": "sub", "topics": [live_topic, f"cohort:c{uid}"]},
@@ -62,7 +63,12 @@ async def test_live_subscriptions_write_join_and_leave(
 
 async def test_writer_drops_instead_of_blocking() -> None:
     """Redis down: flush gives up and counts the records; a full queue drops new ones."""
-    down = aioredis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    down = aioredis.Redis(
+        port=free_port(),
+        socket_connect_timeout=0.2,
+        socket_timeout=0.2,
+        retry=Retry(NoBackoff(), 0),
+    )
     writer = PresenceWriter(down)
     conn = SimpleNamespace(id=1, conn_id="gw.1", claims=SimpleNamespace(sub="9"))
     before = gateway_presence.dropped._value.get()

@@ -255,8 +255,8 @@ def test_close_code_ranges() -> None:
         elif code >= 4500:
             assert not code.reconnect, code
     assert CloseCode.GOING_AWAY.reconnect and CloseCode.INTERNAL_ERROR.reconnect
-    for code in (1000, 1002, 1003, 1007, 1009):
-        assert not CloseCode(code).reconnect
+    for value in (1000, 1002, 1003, 1007, 1009):
+        assert not CloseCode(value).reconnect
     assert CloseCode.SLOW_CONSUMER.reconnect and CloseCode.TOKEN_EXPIRED.reconnect
     assert not CloseCode.SESSION_REVOKED.reconnect and not CloseCode.BAD_TOKEN.reconnect
 

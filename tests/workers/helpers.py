@@ -83,14 +83,25 @@ class Workers:
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.tasks:
+            _, stuck = await asyncio.wait(self.tasks, timeout=10)
+            if stuck:
+                _dump_tasks()
+                raise AssertionError(f"services did not stop: {stuck}")
         self.tasks.clear()
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-        await self.ctx.close()
+        try:
+            await asyncio.wait_for(self.ctx.close(), 10)
+        except TimeoutError:
+            _dump_tasks()
+            raise AssertionError("the worker context did not close") from None
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8)
 
 
 async def _value(check: Callable[[], Any]) -> Any:
@@ -119,7 +130,9 @@ async def steady(
     """Assert that ``check`` (sync or async) keeps returning ``expected`` for ``for_s`` s."""
     deadline = time.monotonic() + for_s
     while time.monotonic() < deadline:
-        assert await _value(check) == expected
+        value = await _value(check)
+        if value != expected:
+            raise AssertionError(f"expected {expected!r} to hold, got {value!r}")
         await asyncio.sleep(0.05)
 
 

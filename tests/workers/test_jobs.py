@@ -85,7 +85,7 @@ async def test_failing_job_is_retried_with_backoff(wsettings: Settings, queue: A
     async with Workers(settings, runner(name)) as w:
         await jobs.enqueue(w.ctx.redis, name, {})
         await eventually(lambda: len(times) == 3)
-        assert await pending(w.ctx, name) == 0
+        await eventually(lambda: _zero(w.ctx, name))
         assert await w.ctx.redis.zcard(keys.job_delayed_key(name)) == 0
     first, second = times[1] - times[0], times[2] - times[1]
     assert 0.09 <= first < 0.5, first

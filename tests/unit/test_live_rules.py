@@ -1,0 +1,138 @@
+"""The pure rules of the live rooms: validation, board diffs, tallies, credit, topics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from workers import live_rules as rules
+from workers.live_rules import Invalid
+from workers.live_state import Room, parse_due_member
+from workers.ranking import QaItem
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_text_strips_and_bounds() -> None:
+    assert rules.text({"b": "  hi \n"}, "b", 5) == "hi"
+    assert rules.text({"b": "line\nnext\ttab"}, "b", 50) == "line\nnext\ttab"
+    assert rules.text({"b": "é" * 5}, "b", 5) == "é" * 5  # characters, not bytes
+    assert rules.text({}, "b", 5, required=False) is None
+    assert rules.text({"b": "   "}, "b", 5, required=False) is None
+    for data in ({}, {"b": None}, {"b": ""}, {"b": " \n "}, {"b": 3}, {"b": ["x"]}, {"b": "x" * 6}):
+        with pytest.raises(Invalid):
+            rules.text(data, "b", 5)
+    for bad in ("a\x00b", "a\x07", "\x1b[31m", "a\x7f", "a\ud800"):
+        with pytest.raises(Invalid, match="plain text"):
+            rules.text({"b": bad}, "b", 50)
+
+
+def test_ids_and_options() -> None:
+    assert rules.entity_id({"id": 7}, "id") == 7
+    for value in (0, -1, "7", 7.0, True, None, 2**63):
+        with pytest.raises(Invalid):
+            rules.entity_id({"id": value}, "id")
+    assert rules.option_index({"option": 2}, 3) == 2
+    for value in (3, -1, "1", False, None):
+        with pytest.raises(Invalid):
+            rules.option_index({"option": value}, 3)
+    assert rules.poll_options({"options": [" a ", "b"]}) == ["a", "b"]
+    for options in (["a"], [str(i) for i in range(21)], ["a", ""], ["a", 2], "ab", None):
+        with pytest.raises(Invalid):
+            rules.poll_options({"options": options})
+
+
+def test_signals_and_recording() -> None:
+    assert rules.signal_kind({"kind": "ice.candidate"}) == "ice.candidate"
+    for kind in ("", "Offer", "a b", "x" * 40, 5):
+        with pytest.raises(Invalid):
+            rules.signal_kind({"kind": kind})
+    assert rules.signal_payload({"payload": None}) is None
+    assert rules.signal_payload({"payload": "x" * 16000}) == "x" * 16000
+    with pytest.raises(Invalid):
+        rules.signal_payload({"payload": "x" * 16 * 1024})
+    with pytest.raises(Invalid):
+        rules.signal_payload({})
+    assert rules.recording_state({"state": "stopped"}) == "stopped"
+    with pytest.raises(Invalid):
+        rules.recording_state({"state": "paused"})
+
+
+def _q(id: int, votes: int = 0, **kw: bool) -> QaItem:
+    return QaItem(id=id, votes=votes, created_at=T0 + timedelta(seconds=id), **kw)
+
+
+def test_board_change() -> None:
+    board = [_q(1), _q(2)]
+    assert rules.board_change(board, _q(3)) == ([1, 2], [1, 2, 3])  # a new question joins
+    assert rules.board_change(board, _q(2, votes=1)) == ([1, 2], [2, 1])  # upvote reorders
+    assert rules.board_change(board, _q(1, votes=1)) == ([1, 2], [1, 2])  # no change
+    assert rules.board_change(board, _q(1, dismissed=True)) == ([1, 2], [2])
+
+
+def test_poll_tally_from_counts() -> None:
+    t = rules.poll_tally({0: 1, 2: 2, 7: 1}, 3)
+    assert (t.counts, t.total, t.percentages, t.ignored) == ((1, 0, 2), 3, (33, 0, 67), 1)
+    assert rules.tally_view(rules.poll_tally({}, 2)) == {
+        "counts": [0, 0],
+        "total": 0,
+        "percentages": [0, 0],
+    }
+
+
+def test_credit_carries_the_remainder() -> None:
+    assert rules.credit(1000, 3500) == (2, 3000)
+    assert rules.credit(3000, 3999) == (0, 3000)
+    assert rules.credit(5000, 4000) == (0, 5000)  # a clock that went backwards
+    since, total = 0, 0
+    for now in (700, 1400, 2100, 2800, 3500):
+        secs, since = rules.credit(since, now)
+        total += secs
+    assert total == 3  # the same as crediting 0..3500 at once
+
+
+def test_session_transitions() -> None:
+    assert rules.transition("scheduled", "start") == "live"
+    assert rules.transition("live", "end") == "ended"
+    for state, action in (
+        ("live", "start"),
+        ("ended", "start"),
+        ("scheduled", "end"),
+        ("ended", "end"),
+    ):
+        assert rules.transition(state, action) is None
+
+
+def test_topics_and_rooms() -> None:
+    assert rules.parse_live_topic("live:3:9") == ("3", "9")
+    for topic in ("live:3", "cohort:3", "live::9", "live:3:9:1", ""):
+        assert rules.parse_live_topic(topic) is None
+    room = Room.from_topic("live:3:9")
+    assert room is not None and (room.cohort_id, room.session_id) == (3, 9)
+    assert room.staff_topic == "staff:3" and room.topic == "live:3:9"
+    for topic in ("live:c3:9", "live:3:0", "live:3:99999999999999999999", "live:3:٣"):
+        assert Room.from_topic(topic) is None
+    assert parse_due_member(room.due_member("tally", "12")) == ("tally", room, "12")
+    assert parse_due_member(room.due_member("leave", "42")) == ("leave", room, "42")
+    assert parse_due_member(room.due_member("react")) == ("react", room, "")
+    assert parse_due_member("junk") is None
+    assert parse_due_member("tally|x|9|1") is None
+
+
+def test_views_use_strings_for_users_and_utc_times() -> None:
+    row = {
+        "id": 5,
+        "session_id": 9,
+        "user_id": 42,
+        "body": "b",
+        "created_at": datetime(2030, 1, 1, 12, tzinfo=UTC),
+    }
+    assert rules.message_view(row) == {
+        "id": 5,
+        "session_id": 9,
+        "user": "42",
+        "body": "b",
+        "created_at": "2030-01-01T12:00:00Z",
+    }
+    assert rules.json_list('["a", "b"]') == ["a", "b"] and rules.json_list(["a"]) == ["a"]
