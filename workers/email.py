@@ -42,6 +42,7 @@ import msgspec
 from workers import metrics
 from workers.context import WorkerContext
 from workers.jobs import PermanentError, job
+from workers.notify import KIND_LABELS
 
 log = logging.getLogger("lectern.workers.email")
 
@@ -193,8 +194,9 @@ def render(kind: str, title: str, body: str, display_name: str) -> Rendered:
     """The email of a notification: subject, plain-text and HTML bodies (same content)."""
     subject = _one_line(title)
     footer = (
-        "You receive this email because of your Lectern notification settings; "
-        f"turn off emails for “{kind}” there to stop them."
+        "You receive this email because email notifications are on for "
+        f"\u201c{KIND_LABELS.get(kind, kind)}\u201d; you can turn them off in your "
+        "notification settings."
     )
     text = f"Hi {display_name},\n\n{title}\n\n{body}\n\n-- \n{footer}\n"
     paragraphs = "".join(

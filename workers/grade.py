@@ -31,12 +31,14 @@ from workers.grading import (
     grade,
     questions_from_json,
 )
-from workers.jobs import PermanentError, enqueue, job
+from workers.jobs import PermanentError, enqueue_at_most_every, job
 from workers.notify import create_notifications, enqueue_emails
 
 QUEUE = "grade"
 #: Submissions pending longer than this are assumed to have lost their job.
 SWEEP_AFTER_S = 60
+#: A swept submission is not enqueued again for this long.
+SWEEP_REPEAT_S = 300
 
 _json = msgspec.json.Encoder()
 
@@ -136,16 +138,14 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
 
 
 async def sweep_pending(ctx: WorkerContext, older_than_s: int = SWEEP_AFTER_S) -> int:
-    """Enqueue a grading job for every submission pending longer than ``older_than_s``."""
+    """Enqueue a grading job for submissions pending longer than ``older_than_s``, each at
+    most once per :data:`SWEEP_REPEAT_S` (so a long queue is not flooded with copies);
+    returns how many were enqueued."""
     assert ctx.db is not None
     rows = await ctx.db.fetch(
         "SELECT id FROM quiz_submissions WHERE status = 'pending' "
         "AND submitted_at < now() - make_interval(secs => $1) ORDER BY submitted_at LIMIT 1000",
         float(older_than_s),
     )
-    if rows:
-        pipe = ctx.redis.pipeline(transaction=False)
-        for r in rows:
-            await enqueue(pipe, QUEUE, {"submission_id": r["id"]})
-        await pipe.execute()
-    return len(rows)
+    payloads = [(str(r["id"]), {"submission_id": r["id"]}) for r in rows]
+    return await enqueue_at_most_every(ctx.redis, QUEUE, payloads, SWEEP_REPEAT_S)

@@ -47,6 +47,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,26 @@ async def enqueue(
     return entry.decode() if isinstance(entry, bytes) else str(entry)
 
 
+async def enqueue_at_most_every(
+    redis: aioredis.Redis, queue: str, payloads: list[tuple[str, dict[str, Any]]], window_s: int
+) -> int:
+    """Enqueue each ``(ident, payload)`` unless the same ``ident`` was enqueued this way on
+    ``queue`` within ``window_s`` (sweeps re-enqueueing lost work use it, so a long queue is
+    not flooded with copies); returns how many were enqueued."""
+    if not payloads:
+        return 0
+    pipe = redis.pipeline(transaction=False)
+    for ident, _ in payloads:
+        pipe.set(keys.debounce_key(f"enqueue:{queue}", ident), "1", nx=True, ex=window_s)
+    fresh = [p for p, new in zip(payloads, await pipe.execute(), strict=True) if new]
+    if fresh:
+        pipe = redis.pipeline(transaction=False)
+        for _, payload in fresh:
+            await enqueue(pipe, queue, payload)
+        await pipe.execute()
+    return len(fresh)
+
+
 def _delayed_member(payload_json: bytes | str, attempt: int, key: str) -> bytes:
     p = payload_json.decode() if isinstance(payload_json, bytes) else payload_json
     return _encoder.encode({"k": key, "a": str(attempt), "p": p})
@@ -170,6 +191,23 @@ def backoff_ms(base_ms: int, failed: int) -> int:
     """Delay before the retry that follows ``failed`` failed attempts (>= 1), with jitter."""
     delay = min(base_ms * 2 ** max(0, failed - 1), MAX_BACKOFF_MS)
     return int(delay * (1 + random.random() * 0.2))
+
+
+async def replay_dead_letters(redis: aioredis.Redis, queue: str, limit: int = 100) -> int:
+    """Move up to ``limit`` dead letters of ``queue`` back onto it with a fresh attempt count
+    (after fixing what made them fail); returns how many moved."""
+    entries: Any = await redis.xrange(keys.dead_letter_stream(queue), count=limit)
+    for entry_id, fields in entries:
+        pipe = redis.pipeline(transaction=True)
+        pipe.xadd(
+            keys.job_stream(queue),
+            {"p": fields.get(b"p", b"{}"), "a": "0"},
+            maxlen=JOB_STREAM_MAXLEN,
+            approximate=True,
+        )
+        pipe.xdel(keys.dead_letter_stream(queue), entry_id)
+        await pipe.execute()
+    return len(entries)
 
 
 # -- consuming --------------------------------------------------------------------------------
@@ -218,6 +256,8 @@ class JobRunner:
         self.concurrency = max(1, concurrency)
         self.streams = {keys.job_stream(q): q for q in queues}
         self.running: dict[asyncio.Task[None], _Entry] = {}
+        #: Read but not started yet (kept pending and heartbeated; left for reclaim on exit).
+        self.backlog: deque[_Entry] = deque()
         self._slot_freed = asyncio.Event()
         self._mover = ctx.redis.register_script(_MOVER_LUA)
         settings = ctx.settings
@@ -259,6 +299,9 @@ class JobRunner:
             while len(self.running) >= self.concurrency:
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
+            if self.backlog:
+                self._start(self.backlog.popleft())
+                continue
             free = self.concurrency - len(self.running)
             try:
                 entries: list[_Entry] = []
@@ -267,6 +310,7 @@ class JobRunner:
                     last_claim = now
                     entries = await self._reclaim(free)
                 if len(entries) < free:
+                    # COUNT applies per stream: the surplus waits in the backlog.
                     resp: Any = await client.xreadgroup(
                         keys.WORKER_GROUP,
                         self.ctx.consumer,
@@ -294,9 +338,12 @@ class JobRunner:
                 with contextlib.suppress(ValueError):
                     lag = max(0.0, now_ms - int(entry.id.split(b"-")[0])) / 1000
                     metrics.queue_lag.labels(entry.queue).set(lag)
-                task = asyncio.create_task(self._process(entry))
-                self.running[task] = entry
-                task.add_done_callback(self._finished)
+                self.backlog.append(entry)
+
+    def _start(self, entry: _Entry) -> None:
+        task = asyncio.create_task(self._process(entry))
+        self.running[task] = entry
+        task.add_done_callback(self._finished)
 
     def _block_ms(self) -> int:
         # Wake up in time for the next reclaim round.
@@ -367,7 +414,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(interval)
             by_stream: dict[str, list[Any]] = {}
-            for entry in list(self.running.values()):
+            for entry in [*self.running.values(), *self.backlog]:
                 by_stream.setdefault(keys.job_stream(entry.queue), []).append(entry.id)
             for stream, ids in by_stream.items():
                 try:

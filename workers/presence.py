@@ -46,7 +46,6 @@ import asyncpg
 import redis.exceptions
 
 from config import keys
-from workers.commands import ensure_group
 from workers.context import WorkerContext
 from workers.live_rules import LiveTimings, db_id
 from workers.live_state import (
@@ -140,6 +139,18 @@ ON CONFLICT (session_id, user_id) DO UPDATE SET
     joined_at = least(attendance.joined_at, EXCLUDED.joined_at),
     left_at = EXCLUDED.left_at
 """
+
+
+async def ensure_group(ctx: WorkerContext) -> None:
+    """Create the consumer group at the start of the stream (not at its end, like the command
+    group): joins appended before the first worker started still count."""
+    try:
+        await ctx.redis.xgroup_create(
+            keys.PRESENCE_STREAM, keys.PRESENCE_GROUP, id="0", mkstream=True
+        )
+    except redis.exceptions.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
 
 
 class Scripts:
@@ -252,7 +263,7 @@ async def publish_presence(ctx: WorkerContext, room: Room) -> None:
 async def run_presence(ctx: WorkerContext) -> None:
     """Consume the presence stream until cancelled (see the module docstring)."""
     scripts = Scripts(ctx)
-    await ensure_group(ctx, keys.PRESENCE_STREAM, keys.PRESENCE_GROUP)
+    await ensure_group(ctx)
     last_claim = 0.0
     backoff = 0.1
     while True:
@@ -287,7 +298,7 @@ async def run_presence(ctx: WorkerContext) -> None:
             backoff = 0.1
         except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
-                await ensure_group(ctx, keys.PRESENCE_STREAM, keys.PRESENCE_GROUP)
+                await ensure_group(ctx)
                 continue
             log.warning("presence consumer: %s", exc)
             await asyncio.sleep(backoff)

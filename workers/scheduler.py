@@ -37,8 +37,8 @@ import redis.exceptions
 from config import keys
 from workers import leaderboard, outbox
 from workers.context import WorkerContext
-from workers.grade import sweep_pending
-from workers.jobs import enqueue
+from workers.grade import SWEEP_REPEAT_S, sweep_pending
+from workers.jobs import enqueue, enqueue_at_most_every
 
 log = logging.getLogger("lectern.workers.scheduler")
 
@@ -89,12 +89,8 @@ async def sweep_announcements(ctx: WorkerContext) -> int:
         """,
         float(ANNOUNCE_SWEEP_AFTER_S),
     )
-    if rows:
-        pipe = ctx.redis.pipeline(transaction=False)
-        for r in rows:
-            await enqueue(pipe, "announce", {"announcement_id": r["id"]})
-        await pipe.execute()
-    return len(rows)
+    payloads = [(str(r["id"]), {"announcement_id": r["id"]}) for r in rows]
+    return await enqueue_at_most_every(ctx.redis, "announce", payloads, SWEEP_REPEAT_S)
 
 
 async def sweeps(ctx: WorkerContext) -> int:

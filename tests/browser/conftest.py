@@ -59,12 +59,22 @@ def _missing() -> str | None:
     return None
 
 
+_skipped: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say it at the end of a quiet run too (``pytest -q`` hides skip reasons)."""
+    if _skipped:
+        terminalreporter.write_line(f"browser tests skipped: {_skipped[0]}", yellow=True)
+
+
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     missing = _missing()
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"browser tests cannot run in CI: {missing}", pytrace=False)
+        _skipped.append(missing)
         pytest.skip(f"browser tests skipped: {missing}")
     from playwright.sync_api import expect, sync_playwright
 

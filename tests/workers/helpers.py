@@ -116,7 +116,11 @@ async def eventually(
     ``within`` seconds."""
     deadline = time.monotonic() + within
     while True:
-        value = await _value(check)
+        try:
+            value = await asyncio.wait_for(_value(check), max(deadline - time.monotonic(), 1.0))
+        except TimeoutError:
+            _dump_tasks()
+            raise AssertionError(f"the check itself hung for {within}s") from None
         if value:
             return value
         if time.monotonic() > deadline:

@@ -6,14 +6,18 @@ import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
+from config import keys
 from config.servers import SmtpCatcher
 from config.settings import Settings
 from tests.workers.helpers import (
     Workers,
     eventually,
     make_cohort,
+    make_quiz,
+    make_submission,
     make_user,
     received_by,
     steady,
@@ -21,6 +25,7 @@ from tests.workers.helpers import (
 )
 from workers import jobs, scheduler
 from workers.context import WorkerContext
+from workers.grade import sweep_pending
 from workers.outbox import run_outbox_relay
 
 
@@ -92,3 +97,37 @@ async def _reminders(ctx: WorkerContext, cohort: int) -> list[int]:
         cohort,
     )
     return [r["user_id"] for r in rows]
+
+
+async def test_lost_grading_job_is_swept_once(wsettings: Settings) -> None:
+    """A submission whose job never made it to Redis is graded by the sweep; a sweep soon
+    after does not enqueue it again."""
+    async with Workers(wsettings) as w:
+        db = w.ctx.db
+        assert db is not None
+        student = await make_user(db)
+        quiz = await make_quiz(db, await make_cohort(db, student))
+        sid = await make_submission(db, quiz, student, {"q1": 1})
+        await db.execute(
+            "UPDATE quiz_submissions SET submitted_at = now() - interval '2 minutes' WHERE id = $1",
+            sid,
+        )
+        w.start(jobs.run_jobs)
+        assert await sweep_pending(w.ctx) >= 1
+        await eventually(
+            lambda: db.fetchval("SELECT status = 'graded' FROM quiz_submissions WHERE id = $1", sid)
+        )
+        await db.execute(
+            "UPDATE quiz_submissions SET status = 'pending', score = NULL,"
+            " max_score = NULL, feedback = NULL, graded_at = NULL WHERE id = $1",
+            sid,
+        )
+        assert sid not in await _swept_now(w.ctx)
+
+
+async def _swept_now(ctx: WorkerContext) -> list[int]:
+    before = await ctx.redis.xrange(keys.job_stream("grade"))
+    await sweep_pending(ctx)
+    after = await ctx.redis.xrange(keys.job_stream("grade"))
+    seen = {eid for eid, _ in before}
+    return [msgspec.json.decode(f[b"p"])["submission_id"] for eid, f in after if eid not in seen]
