@@ -304,8 +304,12 @@ async def test_reset_when_history_is_trimmed(
                 "cursors": {old: ids[0], ok: ok_cursor},
             }
         )
-        frames = [await recv_json(ws) for _ in range(3)]
+        frames = [await recv_json(ws) for _ in range(4)]
         assert {"type": "reset", "topic": old, "reason": "history_trimmed"} in frames
+        # The sub's ref is answered for the reset topic too (after its reset).
+        assert frames.index({"type": "subscribed", "topic": old, "ref": "r", "replayed": 0}) > (
+            frames.index({"type": "reset", "topic": old, "reason": "history_trimmed"})
+        )
         assert {"type": "subscribed", "topic": ok, "ref": "r", "replayed": 1} in frames
         assert [f["id"] for f in frames if f["type"] == "event"] == [ok_missed]
         live = await pub.publish(old, "live", {})

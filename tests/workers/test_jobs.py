@@ -216,7 +216,8 @@ async def _zero(ctx: WorkerContext, name: str) -> bool:
     return await pending(ctx, name) == 0
 
 
-async def test_concurrency_is_bounded(wsettings: Settings, queue: Any) -> None:
+async def test_concurrency_is_bounded_across_queues(wsettings: Settings, queue: Any) -> None:
+    """Two queues, one process with 3 slots: never more than 3 jobs at once, all of them run."""
     running = peak = done = 0
 
     async def handler(ctx: WorkerContext, payload: dict[str, Any]) -> None:
@@ -227,10 +228,12 @@ async def test_concurrency_is_bounded(wsettings: Settings, queue: Any) -> None:
         running -= 1
         done += 1
 
-    name = queue(handler)
-    async with Workers(wsettings, runner(name, concurrency=3)) as w:
+    names = [queue(handler), queue(handler)]
+    service = partial(jobs.run_jobs, queues=names, concurrency=3)
+    async with Workers(wsettings) as w:
         for i in range(12):
-            await jobs.enqueue(w.ctx.redis, name, {"i": i})
+            await jobs.enqueue(w.ctx.redis, names[i % 2], {"i": i})
+        w.start(service)
         await eventually(lambda: done == 12)
     assert peak == 3
 
