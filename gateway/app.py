@@ -200,22 +200,25 @@ def _hello(hub: Hub, conn: WsConn | SseConn, encoding: str) -> protocol.Hello:
 
 async def sse_handler(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
+    cors = _cors(request, settings)
     cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
     try:
         claims = await _admit(request, connection=True)
         topics, cursors = _topics_and_cursors(request, cursor)
     except Refusal as refusal:
+        # With CORS headers, so a page on another origin can read why it was refused.
+        refusal.response.headers.update(cors)
         return refusal.response
     if not topics:
-        return json_error(400, "no_topics", "give the topics to stream: ?topics=a,b")
+        return json_error(400, "no_topics", "give the topics to stream: ?topics=a,b", **cors)
     denied = [(t, r) for t in topics if (r := authorize_topic(claims, t)) is not None]
     if denied:
         topic, reason = denied[0]
-        return json_error(403, "forbidden", f"{topic}: {reason}")
+        return json_error(403, "forbidden", f"{topic}: {reason}", **cors)
     hub = request.app[HUB]
     conn = SseConn(hub, claims, _client_ip(request), topics)
     head = protocol.SSE_HEADERS
-    for name, value in _cors(request, settings).items():
+    for name, value in cors.items():
         head += f"{name}: {value}\r\n".encode()
     first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
     if not detach(request, conn, first):

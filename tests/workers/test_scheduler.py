@@ -131,3 +131,40 @@ async def _swept_now(ctx: WorkerContext) -> list[int]:
     after = await ctx.redis.xrange(keys.job_stream("grade"))
     seen = {eid for eid, _ in before}
     return [msgspec.json.decode(f[b"p"])["submission_id"] for eid, f in after if eid not in seen]
+
+
+async def test_refreshes_rebuild_boards_and_publish_dashboards(wsettings: Settings) -> None:
+    """Every scheduled job runs against the real schema; the leaderboard is rebuilt from
+    PostgreSQL after Redis lost it, and an active cohort's staff get a dashboard.update."""
+    async with Workers(wsettings) as w:
+        db = w.ctx.db
+        assert db is not None
+        students = [await make_user(db) for _ in range(2)]
+        cohort = await make_cohort(db, *students)
+        quiz = await make_quiz(db, cohort)
+        sid = await make_submission(db, quiz, students[0], {})
+        await db.execute(
+            "UPDATE quiz_submissions SET status = 'graded', score = 1, max_score = 4,"
+            " feedback = '{}'::jsonb, graded_at = now() WHERE id = $1",
+            sid,
+        )
+        await make_submission(db, quiz, students[1], {})  # still pending
+        for item in scheduler.SCHEDULE:
+            await item.run(w.ctx)
+        board = keys.leaderboard_key(str(cohort))
+        assert await w.ctx.redis.zrange(board, 0, -1, withscores=True) == [
+            (str(students[0]).encode(), 1.0)
+        ]
+        entries = await w.ctx.redis.xrange(
+            keys.history_key(f"staff:{cohort}", wsettings.bus_shards)
+        )
+        data = msgspec.json.decode(entries[-1][1][b"d"])
+        assert data == {
+            "cohort_id": cohort,
+            "members": 2,
+            "submissions_24h": 2,
+            "pending_grading": 1,
+            "average_percentage": 25.0,
+            "lessons_completed_24h": 0,
+            "struggling": [students[0]],
+        }
