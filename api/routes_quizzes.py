@@ -1,4 +1,4 @@
-"""Quizzes, submissions, grades, quiz statistics and cohort leaderboards.
+"""Quizzes, submissions and grades.
 
 * Staff of a cohort create and edit its quizzes; a definition is validated by
   :func:`workers.grading.questions_from_obj` (400 ``invalid_quiz`` listing every problem).
@@ -12,6 +12,7 @@
   A client may name the ``attempt`` it means: repeating a submit that went through (a retry
   after a lost response) then returns the stored submission (200) instead of using up another
   attempt, since ``(quiz, user, attempt)`` is the submission's idempotency key.
+* Statistics and the cohort leaderboard are in :mod:`api.routes_quiz_stats`.
 * If the job cannot be enqueued (Redis down), the submission stays pending and the scheduler's
   sweep enqueues it within a minute or so: a submission is never lost.
 """
@@ -37,7 +38,6 @@ from api.schemas import Title
 from api.state import DB, REDIS
 from gateway.auth import Claims
 from workers import grade as grade_job
-from workers import leaderboard
 from workers.grading import (
     MAX_QUESTIONS,
     QuestionResult,
@@ -123,39 +123,6 @@ class SubmissionOut(msgspec.Struct, kw_only=True):
     results: list[QuestionResult] | None = None
 
 
-class QuestionStats(msgspec.Struct, kw_only=True):
-    question_id: str
-    prompt: str
-    max_points: float
-    answered: int
-    correct: int
-    correct_rate: float | None
-    average_points: float | None
-
-
-class QuizStats(msgspec.Struct, kw_only=True):
-    """Over graded submissions (every attempt counts). ``distribution``: ten buckets of
-    percentage, 0-10 ... 90-100 (100 falls in the last)."""
-
-    quiz_id: int
-    submissions: int
-    graded: int
-    pending: int
-    students: int
-    average_percentage: float | None
-    median_percentage: float | None
-    best_percentage: float | None
-    distribution: list[int]
-    questions: list[QuestionStats]
-
-
-class LeaderboardOut(msgspec.Struct, kw_only=True):
-    cohort_id: int
-    entries: list[leaderboard.Entry]
-    total: int
-    me: leaderboard.Entry | None = None
-
-
 _QUIZ = (
     "SELECT id, cohort_id, title, questions::text AS questions, max_attempts, created_at,"
     " updated_at FROM quizzes"
@@ -178,7 +145,7 @@ def _definition(raw: list[dict[str, Any]]) -> bytes:
         ) from None
 
 
-def _is_student(claims: Claims, cohort_id: int) -> bool:
+def is_student(claims: Claims, cohort_id: int) -> bool:
     return str(cohort_id) in claims.cohorts
 
 
@@ -221,7 +188,7 @@ def submission_out(row: asyncpg.Record) -> SubmissionOut:
     return out
 
 
-async def _quiz_or_404(conn: Any, quiz_id: int) -> asyncpg.Record:
+async def quiz_or_404(conn: Any, quiz_id: int) -> asyncpg.Record:
     row = await conn.fetchrow(f"{_QUIZ} WHERE id = $1", quiz_id)
     if row is None:
         raise errors.not_found(f"quiz {quiz_id} does not exist")
@@ -307,7 +274,7 @@ async def get_quiz(request: web.Request) -> web.Response:
     claims = await current_user(request)
     quiz_id = path_int(request)
     pool = request.app[DB]
-    row = await _quiz_or_404(pool, quiz_id)
+    row = await quiz_or_404(pool, quiz_id)
     require_member(claims, row["cohort_id"])
     used = await _attempts_used(pool, quiz_id, user_id(claims))
     return json_response(
@@ -357,10 +324,10 @@ async def submit(request: web.Request) -> web.Response:
         raise errors.bad_request("too many answers", {"field": "answers"}, "invalid_field")
     pool = request.app[DB]
     async with pool.acquire() as conn, conn.transaction():
-        quiz = await _quiz_or_404(conn, quiz_id)
+        quiz = await quiz_or_404(conn, quiz_id)
         cohort_id = quiz["cohort_id"]
         require_member(claims, cohort_id)
-        if not _is_student(claims, cohort_id):
+        if not is_student(claims, cohort_id):
             raise errors.forbidden("only students of the cohort submit answers", "not_a_student")
         known = {q.id for q in questions_from_json(quiz["questions"])}
         unknown = sorted(set(data.answers) - known)
@@ -446,7 +413,7 @@ async def list_submissions(request: web.Request) -> web.Response:
     claims = await current_user(request)
     quiz_id = path_int(request)
     pool = request.app[DB]
-    quiz = await _quiz_or_404(pool, quiz_id)
+    quiz = await quiz_or_404(pool, quiz_id)
     require_member(claims, quiz["cohort_id"])
     target: int | None = user_id(claims)
     if is_staff(claims, quiz["cohort_id"]):
@@ -459,102 +426,6 @@ async def list_submissions(request: web.Request) -> web.Response:
         target,
     )
     return json_response([submission_out(r) for r in rows])
-
-
-# -- statistics and leaderboard ---------------------------------------------------------------
-
-_STATS = """
-SELECT count(*) AS submissions,
-       count(*) FILTER (WHERE status = 'graded') AS graded,
-       count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(DISTINCT user_id) AS students,
-       avg(100 * score / nullif(max_score, 0))::float8 AS avg_pct,
-       (percentile_cont(0.5) WITHIN GROUP (ORDER BY 100 * score / nullif(max_score, 0)))::float8
-           AS median_pct,
-       max(100 * score / nullif(max_score, 0))::float8 AS best_pct
-FROM quiz_submissions WHERE quiz_id = $1
-"""
-_BUCKETS = """
-SELECT least(floor(100 * score / nullif(max_score, 0) / 10), 9)::int AS bucket, count(*) AS n
-FROM quiz_submissions WHERE quiz_id = $1 AND status = 'graded' AND max_score > 0
-GROUP BY 1
-"""
-_PER_QUESTION = """
-SELECT r->>'question_id' AS question_id,
-       count(*) FILTER (WHERE r->>'outcome' <> 'missing') AS answered,
-       count(*) FILTER (WHERE (r->>'correct')::boolean) AS correct,
-       avg((r->>'points_awarded')::float8) AS avg_points,
-       count(*) AS graded
-FROM quiz_submissions s, jsonb_array_elements(s.feedback->'results') r
-WHERE s.quiz_id = $1 AND s.status = 'graded'
-GROUP BY 1
-"""
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
-
-
-async def quiz_stats(request: web.Request) -> web.Response:
-    claims = await current_user(request)
-    quiz_id = path_int(request)
-    pool = request.app[DB]
-    quiz = await _quiz_or_404(pool, quiz_id)
-    require_staff(claims, quiz["cohort_id"])
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        totals = await conn.fetchrow(_STATS, quiz_id)
-        buckets = {r["bucket"]: r["n"] for r in await conn.fetch(_BUCKETS, quiz_id)}
-        per_q = {r["question_id"]: r for r in await conn.fetch(_PER_QUESTION, quiz_id)}
-    questions = []
-    for q in questions_from_json(quiz["questions"]):
-        r = per_q.get(q.id)
-        graded = r["graded"] if r else 0
-        questions.append(
-            QuestionStats(
-                question_id=q.id,
-                prompt=q.prompt,
-                max_points=q.points,
-                answered=r["answered"] if r else 0,
-                correct=r["correct"] if r else 0,
-                correct_rate=round(r["correct"] / graded, 4) if r and graded else None,
-                average_points=_round(r["avg_points"]) if r else None,
-            )
-        )
-    return json_response(
-        QuizStats(
-            quiz_id=quiz_id,
-            submissions=totals["submissions"],
-            graded=totals["graded"],
-            pending=totals["pending"],
-            students=totals["students"],
-            average_percentage=_round(totals["avg_pct"]),
-            median_percentage=_round(totals["median_pct"]),
-            best_percentage=_round(totals["best_pct"]),
-            distribution=[buckets.get(i, 0) for i in range(10)],
-            questions=questions,
-        )
-    )
-
-
-async def get_leaderboard(request: web.Request) -> web.Response:
-    claims = await current_user(request)
-    cohort_id = path_int(request)
-    require_member(claims, cohort_id)
-    try:
-        limit = min(max(int(request.query.get("limit", "10")), 1), 100)
-        offset = max(int(request.query.get("offset", "0")), 0)
-    except ValueError:
-        raise errors.bad_request(
-            "limit and offset must be integers", {"field": "limit"}, "invalid_field"
-        ) from None
-    pool, redis = request.app[DB], request.app[REDIS]
-    board = await leaderboard.read(pool, redis, cohort_id, limit=limit, offset=offset)
-    me = next((e for e in board.entries if e.user_id == user_id(claims)), None)
-    if me is None and _is_student(claims, cohort_id):
-        me = await leaderboard.entry_of(pool, redis, cohort_id, user_id(claims))
-    return json_response(
-        LeaderboardOut(cohort_id=cohort_id, entries=board.entries, total=board.total, me=me)
-    )
 
 
 def setup(app: web.Application) -> None:
@@ -608,24 +479,9 @@ def setup(app: web.Application) -> None:
         query=(("user_id", "integer"),),
     )
     r.get(
-        "/api/v1/quizzes/{id}/stats",
-        quiz_stats,
-        summary="Statistics of a quiz",
-        auth="staff",
-        response=QuizStats,
-    )
-    r.get(
         "/api/v1/submissions/{id}",
         get_submission,
         summary="A submission with its grade once graded",
         auth="user",
         response=SubmissionOut,
-    )
-    r.get(
-        "/api/v1/cohorts/{id}/leaderboard",
-        get_leaderboard,
-        summary="The cohort's leaderboard (sum of each student's best score per quiz)",
-        auth="member",
-        response=LeaderboardOut,
-        query=(("limit", "integer"), ("offset", "integer")),
     )

@@ -41,8 +41,21 @@ from typing import Any
 
 from benchmarks import compare_report as report
 from benchmarks.gateway import latency_ms
-from benchmarks.loadclient import ClientPool, DeliveryReport, cpu_seconds, gateway_rss_kb
-from benchmarks.sysinfo import busy_pct_over, cpu_delta, machine_info, read_cpu, read_loadavg
+from benchmarks.loadclient import (
+    ClientPool,
+    DeliveryReport,
+    cpu_seconds,
+    gateway_rss_kb,
+    process_tree,
+)
+from benchmarks.sysinfo import (
+    busy_pct_over,
+    cpu_delta,
+    cpu_split,
+    machine_info,
+    read_cpu,
+    read_loadavg,
+)
 from benchmarks.systems import SYSTEMS, VARIANTS, Server, Variant, make_server, versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -113,7 +126,8 @@ async def _broadcast_phase(
         await pool.reset()
     pids = server.server_pids()
     machine0, own0 = read_cpu(), time.process_time()
-    cpu0 = cpu_seconds(pids)
+    tree = process_tree(pids)
+    cpu0, split0 = cpu_seconds(pids), cpu_split(tree)
     start = time.monotonic()
     triggers: list[asyncio.Task[None]] = []
     for seq in range(args.events):
@@ -126,6 +140,7 @@ async def _broadcast_phase(
         *(pool.expect(args.events, args.timeout) for pool in pools)
     )
     server_cpu = cpu_seconds(pids) - cpu0
+    split1 = cpu_split(tree)
     machine = cpu_delta(machine0, read_cpu())
     own = time.process_time() - own0
     delivered = sum(r.delivered for r in reports)
@@ -146,6 +161,8 @@ async def _broadcast_phase(
         "interval_ms": args.interval_ms,
         "payload_bytes": args.payload,
         "server_cpu_s": round(server_cpu, 3),
+        "server_user_s": round(split1[0] - split0[0], 3),
+        "server_system_s": round(split1[1] - split0[1], 3),
         "wall_s": round(time.monotonic() - start, 2),
         "timed_out": any(r.timed_out for r in reports),
         "closes": closes,
@@ -271,6 +288,9 @@ def render_markdown(rows: list[dict[str, Any]], command: str) -> str:
         "- Deliveries per server CPU-second: frames carrying an event received by the clients "
         "/ user+system CPU seconds of the server processes (Lectern: gateway + Redis) during "
         "the broadcast phase.",
+        "- Server CPU is user + system time; on loopback the system part also carries the "
+        "kernel's TCP work for the receiving end of every write, the same for every system "
+        "(`broadcast.server_user_s` / `server_system_s` in the JSON split it).",
         "- Latency: client receive time - the `sent` time in the event. Lectern stamps it "
         "before the publish call, so it includes the Redis round trip and the bus read; the "
         "peers stamp it in-process just before their fan-out.",

@@ -170,6 +170,19 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of exactly ``pids`` (pass ``process_tree(...)`` for a tree);
+    on loopback, system time includes the kernel's TCP work for both ends of each write."""
+    user = system = 0
+    for pid in pids:
+        text = _read(f"/proc/{pid}/stat")
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) > 12:
+            user += int(fields[11])
+            system += int(fields[12])
+    return user / _CLK_TCK, system / _CLK_TCK
+
+
 def read_sysctl(name: str) -> str | None:
     """``net.core.somaxconn`` -> the text of /proc/sys/net/core/somaxconn, or None."""
     text = _read("/proc/sys/" + name.replace(".", "/"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -13,6 +14,7 @@ from benchmarks.gateway import latency_ms, parse_metrics
 from benchmarks.sysinfo import (
     CpuTimes,
     cpu_delta,
+    cpu_split,
     memory_summary,
     parse_cpu_stat,
     parse_loadavg,
@@ -263,3 +265,10 @@ def test_merge_samples_weights_each_pool_by_its_deliveries() -> None:
     assert sorted(report.merge_samples([(sse, 300), ([], 0)])) == sse
     assert report.merge_samples([]) == []
     assert report.merge_samples([(ws, 1000)], seed=1) == ws
+
+
+def test_cpu_split_of_this_process_and_of_none() -> None:
+    user, system = cpu_split([os.getpid()])
+    assert user > 0 and system >= 0
+    assert cpu_split([]) == (0.0, 0.0)
+    assert cpu_split([2**22 + 12345]) == (0.0, 0.0)  # no such process
