@@ -64,17 +64,21 @@ def revoked_key(sid: str) -> str:
 # -- jobs (DESIGN.md section 5) ---------------------------------------------------------------
 
 
+# A queue's stream, dead letters and delayed set share the tag ``{q:<queue>}``: the retry mover
+# and the dead-letter move touch them together in one script or transaction.
+
+
 def job_stream(queue: str) -> str:
-    return f"{ROOT}:jobs:{queue}"
+    return f"{ROOT}:{{q:{queue}}}:jobs"
 
 
 def dead_letter_stream(queue: str) -> str:
-    return f"{ROOT}:dead:{queue}"
+    return f"{ROOT}:{{q:{queue}}}:dead"
 
 
 def job_delayed_key(queue: str) -> str:
     """Sorted set of jobs waiting for a retry, scored by the time they are due (ms)."""
-    return f"{ROOT}:delayed:{queue}"
+    return f"{ROOT}:{{q:{queue}}}:delayed"
 
 
 def tick_lock_key(job: str, tick: int) -> str:
@@ -106,6 +110,10 @@ def ratelimit_key(scope: str, ident: str) -> str:
 
 def debounce_key(kind: str, ident: str) -> str:
     return f"{ROOT}:debounce:{kind}:{ident}"
+
+
+#: Delayed live-room work (trailing poll tallies, reaction windows), scored by due time (ms).
+ROOM_DUE = f"{ROOT}:room:due"
 
 
 def room_key(kind: str, cohort: str, session: str) -> str:

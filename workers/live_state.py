@@ -61,7 +61,7 @@ log = logging.getLogger("lectern.workers.live")
 
 #: Every throttled or delayed piece of live-room work, scored by when it is due (ms). Global
 #: rather than per room so one pop serves every room; ``keys.room_key`` names the rest.
-DUE_KEY = f"{keys.ROOT}:room:due"
+DUE_KEY = keys.ROOM_DUE
 
 #: Room keys in Redis expire this long after their last write.
 ROOM_TTL_S = 2 * 24 * 3600
