@@ -24,81 +24,79 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """All tunables, with the defaults documented in README.md (Configuration)."""
 
     # External services; empty means "start an embedded one" (make run, tests).
-    redis_url: str = ""
-    database_url: str = ""
-    smtp_url: str = ""
+    redis_url: str = ""  # redis://host:port/db
+    database_url: str = ""  # postgresql://user@host:port/db
+    smtp_url: str = ""  # smtp://host:port[?from=address]
 
     # Network.
-    host: str = "127.0.0.1"
-    gateway_port: int = 8700
-    api_port: int = 8600
-    gateway_metrics_port: int = 9700  # process i of the gateway serves metrics on port + i
-    worker_metrics_port: int = 9800
-    public_gateway_url: str = ""  # what `make run` prints; derived from host/port when empty
+    host: str = "127.0.0.1"  # address every HTTP server binds
+    gateway_port: int = 8700  # WebSocket, SSE, long-poll, POST /cmd
+    api_port: int = 8600  # JSON API and pages
+    gateway_metrics_port: int = 9700  # gateway process i serves /metrics on port + i; 0: none
+    worker_metrics_port: int = 9800  # worker process i serves /metrics on port + i; 0: none
+    public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty
 
     # Auth.
-    jwt_secret: str = "dev-secret-change-me-0123456789abcdef"
+    jwt_secret: str = "dev-secret-change-me-0123456789abcdef"  # HS256 key: change in production
     jwt_public_key: str = ""  # PEM; when set, tokens are verified with EdDSA instead of HS256
     jwt_private_key: str = ""  # PEM; the API signs with it when set (EdDSA)
-    jwt_audience: str = "lectern"
-    access_token_ttl_s: int = 900
-    refresh_token_ttl_s: int = 7 * 24 * 3600
-    allowed_origins: tuple[str, ...] = (
+    jwt_audience: str = "lectern"  # required `aud` claim
+    access_token_ttl_s: int = 900  # access token lifetime
+    refresh_token_ttl_s: int = 7 * 24 * 3600  # refresh token lifetime
+    allowed_origins: tuple[str, ...] = (  # comma-separated; any port of these; `*` allows all
         "http://localhost",
         "http://127.0.0.1",
         "https://localhost",
     )
     allow_missing_origin: bool = True  # non-browser clients send no Origin header
-    # Login attempts allowed per account (normalised email) and per client IP in a window.
-    login_attempts_per_account: int = 10
-    login_attempts_per_ip: int = 100
-    login_window_s: int = 300
-    invite_ttl_s: int = 7 * 24 * 3600
+    login_attempts_per_account: int = 10  # per normalised email, per window
+    login_attempts_per_ip: int = 100  # per client IP, per window
+    login_window_s: int = 300  # the login rate-limit window
+    invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
-    # staff:{cohort} progress aggregates: at most one per cohort per this window (trailing).
-    staff_progress_debounce_ms: int = 3000
+    staff_progress_debounce_ms: int = 3000  # at most one staff.progress per cohort per window
 
     # Gateway limits (DESIGN.md section 8).
-    max_frame_bytes: int = 64 * 1024
-    cmd_rate_per_s: float = 20.0
-    cmd_burst: int = 40
-    conn_rate_per_ip_per_s: float = 10.0
-    conn_burst_per_ip: int = 20
-    max_conns_per_user: int = 20
-    max_topics_per_conn: int = 64
-    out_buffer_limit_bytes: int = 1024 * 1024
-    ping_interval_s: float = 25.0
-    missed_pongs: int = 2
-    sse_heartbeat_s: float = 15.0
-    sse_retry_ms: int = 2000
-    poll_timeout_s: float = 25.0
-    cmd_reply_timeout_s: float = 5.0
-    shutdown_timeout_s: float = 10.0
+    max_frame_bytes: int = 64 * 1024  # largest client frame (and POST /cmd body)
+    cmd_rate_per_s: float = 20.0  # client frames per second per connection (token bucket)
+    cmd_burst: int = 40  # ... and its burst
+    conn_rate_per_ip_per_s: float = 10.0  # new connections per second per client IP
+    conn_burst_per_ip: int = 20  # ... and its burst
+    max_conns_per_user: int = 20  # live connections per user per gateway process
+    max_topics_per_conn: int = 64  # subscriptions per connection
+    out_buffer_limit_bytes: int = 1024 * 1024  # outgoing buffer; past it: close 4001
+    ping_interval_s: float = 25.0  # WebSocket ping period (one shared timer)
+    missed_pongs: int = 2  # unanswered pings before close 4004
+    sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
+    sse_retry_ms: int = 2000  # SSE `retry:` hint
+    poll_timeout_s: float = 25.0  # longest wait of a long-poll
+    cmd_reply_timeout_s: float = 5.0  # a command with no reply by then gets `timeout`
+    shutdown_timeout_s: float = 10.0  # graceful shutdown limit of every process
 
     # Streams.
-    history_maxlen: int = 1000
-    history_ttl_s: int = 24 * 3600
-    bus_shards: int = 8
-    bus_maxlen: int = 100_000
-    bus_read_count: int = 2000
-    cmd_stream_maxlen: int = 100_000
+    history_maxlen: int = 1000  # events kept per topic for resume
+    history_ttl_s: int = 24 * 3600  # a topic's history expires this long after its last event
+    bus_shards: int = 8  # bus shard streams (K)
+    bus_maxlen: int = 100_000  # entries kept per bus shard (approximate)
+    bus_read_count: int = 2000  # entries per shard per bus read
+    cmd_stream_maxlen: int = 100_000  # entries kept in the command stream (approximate)
 
     # Processes.
     gateway_processes: int = 0  # 0: one per core
-    worker_processes: int = 2
+    worker_processes: int = 2  # worker processes of `python -m workers`
 
     # Workers.
-    job_max_attempts: int = 5
-    job_claim_idle_ms: int = 30_000
-    job_retry_base_ms: int = 500
-    reminder_lead_s: int = 15 * 60
-    scheduler_tick_s: float = 5.0
+    job_max_attempts: int = 5  # deliveries before a job goes to the dead-letter stream
+    job_claim_idle_ms: int = 30_000  # a pending job idle this long is reclaimed
+    job_retry_base_ms: int = 500  # retry backoff: base * 2**attempt
+    reminder_lead_s: int = 15 * 60  # session reminders go out this long before the start
+    scheduler_tick_s: float = 5.0  # period of the scheduled jobs' tick
 
     # Misc.
-    data_dir: str = ".lectern"
-    log_level: str = "INFO"
-    gc_freeze: bool = True
+    data_dir: str = ".lectern"  # where `make run` keeps data, logs and mail
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
+    gc_freeze: bool = True  # freeze long-lived objects out of the cyclic GC (gateway)
 
 
 class SettingsError(ValueError):
