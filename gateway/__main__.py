@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import os
-import signal
 import sys
 
 from config.logs import setup_logging
+from config.processes import run_processes
 from config.settings import load_settings
 from gateway.server import run_process
 
@@ -35,27 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = args.port or settings.gateway_port
     count = args.processes or settings.gateway_processes or os.cpu_count() or 1
-    if count == 1:
-        run_process(settings, 0, port, args.loop)
-        return 0
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=run_process, args=(settings, i, port, args.loop), name=f"gateway-{i}")
-        for i in range(count)
-    ]
-    for proc in procs:
-        proc.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.pid and proc.is_alive():
-                os.kill(proc.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
-    return max((proc.exitcode or 0) for proc in procs)
+    return run_processes(
+        "gateway", run_process, [(settings, i, port, args.loop) for i in range(count)]
+    )
 
 
 if __name__ == "__main__":

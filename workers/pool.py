@@ -12,16 +12,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import multiprocessing
-import os
 import signal
-import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from prometheus_client import start_http_server
 
 from config.logs import setup_logging
+from config.processes import run_processes
 from config.settings import Settings, load_settings
 from workers import metrics
 from workers.context import WorkerContext
@@ -79,25 +77,4 @@ def main(argv: list[str] | None = None) -> int:
         log.error("REDIS_URL and DATABASE_URL must be set (make run sets both)")
         return 2
     count = args.processes or settings.worker_processes or 1
-    if count == 1:
-        run_process(settings, 0)
-        return 0
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=run_process, args=(settings, i)) for i in range(count)]
-    for proc in procs:
-        proc.start()
-
-    def forward(signum: int, _frame: object) -> None:
-        for proc in procs:
-            if proc.pid and proc.is_alive():
-                os.kill(proc.pid, signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
-    return max((proc.exitcode or 0) for proc in procs)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_processes("workers", run_process, [(settings, i) for i in range(count)])
