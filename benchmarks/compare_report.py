@@ -30,6 +30,7 @@ class Figure:
 FIGURES: tuple[Figure, ...] = (
     Figure("kb_per_idle_connection", "KB per idle connection", False),
     Figure("deliveries_per_cpu_second", "deliveries per server CPU-second", True),
+    Figure("deliveries_per_user_cpu_second", "deliveries per server user-CPU-second", True),
     Figure("latency_ms.p50", "latency p50", False),
     Figure("latency_ms.p95", "latency p95", False),
     Figure("latency_ms.p99", "latency p99", False),
@@ -122,6 +123,17 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def add_derived(rows: Sequence[dict[str, Any]]) -> None:
+    """``deliveries_per_user_cpu_second`` from ``delivered`` and the broadcast phase's user
+    CPU (in place). On loopback the system time of every system is mostly the kernel's TCP
+    work for both ends, much the same for all; user time is what the server's own code cost."""
+    for row in rows:
+        user = get(row, "broadcast.server_user_s")
+        delivered = row.get("delivered")
+        if is_number(user) and is_number(delivered) and user > 0:
+            row["deliveries_per_user_cpu_second"] = round(delivered / user)
+
+
 def add_ratios(rows: Sequence[dict[str, Any]]) -> None:
     """Give every peer row ``ratios_lectern_over_peer`` (in place)."""
     for row in rows:
@@ -183,6 +195,7 @@ def results_table(rows: Sequence[Row]) -> str:
         "N",
         "KB / idle conn",
         "deliveries / server CPU-s",
+        "deliveries / server user-CPU-s",
         "p50 ms",
         "p95 ms",
         "p99 ms",
@@ -208,6 +221,7 @@ def results_table(rows: Sequence[Row]) -> str:
                 fmt(row.get("connections")),
                 fmt(row.get("kb_per_idle_connection"), 2),
                 fmt(row.get("deliveries_per_cpu_second")),
+                fmt(row.get("deliveries_per_user_cpu_second")),
                 fmt(get(row, "latency_ms.p50"), 1),
                 fmt(get(row, "latency_ms.p95"), 1),
                 fmt(get(row, "latency_ms.p99"), 1),

@@ -95,19 +95,25 @@ def plot_latency_cdf(rows: Sequence[Row], path: Path) -> None:
 
 
 def plot_throughput(rows: Sequence[Row], path: Path) -> None:
+    """Deliveries per server CPU-second (user + system) and per user CPU-second, per row."""
     plt = _pyplot()
     shown = [r for r in rows if is_number(r.get("deliveries_per_cpu_second"))]
-    fig, ax = plt.subplots(figsize=(8, 0.6 * max(len(shown), 1) + 1.6))
+    panels = (
+        ("deliveries_per_cpu_second", "deliveries per server CPU-second (user + system)"),
+        ("deliveries_per_user_cpu_second", "deliveries per server user-CPU-second"),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.6 * max(len(shown), 1) + 1.8), sharey=True)
     labels = [_label(r) for r in shown]
-    values = [float(r["deliveries_per_cpu_second"]) for r in shown]
     colors = ["tab:orange" if r["system"] == "lectern" else "tab:blue" for r in shown]
-    bars = ax.barh(labels, values, color=colors)
-    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8, padding=3)
-    ax.invert_yaxis()
-    ax.set(xlabel="deliveries per server CPU-second", title="Broadcast efficiency")
-    ax.set_xlim(0, max(values, default=1) * 1.2)
-    ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(_subtitle(rows), fontsize=9)
+    for ax, (key, title) in zip(axes, panels):
+        values = [float(r[key]) if is_number(r.get(key)) else 0.0 for r in shown]
+        bars = ax.barh(labels, values, color=colors)
+        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8, padding=3)
+        ax.set(xlabel=title)
+        ax.set_xlim(0, max(values, default=1) * 1.25 or 1)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
+    fig.suptitle("Broadcast efficiency  -  " + _subtitle(rows), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -272,3 +272,15 @@ def test_cpu_split_of_this_process_and_of_none() -> None:
     assert user > 0 and system >= 0
     assert cpu_split([]) == (0.0, 0.0)
     assert cpu_split([2**22 + 12345]) == (0.0, 0.0)  # no such process
+
+
+def test_add_derived_divides_deliveries_by_the_servers_user_cpu() -> None:
+    rows = [
+        {"delivered": 100_000, "broadcast": {"server_user_s": 0.25}},
+        {"delivered": 100_000, "broadcast": {"server_user_s": 0.0}},
+        {"error": "x"},
+    ]
+    report.add_derived(rows)
+    assert rows[0]["deliveries_per_user_cpu_second"] == 400_000
+    assert "deliveries_per_user_cpu_second" not in rows[1]
+    assert "deliveries_per_user_cpu_second" not in rows[2]
