@@ -74,8 +74,7 @@ class Hub:
         #: Long-poll requests waiting for any event on their topics.
         self.waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self.accepting = True
-        self._next_ping = time.monotonic() + settings.ping_interval_s
-        self._next_heartbeat = time.monotonic() + settings.sse_heartbeat_s
+        self._ticks = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gc_ticks = 0
 
@@ -366,13 +365,18 @@ class Hub:
             for conn in list(self.expiry.get(exp, ())):
                 conn.close(CloseCode.TOKEN_EXPIRED)
             self.expiry.pop(exp, None)
-        if now >= self._next_ping:
-            self._next_ping = now + self.settings.ping_interval_s
-            for ws in list(self.ws):
-                ws.ping()
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.settings.sse_heartbeat_s
-            for sse in self.sse:
+        # Pings and heartbeats are spread over their period: each tick serves the connections
+        # of one slot (by connection id), so tens of thousands of writes (and the pongs they
+        # bring back) never land in one burst in front of a broadcast.
+        self._ticks += 1
+        period = max(1, round(self.settings.ping_interval_s))
+        slot = self._ticks % period
+        for ws in [c for c in self.ws if c.id % period == slot]:
+            ws.ping()
+        period = max(1, round(self.settings.sse_heartbeat_s))
+        slot = self._ticks % period
+        for sse in self.sse:
+            if sse.id % period == slot:
                 sse.write(protocol.SSE_HEARTBEAT)
         self.commands.expire(now)
         if self._closing:
