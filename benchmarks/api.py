@@ -281,6 +281,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ) as r:
                     return r.status == 200
 
+            _progress("login")
             results["login"] = await closed_loop(args.logins, 4, login)
             auth = {"Authorization": f"Bearer {tokens[fixture.student_ids[0]]}"}
             lesson = fixture.lesson_ids[0]
@@ -292,6 +293,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await r.read()
                     return r.status == 200
 
+            _progress("lesson_read")
             results["lesson_read"] = await open_loop(args.read_rate, args.duration, read)
 
             pairs = [(u, ls) for u in fixture.student_ids for ls in fixture.lesson_ids]
@@ -304,13 +306,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await r.read()
                     return r.status == 200
 
+            _progress("mark_complete")
             results["mark_complete"] = await open_loop(args.complete_rate, args.duration, complete)
+            _progress("quiz_graded_e2e")
             results["quiz_graded_e2e"] = await quiz_e2e(stack, fixture, tokens, http, args)
+        _progress("command_reply")
         results["command_reply"] = await command_reply(stack, fixture, tokens, args.room, args.asks)
     finally:
         if not args.use_running:
             stack.stop()
     return results
+
+
+def _progress(phase: str) -> None:
+    print(f"[benchmarks.api] {time.strftime('%H:%M:%S')} {phase}", file=sys.stderr, flush=True)
 
 
 _emails: dict[int, str] = {}
@@ -337,7 +346,8 @@ async def quiz_e2e(
     students = fixture.student_ids[:200]
     graded: dict[int, float] = {}
     started: dict[int, float] = {}
-    async with aiohttp.ClientSession() as ws_http:
+    # limit=0: each open WebSocket holds a connector slot (100 by default).
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as ws_http:
         sockets = []
         for uid in students:
             ws = await ws_http.ws_connect(f"{stack.ws_url}?token={tokens[uid]}&topics=user:{uid}")

@@ -48,7 +48,7 @@ from benchmarks.loadclient import (
     wait_for_port,
 )
 from benchmarks.loadworker import Transport
-from config.servers import RedisServer, free_port
+from config.servers import RedisServer, die_with_parent, free_port
 from config.settings import Settings, load_settings
 from gateway.auth import issue_access_token
 from gateway.publish import Publisher
@@ -223,6 +223,7 @@ class LecternStack:
                 ],
                 env=env,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
             await wait_for_port("127.0.0.1", self.port, timeout_s)
             await self._wait_metrics(timeout_s)

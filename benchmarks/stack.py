@@ -16,7 +16,7 @@ import asyncpg
 
 from benchmarks.loadclient import wait_for_port
 from config.devstack import read_stack_file
-from config.servers import PostgresServer, RedisServer, free_port
+from config.servers import PostgresServer, RedisServer, die_with_parent, free_port
 
 
 @dataclass
@@ -95,7 +95,12 @@ async def start(extra_env: dict[str, str] | None = None, use_running: bool = Fal
             await conn.close()
         for cmd in (["api"], ["gateway", "--processes", "1"], ["workers", "--processes", "1"]):
             stack.procs.append(
-                subprocess.Popen([sys.executable, "-m", *cmd], env=env, start_new_session=True)
+                subprocess.Popen(
+                    [sys.executable, "-m", *cmd],
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent,
+                )
             )
         await wait_for_port("127.0.0.1", api_port, 60)
         await wait_for_port("127.0.0.1", gw_port, 60)
