@@ -32,7 +32,7 @@ import aiohttp
 import asyncpg
 
 from benchmarks import stack as stacks
-from benchmarks.loadproto import percentile
+from benchmarks.loadproto import WSParser, build_request, parse_response_head, percentile, ws_key
 from config.settings import load_settings
 from gateway.auth import issue_access_token
 from loadtest.fixture import Fixture, create
@@ -133,35 +133,57 @@ async def _set_passwords(database_url: str, user_ids: list[int]) -> None:
 # -- command_reply listeners (separate processes) ---------------------------------------------
 
 
-def _listen(url: str, tokens: list[str], topic: str, seconds: float, ready: Any, out: Any) -> None:
+class _Member(asyncio.Protocol):
+    """A raw room member: no client library, no JSON parsing, so the listeners cost little
+    next to the server they measure. Records when each benchmark question's event arrived."""
+
+    def __init__(self, request: bytes, received: dict[str, list[float]], opened: list[int]):
+        self.request = request
+        self.received = received
+        self.opened = opened
+        self.head = b""
+        self.parser: WSParser | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        at = time.time()
+        if self.parser is None:
+            self.head += data
+            parsed = parse_response_head(self.head)
+            if parsed is None:
+                return
+            self.parser, data = WSParser(), self.head[parsed[1] :]
+            self.opened[0] += 1
+        for _, payload in self.parser.feed(data):
+            start = payload.find(b'"body":"bench-')
+            if start >= 0 and b'"qa.updated"' in payload:
+                start += 8
+                body = payload[start : payload.index(b'"', start)].decode()
+                self.received.setdefault(body, []).append(at)
+
+
+def _listen(port: int, paths: list[str], seconds: float, ready: Any, out: Any) -> None:
     import uvloop
 
     received: dict[str, list[float]] = {}
 
-    async def member(http: aiohttp.ClientSession, token: str, opened: list[int]) -> None:
-        async with http.ws_connect(f"{url}?token={token}&topics={topic}", heartbeat=None) as ws:
-            opened[0] += 1
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    break
-                at = time.time()
-                if '"qa.updated"' not in msg.data:
-                    continue
-                body = json.loads(msg.data)["data"]["question"]["body"]
-                received.setdefault(body, []).append(at)
-
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         opened = [0]
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as http:
-            tasks = [asyncio.create_task(member(http, t, opened)) for t in tokens]
-            while opened[0] < len(tokens):
-                await asyncio.sleep(0.1)
-            ready.set()
-            await asyncio.sleep(seconds)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        transports = []
+        for path in paths:
+            request = build_request("127.0.0.1", port, path, ws_key_value=ws_key())
+            member = _Member(request, received, opened)
+            t, _ = await loop.create_connection(lambda m=member: m, "127.0.0.1", port)  # type: ignore[misc]
+            transports.append(t)
+        while opened[0] < len(paths):
+            await asyncio.sleep(0.05)
+        ready.set()
+        await asyncio.sleep(seconds)
+        for t in transports:
+            t.close()
         out.put(received)
 
     uvloop.run(main())
@@ -179,10 +201,9 @@ async def command_reply(
     listen_s = 15.0 + asks / 20
     for part in (listeners[: len(listeners) // 2], listeners[len(listeners) // 2 :]):
         ready = ctx.Event()
-        proc = ctx.Process(
-            target=_listen,
-            args=(stack.ws_url, [tokens[u] for u in part], topic, listen_s, ready, out),
-        )
+        port = int(stack.gateway_url.rsplit(":", 1)[1])
+        paths = [f"/ws?token={tokens[u]}&topics={topic}" for u in part]
+        proc = ctx.Process(target=_listen, args=(port, paths, listen_s, ready, out))
         proc.start()
         procs.append(proc)
         events.append(ready)

@@ -1,5 +1,5 @@
 """A whole Lectern stack for a benchmark: private Redis and PostgreSQL, then the API, one
-gateway process and one worker process as subprocesses on free ports. Or the stack `make run`
+gateway process and two worker processes as subprocesses on free ports. Or the stack `make run`
 is running, when asked to use it. Everything started here is stopped by :meth:`Stack.stop`.
 """
 
@@ -16,7 +16,7 @@ import asyncpg
 
 from benchmarks.loadclient import wait_for_port
 from config.devstack import read_stack_file
-from config.servers import PostgresServer, RedisServer, die_with_parent, free_port
+from config.servers import PostgresServer, RedisServer, SmtpCatcher, die_with_parent, free_port
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Stack:
     database_url: str
     env: dict[str, str]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    servers: list[RedisServer | PostgresServer] = field(default_factory=list)
+    servers: list[RedisServer | PostgresServer | SmtpCatcher] = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -64,12 +64,13 @@ async def start(extra_env: dict[str, str] | None = None, use_running: bool = Fal
         )
     redis = RedisServer().start()
     pg = PostgresServer().start()
+    smtp = SmtpCatcher().start()
     api_port, gw_port = free_port(), free_port()
     env = {
         **os.environ,
         "REDIS_URL": redis.url,
         "DATABASE_URL": pg.url,
-        "SMTP_URL": "smtp://127.0.0.1:9",  # no mail server: email jobs retry, harmlessly
+        "SMTP_URL": smtp.url,
         "LECTERN_API_PORT": str(api_port),
         "LECTERN_GATEWAY_PORT": str(gw_port),
         "LECTERN_GATEWAY_METRICS_PORT": str(free_port()),
@@ -93,7 +94,7 @@ async def start(extra_env: dict[str, str] | None = None, use_running: bool = Fal
             await migrate(conn)
         finally:
             await conn.close()
-        for cmd in (["api"], ["gateway", "--processes", "1"], ["workers", "--processes", "1"]):
+        for cmd in (["api"], ["gateway", "--processes", "1"], ["workers", "--processes", "2"]):
             stack.procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", *cmd],

@@ -8,6 +8,14 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from config.servers import die_with_parent
+
+
+def _child(target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    # A parent killed with SIGKILL must not leave its children serving on.
+    die_with_parent()
+    target(*args)
+
 
 def run_processes(name: str, target: Callable[..., None], args: list[tuple[Any, ...]]) -> int:
     """Run ``target(*a)`` for each ``a`` in ``args``: in this process when there is one, else
