@@ -56,9 +56,12 @@ def reply_key(gateway_id: str) -> str:
 REVOKE_STREAM = f"{ROOT}:revoke"
 
 
+REVOKED_PREFIX = f"{ROOT}:revoked:"
+
+
 def revoked_key(sid: str) -> str:
     """Present while a login session is revoked (expires with the longest access token)."""
-    return f"{ROOT}:revoked:{sid}"
+    return f"{REVOKED_PREFIX}{sid}"
 
 
 # -- jobs (DESIGN.md section 5) ---------------------------------------------------------------

@@ -116,14 +116,9 @@ async def _admit(request: web.Request, *, connection: bool) -> Claims:
                 f"at most {settings.max_conns_per_user} live connections per user",
             )
         )
-    if claims.sid:
-        try:
-            revoked = await app[REDIS].exists(keys.revoked_key(claims.sid))
-        except (redis.exceptions.RedisError, OSError):
-            raise Refusal(json_error(503, "unavailable", "try again shortly")) from None
-        if revoked:
-            metrics.rejected.labels("revoked").inc()
-            raise Refusal(json_error(401, "session_revoked", "this login session was revoked"))
+    if claims.sid and hub.is_revoked(claims.sid):
+        metrics.rejected.labels("revoked").inc()
+        raise Refusal(json_error(401, "session_revoked", "this login session was revoked"))
     return claims
 
 

@@ -61,6 +61,21 @@ class BusReader:
         for key, tail in zip(streams, tails, strict=True):
             self.positions[key] = tail[0][0] if tail else b"0-0"
         self.positions[keys.reply_key(self.hub.gateway_id).encode()] = b"0-0"
+        await self._load_revoked(r)
+
+    async def _load_revoked(self, r: aioredis.Redis) -> None:
+        """Revocations older than our stream position: read once from their keys. Later ones
+        arrive on the revocation stream, read from the position taken just before."""
+        prefix = keys.REVOKED_PREFIX.encode()
+        found = [key async for key in r.scan_iter(match=prefix + b"*", count=1000)]
+        if not found:
+            return
+        pipe = r.pipeline(transaction=False)
+        for key in found:
+            pipe.ttl(key)
+        for key, ttl in zip(found, await pipe.execute(), strict=True):
+            if ttl and ttl > 0:
+                self.hub.revoke(key[len(prefix) :].decode(), ttl)
 
     def _since_ms(self) -> int:
         bus = [self.positions[k] for k in self._bus_keys()]

@@ -75,6 +75,8 @@ class Hub:
         self.waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self.accepting = True
         self._ticks = 0
+        #: Revoked login sessions -> when the revocation lapses (wall clock).
+        self.revoked: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gc_ticks = 0
 
@@ -353,9 +355,19 @@ class Hub:
 
     # -- revocation and expiry -----------------------------------------------------------------
 
-    def revoke(self, sid: str) -> None:
+    def revoke(self, sid: str, ttl_s: float | None = None) -> None:
+        """Close the session's connections and refuse it from now on, for ``ttl_s`` (by
+        default as long as any access token of it can live)."""
+        if ttl_s is None:
+            ttl_s = self.settings.access_token_ttl_s + 60
+        self.revoked[sid] = time.time() + ttl_s
         for conn in list(self.by_sid.get(sid, ())):
             conn.close(CloseCode.SESSION_REVOKED)
+
+    def is_revoked(self, sid: str) -> bool:
+        """Local answer, kept current by the revocation stream: no Redis call per connect."""
+        until = self.revoked.get(sid)
+        return until is not None and until > time.time()
 
     def tick(self) -> None:
         """The one shared timer (every second): expiry, pings, heartbeats, timeouts."""
@@ -379,6 +391,10 @@ class Hub:
             if sse.id % period == slot:
                 sse.write(protocol.SSE_HEARTBEAT)
         self.commands.expire(now)
+        if self._ticks % 60 == 0 and self.revoked:
+            lapsed = [sid for sid, until in self.revoked.items() if until <= wall]
+            for sid in lapsed:
+                del self.revoked[sid]
         if self._closing:
             for conn in [c for c, t in self._closing.items() if t <= now]:
                 conn.abort()

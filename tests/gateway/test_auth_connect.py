@@ -22,10 +22,11 @@ from tests.gateway.clients import (
     ping_pong,
     recv_close,
     recv_json,
+    until,
     ws_headers,
     ws_open,
 )
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, GatewayFactory
 
 
 async def _refused(gw: Gateway, query: str, headers: dict[str, str] | None = None) -> list[tuple]:
@@ -91,9 +92,12 @@ async def test_bad_tokens_are_refused_before_upgrade(
 async def test_revoked_session_is_refused(
     gateway: Gateway, token, redis: aioredis.Redis, uid
 ) -> None:
-    """A token whose login session is revoked (rt:revoked:{sid}) gets 401 session_revoked."""
+    """A session revoked as the API does it (rt:revoked:{sid} + the revocation stream) gets
+    401 session_revoked, without a Redis call per connect; other sessions are fine."""
     sid = uuid.uuid4().hex
     await redis.set(keys.revoked_key(sid), "1", ex=60)
+    await redis.xadd(keys.REVOKE_STREAM, {"sid": sid})
+    await until(lambda: gateway.hub.is_revoked(sid))
     tok = token("u" + uid, sid=sid)
     for path, status, body in await _refused(gateway, f"topics=user:u{uid}&token={tok}"):
         assert status == 401, (path, status, body)
@@ -101,6 +105,19 @@ async def test_revoked_session_is_refused(
     # Another session of the same user is fine.
     resp = await http_request(gateway.port, f"/poll?topics=user:u{uid}&token={token('u' + uid)}")
     assert resp.status == 200
+
+
+async def test_revocations_before_start_are_loaded(
+    make_gateway: GatewayFactory, token, redis: aioredis.Redis, uid
+) -> None:
+    """A gateway that starts after a revocation learns it from the rt:revoked:* keys."""
+    sid = uuid.uuid4().hex
+    await redis.set(keys.revoked_key(sid), "1", ex=60)
+    gw = await make_gateway()
+    tok = token("u" + uid, sid=sid)
+    for path, status, body in await _refused(gw, f"topics=user:u{uid}&token={tok}"):
+        assert status == 401, (path, status, body)
+        _assert_error_shape(body, "session_revoked")
 
 
 async def test_origin_not_allowed(gateway: Gateway, token, uid) -> None:
