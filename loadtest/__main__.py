@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=SCENARIOS, default="live")
     parser.add_argument("--classes", nargs="*", default=[], help="user classes to run")
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--spawn-rate", type=float, default=20)
+    # The gateway admits 10 new connections per second per IP by default.
+    parser.add_argument("--spawn-rate", type=float, default=8)
     parser.add_argument("--run-time", default="30s")
     parser.add_argument("--students", type=int, default=0, help="accounts (default: --users)")
     parser.add_argument("--data-dir", default=os.environ.get("LECTERN_DATA_DIR", ".lectern"))
