@@ -1,8 +1,12 @@
 """``python -m loadtest`` (``make loadtest``): prepare a classroom and run a locust scenario
 headless against the stack `make run` is running (or the URLs given).
 
-    python -m loadtest --scenario live --users 300 --spawn-rate 50 --run-time 60s
+    python -m loadtest --scenario live --users 300 --spawn-rate 8 --run-time 60s
     python -m loadtest --scenario spikes --classes MassReconnect --users 500 --spawn-rate 500
+
+The gateway admits 10 new connections per second per client IP by default; for spawn rates
+above that (the start-minute spike), start the stack with a higher limit, e.g.
+``LECTERN_CONN_RATE_PER_IP_PER_S=1000 LECTERN_CONN_BURST_PER_IP=1000 make run``.
 
 Scenarios: dashboard, live, instructors, spikes (loadtest/<scenario>.py). Results (CSV and
 HTML) land in ``loadtest/results/<scenario>-<timestamp>*``.
