@@ -2,7 +2,8 @@
 
 Everything that can refuse a client does so *before* the upgrade, as an HTTP error with a JSON
 body ``{"error": {"code", "message"}}``: bad or expired token (401), revoked session (401),
-origin not allowed (403), malformed request (400), too many connections (429), Redis down (503).
+origin not allowed (403), malformed request (400), too many connections (429), shutting down
+(503; /poll and /cmd also when Redis is unreachable).
 """
 
 from __future__ import annotations
