@@ -441,8 +441,5 @@ class Hub:
                 if not fut.done():
                     fut.set_result(None)
 
-    def open_count(self) -> int:
-        return len(self.ws) + len(self.sse)
-
     def pending_flush(self) -> int:
         return sum(1 for c in self._closing if c.transport is not None)
