@@ -14,6 +14,8 @@ from gateway import protocol, wsframe
 WS_JSON = 0
 WS_MSGPACK = 1
 SSE = 2
+#: Not a connection kind: the cache slot of :meth:`Record.sse_single`.
+SSE_SINGLE = 3
 
 
 class Record:
@@ -27,7 +29,7 @@ class Record:
         self.type = type_
         self.json_body = json_body
         self.msgpack_body = msgpack_body
-        self._frames: list[bytes | None] = [None, None, None]
+        self._frames: list[bytes | None] = [None, None, None, None]
         self._sse_id: bytes | None = None
 
     def _event(self, binary: bool) -> protocol.Event:
@@ -51,6 +53,14 @@ class Record:
                 frame = protocol.sse_block(b"event", self.json())
             self._frames[kind] = frame
         return frame
+
+    def sse_single(self) -> bytes:
+        """The whole SSE block (``id:`` line included) for a stream with this topic only:
+        one buffer, so each such subscriber costs one plain write."""
+        block = self._frames[SSE_SINGLE]
+        if block is None:
+            block = self._frames[SSE_SINGLE] = self.sse_single_id() + self.frame(SSE)
+        return block
 
     def sse_single_id(self) -> bytes:
         """``id:`` line for a stream with this topic only: its cursor is the event ID itself."""

@@ -62,6 +62,12 @@ class SseConn(Conn):
             return
         t = self.transport
         if t is not None and not self.closed:
+            if len(self.order) == 1:
+                self.topics[rec.topic] = rec.id
+                block = rec.sse_single()
+                t.write(block)
+                Hot.bytes_sent += len(block)
+                return
             line, frame = self._id_line(rec), rec.frame(SSE)
             t.writelines((line, frame))
             Hot.bytes_sent += len(line) + len(frame)
