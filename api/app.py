@@ -197,9 +197,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 def _route_modules() -> list[Any]:
     modules = []
     for name in ROUTE_MODULES:
-        if importlib.util.find_spec(name) is None:
-            log.warning("route module not found, skipped", extra={"module": name})
-            continue
         modules.append(importlib.import_module(name))
     return modules
 

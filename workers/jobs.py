@@ -239,11 +239,9 @@ async def ensure_group(client: aioredis.Redis, stream: str) -> None:
 
 
 def load_handlers() -> None:
-    """Import :data:`HANDLER_MODULES` (a missing one is logged and skipped)."""
+    """Import :data:`HANDLER_MODULES`; a missing one fails start-up rather than leaving its
+    queue silently unserved."""
     for name in HANDLER_MODULES:
-        if importlib.util.find_spec(name) is None:
-            log.warning("job handler module not found, skipped", extra={"module": name})
-            continue
         importlib.import_module(name)
 
 
