@@ -502,10 +502,18 @@ class JobRunner:
         await pipe.execute()
 
 
+#: Queues whose jobs nobody is waiting on live (mail, fan-outs, imports): they run in their own
+#: lane with fewer slots, so a burst of them cannot crowd out grading and other jobs whose result
+#: a student is watching for.
+BULK_QUEUES = frozenset({"email", "announce", "csv_import"})
+BULK_CONCURRENCY = 8
+
+
 async def run_jobs(
     ctx: WorkerContext, *, queues: list[str] | None = None, concurrency: int = 32
 ) -> None:
-    """Service: consume every registered queue (or ``queues``) until cancelled.
+    """Service: consume every registered queue (or ``queues``) until cancelled, in two lanes:
+    interactive queues with ``concurrency`` slots, :data:`BULK_QUEUES` with fewer.
 
     See the module docstring for the guarantees.
     """
@@ -514,6 +522,13 @@ async def run_jobs(
     unknown = [q for q in names if q not in JOB_HANDLERS]
     if unknown:
         raise ValueError(f"no handler for queues {unknown}")
-    if not names:
-        return
-    await JobRunner(ctx, names, concurrency).run()
+    lanes = [
+        (lane, slots)
+        for lane, slots in (
+            ([q for q in names if q not in BULK_QUEUES], concurrency),
+            ([q for q in names if q in BULK_QUEUES], min(concurrency, BULK_CONCURRENCY)),
+        )
+        if lane
+    ]
+    if lanes:
+        await asyncio.gather(*(JobRunner(ctx, lane, slots).run() for lane, slots in lanes))
