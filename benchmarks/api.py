@@ -331,12 +331,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["mark_complete"] = await open_loop(args.complete_rate, args.duration, complete)
             _progress("quiz_graded_e2e")
             results["quiz_graded_e2e"] = await quiz_e2e(stack, fixture, tokens, http, args)
+            # The quiz emails go out in the workers' bulk lane after the grades; let them finish
+            # so the next phase measures commands, not the mail backlog (and report how long).
+            results["quiz_graded_e2e"]["emails_sent_within_s"] = await _emails_drained(
+                stack.database_url
+            )
         _progress("command_reply")
         results["command_reply"] = await command_reply(stack, fixture, tokens, args.room, args.asks)
     finally:
         if not args.use_running:
             stack.stop()
     return results
+
+
+_UNSENT = """
+SELECT count(*) FROM notifications n
+LEFT JOIN email_deliveries d ON d.notification_id = n.id
+WHERE n.kind = 'quiz.graded' AND (d.status IS NULL OR d.status = 'queued')
+"""
+
+
+async def _emails_drained(database_url: str, limit_s: float = 120.0) -> float | None:
+    """Seconds until every quiz.graded notification's email left (None: not within limit)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < limit_s:
+            if await conn.fetchval(_UNSENT) == 0:
+                return round(time.monotonic() - start, 2)
+            await asyncio.sleep(0.2)
+        return None
+    finally:
+        await conn.close()
 
 
 def _progress(phase: str) -> None:
