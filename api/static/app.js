@@ -139,6 +139,30 @@ export async function gateway(indicator) {
   return client;
 }
 
+/**
+ * Follow `handlers` (topic -> event handler) with no gap between the page's data and its events:
+ * take each topic's current position first, then `load()` the data from the API, then subscribe
+ * from those positions. A `reset` (history no longer reaches back) reloads and resumes from the
+ * position taken before that reload. A failed first load shows `what` in #load-error.
+ */
+export async function follow(client, handlers, load, what) {
+  const topics = Object.keys(handlers);
+  const cursors = await client.tails(topics).catch(() => ({}));
+  try {
+    await load();
+  } catch (err) {
+    $("#load-error").textContent = `Could not load ${what} (${err.code || err.message}).`;
+  }
+  const onReset = async (topic) => {
+    const fresh = await client.tails([topic]).catch(() => ({}));
+    await load();
+    return fresh[topic];
+  };
+  for (const topic of topics) {
+    client.subscribe(topic, handlers[topic], { cursor: cursors[topic], onReset });
+  }
+}
+
 const TRANSPORT_NAMES = { ws: "WebSocket", sse: "SSE fallback", poll: "long-poll fallback" };
 
 /** Keep `node` showing the connection: connected / reconnecting / transport name. */

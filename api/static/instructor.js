@@ -8,6 +8,7 @@ import {
   cohortPicker,
   el,
   fill,
+  follow,
   gateway,
   logout,
   pct,
@@ -345,20 +346,12 @@ async function main() {
   }
   fill($("#cohort"), cohortPicker(page.me, ["staff"], page.cohort));
   const client = await gateway($("#conn"));
-  const topics = [`staff:${page.cohort.id}`, `cohort:${page.cohort.id}`];
-  const cursors = await client.tails(topics).catch(() => ({}));
-  try {
-    await loadAll();
-  } catch (err) {
-    $("#load-error").textContent = `Could not load the cohort (${err.code || err.message}).`;
-  }
-  const onReset = async (topic) => {
-    const fresh = await client.tails([topic]).catch(() => ({}));
-    await loadAll();
-    return fresh[topic];
-  };
-  client.subscribe(topics[0], onStaffEvent, { cursor: cursors[topics[0]], onReset });
-  client.subscribe(topics[1], onCohortEvent, { cursor: cursors[topics[1]], onReset });
+  await follow(
+    client,
+    { [`staff:${page.cohort.id}`]: onStaffEvent, [`cohort:${page.cohort.id}`]: onCohortEvent },
+    loadAll,
+    "the cohort",
+  );
   document.body.dataset.ready = "true";
 }
 

@@ -144,13 +144,36 @@ function retryAfterMs(response) {
 // with info = {code, reason, opened, http?: {status, code, message}, retryMs?}. close() is
 // silent: a transport closed by the client reports nothing.
 
-class WsTransport {
-  constructor(client, token) {
-    this.kind = "ws";
+/**
+ * What every transport shares: its state flags, and a close that runs once. `_lost` closes
+ * and tells the client, which decides how to reconnect; subclasses free their own resources
+ * in `_teardown`.
+ */
+class Transport {
+  constructor(kind, client, token) {
+    this.kind = kind;
     this.client = client;
     this.token = token;
     this.opened = false;
     this.dead = false;
+  }
+
+  _lost(info) {
+    if (this.dead) return;
+    this.close();
+    this.client._lost(this, info);
+  }
+
+  close() {
+    if (this.dead) return;
+    this.dead = true;
+    this._teardown();
+  }
+}
+
+class WsTransport extends Transport {
+  constructor(client, token) {
+    super("ws", client, token);
     this.ws = null;
     this.refs = 0;
     this.lastRx = Date.now();
@@ -235,15 +258,7 @@ class WsTransport {
     return this.opened && !this.dead && this.ws && this.ws.readyState === 1;
   }
 
-  _lost(info) {
-    if (this.dead) return;
-    this.close();
-    this.client._lost(this, info);
-  }
-
-  close() {
-    if (this.dead) return;
-    this.dead = true;
+  _teardown() {
     clearTimeout(this.helloTimer);
     clearInterval(this.watchdog);
     const ws = this.ws;
@@ -295,13 +310,9 @@ export async function readSse(body, onBlock, onActivity) {
 
 /** Server-Sent Events read with fetch (so the client sees `retry:` and sets headers). One
  * stream carries a fixed topic list; a topic change reopens it with the compact cursor. */
-class SseTransport {
+class SseTransport extends Transport {
   constructor(client, token) {
-    this.kind = "sse";
-    this.client = client;
-    this.token = token;
-    this.opened = false;
-    this.dead = false;
+    super("sse", client, token);
     this.stream = null;
     this.heartbeatMs = 15000;
   }
@@ -412,15 +423,7 @@ class SseTransport {
     }
   }
 
-  _lost(info) {
-    if (this.dead) return;
-    this.close();
-    this.client._lost(this, info);
-  }
-
-  close() {
-    if (this.dead) return;
-    this.dead = true;
+  _teardown() {
     clearTimeout(this.resyncTimer);
     clearInterval(this.watchdog);
     this._stopStream();
@@ -428,13 +431,9 @@ class SseTransport {
 }
 
 /** Long-poll: stateless requests carrying the compact cursor. */
-class PollTransport {
+class PollTransport extends Transport {
   constructor(client, token) {
-    this.kind = "poll";
-    this.client = client;
-    this.token = token;
-    this.opened = false;
-    this.dead = false;
+    super("poll", client, token);
     this.ctrl = null;
     this.wake = null;
   }
@@ -527,15 +526,7 @@ class PollTransport {
     return this.opened && !this.dead;
   }
 
-  _lost(info) {
-    if (this.dead) return;
-    this.close();
-    this.client._lost(this, info);
-  }
-
-  close() {
-    if (this.dead) return;
-    this.dead = true;
+  _teardown() {
     if (this.ctrl) this.ctrl.abort();
     if (this.wake) this.wake();
   }

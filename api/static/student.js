@@ -12,6 +12,7 @@ import {
   cohortPicker,
   el,
   fill,
+  follow,
   gateway,
   logout,
   pct,
@@ -436,20 +437,12 @@ async function main() {
   }
   fill($("#cohort"), cohortPicker(page.me, ["member"], page.cohort));
   const client = await gateway($("#conn"));
-  const topics = [`user:${page.me.id}`, `cohort:${page.cohort.id}`];
-  const cursors = await client.tails(topics).catch(() => ({}));
-  try {
-    await loadAll();
-  } catch (err) {
-    $("#load-error").textContent = `Could not load the dashboard (${err.code || err.message}).`;
-  }
-  const onReset = async (topic) => {
-    const fresh = await client.tails([topic]).catch(() => ({}));
-    await loadAll();
-    return fresh[topic];
-  };
-  client.subscribe(topics[0], onUserEvent, { cursor: cursors[topics[0]], onReset });
-  client.subscribe(topics[1], onCohortEvent, { cursor: cursors[topics[1]], onReset });
+  await follow(
+    client,
+    { [`user:${page.me.id}`]: onUserEvent, [`cohort:${page.cohort.id}`]: onCohortEvent },
+    loadAll,
+    "the dashboard",
+  );
   document.body.dataset.ready = "true";
 }
 
