@@ -85,7 +85,7 @@ class Refusal(Exception):
         self.response = response
 
 
-async def _admit(request: web.Request, *, connection: bool) -> Claims:
+def _admit(request: web.Request, *, connection: bool) -> Claims:
     """Checks shared by every endpoint; raises :class:`Refusal` with the HTTP error."""
     app = request.app
     settings = app[SETTINGS]
@@ -158,7 +158,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if not wsframe.valid_client_key(key):
         return json_error(400, "bad_key", "invalid Sec-WebSocket-Key")
     try:
-        claims = await _admit(request, connection=True)
+        claims = _admit(request, connection=True)
         topics, cursors = _topics_and_cursors(request, request.query.get("cursor"))
     except Refusal as refusal:
         return refusal.response
@@ -199,7 +199,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     cors = _cors(request, settings)
     cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
     try:
-        claims = await _admit(request, connection=True)
+        claims = _admit(request, connection=True)
         topics, cursors = _topics_and_cursors(request, cursor)
     except Refusal as refusal:
         # With CORS headers, so a page on another origin can read why it was refused.
@@ -222,8 +222,6 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     hub.register(conn)
     conn.send(_hello(hub, conn, "json"))
     hub.subscribe(conn, topics, cursors, None, quiet=True)
-    # The cursor of a fresh stream starts where the client said it was.
-    conn.topics.update(cursors)
     return detached()
 
 
@@ -242,7 +240,7 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
     hub = app[HUB]
     cors = _cors(request, settings)
     try:
-        claims = await _admit(request, connection=False)
+        claims = _admit(request, connection=False)
         topics, positions = _topics_and_cursors(request, request.query.get("cursor"))
     except Refusal as refusal:
         refusal.response.headers.update(cors)
@@ -338,7 +336,7 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     cors = _cors(request, settings)
     try:
-        claims = await _admit(request, connection=False)
+        claims = _admit(request, connection=False)
     except Refusal as refusal:
         refusal.response.headers.update(cors)
         return refusal.response

@@ -101,7 +101,6 @@ class Publisher:
             count += 1
         if not count:
             return []
-        # Load the script first so EVALSHA inside the pipeline cannot miss.
-        await self._redis.script_load(PUBLISH_LUA)
+        # The pipeline makes sure the script is loaded (SCRIPT EXISTS) before its EVALSHAs.
         results = await pipe.execute()
         return [r.decode() if isinstance(r, bytes) else str(r) for r in results]
