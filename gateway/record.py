@@ -19,7 +19,7 @@ SSE_SINGLE = 3
 
 
 class Record:
-    __slots__ = ("_frames", "_sse_id", "id", "json_body", "msgpack_body", "topic", "type")
+    __slots__ = ("_frames", "id", "json_body", "msgpack_body", "topic", "type")
 
     def __init__(
         self, topic: str, event_id: str, type_: str, json_body: bytes, msgpack_body: bytes
@@ -30,7 +30,6 @@ class Record:
         self.json_body = json_body
         self.msgpack_body = msgpack_body
         self._frames: list[bytes | None] = [None, None, None, None]
-        self._sse_id: bytes | None = None
 
     def _event(self, binary: bool) -> protocol.Event:
         body = self.msgpack_body if binary else self.json_body
@@ -59,12 +58,7 @@ class Record:
         one buffer, so each such subscriber costs one plain write."""
         block = self._frames[SSE_SINGLE]
         if block is None:
-            block = self._frames[SSE_SINGLE] = self.sse_single_id() + self.frame(SSE)
+            # A single-topic stream's cursor is the event ID itself.
+            block = protocol.sse_id_line(self.id) + self.frame(SSE)
+            self._frames[SSE_SINGLE] = block
         return block
-
-    def sse_single_id(self) -> bytes:
-        """``id:`` line for a stream with this topic only: its cursor is the event ID itself."""
-        line = self._sse_id
-        if line is None:
-            line = self._sse_id = protocol.sse_id_line(self.id)
-        return line

@@ -50,10 +50,9 @@ class SseConn(Conn):
         self.write(block)
 
     def _id_line(self, rec: Record) -> bytes:
+        """This stream's own ``id:`` line (several topics) after ``rec``."""
         topics = self.topics
         topics[rec.topic] = rec.id
-        if len(self.order) == 1:
-            return rec.sse_single_id()
         return protocol.sse_id_line(protocol.format_cursor(self.order, topics))
 
     def push(self, rec: Record) -> None:
@@ -79,6 +78,10 @@ class SseConn(Conn):
             return
         t = self.transport
         if t is not None and not self.closed:
+            if len(self.order) == 1:
+                self.topics[recs[-1].topic] = recs[-1].id
+                self._write_batch(t, [rec.sse_single() for rec in recs], 1)
+                return
             parts: list[bytes] = []
             for rec in recs:
                 parts.append(self._id_line(rec))

@@ -240,8 +240,9 @@ def test_record_builds_each_frame_once() -> None:
     sse = rec.frame(SSE)
     assert sse.startswith(b"event: event\ndata: {") and sse.endswith(b"\n\n")
     assert json.loads(sse.split(b"data: ", 1)[1])["ts"] == 1700000000000
-    assert rec.sse_single_id() == b"id: 1700000000000-3\n"
-    assert rec.sse_single_id() is rec.sse_single_id()
+    # A single-topic stream gets one block: its cursor (the event ID) and the shared event.
+    assert rec.sse_single() == b"id: 1700000000000-3\n" + sse
+    assert rec.sse_single() is rec.sse_single()
 
 
 # -- close codes ------------------------------------------------------------------------------
