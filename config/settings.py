@@ -21,7 +21,7 @@ UNPREFIXED = ("REDIS_URL", "DATABASE_URL", "SMTP_URL")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """All tunables, with the defaults documented in README.md (Configuration)."""
+    """All tunables, with the defaults documented in docs/configuration.md."""
 
     # External services; empty means "start an embedded one" (make run, tests).
     redis_url: str = ""  # redis://host:port/db

@@ -163,7 +163,7 @@ def pages(browser: Any, stack: Stack) -> Iterator[Pages]:
 @pytest.fixture
 def shot() -> Callable[[Any, str], None]:
     """``shot(page, name)``: a PNG in tests/browser/results/ (and, with
-    ``LECTERN_DOCS_SCREENSHOTS=1``, a copy in docs/screenshots/ for the README)."""
+    ``LECTERN_DOCS_SCREENSHOTS=1``, a copy in docs/screenshots/ for docs/pages.md)."""
 
     def take(page: Any, name: str) -> None:
         path = RESULTS / f"{name}.png"
