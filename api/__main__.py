@@ -50,7 +50,7 @@ async def serve(settings: Settings, port: int) -> None:
 
 
 async def print_token(settings: Settings, user: int) -> int:
-    from api.sessions import issue_for_new_session
+    from api.login_sessions import issue_for_new_session
 
     conn = await asyncpg.connect(settings.database_url)
     try:

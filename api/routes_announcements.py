@@ -22,11 +22,11 @@ from api import errors
 from api.deps import body as read_body
 from api.deps import current_user, path_int, require_member, require_staff, user_id
 from api.openapi import Routes
-from api.outbox import emit
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
 from workers.jobs import enqueue
+from workers.outbox_write import emit
 
 log = logging.getLogger("lectern.api.announcements")
 

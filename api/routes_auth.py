@@ -1,6 +1,6 @@
 """Sign-in and accounts: login, refresh, logout, invitations, ``/me``.
 
-See :mod:`api.sessions` for how sessions, refresh rotation and revocation work.
+See :mod:`api.login_sessions` for how sessions, refresh rotation and revocation work.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from api import errors, metrics, ratelimit, sessions
+from api import errors, login_sessions, metrics, ratelimit
 from api.deps import body, current_user, path_int, require_admin, require_staff, user_id
 from api.openapi import Routes
-from api.outbox import emit
 from api.passwords import MAX_LENGTH, MIN_LENGTH, hash_password, needs_rehash, verify_password
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Name, Role, UserOut, normalize_email
 from api.state import DB, REDIS, REQUEST_ID, SETTINGS
+from workers.outbox_write import emit
 
 log = logging.getLogger("lectern.api.auth")
 
@@ -105,7 +105,7 @@ class MeOut(msgspec.Struct):
     session_id: str
 
 
-def _token_out(issued: sessions.Issued) -> TokenOut:
+def _token_out(issued: login_sessions.Issued) -> TokenOut:
     return TokenOut(
         access_token=issued.access_token,
         refresh_token=issued.refresh_token,
@@ -145,9 +145,11 @@ async def login(request: web.Request) -> web.Response:
         await pool.execute("UPDATE users SET password_hash = $1 WHERE id = $2", new_hash, row["id"])
     user_agent, ip = _client(request)
     async with pool.acquire() as conn:
-        claims = await sessions.load_claims(conn, row["id"])
+        claims = await login_sessions.load_claims(conn, row["id"])
         assert claims is not None
-        issued = await sessions.start_session(conn, settings, claims, user_agent=user_agent, ip=ip)
+        issued = await login_sessions.start_session(
+            conn, settings, claims, user_agent=user_agent, ip=ip
+        )
     metrics.login_attempts.labels("ok").inc()
     log.info(
         "login",
@@ -161,15 +163,17 @@ async def refresh(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     async with request.app[DB].acquire() as conn:
         try:
-            issued = await sessions.rotate(conn, settings, data.refresh_token)
-        except sessions.RefreshRefused as exc:
+            issued = await login_sessions.rotate(conn, settings, data.refresh_token)
+        except login_sessions.RefreshRefused as exc:
             if exc.revoked_session is not None:
                 metrics.refresh_reuse.inc()
                 log.warning(
                     "refresh token reuse: session revoked",
                     extra={"request_id": request[REQUEST_ID], "sid": exc.revoked_session},
                 )
-                await sessions.announce_revoked(request.app[REDIS], settings, [exc.revoked_session])
+                await login_sessions.announce_revoked(
+                    request.app[REDIS], settings, [exc.revoked_session]
+                )
             raise errors.unauthorized("the refresh token cannot be used", exc.code) from None
     return json_response(_token_out(issued))
 
@@ -180,20 +184,20 @@ async def token(request: web.Request) -> web.Response:
     claims = await current_user(request)
     settings = request.app[SETTINGS]
     async with request.app[DB].acquire() as conn:
-        if not await sessions.session_active(conn, claims.sid):
+        if not await login_sessions.session_active(conn, claims.sid):
             raise errors.unauthorized("this session was signed out", "session_revoked")
-        fresh = await sessions.load_claims(conn, user_id(claims))
+        fresh = await login_sessions.load_claims(conn, user_id(claims))
     if fresh is None:
         raise errors.unauthorized("the account no longer exists", "invalid_token")
-    access = sessions.access_token_for(settings, fresh, claims.sid)
+    access = login_sessions.access_token_for(settings, fresh, claims.sid)
     return json_response(AccessOut(access, settings.access_token_ttl_s))
 
 
 async def logout(request: web.Request) -> web.Response:
     claims = await current_user(request)
     async with request.app[DB].acquire() as conn, conn.transaction():
-        await sessions.end_sessions(conn, [claims.sid])
-    await sessions.announce_revoked(request.app[REDIS], request.app[SETTINGS], [claims.sid])
+        await login_sessions.end_sessions(conn, [claims.sid])
+    await login_sessions.announce_revoked(request.app[REDIS], request.app[SETTINGS], [claims.sid])
     return web.Response(status=204)
 
 
@@ -205,8 +209,8 @@ async def logout_all(request: web.Request) -> web.Response:
             user_id(claims),
         )
         sids = {str(r["id"]) for r in rows} | {claims.sid}
-        await sessions.end_sessions(conn, sids)
-    await sessions.announce_revoked(request.app[REDIS], request.app[SETTINGS], sorted(sids))
+        await login_sessions.end_sessions(conn, sids)
+    await login_sessions.announce_revoked(request.app[REDIS], request.app[SETTINGS], sorted(sids))
     return json_response(RevokedOut(len(rows)))
 
 
@@ -280,14 +284,14 @@ async def create_invite(request: web.Request) -> web.Response:
     else:
         require_admin(claims)
     settings = request.app[SETTINGS]
-    secret = sessions.new_token()
+    secret = login_sessions.new_token()
     expires = datetime.now(UTC) + timedelta(seconds=settings.invite_ttl_s)
     email = normalize_email(data.email) if data.email else None
     try:
         row = await request.app[DB].fetchrow(
             "INSERT INTO invites (token_hash, email, role, cohort_id, kind, created_by, expires_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            sessions.hash_token(secret),
+            login_sessions.hash_token(secret),
             email,
             data.role,
             data.cohort_id,
@@ -314,7 +318,7 @@ async def register(request: web.Request) -> web.Response:
             invite = await conn.fetchrow(
                 "SELECT id, email, role, cohort_id, kind, expires_at, used_at FROM invites"
                 " WHERE token_hash = $1 FOR UPDATE",
-                sessions.hash_token(data.invite_token),
+                login_sessions.hash_token(data.invite_token),
             )
             if invite is None or invite["used_at"] is not None:
                 raise errors.forbidden("the invitation is not valid", "invalid_invite")
@@ -368,9 +372,11 @@ async def register(request: web.Request) -> web.Response:
             await conn.execute(
                 "UPDATE invites SET used_at = now(), used_by = $1 WHERE id = $2", uid, invite["id"]
             )
-        claims = await sessions.load_claims(conn, uid)
+        claims = await login_sessions.load_claims(conn, uid)
         assert claims is not None
-        issued = await sessions.start_session(conn, settings, claims, user_agent=user_agent, ip=ip)
+        issued = await login_sessions.start_session(
+            conn, settings, claims, user_agent=user_agent, ip=ip
+        )
     return json_response(_token_out(issued), 201)
 
 

@@ -33,12 +33,12 @@ from api.deps import (
     user_id,
 )
 from api.openapi import Routes
-from api.outbox import emit
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Title, normalize_email
 from api.state import DB, REDIS
 from workers import csv_import
 from workers.jobs import enqueue
+from workers.outbox_write import emit
 
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 

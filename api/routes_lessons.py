@@ -23,10 +23,10 @@ from aiohttp import web
 from api import cache, errors
 from api.deps import body, current_user, path_int, require_member, require_staff
 from api.openapi import Routes
-from api.outbox import emit
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from workers.outbox_write import emit
 
 CATALOG_CACHE_CONTROL = "private, max-age=30"
 LESSON_CACHE_CONTROL = "private, max-age=3600"

@@ -23,10 +23,10 @@ from api import errors
 from api.deps import body as read_body
 from api.deps import current_user, path_int, user_id
 from api.openapi import Routes
-from api.outbox import emit
 from api.responses import json_response
 from api.state import DB
 from workers.notify import KIND_LABELS, KINDS, NotificationOut, notification_from_row
+from workers.outbox_write import emit
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100

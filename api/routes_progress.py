@@ -1,6 +1,6 @@
 """Progress routes: complete a lesson, my progress, and the staff view of a cohort.
 
-See :mod:`api.progress` for the events and the debounced staff aggregates.
+See :mod:`workers.progress` for the events and the debounced staff aggregates.
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ import logging
 import redis.exceptions
 from aiohttp import web
 
-from api import errors, progress
+from api import errors
 from api.deps import current_user, path_int, require_member, require_staff, user_id
 from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB, REDIS, REQUEST_ID, SETTINGS
+from workers import progress
 
-log = logging.getLogger("lectern.api.progress")
+log = logging.getLogger("lectern.workers.progress")
 
 
 async def complete(request: web.Request) -> web.Response:

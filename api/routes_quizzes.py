@@ -32,7 +32,6 @@ from api import errors
 from api.deps import body as read_body
 from api.deps import current_user, is_staff, path_int, require_member, require_staff, user_id
 from api.openapi import Routes
-from api.outbox import emit
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
@@ -48,6 +47,7 @@ from workers.grading import (
     questions_to_json,
 )
 from workers.jobs import enqueue
+from workers.outbox_write import emit
 
 log = logging.getLogger("lectern.api.quizzes")
 

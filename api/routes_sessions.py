@@ -26,19 +26,19 @@ from aiohttp import web
 from api import errors
 from api.deps import body, current_user, is_staff, path_int, require_member, require_staff
 from api.openapi import Routes
-from api.outbox import emit_many
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, PUBLISHER, REDIS, SETTINGS
 from config import keys
 from gateway.protocol import EMPTY_CURSOR
+from workers import attendance
 from workers import live_rules as rules
-from workers import presence
 from workers.context import WorkerContext
 from workers.live_state import LOCK_NAMESPACE, TIMINGS, Room, get_meta, reaction_totals
+from workers.outbox_write import emit_many
 from workers.ranking import rank
 
-log = logging.getLogger("lectern.api.sessions")
+log = logging.getLogger("lectern.api.login_sessions")
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -228,7 +228,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
     if rules.transition(row["state"], action) is not None:
         # Settle attendance up to now under the old state (see the module docstring).
         try:
-            await presence.checkpoint(_worker_context(request.app), room, TIMINGS[0])
+            await attendance.checkpoint(_worker_context(request.app), room, TIMINGS[0])
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("attendance checkpoint skipped: %s", exc)
     async with pool.acquire() as conn, conn.transaction():
@@ -365,7 +365,7 @@ async def session_state(request: web.Request) -> web.Response:
         )
     redis = app[REDIS]
     meta = await get_meta(redis, room)
-    users = await presence.present_users(redis, room)
+    users = await attendance.present_users(redis, room)
     by_id = {r["id"]: r for r in qrows}
     board = [rules.question_view(by_id[item.id]) for item in rank(rules.qa_item(r) for r in qrows)]
     state = {

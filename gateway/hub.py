@@ -35,11 +35,11 @@ from config import keys
 from config.settings import Settings
 from gateway import metrics, protocol
 from gateway.auth import authorize_topic
-from gateway.commands import CommandRouter
+from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
 from gateway.metrics import Hot
-from gateway.presence import PREFIX as LIVE_PREFIX
-from gateway.presence import PresenceWriter
+from gateway.presence_writer import PREFIX as LIVE_PREFIX
+from gateway.presence_writer import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
 from gateway.sseconn import SseConn

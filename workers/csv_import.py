@@ -31,9 +31,9 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from api.outbox import emit, emit_many
 from workers.context import WorkerContext
 from workers.jobs import job
+from workers.outbox_write import emit, emit_many
 
 QUEUE = "csv_import"
 BATCH = 200

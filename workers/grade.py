@@ -21,7 +21,6 @@ from typing import Any
 
 import msgspec
 
-from api.outbox import emit
 from workers import leaderboard
 from workers.context import WorkerContext
 from workers.grading import (
@@ -33,6 +32,7 @@ from workers.grading import (
 )
 from workers.jobs import PermanentError, enqueue_at_most_every, job
 from workers.notify import create_notifications, enqueue_emails
+from workers.outbox_write import emit
 
 QUEUE = "grade"
 #: Submissions pending longer than this are assumed to have lost their job.

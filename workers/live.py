@@ -53,7 +53,7 @@ Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers
 * ``broadcast`` {text, by, at}; ``recording.status`` {state, by, at};
   ``screenshare.signal`` {kind, payload, from}.
 * From elsewhere: ``presence.count`` {session_id, count} (and ``presence`` {session_id, users,
-  count} on ``staff:{cohort}``) from :mod:`workers.presence`; ``session.state`` {session} from
+  count} on ``staff:{cohort}``) from :mod:`workers.attendance`; ``session.state`` {session} from
   the API on start and end.
 """
 
@@ -65,7 +65,7 @@ import asyncpg
 
 from workers import live_polls  # noqa: F401  (registers the poll commands)
 from workers import live_rules as rules
-from workers.commands import Command, CommandError, command
+from workers.command_consumer import Command, CommandError, command
 from workers.context import WorkerContext
 from workers.live_room import Ctx, in_room, room_of, staff_only, validated
 from workers.live_state import (

@@ -5,9 +5,9 @@ one process) every :data:`POLL_S` and runs them:
 
 * ``tally|c|s|poll``: the trailing poll tally of a burst of votes (:func:`live.flush_tally`);
 * ``react|c|s``: the room's reaction window that just ended (:func:`live.flush_reactions`);
-* ``pres|c|s``: the coalesced "who is here" publish (:func:`presence.publish_presence`);
-* ``ckpt|c|s``: the periodic attendance credit (:func:`presence.checkpoint`);
-* ``leave|c|s|user``: the end of a grace period (:func:`presence.finalize`).
+* ``pres|c|s``: the coalesced "who is here" publish (:func:`attendance.publish_presence`);
+* ``ckpt|c|s``: the periodic attendance credit (:func:`attendance.checkpoint`);
+* ``leave|c|s|user``: the end of a grace period (:func:`attendance.finalize`).
 
 A member whose work fails for a transient reason (Redis or PostgreSQL unreachable) is put back,
 due again in :data:`RETRY_MS`; a member that fails for any other reason is logged and dropped.
@@ -23,7 +23,7 @@ import logging
 import asyncpg
 import redis.exceptions
 
-from workers import live, live_polls, presence
+from workers import attendance, live, live_polls
 from workers.context import WorkerContext
 from workers.live_state import TIMINGS, DueQueue, now_ms, parse_due_member
 
@@ -59,11 +59,11 @@ async def run_due(ctx: WorkerContext, member: str) -> None:
     elif kind == "react":
         await live.flush_reactions(ctx, room)
     elif kind == "pres":
-        await presence.publish_presence(ctx, room)
+        await attendance.publish_presence(ctx, room)
     elif kind == "ckpt":
-        await presence.checkpoint(ctx, room, timings)
+        await attendance.checkpoint(ctx, room, timings)
     elif kind == "leave" and extra:
-        await presence.finalize(ctx, room, extra, timings)
+        await attendance.finalize(ctx, room, extra, timings)
     else:
         log.warning("unknown due member dropped: %r", member[:200])
 

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from workers import live_rules as rules
-from workers.commands import Command, CommandError, command
+from workers.command_consumer import Command, CommandError, command
 from workers.context import WorkerContext
 from workers.live_room import Ctx, in_room, staff_only, validated
 from workers.live_state import (

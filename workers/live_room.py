@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from workers import live_rules as rules
-from workers.commands import Command, CommandError
+from workers.command_consumer import Command, CommandError
 from workers.context import WorkerContext
 from workers.live_rules import Invalid
 from workers.live_state import Event, Room, locked_room, publish_events

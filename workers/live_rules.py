@@ -1,7 +1,7 @@
 """Live-room rules with no I/O: limits, input validation, event payloads, board diffs, credit.
 
 Everything the live-room handlers (:mod:`workers.live`), the throttled flusher
-(:mod:`workers.live_state`), the attendance service (:mod:`workers.presence`) and the API's
+(:mod:`workers.live_state`), the attendance service (:mod:`workers.attendance`) and the API's
 late-joiner snapshot (:mod:`api.routes_sessions`) must agree on lives here, so it is tested
 without Redis or PostgreSQL.
 

@@ -45,7 +45,6 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from api.outbox import emit_many
 from config import keys
 from workers.context import WorkerContext
 from workers.live_rules import (
@@ -56,6 +55,7 @@ from workers.live_rules import (
     parse_live_topic,
     staff_topic,
 )
+from workers.outbox_write import emit_many
 
 log = logging.getLogger("lectern.workers.live")
 

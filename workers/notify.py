@@ -29,9 +29,9 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from api.outbox import emit_many
 from workers.context import WorkerContext
 from workers.jobs import PermanentError, enqueue, job
+from workers.outbox_write import emit_many
 
 #: The kinds of notification, each with its own email preference (``notification_prefs``).
 KINDS: tuple[str, ...] = ("quiz.graded", "announcement", "session.reminder")

@@ -35,7 +35,7 @@ import msgspec
 import redis.exceptions
 
 from config import keys
-from workers import leaderboard, outbox
+from workers import leaderboard, outbox_relay
 from workers.context import WorkerContext
 from workers.grade import SWEEP_REPEAT_S, sweep_pending
 from workers.jobs import enqueue, enqueue_at_most_every
@@ -179,7 +179,7 @@ async def refresh_dashboards(ctx: WorkerContext) -> int:
 
 
 async def purge_outbox(ctx: WorkerContext) -> int:
-    return await outbox.purge_published(ctx)
+    return await outbox_relay.purge_published(ctx)
 
 
 SCHEDULE: list[Scheduled] = [

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from workers.commands import run_commands
+from workers.attendance import run_presence
+from workers.command_consumer import run_commands
 from workers.context import WorkerContext
 from workers.jobs import run_jobs
 from workers.live_flush import run_live_flusher
-from workers.outbox import run_outbox_relay
-from workers.presence import run_presence
+from workers.outbox_relay import run_outbox_relay
 from workers.scheduler import run_scheduler
 
 SERVICES: list[Callable[[WorkerContext], Coroutine[Any, Any, None]]] = [

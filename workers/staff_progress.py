@@ -1,14 +1,14 @@
 """The ``staff_progress`` job: emit a cohort's ``staff.progress`` aggregates (debounced by
-:func:`api.progress.schedule_staff_progress`; see :mod:`api.progress`). Idempotent: running
+:func:`workers.progress.schedule_staff_progress`; see :mod:`workers.progress`). Idempotent: running
 it twice emits the same aggregates twice, which clients treat as a refresh."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from api.progress import STAFF_PROGRESS_QUEUE, emit_staff_progress
 from workers.context import WorkerContext
 from workers.jobs import job
+from workers.progress import STAFF_PROGRESS_QUEUE, emit_staff_progress
 
 
 @job(STAFF_PROGRESS_QUEUE, timeout_s=30)

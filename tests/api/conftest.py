@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
-from api import sessions
+from api import login_sessions
 from api.app import create_app
 from api.passwords import hash_password
 from api.state import DB, REDIS
@@ -102,7 +102,7 @@ class Api:
     async def refresh_token(self, user: User) -> None:
         """Give ``user`` a new session whose token carries their current enrollments."""
         async with self.db.acquire() as conn:
-            issued = await sessions.issue_for_new_session(conn, self.settings, user.id)
+            issued = await login_sessions.issue_for_new_session(conn, self.settings, user.id)
         assert issued is not None
         user.token = issued.access_token
 

@@ -13,10 +13,10 @@ import pytest
 
 import workers.csv_import
 import workers.staff_progress  # registers the staff_progress queue
-from api.progress import STAFF_PROGRESS_QUEUE
 from tests.api.conftest import Api
 from workers.context import WorkerContext
 from workers.jobs import run_jobs
+from workers.progress import STAFF_PROGRESS_QUEUE
 
 
 @pytest.fixture

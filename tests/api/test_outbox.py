@@ -1,4 +1,4 @@
-"""``api.outbox.emit``: rows commit with the caller's transaction and wake the relay."""
+"""``workers.outbox_write.emit``: rows commit with the transaction and wake the relay."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from api.outbox import CHANNEL, emit
 from tests.api.conftest import Api
+from workers.outbox_write import CHANNEL, emit
 
 
 async def test_emit_commits_with_the_transaction_and_notifies(api: Api) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from api.progress import STAFF_PROGRESS_QUEUE, milestones_crossed
 from config import keys
 from gateway.publish import Publisher
 from tests.api.conftest import Api, User
 from workers.context import WorkerContext
+from workers.progress import STAFF_PROGRESS_QUEUE, milestones_crossed
 from workers.staff_progress import handle_staff_progress
 
 

@@ -84,7 +84,7 @@ async def test_crash_is_500_without_internals(api: Api, admin: User, monkeypatch
     async def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(routes_auth.sessions, "load_claims", boom)  # type: ignore[attr-defined]
+    monkeypatch.setattr(routes_auth.login_sessions, "load_claims", boom)  # type: ignore[attr-defined]
     status, data, _ = await api.request("POST", "/api/v1/auth/token", admin)
     assert status == 500
     assert data == {

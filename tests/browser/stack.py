@@ -25,7 +25,7 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from api import sessions
+from api import login_sessions
 from api.app import create_app as create_api
 from api.migrate import migrate_dsn
 from api.passwords import hash_password
@@ -197,10 +197,10 @@ class Stack:
 
     async def login(self, person: Person) -> dict[str, Any]:
         """A signed-in session, as the login page leaves it in sessionStorage (tokens and
-        ``/me``). The tokens come from :mod:`api.sessions` directly, skipping the deliberately
+        ``/me``). The tokens come from :mod:`api.login_sessions` directly, skipping the deliberately
         slow password hash; the login page itself is tested through the form."""
         async with self.db.acquire() as conn:
-            issued = await sessions.issue_for_new_session(conn, self.settings, person.id)
+            issued = await login_sessions.issue_for_new_session(conn, self.settings, person.id)
         assert issued is not None
         tokens = msgspec.structs.asdict(issued)
         me = await self.api("GET", "/api/v1/me", issued.access_token)
@@ -210,7 +210,7 @@ class Stack:
     async def short_lived_token(self, person: Person, ttl_s: int) -> str:
         """An access token of ``person``'s login session that expires in ``ttl_s`` seconds."""
         async with self.db.acquire() as conn:
-            claims = await sessions.load_claims(conn, person.id)
+            claims = await login_sessions.load_claims(conn, person.id)
         assert claims is not None
         return issue_access_token(
             self.settings,

@@ -103,8 +103,8 @@ def token(settings: Settings) -> Callable[..., str]:
 
 @pytest.fixture
 async def cmd_worker(settings: Settings) -> AsyncIterator[None]:
-    """A real command consumer (workers.commands) on the test loop, without PostgreSQL."""
-    from workers.commands import run_commands
+    """A real command consumer (workers.command_consumer) on the test loop, without PostgreSQL."""
+    from workers.command_consumer import run_commands
     from workers.context import WorkerContext
 
     ctx = await WorkerContext.open(settings, with_db=False)

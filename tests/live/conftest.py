@@ -22,13 +22,13 @@ from config.settings import Settings, load_settings
 from gateway.auth import issue_access_token
 from tests.api.conftest import Api, api_settings, start_api
 from tests.gateway.conftest import Gateway, start_gateway
-from workers.commands import run_commands
+from workers.attendance import run_presence
+from workers.command_consumer import run_commands
 from workers.context import WorkerContext
 from workers.live_flush import run_live_flusher
 from workers.live_rules import LiveTimings
 from workers.live_state import TIMINGS, configure
-from workers.outbox import run_outbox_relay
-from workers.presence import run_presence
+from workers.outbox_relay import run_outbox_relay
 
 TIMEOUT = 5.0
 

@@ -14,8 +14,8 @@ from redis.backoff import NoBackoff
 
 from config import keys
 from config.servers import free_port
-from gateway import presence as gateway_presence
-from gateway.presence import PresenceWriter
+from gateway import presence_writer as gateway_presence
+from gateway.presence_writer import PresenceWriter
 from tests.live.conftest import LiveRoom
 
 

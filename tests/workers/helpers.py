@@ -272,7 +272,7 @@ def classroom_workers(settings: Settings, smtp_url: str, **kw: Any) -> Workers:
     """The job runner and the outbox relay, with fast timers, on ``settings``' Redis and
     PostgreSQL (e.g. the API's under test)."""
     from workers.jobs import run_jobs
-    from workers.outbox import run_outbox_relay
+    from workers.outbox_relay import run_outbox_relay
 
     fast = worker_settings(settings.redis_url, settings.database_url, smtp_url, **kw)
     return Workers(fast, run_jobs, run_outbox_relay)

@@ -27,7 +27,7 @@ from tests.workers.helpers import (
 )
 from workers import jobs, leaderboard
 from workers.context import WorkerContext
-from workers.outbox import run_outbox_relay
+from workers.outbox_relay import run_outbox_relay
 
 RIGHT_TWO = {"q1": 1, "q2": "3.15", "q3": "Lyon"}
 

@@ -10,13 +10,13 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
-from api.outbox import emit, emit_many
 from config import keys
 from config.servers import RedisServer
 from config.settings import Settings
 from tests.workers.helpers import Workers, eventually, listening, steady
 from workers.context import WorkerContext
-from workers.outbox import relay_all, run_outbox_relay
+from workers.outbox_relay import relay_all, run_outbox_relay
+from workers.outbox_write import emit, emit_many
 
 
 async def history(redis: aioredis.Redis, settings: Settings, topic: str) -> list[tuple[str, Any]]:

@@ -26,7 +26,7 @@ from tests.workers.helpers import (
 from workers import jobs, scheduler
 from workers.context import WorkerContext
 from workers.grade import sweep_pending
-from workers.outbox import run_outbox_relay
+from workers.outbox_relay import run_outbox_relay
 
 
 async def test_each_tick_runs_once_across_processes(

@@ -27,11 +27,11 @@ import msgspec
 import redis.exceptions
 
 from config import keys
-from gateway.commands import ReplyRecord
+from gateway.command_relay import ReplyRecord
 from workers import metrics
 from workers.context import WorkerContext
 
-log = logging.getLogger("lectern.workers.commands")
+log = logging.getLogger("lectern.workers.command_consumer")
 
 REPLY_MAXLEN = 10_000
 REPLY_TTL_S = 3600

@@ -32,7 +32,7 @@ from gateway import metrics
 if TYPE_CHECKING:
     from gateway.connection import Conn
 
-log = logging.getLogger("lectern.gateway.presence")
+log = logging.getLogger("lectern.gateway.presence_writer")
 
 MAX_QUEUE = 10_000
 STREAM_MAXLEN = 100_000

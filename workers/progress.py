@@ -27,9 +27,9 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from api.outbox import emit, emit_many
 from config.settings import Settings
 from workers.jobs import schedule
+from workers.outbox_write import emit, emit_many
 
 MILESTONES = (25, 50, 75, 100)
 STAFF_PROGRESS_QUEUE = "staff_progress"

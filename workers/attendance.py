@@ -58,7 +58,7 @@ from workers.live_state import (
     publish_events,
 )
 
-log = logging.getLogger("lectern.workers.presence")
+log = logging.getLogger("lectern.workers.attendance")
 
 _JOIN_LUA = """
 local h = KEYS[1]

@@ -1,7 +1,8 @@
 """The outbox relay: publishes the events that transactions wrote to the ``outbox`` table.
 
 A change and the events it causes commit together (DESIGN.md section 6): the writer inserts
-outbox rows in its own transaction and sends ``NOTIFY lectern_outbox`` (``api.outbox.emit``).
+outbox rows in its own transaction and sends ``NOTIFY lectern_outbox``
+(``workers.outbox_write.emit``).
 The relay wakes up on that notification, or every :data:`POLL_INTERVAL_S` when notifications are
 lost (the listening connection broke, the relay started late), and publishes.
 
@@ -38,7 +39,7 @@ import redis.exceptions
 from workers import metrics
 from workers.context import WorkerContext
 
-log = logging.getLogger("lectern.workers.outbox")
+log = logging.getLogger("lectern.workers.outbox_relay")
 
 CHANNEL = "lectern_outbox"
 BATCH = 500

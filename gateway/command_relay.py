@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from gateway.hub import Hub
     from gateway.wsconn import WsConn
 
-log = logging.getLogger("lectern.gateway.commands")
+log = logging.getLogger("lectern.gateway.command_relay")
 
 MAX_QUEUE = 10_000
 _json = msgspec.json.Encoder()
