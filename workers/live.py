@@ -34,7 +34,8 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 ``react``              {emoji: one of ALLOWED}         {emoji}; ``rate_limited``
 ``broadcast`` (S)      {text: 1-1000 chars}            {}
 ``broadcast.clear``    {} (S)                          {cleared: bool}
-``recording.set`` (S)  {state: started|stopped}        {state}
+``recording.set`` (S)  {state: started|stopped,        {state}
+                       url?: https <= 2048, stopped}
 ``screenshare.signal`` {kind: [a-z][a-z0-9_.-]{0,31},  {}
 (S)                    payload: JSON <= 16 KiB}
 =====================  ==============================  =======================================
@@ -54,7 +55,8 @@ Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers
 * ``reactions`` {counts: {emoji: n}, window_ms}: one event per room per window, summed across
   every worker process in Redis (see :mod:`workers.live_state`).
 * ``broadcast`` {text, by, at}; ``broadcast.cleared`` {by, at} (only when a banner was
-  shown); ``recording.status`` {state, by, at};
+  shown); ``recording.status`` {state, url, by, at} (url: null
+  unless a stopped recording named where to watch it);
   ``screenshare.signal`` {kind, payload, from}.
 * From elsewhere: ``presence.count`` {session_id, count} (and ``presence`` {session_id, users,
   count} on ``staff:{cohort}``) from :mod:`workers.attendance`; ``session.state`` {session} from
@@ -379,9 +381,10 @@ async def broadcast_clear(ctx: WorkerContext, cmd: Command) -> Any:
 async def recording_set(ctx: WorkerContext, cmd: Command) -> Any:
     staff_only(cmd)
     state = validated(lambda: rules.recording_state(cmd.data))
+    url = validated(lambda: rules.recording_url(cmd.data, state))
 
     async def op(s: Ctx) -> Any:
-        status = {"state": state, "by": cmd.user, "at": rules.now_iso()}
+        status = {"state": state, "url": url, "by": cmd.user, "at": rules.now_iso()}
         await set_meta(ctx.redis, s.room, "recording", status)
         s.to_room("recording.status", status)
         return {"state": state}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ BROADCAST_MAX = 1000
 SIGNAL_PAYLOAD_MAX = 16 * 1024
 SIGNAL_KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 RECORDING_STATES = ("started", "stopped")
+RECORDING_URL_MAX = 2048
 
 #: Chat: at most CHAT_RATE messages per user and room in each CHAT_WINDOW_S window.
 CHAT_RATE = 10
@@ -169,6 +171,35 @@ def recording_state(data: Mapping[str, Any]) -> str:
     if state not in RECORDING_STATES:
         raise Invalid("state must be 'started' or 'stopped'")
     return str(state)
+
+
+def recording_url(data: Mapping[str, Any], state: str) -> str | None:
+    """The optional ``url`` of a stopped recording: an absolute ``https`` URL with a host, no
+    credentials, no whitespace or control characters, at most ``RECORDING_URL_MAX`` characters.
+
+    Every client renders it as a link, so anything else (``javascript:``, ``http:``, relative
+    paths) is refused rather than left to each page to check. A url while starting is refused:
+    there is nothing to watch yet.
+    """
+    url = data.get("url")
+    if url is None:
+        return None
+    if state != "stopped":
+        raise Invalid("url only comes with state 'stopped'")
+    if not isinstance(url, str) or not url or len(url) > RECORDING_URL_MAX:
+        raise Invalid(f"url must be a string of 1-{RECORDING_URL_MAX} characters")
+    if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in url):
+        raise Invalid("url must not contain whitespace or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise Invalid("url is not a valid URL") from None
+    if parts.scheme.lower() != "https" or not host:
+        raise Invalid("url must be an absolute https URL")
+    if "@" in parts.netloc:
+        raise Invalid("url must not carry credentials")
+    return url
 
 
 # -- topics -----------------------------------------------------------------------------------

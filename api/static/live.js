@@ -174,7 +174,16 @@ function renderSession() {
   $("#session-state").textContent = stateText[s.state] || s.state;
   $("#session-state").dataset.state = s.state;
   const rec = room.recording && room.recording.state === "started";
-  $("#recording").textContent = rec ? "⏺ recording" : "";
+  // The worker only lets an absolute https URL through; checked again before it becomes a link.
+  const url = !rec && room.recording && room.recording.url;
+  if (url && url.startsWith("https://")) {
+    fill(
+      $("#recording"),
+      el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, "Watch the recording"),
+    );
+  } else {
+    $("#recording").textContent = rec ? "⏺ recording" : "";
+  }
   $("#staff-controls").hidden = !room.staff;
   $("#session-start").disabled = s.state !== "scheduled";
   $("#session-end").disabled = s.state !== "live";

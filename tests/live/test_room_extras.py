@@ -88,7 +88,7 @@ async def test_broadcast_recording_and_screenshare(live: LiveRoom) -> None:
 
     assert await teacher.ok("recording.set", {"state": "started"}) == {"state": "started"}
     ev = await student.event("recording.status")
-    assert ev["data"]["state"] == "started"
+    assert ev["data"]["state"] == "started" and ev["data"]["url"] is None
 
     payload = {"sdp": "v=0\r\n" + "a" * 1000, "type": "offer"}
     await teacher.ok("screenshare.signal", {"kind": "offer", "payload": payload})
@@ -127,3 +127,19 @@ async def test_broadcast_clear_takes_the_banner_down_for_everyone(live: LiveRoom
 
     assert await teacher.ok("broadcast.clear", {}) == {"cleared": False}
     assert [f for f in await student.drain() if f.get("event") == "broadcast.cleared"] == []
+
+
+async def test_recording_stop_carries_a_validated_url(live: LiveRoom) -> None:
+    """Stopping may name where to watch the recording: staff only, https only, bounded."""
+    student = await live.connect(await live.student())
+    teacher = await live.connect(live.instructor)
+    url = "https://video.example.edu/recordings/7"
+    stop = {"state": "stopped", "url": url}
+    assert await student.error("recording.set", stop) == "forbidden"
+    for bad in ("javascript:alert(1)", "http://video.example.edu/r", "https://" + "a" * 2100):
+        assert await teacher.error("recording.set", {"state": "stopped", "url": bad}) == "invalid"
+    assert await teacher.error("recording.set", {"state": "started", "url": url}) == "invalid"
+    assert await teacher.ok("recording.set", stop) == {"state": "stopped"}
+    ev = await student.event("recording.status")
+    assert ev["data"]["state"] == "stopped" and ev["data"]["url"] == url
+    assert ev["data"]["by"] == str(live.instructor.id)

@@ -59,6 +59,35 @@ def test_signals_and_recording() -> None:
         rules.recording_state({"state": "paused"})
 
 
+def test_recording_url() -> None:
+    """Only an absolute https URL with a host, no credentials, bounded, and only on stop."""
+    ok = "https://video.example.edu/rec/42?t=1"
+    assert rules.recording_url({"url": ok}, "stopped") == ok
+    assert rules.recording_url({}, "stopped") is None
+    assert rules.recording_url({"url": None}, "started") is None
+    long_ok = "https://v.example/" + "a" * (rules.RECORDING_URL_MAX - len("https://v.example/"))
+    assert rules.recording_url({"url": long_ok}, "stopped") == long_ok
+    for bad in (
+        "javascript:alert(1)",
+        "http://video.example.edu/rec",
+        "/rec/42",
+        "https://",
+        "https:///path",
+        "https://user:pw@video.example.edu/",
+        "https://video.example.edu/a b",
+        "https://video.example.edu/\x00",
+        "https://[::1/",
+        long_ok + "a",
+        "",
+        42,
+        ["https://video.example.edu"],
+    ):
+        with pytest.raises(Invalid):
+            rules.recording_url({"url": bad}, "stopped")
+    with pytest.raises(Invalid):
+        rules.recording_url({"url": ok}, "started")
+
+
 def _q(id: int, votes: int = 0, **kw: bool) -> QaItem:
     return QaItem(id=id, votes=votes, created_at=T0 + timedelta(seconds=id), **kw)
 
