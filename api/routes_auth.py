@@ -329,7 +329,12 @@ async def register(request: web.Request) -> web.Response:
             existing = await conn.fetchrow(
                 "SELECT id, password_hash FROM users WHERE email = $1 FOR UPDATE", email
             )
-            if existing is not None and existing["password_hash"] is not None:
+            # Only an invite addressed to this email may claim an existing (passwordless)
+            # account: an open invite would hand anyone that account's tokens. The answer is
+            # the same as for an account with a password, so it reveals nothing more.
+            if existing is not None and (
+                existing["password_hash"] is not None or invite["email"] is None
+            ):
                 raise errors.conflict(
                     "a user with this email exists", {"field": "email"}, "email_taken"
                 )

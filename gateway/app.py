@@ -42,11 +42,9 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", BusReader)
 IP_BUCKETS = web.AppKey("ip_buckets", KeyedBuckets)
 CMD_BUCKETS = web.AppKey("cmd_buckets", KeyedBuckets)
-TASKS = web.AppKey("tasks", list)
 POLLS = web.AppKey("polls", PollSlots)
 
 COOKIE = "lectern_token"
-_cmd_decoder = msgspec.json.Decoder(protocol.Cmd)
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:

@@ -343,10 +343,7 @@ class Hub:
         """
         for topic in list(self.topics):
             after = self.last_ids.get(topic) or f"{since_ms}-0"
-            try:
-                recs, reset = await self.read_history(topic, after)
-            except (redis.exceptions.RedisError, OSError):
-                raise
+            recs, reset = await self.read_history(topic, after)
             if reset and topic in self.last_ids:
                 for conn in list(self.topics.get(topic, ())):
                     conn.send(protocol.Reset(topic, "gateway_fell_behind"))

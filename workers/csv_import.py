@@ -18,7 +18,9 @@ file that cannot be parsed at all ends ``failed`` (no retry).
 
 Columns (header row required, case-insensitive, any order): ``email`` (required), ``name``
 (default: the email's local part), ``role`` (``student``/``member``, the default, or
-``instructor``/``staff``).
+``instructor``/``staff``). Only an admin grants staff: a staff row in a file uploaded by
+anyone else (an instructor of the cohort) is ``invalid``, checked against the uploader's role
+in the database when the row is applied.
 """
 
 from __future__ import annotations
@@ -115,11 +117,15 @@ def validate_row(row: CsvRow) -> tuple[str, str, str] | str:
     return email, name, kind
 
 
-async def _apply(conn: asyncpg.Connection, cohort_id: int, row: CsvRow) -> RowResult:
+async def _apply(
+    conn: asyncpg.Connection, cohort_id: int, row: CsvRow, may_grant_staff: bool
+) -> RowResult:
     checked = validate_row(row)
     if isinstance(checked, str):
         return RowResult(row.line, row.email[:320], "invalid", checked)
     email, name, kind = checked
+    if kind == "staff" and not may_grant_staff:
+        return RowResult(row.line, email, "invalid", "only an admin may add instructors")
     uid = await conn.fetchval(
         "INSERT INTO users (email, display_name, role) VALUES ($1, $2, $3)"
         " ON CONFLICT (email) DO NOTHING RETURNING id",
@@ -215,7 +221,11 @@ async def handle_csv_import(ctx: WorkerContext, payload: dict[str, Any]) -> None
                     await _finish(conn, row, "done")
                     return
                 batch = batch[: row["total"] - start]
-                results = [await _apply(conn, row["cohort_id"], r) for r in batch]
+                may_grant_staff = row["uploaded_by"] is not None and (
+                    await conn.fetchval("SELECT role FROM users WHERE id = $1", row["uploaded_by"])
+                    == "admin"
+                )
+                results = [await _apply(conn, row["cohort_id"], r, may_grant_staff) for r in batch]
                 processed = start + len(batch)
                 await conn.execute(
                     "UPDATE csv_imports SET status = 'running', processed = $2,"

@@ -32,6 +32,7 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 ``chat.delete``        {message_id} (author or S)      {message_id}
 ``react``              {emoji: one of ALLOWED}         {emoji}; ``rate_limited``
 ``broadcast`` (S)      {text: 1-1000 chars}            {}
+``broadcast.clear``    {} (S)                          {cleared: bool}
 ``recording.set`` (S)  {state: started|stopped}        {state}
 ``screenshare.signal`` {kind: [a-z][a-z0-9_.-]{0,31},  {}
 (S)                    payload: JSON <= 16 KiB}
@@ -50,7 +51,8 @@ Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers
 * ``chat.message`` {message}; ``chat.deleted`` {message_id, deleted_by}.
 * ``reactions`` {counts: {emoji: n}, window_ms}: one event per room per window, summed across
   every worker process in Redis (see :mod:`workers.live_state`).
-* ``broadcast`` {text, by, at}; ``recording.status`` {state, by, at};
+* ``broadcast`` {text, by, at}; ``broadcast.cleared`` {by, at} (only when a banner was
+  shown); ``recording.status`` {state, by, at};
   ``screenshare.signal`` {kind, payload, from}.
 * From elsewhere: ``presence.count`` {session_id, count} (and ``presence`` {session_id, users,
   count} on ``staff:{cohort}``) from :mod:`workers.attendance`; ``session.state`` {session} from
@@ -72,6 +74,7 @@ from workers.live_state import (
     TIMINGS,
     Room,
     add_reaction,
+    clear_meta,
     now_ms,
     publish_events,
     set_meta,
@@ -328,6 +331,20 @@ async def broadcast(ctx: WorkerContext, cmd: Command) -> Any:
         await set_meta(ctx.redis, s.room, "banner", banner)
         s.to_room("broadcast", banner)
         return {}
+
+    return await in_room(ctx, cmd, op)
+
+
+@command("broadcast.clear")
+async def broadcast_clear(ctx: WorkerContext, cmd: Command) -> Any:
+    """Take the banner down for everyone, late joiners included (the state route drops it)."""
+    staff_only(cmd)
+
+    async def op(s: Ctx) -> Any:
+        cleared = await clear_meta(ctx.redis, s.room, "banner")
+        if cleared:
+            s.to_room("broadcast.cleared", {"by": cmd.user, "at": rules.now_iso()})
+        return {"cleared": cleared}
 
     return await in_room(ctx, cmd, op)
 

@@ -375,6 +375,11 @@ async def set_meta(redis: aioredis.Redis, room: Room, field: str, value: dict[st
     await pipe.execute()
 
 
+async def clear_meta(redis: aioredis.Redis, room: Room, field: str) -> bool:
+    """Remove one field; True when it was set (so a second clear publishes nothing)."""
+    return bool(await redis.hdel(room.key("meta"), field))
+
+
 async def get_meta(redis: aioredis.Redis, room: Room) -> dict[str, dict[str, Any]]:
     """``{"banner": {...}, "recording": {...}}`` (each absent when never set)."""
     raw = await redis.hgetall(room.key("meta"))

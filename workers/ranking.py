@@ -12,7 +12,7 @@ Dismissed questions are not on the board at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 
 import msgspec
@@ -43,16 +43,6 @@ def rank(items: Iterable[QaItem]) -> list[QaItem]:
     return sorted((item for item in items if not item.dismissed), key=sort_key)
 
 
-def top(items: Iterable[QaItem], n: int) -> list[QaItem]:
-    """The first ``n`` questions of the board (all of them when ``n`` exceeds its size)."""
-    return rank(items)[: max(n, 0)]
-
-
 def rank_ids(items: Iterable[QaItem]) -> list[int]:
     """The board as question ids: what a ``qa.order`` event carries."""
     return [item.id for item in rank(items)]
-
-
-def order_changed(before: Sequence[int], after: Sequence[int]) -> bool:
-    """Whether a board changed order or membership, i.e. whether a reorder must be published."""
-    return list(before) != list(after)

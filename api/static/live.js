@@ -130,6 +130,10 @@ function apply(ev) {
       room.banner = d;
       renderBanner();
       break;
+    case "broadcast.cleared":
+      room.banner = null;
+      renderBanner();
+      break;
     case "recording.status":
       room.recording = d;
       renderSession();
@@ -172,7 +176,9 @@ function renderSession() {
 
 function renderBanner() {
   const node = $("#banner");
-  if (!room.banner || !room.banner.text) {
+  const shown = Boolean(room.banner && room.banner.text);
+  $("#broadcast-clear").disabled = !shown;
+  if (!shown) {
     node.classList.add("hidden");
     return;
   }
@@ -519,6 +525,9 @@ function wire() {
       room.session = { ...room.session, ...(await api(`/api/v1/sessions/${sessionId}/end`, { method: "POST" })) };
       renderSession();
     }),
+  );
+  $("#broadcast-clear").addEventListener("click", () =>
+    attempt(() => command("broadcast.clear", {})),
   );
   $("#recording-toggle").addEventListener("click", () =>
     attempt(() => {

@@ -266,6 +266,25 @@ async def test_invite_claims_a_passwordless_account(api: Api, admin: User) -> No
     assert (await login(api, imported.email, "long enough password"))[0] == 200
 
 
+async def test_open_invite_cannot_claim_an_existing_account(api: Api, admin: User) -> None:
+    """An invite without an email must not let anyone take over a passwordless account."""
+    imported = await api.user(password=None)
+    _, invite, _ = await api.request("POST", "/api/v1/invites", admin, json={})
+    body = {
+        "invite_token": invite["token"],
+        "email": imported.email,
+        "display_name": "Attacker",
+        "password": "long enough password",
+    }
+    status, data, _ = await api.request("POST", "/api/v1/auth/register", json=body)
+    assert status == 409 and data["error"]["code"] == "email_taken"
+    assert (await login(api, imported.email, "long enough password"))[0] == 401
+    # The invite is still good for a new account.
+    body["email"] = f"fresh-{uuid.uuid4().hex[:8]}@example.test"
+    status, data, _ = await api.request("POST", "/api/v1/auth/register", json=body)
+    assert status == 201, data
+
+
 async def test_who_may_invite(api: Api, cohort: int) -> None:
     teacher = await api.user("instructor")
     await api.enroll(cohort, teacher, "staff")

@@ -92,6 +92,32 @@ async def test_import_end_to_end(api: Api, ctx: WorkerContext, cohort: int) -> N
     assert len(await api.outbox(f"user:{teacher.id}", "import.progress")) == len(progress)
 
 
+async def test_only_an_admin_import_grants_staff(api: Api, ctx: WorkerContext, cohort: int) -> None:
+    """An instructor's file cannot make anyone staff; an admin's can."""
+    teacher = await api.user("instructor")
+    await api.enroll(cohort, teacher, "staff")
+    admin = await api.user("admin")
+    mine = f"mine-{uuid.uuid4().hex[:8]}@example.test"
+    status, data = await upload(api, teacher, cohort, f"email,role\n{mine},instructor\n")
+    assert status == 202, data
+    await handle_csv_import(ctx, {"import_id": data["id"]})
+    _, data, _ = await api.request("GET", f"/api/v1/imports/{data['id']}", teacher)
+    assert [r["status"] for r in data["results"]] == ["invalid"]
+    assert "admin" in data["results"][0]["reason"]
+    assert await api.db.fetchval("SELECT id FROM users WHERE email = $1", mine) is None
+
+    granted = f"granted-{uuid.uuid4().hex[:8]}@example.test"
+    status, data = await upload(api, admin, cohort, f"email,role\n{granted},staff\n")
+    await handle_csv_import(ctx, {"import_id": data["id"]})
+    kind = await api.db.fetchval(
+        "SELECT e.kind FROM enrollments e JOIN users u ON u.id = e.user_id"
+        " WHERE e.cohort_id = $1 AND u.email = $2",
+        cohort,
+        granted,
+    )
+    assert kind == "staff"
+
+
 async def test_import_resumes_after_a_crash(api: Api, ctx: WorkerContext, cohort: int) -> None:
     """A job that died after its first batch continues where it stopped, never twice."""
     import workers.csv_import as module
@@ -104,12 +130,12 @@ async def test_import_resumes_after_a_crash(api: Api, ctx: WorkerContext, cohort
     calls = 0
     real_apply = module._apply
 
-    async def flaky(conn, cohort_id, row):  # type: ignore[no-untyped-def]
+    async def flaky(conn, cohort_id, row, may_grant_staff):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 3:
             raise RuntimeError("worker died")
-        return await real_apply(conn, cohort_id, row)
+        return await real_apply(conn, cohort_id, row, may_grant_staff)
 
     module.BATCH, old_batch = 2, module.BATCH
     module._apply = flaky  # type: ignore[assignment]

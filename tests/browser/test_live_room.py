@@ -112,6 +112,11 @@ def test_poll_opened_voted_and_revealed(pages: Pages, room: Room) -> None:
     teacher.click("#broadcast-form button[type=submit]")
     for page in (ana, ben):
         expect(page.locator("#banner .body")).to_have_text("Results in 3… 2… 1…")
+    # Staff take the banner down; every page hides it.
+    teacher.click("#broadcast-clear")
+    for page in (ana, ben, teacher):
+        expect(page.locator("#banner")).to_be_hidden()
+    expect(teacher.locator("#broadcast-clear")).to_be_disabled()
 
     teacher.click("#poll-reveal")
     for page in (ana, ben, teacher):

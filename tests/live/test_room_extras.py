@@ -104,3 +104,26 @@ async def test_broadcast_recording_and_screenshare(live: LiveRoom) -> None:
     )
     big = {"kind": "offer", "payload": {"sdp": "x" * (16 * 1024)}}
     assert await teacher.error("screenshare.signal", big) == "invalid"
+
+
+async def test_broadcast_clear_takes_the_banner_down_for_everyone(live: LiveRoom) -> None:
+    """Staff clear the banner: the room hears it once, late joiners see no banner, students
+    may not clear it, and clearing with no banner shown publishes nothing."""
+    alice, bob = await live.people(2)
+    student = await live.connect(alice)
+    teacher = await live.connect(live.instructor)
+    await teacher.ok("broadcast", {"text": "Quiz at 10"})
+    await student.event("broadcast")
+
+    assert await student.error("broadcast.clear", {}) == "forbidden"
+    assert await teacher.ok("broadcast.clear", {}) == {"cleared": True}
+    ev = await student.event("broadcast.cleared")
+    assert ev["data"]["by"] == str(live.instructor.id) and ev["data"]["at"].endswith("Z")
+
+    status, state, _ = await live.api.request(
+        "GET", f"/api/v1/sessions/{live.session}/state", headers=bob.headers
+    )
+    assert status == 200 and state["banner"] is None
+
+    assert await teacher.ok("broadcast.clear", {}) == {"cleared": False}
+    assert [f for f in await student.drain() if f.get("event") == "broadcast.cleared"] == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from workers.ranking import QaItem, order_changed, rank, rank_ids, sort_key, top
+from workers.ranking import QaItem, rank, rank_ids, sort_key
 
 T0 = datetime(2025, 12, 2, 10, 0, tzinfo=UTC)
 
@@ -70,21 +70,6 @@ def test_sort_key_matches_rank() -> None:
     """sort_key is the documented key: sorting visible items by it gives the board."""
     items = [item(1, votes=1), item(2, pinned=True), item(3, answered=True, votes=8)]
     assert sorted(items, key=sort_key) == rank(items)
-
-
-def test_top_n() -> None:
-    """top returns the head of the board; n beyond its size or negative is safe."""
-    items = [item(i, votes=i) for i in range(5)]
-    assert [i.id for i in top(items, 2)] == [4, 3]
-    assert len(top(items, 50)) == 5
-    assert top(items, -1) == []
-
-
-def test_order_changed() -> None:
-    """A reorder is published only when the sequence of ids differs."""
-    assert not order_changed([1, 2, 3], (1, 2, 3))
-    assert order_changed([1, 2, 3], [2, 1, 3])
-    assert order_changed([1, 2], [1, 2, 3])
 
 
 def test_a_vote_moves_a_question_up() -> None:
