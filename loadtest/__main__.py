@@ -8,21 +8,28 @@ The gateway admits 10 new connections per second per client IP by default; for s
 above that (the start-minute spike), start the stack with a higher limit, e.g.
 ``LECTERN_CONN_RATE_PER_IP_PER_S=1000 LECTERN_CONN_BURST_PER_IP=1000 make run``.
 
+Locust runs as a master and ``--processes`` workers (default: one per core this process may
+use). A run whose generator was CPU-bound is marked INVALID (summary, report name, exit 3);
+exit 1 means failures; expected domain answers (``already_voted``, ``poll_closed``, ...) are
+outcomes with their own rows (``cmd qa.upvote -> already_voted``), not failures. See
+docs/loadtests.md and loadtest/verdict.py.
+
 Scenarios: dashboard, live, instructors, spikes (loadtest/<scenario>.py). Results (CSV and
-HTML) land in ``loadtest/results/<scenario>-<timestamp>*``.
+HTML) land in ``loadtest/results/<scenario>-<timestamp>[-INVALID]*``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from config.devstack import read_stack_file
 from loadtest.fixture import create_sync
+from loadtest.runner import run_locust, summary
+from loadtest.verdict import EXIT_NO_STACK
 
 SCENARIOS = ("dashboard", "live", "instructors", "spikes")
 
@@ -40,12 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=float, default=8)
     parser.add_argument("--run-time", default="30s")
     parser.add_argument("--students", type=int, default=0, help="accounts (default: --users)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="locust worker processes (default: every core this process may use)",
+    )
     parser.add_argument("--data-dir", default=os.environ.get("LECTERN_DATA_DIR", ".lectern"))
     args = parser.parse_args(argv)
     stack = read_stack_file(args.data_dir)
     if stack is None:
         print("no running stack found: start `make run` first", file=sys.stderr)
-        return 2
+        return EXIT_NO_STACK
     fixture = create_sync(
         stack["database_url"],
         stack["api_url"],
@@ -77,10 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         "--html",
         f"{stem}.html",
         "--only-summary",
+        # Locust's own exit status is replaced by the verdict (loadtest/verdict.py).
+        *(["--processes", str(args.processes)] if args.processes > 1 else []),
         *args.classes,
     ]
     print(" ".join(cmd), flush=True)
-    return subprocess.call(cmd, env=env)
+    result = run_locust(cmd, env, str(stem))
+    print(summary(result), flush=True)
+    return result.exit_code
 
 
 if __name__ == "__main__":

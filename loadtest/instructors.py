@@ -25,7 +25,9 @@ class ListeningStudent(User):
     def on_start(self) -> None:
         f = fixture()
         token = student_token(random.choice(f.student_ids))
-        self.ws = LecternWS(self.environment, ws_url(), token, self.on_event)
+        self.ws = LecternWS(
+            self.environment, ws_url(), token, self.on_event, wanted=frozenset({"announcement.new"})
+        )
         self.ws.connect([f"cohort:{f.cohort_id}"])
 
     def on_stop(self) -> None:
@@ -54,7 +56,9 @@ class Instructor(FastHttpUser):
         self.host = f.api_url
         token = instructor_token(random.choice(f.instructor_ids))
         self.auth = {"Authorization": f"Bearer {token}"}
-        self.ws = LecternWS(self.environment, ws_url(), token, lambda frame, at: None)
+        self.ws = LecternWS(
+            self.environment, ws_url(), token, lambda frame, at: None, wanted=frozenset()
+        )
         self.ws.connect([f.live_topic])
 
     def on_stop(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import gevent
 import redis
 from locust import User, between, constant, events, task
+from locust.runners import WorkerRunner
 
 from config import keys
 from config.settings import load_settings
@@ -36,6 +37,7 @@ class StartMinuteJoin(User):
             ws_url(),
             student_token(random.choice(fixture().student_ids)),
             lambda frame, at: None,
+            wanted=frozenset(),
         )
         self.ws.connect([fixture().live_topic])
 
@@ -102,7 +104,11 @@ class MassReconnect(User):
         self.topic = f"cohort:{f.cohort_id}"
         self.ids: list[str] = []
         self.ws = LecternWS(
-            self.environment, ws_url(), student_token(random.choice(f.student_ids)), self.on_event
+            self.environment,
+            ws_url(),
+            student_token(random.choice(f.student_ids)),
+            self.on_event,
+            wanted=frozenset({"spike.tick"}),
         )
         self.ws.connect([self.topic])
         self.joined = time.time()
@@ -138,17 +144,22 @@ class MassReconnect(User):
         )
         history = [eid.decode() for eid, f in entries if f[b"t"] == b"spike.tick"]
         lost = len(set(history) - set(self.ids))
-        report(
-            self.environment, "WS", "lost events", 0, RuntimeError(f"{lost} lost") if lost else None
-        )
+        # The count rides in response_length, so the CSV (and the runner's summary) can add
+        # up the totals over every user and worker.
+        _count(self.environment, "lost events", lost)
         dup = len(self.ids) - len(set(self.ids)) + self.ws.duplicates
-        report(
-            self.environment,
-            "WS",
-            "duplicate events",
-            0,
-            RuntimeError(f"{dup} duplicated") if dup else None,
-        )
+        _count(self.environment, "duplicate events", dup)
+
+
+def _count(env: Any, name: str, n: int) -> None:
+    env.events.request.fire(
+        request_type="WS",
+        name=name,
+        response_time=0,
+        response_length=n,
+        exception=RuntimeError(f"{n} {name}") if n else None,
+        context={},
+    )
 
 
 def _redis_url() -> str:
@@ -163,6 +174,8 @@ def _publisher(environment: Any, **_: Any) -> None:
     """For MassReconnect: publish ``spike.tick`` to the cohort topic 20 times a second."""
     if not any(u.__name__ == "MassReconnect" for u in environment.user_classes):
         return
+    if isinstance(environment.runner, WorkerRunner):
+        return  # one publisher per run (the master or the single local process)
 
     def loop() -> None:
         settings = load_settings()
