@@ -77,6 +77,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
     sse_retry_ms: int = 2000  # SSE `retry:` hint
     poll_timeout_s: float = 25.0  # longest wait of a long-poll
+    max_held_polls: int = 1000  # long-polls one gateway process holds at once
+    poll_read_concurrency: int = 8  # Redis reads all polls of a process run at once
     cmd_reply_timeout_s: float = 5.0  # a command with no reply by then gets `timeout`
     shutdown_timeout_s: float = 10.0  # graceful shutdown limit of every process
 
@@ -176,6 +178,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "max_frame_bytes",
         "cmd_burst",
         "max_conns_per_user",
+        "max_held_polls",
+        "poll_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
         "bus_shards",

@@ -178,3 +178,28 @@ async def test_room_commands_need_a_live_session(live: LiveRoom) -> None:
     )
     assert status == 200
     assert await student.error("qa.ask", {"body": "late"}) == "session_not_live"
+
+
+async def test_clear_answered_dismisses_only_answered_questions(live: LiveRoom) -> None:
+    """Staff bulk-dismiss every answered question (pinned too) with one qa.cleared event and a
+    new board; students are refused; a second call clears nothing and publishes nothing."""
+    alice = await live.student()
+    a = await live.connect(alice)
+    teacher = await live.connect(live.instructor)
+    ids = [(await a.ok("qa.ask", {"body": f"question {i}"}))["question_id"] for i in range(3)]
+    await teacher.ok("qa.answer", {"question_id": ids[0], "answer": "yes"})
+    await teacher.ok("qa.answer", {"question_id": ids[2]})
+    await teacher.ok("qa.pin", {"question_id": ids[2]})
+    await a.event("qa.ranked", lambda d: d["order"] == [ids[2], ids[1], ids[0]])
+
+    assert await a.error("qa.clear_answered", {}) == "forbidden"
+    assert await teacher.ok("qa.clear_answered", {}) == {"cleared": 2}
+    ev = await a.event("qa.cleared")
+    assert ev["data"]["question_ids"] == [ids[0], ids[2]]
+    assert ev["data"]["by"] == str(live.instructor.id)
+    await a.event("qa.ranked", lambda d: d["order"] == [ids[1]])
+    assert await a.error("qa.upvote", {"question_id": ids[0]}) == "not_found"
+
+    await a.drain()  # the earlier events still queued
+    assert await teacher.ok("qa.clear_answered", {}) == {"cleared": 0}
+    assert [f for f in await a.drain() if f.get("event") in ("qa.cleared", "qa.ranked")] == []
