@@ -44,9 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_public_key: str = ""  # PEM; when set, tokens are verified with EdDSA instead of HS256
     jwt_private_key: str = ""  # PEM; the API signs with it when set (EdDSA)
     jwt_audience: str = "lectern"  # required `aud` claim
-    dev_mode: bool = (
-        False  # development and tests only (make run sets it): allows the shipped JWT secret
-    )
+    dev_mode: bool = False  # development and tests only (make run sets it): shipped JWT secret
     access_token_ttl_s: int = 900  # access token lifetime
     refresh_token_ttl_s: int = 7 * 24 * 3600  # refresh token lifetime
     allowed_origins: tuple[str, ...] = (  # comma-separated; any port of these; `*` allows all
