@@ -29,6 +29,7 @@ from gateway.bus import BusReader
 from gateway.detach import detach, detached
 from gateway.hub import Hub
 from gateway.limits import KeyedBuckets, origin_allowed
+from gateway.polling import BodyError, PollSlots, poll_read, read_body, tails
 from gateway.protocol import ErrorCode
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
@@ -41,6 +42,7 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", BusReader)
 IP_BUCKETS = web.AppKey("ip_buckets", KeyedBuckets)
 CMD_BUCKETS = web.AppKey("cmd_buckets", KeyedBuckets)
+POLLS = web.AppKey("polls", PollSlots)
 
 COOKIE = "lectern_token"
 
@@ -235,10 +237,11 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
     """
     app = request.app
     settings = app[SETTINGS]
-    hub = app[HUB]
     cors = _cors(request, settings)
     try:
-        claims = _admit(request, connection=False)
+        # A poll is a new connection for the per-IP rate and, while held, a live connection
+        # of its user (see gateway/polling.py).
+        claims = _admit(request, connection=True)
         topics, positions = _topics_and_cursors(request, request.query.get("cursor"))
     except Refusal as refusal:
         refusal.response.headers.update(cors)
@@ -253,20 +256,40 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
         wait = min(float(request.query.get("timeout_s", settings.poll_timeout_s)), 60.0)
     except ValueError:
         return json_error(400, "invalid", "timeout_s must be a number", **cors)
+    with app[POLLS].hold(claims.sub) as held:
+        if not held:
+            metrics.rejected.labels("poll_limit").inc()
+            return json_error(
+                503, "too_many_polls", "gateway busy; retry shortly", **{"Retry-After": "1"}, **cors
+            )
+        return await _poll(
+            app[POLLS], topics, positions, wait, bool(request.query.get("cursor")), cors
+        )
+
+
+async def _poll(
+    slots: PollSlots,
+    topics: list[str],
+    positions: dict[str, str],
+    wait: float,
+    has_cursor: bool,
+    cors: dict[str, str],
+) -> web.Response:
+    hub = slots.hub
     try:
-        if not request.query.get("cursor"):
-            positions = await _tails(hub, topics)
+        if not has_cursor:
+            positions = await tails(slots, topics)
             return _poll_body(topics, positions, [], cors)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         for topic in topics:
             hub.waiters[topic].add(fut)
         try:
-            frames, positions = await _poll_read(hub, topics, positions)
+            frames, positions = await poll_read(slots, topics, positions)
             if not frames and wait > 0 and hub.accepting:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fut, wait)
-                frames, positions = await _poll_read(hub, topics, positions)
+                frames, positions = await poll_read(slots, topics, positions)
         finally:
             for topic in topics:
                 waiters = hub.waiters.get(topic)
@@ -277,42 +300,6 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
     except (redis.exceptions.RedisError, OSError):
         return json_error(503, "unavailable", "try again shortly", **cors)
     return _poll_body(topics, positions, frames, cors)
-
-
-async def _tails(hub: Hub, topics: list[str]) -> dict[str, str]:
-    pipe = hub.redis.pipeline(transaction=False)
-    for topic in topics:
-        pipe.xrevrange(keys.history_key(topic, hub.settings.bus_shards), count=1)
-    tails = await pipe.execute()
-    return {
-        t: tail[0][0].decode() if tail else protocol.EMPTY_CURSOR
-        for t, tail in zip(topics, tails, strict=True)
-    }
-
-
-async def _poll_read(
-    hub: Hub, topics: list[str], positions: dict[str, str]
-) -> tuple[list[bytes], dict[str, str]]:
-    frames: list[bytes] = []
-    positions = dict(positions)
-    for topic in topics:
-        after = positions.get(topic)
-        if after is None:
-            continue
-        recs, reset = await hub.read_history(topic, after)
-        if reset:
-            frames.append(protocol.encode_json(protocol.Reset(topic)))
-            positions.pop(topic, None)
-            continue
-        for rec in recs:
-            frames.append(rec.json())
-        if recs:
-            positions[topic] = recs[-1].id
-    # Topics without a position (new, or just reset) start at their current tail.
-    missing = [t for t in topics if t not in positions]
-    if missing:
-        positions.update(await _tails(hub, missing))
-    return frames, positions
 
 
 def _poll_body(
@@ -334,15 +321,15 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     cors = _cors(request, settings)
     try:
-        claims = _admit(request, connection=False)
+        # Each POST is a new request from its IP: the per-IP rate applies as to connections.
+        claims = _admit(request, connection=True)
     except Refusal as refusal:
         refusal.response.headers.update(cors)
         return refusal.response
-    if request.content_length is not None and request.content_length > settings.max_frame_bytes:
-        return json_error(413, "too_big", "command larger than the limit", **cors)
-    body = await request.content.read(settings.max_frame_bytes + 1)
-    if len(body) > settings.max_frame_bytes:
-        return json_error(413, "too_big", "command larger than the limit", **cors)
+    try:
+        body = await read_body(request, settings.max_frame_bytes)
+    except BodyError as exc:
+        return json_error(exc.status, exc.code, exc.message, **cors)
     try:
         frame = protocol.decode_client_frame(body, False)
     except protocol.FrameError as exc:
@@ -430,6 +417,7 @@ def create_app(
     app[BUS] = BusReader(hub, redis_url, settings)
     app[IP_BUCKETS] = KeyedBuckets(settings.conn_rate_per_ip_per_s, settings.conn_burst_per_ip)
     app[CMD_BUCKETS] = KeyedBuckets(settings.cmd_rate_per_s, settings.cmd_burst)
+    app[POLLS] = PollSlots(hub, settings.max_held_polls, settings.poll_read_concurrency)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/sse", sse_handler)
     app.router.add_get("/poll", poll_handler)

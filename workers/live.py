@@ -22,6 +22,7 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 ``qa.answer`` (S)      {question_id, answer?: <=2000}  {question_id, votes}
 ``qa.pin``/``unpin``   {question_id} (S)               {question_id, votes}
 ``qa.dismiss`` (S)     {question_id}                   {question_id, votes}
+``qa.clear_answered``  {} (S): dismiss every answered  {cleared: count}
 ``poll.open`` (S)      {question: <=500, options:      {poll_id}; ``poll_already_open``
                        2-20 labels <=200}
 ``poll.vote``          {poll_id, option: index}        {poll_id, option}; ``poll_closed``
@@ -41,7 +42,8 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers.live_rules`):
 
 * ``qa.updated`` {question}; ``qa.ranked`` {order: [question ids]}, only when the board's order
-  or membership changed (:mod:`workers.ranking`).
+  or membership changed (:mod:`workers.ranking`); ``qa.cleared`` {question_ids, by, at} when
+  staff bulk-dismiss the answered questions (followed by ``qa.ranked``).
 * ``poll.opened`` {poll}; ``poll.closed`` {poll}; ``poll.revealed`` {poll, tally};
   ``poll.votes`` {poll_id, total} (throttled). **Live tallies go to staff only**: ``poll.tally``
   {session_id, poll_id, state, counts, total, percentages} on ``staff:{cohort}``, throttled to
@@ -81,7 +83,7 @@ from workers.live_state import (
     take_reactions,
     within_rate,
 )
-from workers.ranking import QaItem
+from workers.ranking import QaItem, rank_ids
 from workers.tallies import canonical_reaction
 
 QCOLS = (
@@ -232,6 +234,30 @@ def _flag_command(name: str, sql: str) -> None:
 _flag_command("qa.pin", "UPDATE questions SET pinned = true WHERE id = $1 RETURNING {cols}")
 _flag_command("qa.unpin", "UPDATE questions SET pinned = false WHERE id = $1 RETURNING {cols}")
 _flag_command("qa.dismiss", "UPDATE questions SET dismissed = true WHERE id = $1 RETURNING {cols}")
+
+
+@command("qa.clear_answered")
+async def qa_clear_answered(ctx: WorkerContext, cmd: Command) -> Any:
+    """Dismiss every answered (and not yet dismissed) question of the room in one statement,
+    pinned ones included; one ``qa.cleared`` event lists them, then ``qa.ranked`` if the board
+    changed. Clearing an already-clear board answers ``{cleared: 0}`` and publishes nothing."""
+    staff_only(cmd)
+
+    async def op(s: Ctx) -> Any:
+        before = await _board(s.conn, s.room.session_id)
+        rows = await s.conn.fetch(
+            "UPDATE questions SET dismissed = true WHERE session_id = $1 AND NOT dismissed "
+            "AND answered_at IS NOT NULL RETURNING id",
+            s.room.session_id,
+        )
+        ids = sorted(row["id"] for row in rows)
+        if ids:
+            s.to_room("qa.cleared", {"question_ids": ids, "by": cmd.user, "at": rules.now_iso()})
+            gone = set(ids)
+            s.to_room("qa.ranked", {"order": rank_ids(q for q in before if q.id not in gone)})
+        return {"cleared": len(ids)}
+
+    return await in_room(ctx, cmd, op)
 
 
 # -- chat -------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ The order, a total order so every process and every client computes the same boa
 1. pinned questions first;
 2. then unanswered before answered;
 3. then more votes first;
-4. then older first (``created_at``), and finally lower id first, which breaks exact ties.
+4. then newest first (later ``created_at``), and finally higher id first, which breaks exact
+   ties: a fresh question is not buried under the older ones with the same votes (the design
+   notes: "ranked by votes, newest first").
 
 Dismissed questions are not on the board at all.
 """
@@ -13,7 +15,7 @@ Dismissed questions are not on the board at all.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -33,9 +35,14 @@ class QaItem(msgspec.Struct, frozen=True, kw_only=True):
     dismissed: bool = False
 
 
-def sort_key(item: QaItem) -> tuple[bool, bool, int, datetime, int]:
-    """The key that :func:`rank` sorts by (ascending)."""
-    return (not item.pinned, item.answered, -item.votes, item.created_at, item.id)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def sort_key(item: QaItem) -> tuple[bool, bool, int, int, int]:
+    """The key that :func:`rank` sorts by (ascending); the age is exact (whole microseconds)."""
+    age = (item.created_at - _EPOCH) // _MICROSECOND
+    return (not item.pinned, item.answered, -item.votes, -age, -item.id)
 
 
 def rank(items: Iterable[QaItem]) -> list[QaItem]:

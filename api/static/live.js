@@ -70,6 +70,13 @@ function apply(ev) {
       renderQuestions();
       break;
     }
+    case "qa.cleared": {
+      const gone = new Set(d.question_ids);
+      for (const id of gone) room.questions.delete(id);
+      room.order = room.order.filter((id) => !gone.has(id));
+      renderQuestions();
+      break;
+    }
     case "qa.ranked":
       room.order = d.order.slice();
       renderQuestions();
@@ -528,6 +535,9 @@ function wire() {
   );
   $("#broadcast-clear").addEventListener("click", () =>
     attempt(() => command("broadcast.clear", {})),
+  );
+  $("#qa-clear-answered").addEventListener("click", () =>
+    attempt(() => command("qa.clear_answered", {})),
   );
   $("#recording-toggle").addEventListener("click", () =>
     attempt(() => {

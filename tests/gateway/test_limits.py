@@ -31,21 +31,24 @@ from tests.gateway.conftest import GatewayFactory
 
 
 async def test_new_connections_per_ip(make_gateway: GatewayFactory, token, uid) -> None:
-    """Past the per-IP burst, a new WS or SSE connection gets 429 with Retry-After before any
-    upgrade; polls are not connections and still work."""
+    """Past the per-IP burst, a new WS or SSE connection, poll or POST /cmd gets 429 with
+    Retry-After before any upgrade or read (the HTTP fallback cannot bypass the IP limit)."""
     gw = await make_gateway(conn_rate_per_ip_per_s=0.01, conn_burst_per_ip=2)
     tok = token("u" + uid)
     async with aiohttp.ClientSession() as http:
         ws, _ = await ws_open(http, f"{gw.ws_url}?token={tok}")
         sse = await SseClient.open(gw.port, f"topics=user:u{uid}&token={tok}")
         assert sse.status == 200
-        for path, headers in (("/ws", ws_headers()), ("/sse", {})):
+        for path, headers in (("/ws", ws_headers()), ("/sse", {}), ("/poll", {})):
             resp = await http_request(gw.port, f"{path}?topics=user:u{uid}&token={tok}", headers)
-            assert resp.status == 429
+            assert resp.status == 429, path
             assert resp.json()["error"]["code"] == "too_many_connections"
             assert resp.headers["retry-after"] == "1"
-        resp = await http_request(gw.port, f"/poll?topics=user:u{uid}&token={tok}")
-        assert resp.status == 200
+        body = {"type": "cmd", "ref": "r", "name": "x", "data": {}}
+        async with http.post(
+            f"http://127.0.0.1:{gw.port}/cmd", json=body, headers={"Authorization": f"Bearer {tok}"}
+        ) as cmd:
+            assert cmd.status == 429
         await ping_pong(ws)  # the admitted ones are unaffected
         await ws.close()
         await sse.close()

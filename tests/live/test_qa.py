@@ -26,47 +26,47 @@ async def test_ask_upvote_answer_pin_dismiss(live: LiveRoom) -> None:
     assert (await b.event("qa.ranked"))["data"] == {"order": [first]}
 
     second = (await b.ok("qa.ask", {"body": "Why Redis Streams?"}))["question_id"]
+    # Equal votes: the newer question first (workers.ranking).
     assert (await a.event("qa.ranked", lambda d: second in d["order"]))["data"]["order"] == [
-        first,
         second,
+        first,
     ]
 
-    # One upvote moves the second question to the top; a second upvote is refused.
-    assert await a.ok("qa.upvote", {"question_id": second}) == {"question_id": second, "votes": 1}
-    assert await a.error("qa.upvote", {"question_id": second}) == "already_voted"
-    ev = await b.event(
-        "qa.updated", lambda d: d["question"]["id"] == second and d["question"]["votes"] == 1
+    # One upvote moves the older question to the top; a second upvote is refused.
+    assert await b.ok("qa.upvote", {"question_id": first}) == {"question_id": first, "votes": 1}
+    assert await b.error("qa.upvote", {"question_id": first}) == "already_voted"
+    ev = await a.event(
+        "qa.updated", lambda d: d["question"]["id"] == first and d["question"]["votes"] == 1
     )
-    assert (await b.event("qa.ranked", lambda d: d["order"][0] == second))["data"]["order"] == [
-        second,
-        first,
-    ]
+    await a.event("qa.ranked", lambda d: d["order"] == [first, second])
     # Unvote restores the order; a second unvote is refused.
-    assert (await a.ok("qa.unvote", {"question_id": second}))["votes"] == 0
-    assert await a.error("qa.unvote", {"question_id": second}) == "not_voted"
-    await b.event("qa.ranked", lambda d: d["order"] == [first, second])
+    assert (await b.ok("qa.unvote", {"question_id": first}))["votes"] == 0
+    assert await b.error("qa.unvote", {"question_id": first}) == "not_voted"
+    await a.event("qa.ranked", lambda d: d["order"] == [second, first])
 
     # An upvote that does not change the order updates the question without qa.ranked.
-    await b.ok("qa.upvote", {"question_id": first})
-    await a.event(
-        "qa.updated", lambda d: d["question"]["id"] == first and d["question"]["votes"] == 1
+    await a.ok("qa.upvote", {"question_id": second})
+    await b.event(
+        "qa.updated", lambda d: d["question"]["id"] == second and d["question"]["votes"] == 1
     )
 
     # Staff: answering drops a question below the unanswered ones; pinning lifts it back.
-    await teacher.ok("qa.answer", {"question_id": first, "answer": "A monoid in the category..."})
+    await teacher.ok("qa.answer", {"question_id": second, "answer": "A monoid in the category..."})
     ev = await b.event("qa.updated", lambda d: d["question"]["answered"])
     assert ev["data"]["question"]["answer"] == "A monoid in the category..."
     assert ev["data"]["question"]["answered_by"] == str(live.instructor.id)
-    await b.event("qa.ranked", lambda d: d["order"] == [second, first])
-    await teacher.ok("qa.pin", {"question_id": first})
     await b.event("qa.ranked", lambda d: d["order"] == [first, second])
-    await teacher.ok("qa.unpin", {"question_id": first})
+    await teacher.ok("qa.pin", {"question_id": second})
     await b.event("qa.ranked", lambda d: d["order"] == [second, first])
-    await teacher.ok("qa.answer", {"question_id": second})  # answered out loud: no text
+    await teacher.ok("qa.unpin", {"question_id": second})
+    await b.event("qa.ranked", lambda d: d["order"] == [first, second])
+    await teacher.ok("qa.answer", {"question_id": first})  # answered out loud: no text
     ev = await b.event(
-        "qa.updated", lambda d: d["question"]["id"] == second and d["question"]["answered"]
+        "qa.updated", lambda d: d["question"]["id"] == first and d["question"]["answered"]
     )
     assert ev["data"]["question"]["answer"] is None
+    # Both answered: the one with a vote first.
+    await b.event("qa.ranked", lambda d: d["order"] == [second, first])
 
     await teacher.ok("qa.dismiss", {"question_id": second})
     await b.event("qa.ranked", lambda d: d["order"] == [first])
@@ -178,3 +178,28 @@ async def test_room_commands_need_a_live_session(live: LiveRoom) -> None:
     )
     assert status == 200
     assert await student.error("qa.ask", {"body": "late"}) == "session_not_live"
+
+
+async def test_clear_answered_dismisses_only_answered_questions(live: LiveRoom) -> None:
+    """Staff bulk-dismiss every answered question (pinned too) with one qa.cleared event and a
+    new board; students are refused; a second call clears nothing and publishes nothing."""
+    alice = await live.student()
+    a = await live.connect(alice)
+    teacher = await live.connect(live.instructor)
+    ids = [(await a.ok("qa.ask", {"body": f"question {i}"}))["question_id"] for i in range(3)]
+    await teacher.ok("qa.answer", {"question_id": ids[0], "answer": "yes"})
+    await teacher.ok("qa.answer", {"question_id": ids[2]})
+    await teacher.ok("qa.pin", {"question_id": ids[2]})
+    await a.event("qa.ranked", lambda d: d["order"] == [ids[2], ids[1], ids[0]])
+
+    assert await a.error("qa.clear_answered", {}) == "forbidden"
+    assert await teacher.ok("qa.clear_answered", {}) == {"cleared": 2}
+    ev = await a.event("qa.cleared")
+    assert ev["data"]["question_ids"] == [ids[0], ids[2]]
+    assert ev["data"]["by"] == str(live.instructor.id)
+    await a.event("qa.ranked", lambda d: d["order"] == [ids[1]])
+    assert await a.error("qa.upvote", {"question_id": ids[0]}) == "not_found"
+
+    await a.drain()  # the earlier events still queued
+    assert await teacher.ok("qa.clear_answered", {}) == {"cleared": 0}
+    assert [f for f in await a.drain() if f.get("event") in ("qa.cleared", "qa.ranked")] == []

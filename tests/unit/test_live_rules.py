@@ -65,10 +65,10 @@ def _q(id: int, votes: int = 0, **kw: bool) -> QaItem:
 
 def test_board_change() -> None:
     board = [_q(1), _q(2)]
-    assert rules.board_change(board, _q(3)) == ([1, 2], [1, 2, 3])  # a new question joins
-    assert rules.board_change(board, _q(2, votes=1)) == ([1, 2], [2, 1])  # upvote reorders
-    assert rules.board_change(board, _q(1, votes=1)) == ([1, 2], [1, 2])  # no change
-    assert rules.board_change(board, _q(1, dismissed=True)) == ([1, 2], [2])
+    assert rules.board_change(board, _q(3)) == ([2, 1], [3, 2, 1])  # newest first
+    assert rules.board_change(board, _q(1, votes=1)) == ([2, 1], [1, 2])  # upvote reorders
+    assert rules.board_change(board, _q(2, votes=1)) == ([2, 1], [2, 1])  # no change
+    assert rules.board_change(board, _q(2, dismissed=True)) == ([2, 1], [1])
 
 
 def test_poll_tally_from_counts() -> None:

@@ -1,4 +1,4 @@
-"""Q&A board order: pinned, unanswered, votes, age; dismissed hidden; ties resolved."""
+"""Q&A board order: pinned, unanswered, votes, newest; dismissed hidden; ties resolved."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_full_precedence() -> None:
         item(6, votes=0, minute=7, pinned=True),
         item(7, votes=99, minute=0, dismissed=True),
     ]
-    assert rank_ids(items) == [6, 2, 4, 5, 3, 1]
+    assert rank_ids(items) == [6, 2, 4, 3, 5, 1]
 
 
 def test_pinned_answered_still_above_unpinned_unanswered() -> None:
@@ -39,14 +39,23 @@ def test_dismissed_questions_are_excluded_even_if_pinned() -> None:
     assert rank([item(1, dismissed=True)]) == []
 
 
-def test_equal_votes_older_first() -> None:
-    """Among equal votes, the question asked earlier ranks higher."""
-    assert rank_ids([item(1, votes=3, minute=5), item(2, votes=3, minute=2)]) == [2, 1]
+def test_equal_votes_newest_first() -> None:
+    """Among equal votes, the question asked later ranks higher (not the id: the time decides)."""
+    assert rank_ids([item(1, votes=3, minute=5), item(2, votes=3, minute=2)]) == [1, 2]
+    assert rank_ids([item(2, votes=3, minute=2), item(1, votes=3, minute=5)]) == [1, 2]
+
+
+def test_newest_first_is_exact_to_the_microsecond() -> None:
+    """A microsecond apart still orders by time, far from the epoch too."""
+    late = T0 + timedelta(days=365 * 30)
+    a = QaItem(id=1, votes=0, created_at=late + timedelta(microseconds=1))
+    b = QaItem(id=2, votes=0, created_at=late)
+    assert rank_ids([a, b]) == [1, 2]
 
 
 def test_exact_ties_break_by_id() -> None:
-    """Same votes and same timestamp: the lower id first, so every process agrees."""
-    assert rank_ids([item(9, votes=1), item(3, votes=1), item(5, votes=1)]) == [3, 5, 9]
+    """Same votes and same timestamp: the higher (newer) id first, so every process agrees."""
+    assert rank_ids([item(9, votes=1), item(3, votes=1), item(5, votes=1)]) == [9, 5, 3]
 
 
 def test_order_is_independent_of_input_order() -> None:
@@ -73,10 +82,10 @@ def test_sort_key_matches_rank() -> None:
 
 
 def test_a_vote_moves_a_question_up() -> None:
-    """After a vote ties the counts, age decides; one more vote overtakes."""
-    older, newer = item(1, votes=2, minute=0), item(2, votes=1, minute=1)
-    assert rank_ids([older, newer]) == [1, 2]
-    newer = QaItem(id=2, votes=2, created_at=newer.created_at)
-    assert rank_ids([older, newer]) == [1, 2]
-    newer = QaItem(id=2, votes=3, created_at=newer.created_at)
+    """The newer question wins a tie; one more vote on the older one overtakes it."""
+    older, newer = item(1, votes=1, minute=0), item(2, votes=2, minute=1)
     assert rank_ids([older, newer]) == [2, 1]
+    older = QaItem(id=1, votes=2, created_at=older.created_at)
+    assert rank_ids([older, newer]) == [2, 1]
+    older = QaItem(id=1, votes=3, created_at=older.created_at)
+    assert rank_ids([older, newer]) == [1, 2]
