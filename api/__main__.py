@@ -23,7 +23,7 @@ import asyncpg
 from aiohttp import web
 
 from config.logs import setup_logging
-from config.settings import Settings, load_settings
+from config.settings import Settings, SettingsError, load_settings, require_production_posture
 
 log = logging.getLogger("lectern.api")
 
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level, "api")
+    try:
+        require_production_posture(settings)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
     if not settings.database_url:
         log.error("DATABASE_URL is not set (make run starts an embedded PostgreSQL and sets it)")
         return 2

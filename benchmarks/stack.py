@@ -76,6 +76,7 @@ async def start(extra_env: dict[str, str] | None = None, use_running: bool = Fal
         "LECTERN_GATEWAY_METRICS_PORT": str(free_port()),
         "LECTERN_WORKER_METRICS_PORT": str(free_port()),
         "LECTERN_LOG_LEVEL": "WARNING",
+        "LECTERN_DEV_MODE": "1",  # a private local stack with the shipped JWT secret
         **(extra_env or {}),
     }
     stack = Stack(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from config.servers import PostgresServer, RedisServer, SmtpCatcher, die_with_parent
-from config.settings import Settings, load_settings
+from config.settings import PREFIX, Settings, load_settings
 
 COLORS = {"gateway": "\033[36m", "api": "\033[35m", "workers": "\033[33m", "stack": "\033[32m"}
 RESET = "\033[0m"
@@ -220,6 +220,8 @@ async def _children(settings: Settings, env: dict[str, str], credentials: dict[s
 
 
 def main() -> int:
+    # The dev stack runs with the shipped JWT secret: dev mode for it and for its children.
+    os.environ[f"{PREFIX}DEV_MODE"] = "1"
     return run(load_settings())
 
 

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 import msgspec
 
 PREFIX = "LECTERN_"
+#: The shipped HS256 key: every process refuses it unless ``dev_mode`` is on.
+DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"
+MIN_JWT_SECRET_BYTES = 32
 #: Conventional names that are accepted without the prefix too.
 UNPREFIXED = ("REDIS_URL", "DATABASE_URL", "SMTP_URL")
 
@@ -37,10 +40,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty
 
     # Auth.
-    jwt_secret: str = "dev-secret-change-me-0123456789abcdef"  # HS256 key: change in production
+    jwt_secret: str = DEV_JWT_SECRET  # HS256 key; outside dev mode 32+ bytes and not this default
     jwt_public_key: str = ""  # PEM; when set, tokens are verified with EdDSA instead of HS256
     jwt_private_key: str = ""  # PEM; the API signs with it when set (EdDSA)
     jwt_audience: str = "lectern"  # required `aud` claim
+    dev_mode: bool = False  # development and tests only (make run sets it): shipped JWT secret
     access_token_ttl_s: int = 900  # access token lifetime
     refresh_token_ttl_s: int = 7 * 24 * 3600  # refresh token lifetime
     allowed_origins: tuple[str, ...] = (  # comma-separated; any port of these; `*` allows all
@@ -122,6 +126,27 @@ def _raw_from_env(env: Mapping[str, str]) -> dict[str, object]:
         else:
             raw[name] = value
     return raw
+
+
+def require_production_posture(settings: Settings) -> None:
+    """Refuse to run with a guessable token key: raise :class:`SettingsError` naming the
+    setting when HS256 is in use with the shipped secret or one shorter than
+    :data:`MIN_JWT_SECRET_BYTES`, unless ``dev_mode`` is on (``make run`` and the tests).
+
+    Every process (gateway, api, workers) calls it at start-up."""
+    if settings.dev_mode or settings.jwt_public_key:
+        return
+    name = f"{PREFIX}JWT_SECRET"
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        problem = f"{name} is the shipped development default"
+    elif len(settings.jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+        problem = f"{name} is shorter than {MIN_JWT_SECRET_BYTES} bytes"
+    else:
+        return
+    raise SettingsError(
+        f"refusing to start: {problem}; set a random secret of at least"
+        f" {MIN_JWT_SECRET_BYTES} bytes (or {PREFIX}DEV_MODE=1 for development only)"
+    )
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

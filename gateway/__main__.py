@@ -15,7 +15,7 @@ import sys
 
 from config.logs import setup_logging
 from config.processes import run_processes
-from config.settings import load_settings
+from config.settings import SettingsError, load_settings, require_production_posture
 from gateway.server import run_process
 
 log = logging.getLogger("lectern.gateway")
@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level, "gateway")
+    try:
+        require_production_posture(settings)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
     if not settings.redis_url:
         log.error("REDIS_URL is not set (make run starts an embedded Redis and sets it)")
         return 2

@@ -3,7 +3,8 @@
 Authorization is a pure function of the JWT claims (DESIGN.md section 2): the gateway never
 touches the database to accept a connection or a subscription. Tokens are verified with a
 fixed algorithm list: HS256 with the shared secret, or EdDSA when a public key is configured.
-``exp``, ``iat``, ``sub`` and ``aud`` are required.
+``exp``, ``iat``, ``sub``, ``aud`` and a non-empty ``sid`` are required, and ``role`` must be one
+of :data:`ROLES`.
 """
 
 from __future__ import annotations
@@ -98,9 +99,14 @@ def verify_access_token(settings: Settings, token: str, *, leeway_s: int = 5) ->
     except jwt.InvalidTokenError:
         raise AuthError("invalid_token", "the access token is invalid") from None
     try:
-        return msgspec.convert(payload, Claims)
+        claims = msgspec.convert(payload, Claims)
     except msgspec.ValidationError:
         raise AuthError("invalid_token", "the access token has malformed claims") from None
+    # Without a session id the token could not be revoked; an unknown role would fall through
+    # role checks written for the three known ones.
+    if not claims.sid or claims.role not in ROLES:
+        raise AuthError("invalid_token", "the access token has malformed claims")
+    return claims
 
 
 def authorize_topic(claims: Claims, topic: str) -> str | None:

@@ -46,24 +46,26 @@ def _echo(stream: object, result: RunResult) -> None:
 
 
 def _sample(root: psutil.Process, result: RunResult, done: threading.Event) -> None:
-    procs: dict[int, psutil.Process] = {}
+    """Percent of one core per locust process, from CPU-time deltas once a second."""
+    last: dict[int, tuple[float, float]] = {}
     started = time.monotonic()
     while not done.wait(1.0):
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
+        now = time.monotonic()
         for proc in tree:
-            if proc.pid not in procs:
-                procs[proc.pid] = proc
-                proc.cpu_percent(None)  # first call only primes the counter
-                continue
             try:
-                percent = proc.cpu_percent(None)
+                times = proc.cpu_times()
             except psutil.Error:
                 continue
-            if time.monotonic() - started >= WARMUP_S:
-                result.samples[proc.pid].append(percent)
+            used = times.user + times.system
+            before = last.get(proc.pid)
+            last[proc.pid] = (now, used)
+            if before is None or now - started < WARMUP_S:
+                continue
+            result.samples[proc.pid].append(100 * (used - before[1]) / (now - before[0]))
 
 
 def _read_failures(stem: str, result: RunResult) -> None:

@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 
 from config.logs import setup_logging
 from config.processes import run_processes
-from config.settings import Settings, load_settings
+from config.settings import Settings, SettingsError, load_settings, require_production_posture
 from workers import metrics
 from workers.context import WorkerContext
 from workers.services import SERVICES
@@ -73,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level, "workers")
+    try:
+        require_production_posture(settings)
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
     if not settings.redis_url or not settings.database_url:
         log.error("REDIS_URL and DATABASE_URL must be set (make run sets both)")
         return 2

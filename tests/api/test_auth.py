@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -80,6 +81,13 @@ async def test_me_and_bad_tokens(api: Api, cohort: int) -> None:
     )
     status, data, _ = await api.request("GET", "/api/v1/me", headers=bearer(expired))
     assert status == 401 and data["error"]["code"] == "token_expired"
+    # A token without a session id (unrevocable) or with an unknown role is refused.
+    now = int(time.time())
+    base = {"sub": str(user.id), "iat": now, "exp": now + 60, "aud": "lectern"}
+    for extra in ({"role": "student"}, {"role": "superuser", "sid": "s1"}):
+        forged = jwt.encode(base | extra, api.settings.jwt_secret)
+        status, data, _ = await api.request("GET", "/api/v1/me", headers=bearer(forged))
+        assert status == 401 and data["error"]["code"] == "invalid_token", extra
 
 
 async def test_refresh_rotates_and_recomputes_claims(api: Api, cohort: int) -> None:

@@ -58,6 +58,7 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
             LECTERN_CONN_RATE_PER_IP_PER_S="10000",
             LECTERN_CONN_BURST_PER_IP="10000",
             LECTERN_LOG_LEVEL="WARNING",
+            LECTERN_DEV_MODE="1",
         )
         env.update({f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()})
         args = ["-m", "gateway", "--processes", str(processes), "--port", str(port)]

@@ -89,7 +89,14 @@ def _payload(**over: object) -> dict:
     now = int(time.time())
     # Parameters are built at collection time, minutes before a full run gets here: a day of
     # validity keeps "expired" out of the cases that test something else.
-    base: dict = {"sub": "u1", "role": "student", "iat": now, "exp": now + 86400, "aud": "lectern"}
+    base: dict = {
+        "sub": "u1",
+        "role": "student",
+        "sid": "s1",
+        "iat": now,
+        "exp": now + 86400,
+        "aud": "lectern",
+    }
     base.update(over)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -117,6 +124,9 @@ def _unsigned(payload: dict) -> str:
         (_raw(_payload(aud=None)), "invalid_token"),
         (_raw(_payload(role=None)), "invalid_token"),  # claims without a role
         (_raw(_payload(cohorts="c1")), "invalid_token"),  # malformed claim type
+        (_raw(_payload(sid=None)), "invalid_token"),  # no session: could not be revoked
+        (_raw(_payload(sid="")), "invalid_token"),
+        (_raw(_payload(role="superuser")), "invalid_token"),  # a role outside ROLES
     ],
 )
 def test_verify_refuses(token: str, code: str) -> None:
@@ -125,6 +135,11 @@ def test_verify_refuses(token: str, code: str) -> None:
         verify_access_token(SETTINGS, token)
     assert err.value.code == code
     assert err.value.message
+
+
+def test_verify_accepts_the_reference_payload() -> None:
+    """The payload the refusal cases start from is itself valid (so each case tests one thing)."""
+    assert verify_access_token(SETTINGS, _raw(_payload())).sid == "s1"
 
 
 def test_verify_has_a_small_leeway() -> None:

@@ -1,0 +1,53 @@
+"""Production posture: no process starts with a guessable JWT secret outside dev mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config.settings import (
+    DEV_JWT_SECRET,
+    SettingsError,
+    load_settings,
+    require_production_posture,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [(DEV_JWT_SECRET, "shipped development default"), ("x" * 31, "shorter than 32 bytes")],
+)
+def test_guessable_secret_is_refused_naming_the_setting(secret: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        require_production_posture(load_settings({"LECTERN_JWT_SECRET": secret}))
+    assert "LECTERN_JWT_SECRET" in str(err.value) and problem in str(err.value)
+
+
+def test_dev_mode_a_strong_secret_or_eddsa_are_accepted() -> None:
+    require_production_posture(load_settings({"LECTERN_DEV_MODE": "1"}))
+    require_production_posture(load_settings({"LECTERN_JWT_SECRET": "k" * 32}))
+    require_production_posture(load_settings({}, jwt_public_key="-----BEGIN PUBLIC KEY-----"))
+
+
+@pytest.mark.parametrize("module", ["gateway", "api", "workers"])
+def test_every_process_refuses_to_start_with_the_default_secret(module: str) -> None:
+    """``python -m <process>`` exits at once with an error naming the setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env |= {"LECTERN_LOG_LEVEL": "INFO", "REDIS_URL": "redis://127.0.0.1:1", "DATABASE_URL": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "LECTERN_JWT_SECRET" in done.stdout + done.stderr
