@@ -44,9 +44,6 @@ IP_BUCKETS = web.AppKey("ip_buckets", KeyedBuckets)
 CMD_BUCKETS = web.AppKey("cmd_buckets", KeyedBuckets)
 POLLS = web.AppKey("polls", PollSlots)
 
-COOKIE = "lectern_token"
-
-
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
     """The one error shape; header names may be given with ``_`` for ``-``."""
     body = msgspec.json.encode({"error": {"code": code, "message": message}})
@@ -60,7 +57,9 @@ def _token(request: web.Request) -> str:
     auth = request.headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
-    return request.query.get("token") or request.cookies.get(COOKIE, "")
+    # No cookie path: a browser attaches cookies to cross-site WebSocket handshakes, so cookie
+    # auth would let any page the user visits open a socket as them.
+    return request.query.get("token", "")
 
 
 def _client_ip(request: web.Request) -> str:

@@ -44,14 +44,13 @@ def _assert_error_shape(body: dict, code: str) -> None:
     assert body["error"]["code"] == code and body["error"]["message"]
 
 
-async def test_token_by_query_header_and_cookie(gateway: Gateway, token, uid) -> None:
-    """Each transport accepts the token as ?token=, Authorization: Bearer, or the cookie."""
+async def test_token_by_query_and_header(gateway: Gateway, token, uid) -> None:
+    """Each transport accepts the token as ?token= or Authorization: Bearer."""
     tok = token("u" + uid)
     topic = f"user:u{uid}"
     ways: list[tuple[str, dict[str, str]]] = [
         (f"token={tok}", {}),
         ("", {"Authorization": f"Bearer {tok}"}),
-        ("", {"Cookie": f"lectern_token={tok}"}),
     ]
     async with aiohttp.ClientSession() as http:
         for query, headers in ways:
@@ -65,6 +64,16 @@ async def test_token_by_query_header_and_cookie(gateway: Gateway, token, uid) ->
             resp = await http.get(f"{gateway.base}/poll?topics={topic}&{query}", headers=headers)
             assert resp.status == 200, await resp.text()
             assert "cursor" in await resp.json()
+
+
+async def test_cookie_token_is_not_accepted(gateway: Gateway, token, uid) -> None:
+    """A token only in the old ``lectern_token`` cookie gets 401 on every transport: cookies
+    ride along on cross-site WebSocket handshakes, so they must not authenticate."""
+    tok = token("u" + uid)
+    refused = await _refused(gateway, f"topics=user:u{uid}", {"Cookie": f"lectern_token={tok}"})
+    for path, status, body in refused:
+        assert status == 401, path
+        _assert_error_shape(body, "missing_token")
 
 
 async def test_bad_tokens_are_refused_before_upgrade(
