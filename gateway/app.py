@@ -44,6 +44,7 @@ IP_BUCKETS = web.AppKey("ip_buckets", KeyedBuckets)
 CMD_BUCKETS = web.AppKey("cmd_buckets", KeyedBuckets)
 POLLS = web.AppKey("polls", PollSlots)
 
+
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
     """The one error shape; header names may be given with ``_`` for ``-``."""
     body = msgspec.json.encode({"error": {"code": code, "message": message}})
