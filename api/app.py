@@ -54,6 +54,7 @@ log = logging.getLogger("lectern.api")
 ROUTE_MODULES: list[str] = [
     "api.openapi",
     "api.routes_auth",
+    "api.routes_ticket",
     "api.routes_cohorts",
     "api.routes_lessons",
     "api.routes_progress",

@@ -64,6 +64,11 @@ def revoked_key(sid: str) -> str:
     return f"{REVOKED_PREFIX}{sid}"
 
 
+def connect_ticket_key(ticket: str) -> str:
+    """One-time connect ticket (gateway.ticket): the claims it stands for, for a few seconds."""
+    return f"{ROOT}:ticket:{ticket}"
+
+
 # -- jobs (DESIGN.md section 5) ---------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from config import keys
 from config.settings import Settings
 from gateway import metrics, protocol, wsframe
+from gateway import ticket as ticket_mod
 from gateway.auth import AuthError, Claims, authorize_topic, verify_access_token
 from gateway.bus import BusReader
 from gateway.detach import detach, detached
@@ -85,7 +86,26 @@ class Refusal(Exception):
         self.response = response
 
 
-def _admit(request: web.Request, *, connection: bool) -> Claims:
+async def _claims(request: web.Request, *, ticket_ok: bool) -> Claims:
+    """The caller's claims from a one-time ``?ticket=`` (when ``ticket_ok``; costs one Redis
+    ``GETDEL``) or else from the access token (no Redis call); :class:`AuthError` otherwise."""
+    settings = request.app[SETTINGS]
+    ticket = request.query.get("ticket") if ticket_ok else None
+    if ticket is None:
+        return verify_access_token(settings, _token(request))
+    try:
+        claims = await ticket_mod.redeem(request.app[REDIS], ticket)
+    except redis.exceptions.RedisError:
+        raise Refusal(json_error(503, "unavailable", "cannot check the ticket now")) from None
+    if claims is None:
+        raise AuthError("invalid_ticket", "the connect ticket is unknown, used or expired")
+    # The ticket outlives nothing: the token it was issued for must still be valid.
+    if claims.exp <= time.time():
+        raise AuthError("token_expired", "the access token has expired")
+    return claims
+
+
+async def _admit(request: web.Request, *, connection: bool, ticket_ok: bool = False) -> Claims:
     """Checks shared by every endpoint; raises :class:`Refusal` with the HTTP error."""
     app = request.app
     settings = app[SETTINGS]
@@ -104,7 +124,7 @@ def _admit(request: web.Request, *, connection: bool) -> Claims:
             )
         )
     try:
-        claims = verify_access_token(settings, _token(request))
+        claims = await _claims(request, ticket_ok=ticket_ok)
     except AuthError as exc:
         metrics.rejected.labels(exc.code).inc()
         raise Refusal(json_error(401, exc.code, exc.message)) from None
@@ -158,7 +178,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     if not wsframe.valid_client_key(key):
         return json_error(400, "bad_key", "invalid Sec-WebSocket-Key")
     try:
-        claims = _admit(request, connection=True)
+        claims = await _admit(request, connection=True, ticket_ok=True)
         topics, cursors = _topics_and_cursors(request, request.query.get("cursor"))
     except Refusal as refusal:
         return refusal.response
@@ -199,7 +219,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     cors = _cors(request, settings)
     cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
     try:
-        claims = _admit(request, connection=True)
+        claims = await _admit(request, connection=True, ticket_ok=True)
         topics, cursors = _topics_and_cursors(request, cursor)
     except Refusal as refusal:
         # With CORS headers, so a page on another origin can read why it was refused.
@@ -241,7 +261,7 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
     try:
         # A poll is a new connection for the per-IP rate and, while held, a live connection
         # of its user (see gateway/polling.py).
-        claims = _admit(request, connection=True)
+        claims = await _admit(request, connection=True, ticket_ok=True)
         topics, positions = _topics_and_cursors(request, request.query.get("cursor"))
     except Refusal as refusal:
         refusal.response.headers.update(cors)
@@ -322,7 +342,7 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
     cors = _cors(request, settings)
     try:
         # Each POST is a new request from its IP: the per-IP rate applies as to connections.
-        claims = _admit(request, connection=True)
+        claims = await _admit(request, connection=True)
     except Refusal as refusal:
         refusal.response.headers.update(cors)
         return refusal.response
