@@ -86,6 +86,7 @@ class Hub:
     # -- registration --------------------------------------------------------------------------
 
     def register(self, conn: Conn) -> None:
+        """Count a connection in (from its ``connection_made``; ``Conn._end`` undoes it)."""
         claims = conn.claims
         if isinstance(conn, WsConn):
             self.ws.add(conn)
@@ -155,6 +156,8 @@ class Hub:
         accepted topics. ``quiet`` skips the ``subscribed`` acks (SSE has no use for them).
         """
         accepted: list[str] = []
+        if conn.closed:
+            return accepted  # an ended connection is in no map, never again
         for topic in topics:
             reason = authorize_topic(conn.claims, topic)
             if reason is not None:
