@@ -26,6 +26,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
 from workers.outbox_write import emit
 
 CATALOG_CACHE_CONTROL = "private, max-age=30"
@@ -161,7 +162,7 @@ async def create_lesson(request: web.Request) -> web.Response:
                 )
                 await emit(
                     conn,
-                    f"cohort:{cohort_id}",
+                    cohort_topic(cohort_id),
                     "lesson.changed",
                     {"lesson_id": row["id"], "version": row["version"], "op": "created"},
                 )
@@ -211,7 +212,7 @@ async def update_lesson(request: web.Request) -> web.Response:
                 )
                 await emit(
                     conn,
-                    f"cohort:{row['cohort_id']}",
+                    cohort_topic(row["cohort_id"]),
                     "lesson.changed",
                     {"lesson_id": lesson_id, "version": row["version"], "op": "updated"},
                 )
@@ -235,7 +236,7 @@ async def delete_lesson(request: web.Request) -> web.Response:
         await conn.execute("DELETE FROM lessons WHERE id = $1", lesson_id)
         await emit(
             conn,
-            f"cohort:{cohort_id}",
+            cohort_topic(cohort_id),
             "lesson.changed",
             {"lesson_id": lesson_id, "version": current["version"], "op": "deleted"},
         )
