@@ -32,6 +32,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
 from workers.jobs import enqueue
 from workers.outbox_write import emit
 
@@ -86,7 +87,7 @@ async def create_announcement(request: web.Request) -> web.Response:
         )
         row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1", new_id)
         out = AnnouncementOut(**dict(row))
-        await emit(conn, f"cohort:{cohort_id}", "announcement.new", out)
+        await emit(conn, cohort_topic(cohort_id), "announcement.new", out)
     try:
         await enqueue(request.app[REDIS], "announce", {"announcement_id": out.id})
     except (redis.exceptions.RedisError, OSError) as exc:

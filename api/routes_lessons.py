@@ -26,6 +26,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
 from gateway.auth import Claims
 from workers.outbox_write import emit
 
@@ -170,7 +171,7 @@ async def create_lesson(request: web.Request) -> web.Response:
                 )
                 await emit(
                     conn,
-                    f"cohort:{cohort_id}",
+                    cohort_topic(cohort_id),
                     "lesson.changed",
                     {"lesson_id": row["id"], "version": row["version"], "op": "created"},
                 )
@@ -222,7 +223,7 @@ async def update_lesson(request: web.Request) -> web.Response:
                 )
                 await emit(
                     conn,
-                    f"cohort:{row['cohort_id']}",
+                    cohort_topic(row["cohort_id"]),
                     "lesson.changed",
                     {"lesson_id": lesson_id, "version": row["version"], "op": "updated"},
                 )
@@ -245,7 +246,7 @@ async def delete_lesson(request: web.Request) -> web.Response:
         await conn.execute("DELETE FROM lessons WHERE id = $1", lesson_id)
         await emit(
             conn,
-            f"cohort:{cohort_id}",
+            cohort_topic(cohort_id),
             "lesson.changed",
             {"lesson_id": lesson_id, "version": current["version"], "op": "deleted"},
         )

@@ -25,6 +25,7 @@ from api.deps import current_user, path_int, query_int, user_id
 from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB
+from config.topics import user_topic
 from workers.notify import KIND_LABELS, KINDS, NotificationOut, notification_from_row
 from workers.outbox_write import emit
 
@@ -116,7 +117,7 @@ async def mark_read(request: web.Request) -> web.Response:
             unread = await _unread(conn, uid)
             await emit(
                 conn,
-                f"user:{uid}",
+                user_topic(uid),
                 "notification.read",
                 {"ids": [notification_id], "all": False, "unread_count": unread},
             )
@@ -134,7 +135,7 @@ async def mark_all_read(request: web.Request) -> web.Response:
         if updated:
             await emit(
                 conn,
-                f"user:{uid}",
+                user_topic(uid),
                 "notification.read",
                 {"ids": [], "all": True, "unread_count": 0},
             )

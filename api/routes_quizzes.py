@@ -43,6 +43,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
 from gateway.auth import Claims
 from workers import grade as grade_job
 from workers.grading import (
@@ -239,7 +240,7 @@ async def create_quiz(request: web.Request) -> web.Response:
         out = _quiz_out(row, full=True, attempts_used=0)
         await emit(
             conn,
-            f"cohort:{cohort_id}",
+            cohort_topic(cohort_id),
             "quiz.published",
             {"quiz_id": out.id, "cohort_id": cohort_id, "title": out.title},
         )

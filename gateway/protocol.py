@@ -288,31 +288,6 @@ def event_ts(event_id: str) -> int:
     return int(event_id.partition("-")[0])
 
 
-# -- topics -----------------------------------------------------------------------------------
-
-TOPIC_KINDS = ("user", "cohort", "staff", "live")
-MAX_TOPIC_LEN = 200
-_TOPIC_PART_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-
-
-def parse_topic(topic: str) -> tuple[str, ...] | None:
-    """Split ``kind:part[:part]`` into its parts, or ``None`` when malformed.
-
-    ``user:{user}``, ``cohort:{cohort}``, ``staff:{cohort}``, ``live:{cohort}:{session}``.
-    """
-    if not topic or len(topic) > MAX_TOPIC_LEN:
-        return None
-    parts = tuple(topic.split(":"))
-    kind = parts[0]
-    expected = 3 if kind == "live" else 2
-    if kind not in TOPIC_KINDS or len(parts) != expected:
-        return None
-    for part in parts[1:]:
-        if not part or not _TOPIC_PART_CHARS.issuperset(part):
-            return None
-    return parts
-
-
 # -- cursors ----------------------------------------------------------------------------------
 # The compact cursor of an SSE stream or a long-poll: the last event ID seen per topic, in the
 # order of the stream's `topics` parameter, joined with commas; an empty slot means "none yet"
