@@ -53,7 +53,7 @@ async def test_good_values_still_work(api: Api) -> None:
         f"/api/v1/cohorts/{c.cohort}/announcements?before={2**63 - 1}&limit=1000",
         f"/api/v1/cohorts/{c.cohort}/leaderboard?offset=999999&limit=5",
         f"/api/v1/quizzes/{quiz['id']}/submissions?user_id={c.students[0].id}",
-        f"/api/v1/notifications?before=%2B5&limit=",
+        "/api/v1/notifications?before=%2B5&limit=",
     ):
         status, data, _ = await api.request("GET", path, c.teacher)
         assert status == 200, (path, data)
