@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from config.topics import user_topic
 from workers import leaderboard
 from workers.context import WorkerContext
 from workers.grading import (
@@ -114,7 +115,7 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
                     feedback=result.feedback,
                     results=result.results,
                 )
-                await emit(conn, f"user:{row['user_id']}", "quiz.graded", event)
+                await emit(conn, user_topic(row["user_id"]), "quiz.graded", event)
                 title, body = notification_text(row["title"], result)
                 await create_notifications(
                     conn,

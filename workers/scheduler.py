@@ -35,6 +35,7 @@ import msgspec
 import redis.exceptions
 
 from config import keys
+from config.topics import staff_topic
 from workers import leaderboard, outbox_relay
 from workers.context import WorkerContext
 from workers.grade import SWEEP_REPEAT_S, sweep_pending
@@ -159,7 +160,7 @@ async def refresh_dashboards(ctx: WorkerContext) -> int:
     rows = await ctx.db.fetch(_DASHBOARD, DASHBOARD_REFRESH_S * 2)
     events = [
         (
-            f"staff:{r['cohort_id']}",
+            staff_topic(r["cohort_id"]),
             "dashboard.update",
             Dashboard(
                 cohort_id=r["cohort_id"],
