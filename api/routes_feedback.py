@@ -39,6 +39,7 @@ from api.deps import current_user, is_staff, path_int, require_member, require_s
 from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB, REDIS
+from config.topics import staff_topic, user_topic
 from workers import feedback as feedback_job
 from workers import review
 from workers.grading import GradeResult, QuestionResult, ShortText, questions_from_json
@@ -267,14 +268,14 @@ async def post_feedback(request: web.Request) -> web.Response:
         out = _feedback_out(await conn.fetchrow(f"{_FEEDBACK} WHERE f.id = $1", fid))
         await emit(
             conn,
-            f"user:{sub['user_id']}",
+            user_topic(sub["user_id"]),
             "feedback.posted",
             FeedbackPosted(feedback=out, results=effective.results),
         )
         if state != sub["review"]:
             await emit(
                 conn,
-                f"staff:{sub['cohort_id']}",
+                staff_topic(sub["cohort_id"]),
                 "grading.resolved",
                 {"submission_id": sub["id"], "quiz_id": sub["quiz_id"], "by": user_id(claims)},
             )

@@ -30,11 +30,20 @@ from aiohttp import web
 
 from api import errors
 from api.deps import body as read_body
-from api.deps import current_user, is_staff, path_int, require_member, require_staff, user_id
+from api.deps import (
+    current_user,
+    is_staff,
+    path_int,
+    query_int,
+    require_member,
+    require_staff,
+    user_id,
+)
 from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
 from gateway.auth import Claims
 from workers import grade as grade_job
 from workers.grading import (
@@ -251,7 +260,7 @@ async def create_quiz(request: web.Request) -> web.Response:
         out = _quiz_out(row, full=True, attempts_used=0)
         await emit(
             conn,
-            f"cohort:{cohort_id}",
+            cohort_topic(cohort_id),
             "quiz.published",
             {"quiz_id": out.id, "cohort_id": cohort_id, "title": out.title},
         )
@@ -439,8 +448,7 @@ async def list_submissions(request: web.Request) -> web.Response:
     require_member(claims, quiz["cohort_id"])
     target: int | None = user_id(claims)
     if is_staff(claims, quiz["cohort_id"]):
-        raw = request.query.get("user_id")
-        target = int(raw) if raw and raw.isdigit() else None
+        target = query_int(request, "user_id", None, lo=1)
     rows = await pool.fetch(
         f"{_SUBMISSION} WHERE quiz_id = $1 AND ($2::bigint IS NULL OR user_id = $2)"
         " ORDER BY id LIMIT 1000",

@@ -33,12 +33,11 @@ import redis.exceptions
 
 from config import keys
 from config.settings import Settings
+from config.topics import LIVE_PREFIX, authorize
 from gateway import metrics, protocol
-from gateway.auth import authorize_topic
 from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
 from gateway.metrics import Hot
-from gateway.presence_writer import PREFIX as LIVE_PREFIX
 from gateway.presence_writer import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
@@ -156,11 +155,10 @@ class Hub:
         """
         accepted: list[str] = []
         for topic in topics:
-            reason = authorize_topic(conn.claims, topic)
-            if reason is not None:
-                code = ErrorCode.BAD_TOPIC if reason == "malformed topic" else ErrorCode.FORBIDDEN
-                metrics.bad_frames.labels(code.value).inc()
-                conn.send(protocol.Error(code.value, f"{topic}: {reason}", ref, topic))
+            denial = authorize(conn.claims, topic)
+            if denial is not None:
+                metrics.bad_frames.labels(denial.code).inc()
+                conn.send(protocol.Error(denial.code, f"{topic}: {denial.reason}", ref, topic))
                 continue
             if topic not in conn.topics and len(conn.topics) >= self.settings.max_topics_per_conn:
                 conn.send(

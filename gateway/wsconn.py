@@ -12,8 +12,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from config.topics import authorize
 from gateway import metrics, protocol, wsframe
-from gateway.auth import Claims, authorize_topic
+from gateway.auth import Claims
 from gateway.connection import Conn
 from gateway.metrics import Hot
 from gateway.protocol import CloseCode, ErrorCode
@@ -177,9 +178,9 @@ class WsConn(Conn):
 
     def _command(self, cmd: protocol.Cmd) -> None:
         if cmd.topic is not None:
-            reason = authorize_topic(self.claims, cmd.topic)
-            if reason is not None:
-                code = ErrorCode.BAD_TOPIC if reason == "malformed topic" else ErrorCode.FORBIDDEN
-                self.hub.commands.reject(self, cmd.ref, code, f"{cmd.topic}: {reason}")
+            denial = authorize(self.claims, cmd.topic)
+            if denial is not None:
+                message = f"{cmd.topic}: {denial.reason}"
+                self.hub.commands.reject(self, cmd.ref, ErrorCode(denial.code), message)
                 return
         self.hub.commands.submit(self, cmd)

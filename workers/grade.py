@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from config.topics import staff_topic, user_topic
 from workers import leaderboard, review
 from workers.context import WorkerContext
 from workers.grading import (
@@ -116,7 +117,7 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
                 if waiting:
                     await emit(
                         conn,
-                        f"staff:{row['cohort_id']}",
+                        staff_topic(row["cohort_id"]),
                         "grading.waiting",
                         {
                             "submission_id": row["id"],
@@ -135,7 +136,7 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
                     feedback=result.feedback,
                     results=result.results,
                 )
-                await emit(conn, f"user:{row['user_id']}", "quiz.graded", event)
+                await emit(conn, user_topic(row["user_id"]), "quiz.graded", event)
                 title, body = notification_text(row["title"], result)
                 await create_notifications(
                     conn,

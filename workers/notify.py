@@ -29,6 +29,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from config.topics import user_topic
 from workers.context import WorkerContext
 from workers.jobs import PermanentError, enqueue, job
 from workers.outbox_write import emit_many
@@ -110,7 +111,7 @@ async def create_notifications(
     rows = sorted(rows, key=lambda r: r["id"])
     await emit_many(
         conn,
-        [(f"user:{r['user_id']}", "notification.new", notification_from_row(r)) for r in rows],
+        [(user_topic(r["user_id"]), "notification.new", notification_from_row(r)) for r in rows],
     )
     return [r["id"] for r in rows]
 

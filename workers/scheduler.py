@@ -36,6 +36,7 @@ import msgspec
 import redis.exceptions
 
 from config import keys
+from config.topics import staff_topic
 from workers import leaderboard, outbox_relay
 from workers.context import WorkerContext
 from workers.feedback import sweep_unnotified
@@ -163,7 +164,7 @@ async def refresh_dashboards(ctx: WorkerContext) -> int:
     rows = await ctx.db.fetch(_DASHBOARD, DASHBOARD_REFRESH_S * 2)
     events = [
         (
-            f"staff:{r['cohort_id']}",
+            staff_topic(r["cohort_id"]),
             "dashboard.update",
             Dashboard(
                 cohort_id=r["cohort_id"],
