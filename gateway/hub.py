@@ -37,6 +37,7 @@ from gateway import metrics, protocol
 from gateway.auth import authorize_topic
 from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
+from gateway.history import HistoryReader
 from gateway.metrics import Hot
 from gateway.presence_writer import PREFIX as LIVE_PREFIX
 from gateway.presence_writer import PresenceWriter
@@ -65,6 +66,9 @@ class Hub:
         self.topics: dict[str, set[Conn]] = {}
         #: Last event ID dispatched per topic with local subscribers.
         self.last_ids: dict[str, str] = {}
+        self.history = HistoryReader(
+            redis, settings.bus_shards, settings.history_read_concurrency, self.last_ids.get
+        )
         self.ws: set[WsConn] = set()
         self.sse: set[SseConn] = set()
         self.by_sid: dict[str, set[Conn]] = defaultdict(set)
@@ -212,27 +216,8 @@ class Hub:
                 metrics.topics_gauge.dec()
 
     async def read_history(self, topic: str, after: str) -> tuple[list[Record], bool]:
-        """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is
-        older than the history kept (the caller must send ``reset``)."""
-        s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.floor_key(topic, s.bus_shards))
-        # No COUNT: the history is bounded by publish's trimming, and between two trims it
-        # holds up to ~10 % more than history_maxlen; a cap here would cut a gap into resumes.
-        pipe.xrange(keys.history_key(topic, s.bus_shards), min=f"({after}")
-        pipe.exists(keys.history_key(topic, s.bus_shards))
-        floor, entries, exists = await pipe.execute()
-        if not exists:
-            # Nothing was ever published, or the history expired: only a client that has
-            # seen nothing yet ("0-0", the cursor of an empty topic) has missed nothing.
-            return [], after != protocol.EMPTY_CURSOR
-        floor_id = floor.decode() if floor else ""
-        if floor_id and not protocol.id_after(after, floor_id) and after != floor_id:
-            return [], True
-        recs = [
-            Record(topic, eid.decode(), f[b"t"].decode(), f[b"d"], f[b"m"]) for eid, f in entries
-        ]
-        return recs, False
+        """See :meth:`gateway.history.HistoryReader.read` (coalesced, paged, bounded)."""
+        return await self.history.read(topic, after)
 
     async def _tail(self, topic: str) -> str:
         """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
