@@ -63,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Gateway limits (DESIGN.md section 8).
     max_frame_bytes: int = 64 * 1024  # largest client frame (and POST /cmd body)
+    max_fragments: int = 64  # frames one fragmented WebSocket message may span
     cmd_rate_per_s: float = 20.0  # client frames per second per connection (token bucket)
     cmd_burst: int = 40  # ... and its burst
     conn_rate_per_ip_per_s: float = 10.0  # new connections per second per client IP
@@ -175,6 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             problems.append(f"{PREFIX}{name.upper()}={value!r}: {exc}")
     positive = (
         "max_frame_bytes",
+        "max_fragments",
         "cmd_burst",
         "max_conns_per_user",
         "max_held_polls",

@@ -23,7 +23,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys
+from config import keys, topics
 from gateway import metrics, protocol
 from gateway.auth import is_staff
 from gateway.protocol import ErrorCode
@@ -75,8 +75,8 @@ class CommandRouter:
     def _fields(self, conn_id: str, claims: Any, cmd: protocol.Cmd) -> dict[str, bytes | str]:
         cohort = ""
         if cmd.topic:
-            parts = protocol.parse_topic(cmd.topic)
-            cohort = parts[1] if parts and parts[0] != "user" else ""
+            parsed = topics.parse(cmd.topic)
+            cohort = parsed.cohort if parsed is not None else ""
         return {
             "gw": self.hub.gateway_id,
             "conn": conn_id,

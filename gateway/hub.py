@@ -33,13 +33,12 @@ import redis.exceptions
 
 from config import keys
 from config.settings import Settings
+from config.topics import LIVE_PREFIX, authorize
 from gateway import metrics, protocol
-from gateway.auth import authorize_topic
 from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
 from gateway.history import HistoryReader
 from gateway.metrics import Hot
-from gateway.presence_writer import PREFIX as LIVE_PREFIX
 from gateway.presence_writer import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
@@ -90,6 +89,7 @@ class Hub:
     # -- registration --------------------------------------------------------------------------
 
     def register(self, conn: Conn) -> None:
+        """Count a connection in (from its ``connection_made``; ``Conn._end`` undoes it)."""
         claims = conn.claims
         if isinstance(conn, WsConn):
             self.ws.add(conn)
@@ -159,12 +159,13 @@ class Hub:
         accepted topics. ``quiet`` skips the ``subscribed`` acks (SSE has no use for them).
         """
         accepted: list[str] = []
+        if conn.closed:
+            return accepted  # an ended connection is in no map, never again
         for topic in topics:
-            reason = authorize_topic(conn.claims, topic)
-            if reason is not None:
-                code = ErrorCode.BAD_TOPIC if reason == "malformed topic" else ErrorCode.FORBIDDEN
-                metrics.bad_frames.labels(code.value).inc()
-                conn.send(protocol.Error(code.value, f"{topic}: {reason}", ref, topic))
+            denial = authorize(conn.claims, topic)
+            if denial is not None:
+                metrics.bad_frames.labels(denial.code).inc()
+                conn.send(protocol.Error(denial.code, f"{topic}: {denial.reason}", ref, topic))
                 continue
             if topic not in conn.topics and len(conn.topics) >= self.settings.max_topics_per_conn:
                 conn.send(

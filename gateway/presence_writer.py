@@ -36,7 +36,6 @@ log = logging.getLogger("lectern.gateway.presence_writer")
 
 MAX_QUEUE = 10_000
 STREAM_MAXLEN = 100_000
-PREFIX = "live:"
 
 dropped = Counter(
     "lectern_gateway_presence_dropped_total",

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import redis.exceptions
 
-from config import keys
+from config import keys, topics
 from gateway.command_relay import ReplyRecord
 from workers import metrics
 from workers.context import WorkerContext
@@ -52,13 +52,13 @@ class Command:
 
     @property
     def cohort(self) -> str:
-        parts = self.topic.split(":")
-        return parts[1] if len(parts) >= 2 and parts[0] != "user" else ""
+        parsed = topics.parse(self.topic)
+        return parsed.cohort if parsed is not None else ""
 
     @property
     def session(self) -> str:
-        parts = self.topic.split(":")
-        return parts[2] if len(parts) == 3 and parts[0] == "live" else ""
+        parsed = topics.parse(self.topic)
+        return parsed.session if parsed is not None else ""
 
 
 class CommandError(Exception):
