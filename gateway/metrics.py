@@ -62,6 +62,13 @@ resumes = Counter(
     ["outcome"],
     registry=registry,
 )
+history_reads = Counter(
+    "lectern_gateway_history_reads_total",
+    "History reads for resumes and polls: redis (this read went to Redis) or shared (it joined"
+    " an identical read in flight).",
+    ["source"],
+    registry=registry,
+)
 command_replies = Counter(
     "lectern_gateway_command_replies_total",
     "Replies to commands by code.",

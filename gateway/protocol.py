@@ -299,9 +299,15 @@ def event_ts(event_id: str) -> int:
 EMPTY_CURSOR = "0-0"
 
 
+def _u64(part: str) -> bool:
+    # isascii() first: isdigit() alone accepts "²", which Redis then refuses (a 500, not a 400).
+    return 0 < len(part) <= 20 and part.isascii() and part.isdigit() and int(part) < 2**64
+
+
 def is_stream_id(value: str) -> bool:
+    """``<ms>-<seq>``, both unsigned 64-bit decimal numbers: what Redis accepts as an ID."""
     ms, sep, seq = value.partition("-")
-    return bool(sep) and ms.isdigit() and seq.isdigit() and len(value) <= 41
+    return bool(sep) and _u64(ms) and _u64(seq)
 
 
 def parse_cursor(cursor: str, topics: list[str]) -> dict[str, str]:

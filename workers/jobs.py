@@ -79,6 +79,7 @@ MOVER_INTERVAL_S = 0.1
 #: Modules whose import registers job handlers; :func:`run_jobs` imports them all.
 HANDLER_MODULES: list[str] = [
     "workers.grade",
+    "workers.feedback",
     "workers.email",
     "workers.notify",
     "workers.leaderboard",

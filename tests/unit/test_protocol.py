@@ -294,9 +294,14 @@ def test_malformed_cursor(cursor: str) -> None:
 
 
 def test_is_stream_id() -> None:
-    """Stream IDs are ``ms-seq`` with digits only, at most 41 characters."""
+    """Stream IDs are ``ms-seq``, each an unsigned 64-bit number in ASCII digits."""
     assert protocol.is_stream_id("0-0") and protocol.is_stream_id("1732240000000-12")
-    for bad in ("", "1", "1-", "-1", "a-1", "1-a", "1-1-1", "1 -1", "9" * 30 + "-" + "9" * 11):
+    top = str(2**64 - 1)
+    assert protocol.is_stream_id(f"{top}-{top}")
+    for bad in (
+        *("", "1", "1-", "-1", "a-1", "1-a", "1-1-1", "1 -1", "9" * 30 + "-" + "9" * 11),
+        *("1-\u00b2", "\u00b2-1", "\u0661-0", f"{2**64}-0", f"0-{2**64}"),
+    ):
         assert not protocol.is_stream_id(bad), bad
 
 
