@@ -35,9 +35,10 @@ from workers.jobs import PermanentError, enqueue, job
 from workers.outbox_write import emit_many
 
 #: The kinds of notification, each with its own email preference (``notification_prefs``).
-KINDS: tuple[str, ...] = ("quiz.graded", "announcement", "session.reminder")
+KINDS: tuple[str, ...] = ("quiz.graded", "feedback.posted", "announcement", "session.reminder")
 KIND_LABELS: dict[str, str] = {
     "quiz.graded": "A quiz of yours was graded",
+    "feedback.posted": "An instructor reviewed your work",
     "announcement": "Announcements in your cohorts",
     "session.reminder": "Live sessions about to start",
 }
