@@ -193,12 +193,16 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     )
     hub = request.app[HUB]
     conn = WsConn(hub, claims, _client_ip(request), binary)
-    if not detach(request, conn, wsframe.handshake_response(key, chosen)):
+    # From here the connection is registered (Conn.connection_made) until it ends.
+    tail = detach(request, conn, wsframe.handshake_response(key, chosen))
+    if tail is None:
         return detached()
-    hub.register(conn)
     conn.send(_hello(hub, conn, "msgpack" if binary else "json"))
     if topics:
         hub.subscribe(conn, topics, cursors, None)
+    if tail:
+        # Frames the client sent with its upgrade request, after the hello as if read later.
+        conn.data_received(tail)
     return detached()
 
 
@@ -238,9 +242,8 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     for name, value in cors.items():
         head += f"{name}: {value}\r\n".encode()
     first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
-    if not detach(request, conn, first):
+    if detach(request, conn, first) is None:  # an SSE client's later bytes are ignored
         return detached()
-    hub.register(conn)
     conn.send(_hello(hub, conn, "json"))
     hub.subscribe(conn, topics, cursors, None, quiet=True)
     return detached()
