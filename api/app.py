@@ -61,6 +61,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_sessions",
     "api.routes_quizzes",
     "api.routes_quiz_stats",
+    "api.routes_feedback",
     "api.routes_notifications",
     "api.routes_announcements",
     "api.routes_pages",

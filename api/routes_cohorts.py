@@ -38,6 +38,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Title, normalize_email
 from api.state import DB, REDIS, SETTINGS
+from config.topics import cohort_topic, user_topic
 from gateway import rights
 from workers import csv_import
 from workers.jobs import enqueue
@@ -183,7 +184,7 @@ async def delete_cohort(request: web.Request) -> web.Response:
         deleted = await conn.fetchval("DELETE FROM cohorts WHERE id = $1 RETURNING id", cohort_id)
         if deleted is None:
             raise errors.not_found(f"cohort {cohort_id} does not exist")
-        await emit(conn, f"cohort:{cohort_id}", "cohort.deleted", {"cohort_id": cohort_id})
+        await emit(conn, cohort_topic(cohort_id), "cohort.deleted", {"cohort_id": cohort_id})
         await _announce_lost(request, [r["user_id"] for r in enrolled], cohort_id)
     return web.Response(status=204)
 
@@ -237,7 +238,7 @@ async def enroll(request: web.Request) -> web.Response:
         if added is not None:
             await emit(
                 conn,
-                f"user:{uid}",
+                user_topic(uid),
                 "enrollment.changed",
                 {"cohort_id": cohort_id, "kind": data.kind, "enrolled": True},
             )
@@ -267,7 +268,7 @@ async def unenroll(request: web.Request) -> web.Response:
         )
         await emit(
             conn,
-            f"user:{target}",
+            user_topic(target),
             "enrollment.changed",
             {"cohort_id": cohort_id, "kind": kind, "enrolled": False},
         )

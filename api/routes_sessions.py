@@ -30,6 +30,7 @@ from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, PUBLISHER, REDIS, SETTINGS
 from config import keys
+from config.topics import cohort_topic
 from gateway.protocol import EMPTY_CURSOR
 from workers import attendance
 from workers import live_rules as rules
@@ -258,7 +259,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
             )
             events += [(room.topic, "poll.closed", {"poll": rules.poll_view(p)}) for p in polls]
         events.append((room.topic, "session.state", {"session": view}))
-        events.append((f"cohort:{row['cohort_id']}", "session.state", {"session": view}))
+        events.append((cohort_topic(row["cohort_id"]), "session.state", {"session": view}))
         await emit_many(conn, events)
     return json_response(_out(row))
 

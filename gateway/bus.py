@@ -17,12 +17,13 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys
+from config import keys, streams
 from config.settings import Settings
 from gateway import metrics, rights
 from gateway.hub import Hub
@@ -32,11 +33,23 @@ log = logging.getLogger("lectern.gateway.bus")
 
 BLOCK_MS = 1000
 
+T = TypeVar("T", bound=msgspec.Struct)
+
 
 def _after(a: bytes, b: bytes) -> bool:
     ams, _, aseq = a.partition(b"-")
     bms, _, bseq = b.partition(b"-")
     return (int(ams), int(aseq)) > (int(bms), int(bseq))
+
+
+def _decode(codec: streams.EntryCodec[T], fields: dict[bytes, bytes]) -> T | None:
+    """The entry, or ``None`` for a malformed one (dropped and counted, never fatal)."""
+    try:
+        return codec.decode(fields)
+    except streams.BadEntry as exc:
+        metrics.bad_entries.labels(codec.type.__name__).inc()
+        log.warning("%s dropped", exc)
+        return None
 
 
 class BusReader:
@@ -77,13 +90,6 @@ class BusReader:
         for key, ttl in zip(found, await pipe.execute(), strict=True):
             if ttl and ttl > 0:
                 self.hub.revoke(key[len(prefix) :].decode(), ttl)
-
-    def _rights_lost(self, fields: dict[bytes, bytes]) -> None:
-        """A user's rights in a cohort removed (gateway/rights.py)."""
-        at = fields.get(b"at", b"")
-        user, cohort = fields.get(b"user"), fields.get(b"cohort")
-        if user and cohort and at.isdigit():
-            self.hub.rights_lost(user.decode(), cohort.decode(), int(at))
 
     async def _load_lost(self, r: aioredis.Redis) -> None:
         """Removals of rights announced before our stream position, read once from their keys
@@ -169,24 +175,20 @@ class BusReader:
                     lagging.append(stream)
                 if stream == reply_key:
                     for _, fields in entries:
-                        hub.commands.on_reply(fields[b"r"])
+                        if (reply := _decode(streams.REPLY, fields)) is not None:
+                            hub.commands.on_reply(reply)
                 elif stream == revoke_key:
                     for _, fields in entries:
-                        hub.revoke(fields[b"sid"].decode())
+                        if (revocation := _decode(streams.REVOCATION, fields)) is not None:
+                            hub.revoke(revocation.sid)
                 elif stream == rights_key:
                     for _, fields in entries:
-                        self._rights_lost(fields)
+                        if (lost := _decode(streams.RIGHTS_LOST, fields)) is not None:
+                            hub.rights_lost(lost.user, lost.cohort, lost.at_ms)
                 else:
-                    for _, f in entries:
-                        records.append(
-                            Record(
-                                f[b"p"].decode(),
-                                f[b"i"].decode(),
-                                f[b"t"].decode(),
-                                f[b"d"],
-                                f[b"m"],
-                            )
-                        )
+                    for _, fields in entries:
+                        if (e := _decode(streams.BUS, fields)) is not None:
+                            records.append(Record(e.topic, e.id, e.type, e.json, e.msgpack))
             if records:
                 metrics.bus_batch.observe(len(records))
                 start = time.perf_counter()

@@ -33,12 +33,13 @@ import redis.exceptions
 
 from config import keys
 from config.settings import Settings
+from config.topics import LIVE_PREFIX, authorize
 from gateway import metrics, protocol, rights
-from gateway.auth import Claims, authorize_topic
+from gateway.auth import Claims
 from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
+from gateway.history import HistoryReader
 from gateway.metrics import Hot
-from gateway.presence_writer import PREFIX as LIVE_PREFIX
 from gateway.presence_writer import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
@@ -65,6 +66,9 @@ class Hub:
         self.topics: dict[str, set[Conn]] = {}
         #: Last event ID dispatched per topic with local subscribers.
         self.last_ids: dict[str, str] = {}
+        self.history = HistoryReader(
+            redis, settings.bus_shards, settings.history_read_concurrency, self.last_ids.get
+        )
         self.ws: set[WsConn] = set()
         self.sse: set[SseConn] = set()
         self.by_sid: dict[str, set[Conn]] = defaultdict(set)
@@ -90,6 +94,7 @@ class Hub:
     # -- registration --------------------------------------------------------------------------
 
     def register(self, conn: Conn) -> None:
+        """Count a connection in (from its ``connection_made``; ``Conn._end`` undoes it)."""
         claims = conn.claims
         if isinstance(conn, WsConn):
             self.ws.add(conn)
@@ -165,12 +170,13 @@ class Hub:
         accepted topics. ``quiet`` skips the ``subscribed`` acks (SSE has no use for them).
         """
         accepted: list[str] = []
+        if conn.closed:
+            return accepted  # an ended connection is in no map, never again
         for topic in topics:
-            reason = authorize_topic(conn.claims, topic)
-            if reason is not None:
-                code = ErrorCode.BAD_TOPIC if reason == "malformed topic" else ErrorCode.FORBIDDEN
-                metrics.bad_frames.labels(code.value).inc()
-                conn.send(protocol.Error(code.value, f"{topic}: {reason}", ref, topic))
+            denial = authorize(conn.claims, topic)
+            if denial is not None:
+                metrics.bad_frames.labels(denial.code).inc()
+                conn.send(protocol.Error(denial.code, f"{topic}: {denial.reason}", ref, topic))
                 continue
             if topic not in conn.topics and len(conn.topics) >= self.settings.max_topics_per_conn:
                 conn.send(
@@ -222,27 +228,8 @@ class Hub:
                 metrics.topics_gauge.dec()
 
     async def read_history(self, topic: str, after: str) -> tuple[list[Record], bool]:
-        """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is
-        older than the history kept (the caller must send ``reset``)."""
-        s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.floor_key(topic, s.bus_shards))
-        # No COUNT: the history is bounded by publish's trimming, and between two trims it
-        # holds up to ~10 % more than history_maxlen; a cap here would cut a gap into resumes.
-        pipe.xrange(keys.history_key(topic, s.bus_shards), min=f"({after}")
-        pipe.exists(keys.history_key(topic, s.bus_shards))
-        floor, entries, exists = await pipe.execute()
-        if not exists:
-            # Nothing was ever published, or the history expired: only a client that has
-            # seen nothing yet ("0-0", the cursor of an empty topic) has missed nothing.
-            return [], after != protocol.EMPTY_CURSOR
-        floor_id = floor.decode() if floor else ""
-        if floor_id and not protocol.id_after(after, floor_id) and after != floor_id:
-            return [], True
-        recs = [
-            Record(topic, eid.decode(), f[b"t"].decode(), f[b"d"], f[b"m"]) for eid, f in entries
-        ]
-        return recs, False
+        """See :meth:`gateway.history.HistoryReader.read` (coalesced, paged, bounded)."""
+        return await self.history.read(topic, after)
 
     async def _tail(self, topic: str) -> str:
         """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 import redis.asyncio as aioredis
 
-from config import keys
+from config import keys, streams
 from config.settings import Settings
 from gateway.auth import Claims
 
@@ -88,9 +88,10 @@ async def announce_lost(
         key = keys.lost_rights_key(str(user))
         pipe.hset(key, str(cohort), at)
         pipe.expire(key, ttl)
+        entry = streams.RightsLost(str(user), str(cohort), int(at))
         pipe.xadd(
             keys.RIGHTS_STREAM,
-            {"user": str(user), "cohort": str(cohort), "at": at},
+            streams.RIGHTS_LOST.encode(entry),  # type: ignore[arg-type]
             maxlen=STREAM_MAXLEN,
             approximate=True,
         )

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from config.topics import live_topic
 from workers.ranking import QaItem, rank_ids
 from workers.tallies import PollTally, largest_remainder
 
@@ -202,23 +203,7 @@ def recording_url(data: Mapping[str, Any], state: str) -> str | None:
     return url
 
 
-# -- topics -----------------------------------------------------------------------------------
-
-
-def live_topic(cohort: int | str, session: int | str) -> str:
-    return f"live:{cohort}:{session}"
-
-
-def staff_topic(cohort: int | str) -> str:
-    return f"staff:{cohort}"
-
-
-def parse_live_topic(topic: str) -> tuple[str, str] | None:
-    """``(cohort, session)`` of a ``live:{cohort}:{session}`` topic, else None."""
-    parts = topic.split(":")
-    if len(parts) != 3 or parts[0] != "live" or not parts[1] or not parts[2]:
-        return None
-    return parts[1], parts[2]
+# -- row ids ----------------------------------------------------------------------------------
 
 
 def db_id(part: str) -> int | None:
