@@ -37,6 +37,9 @@ T = TypeVar("T")
 MAX_BODY = 1024 * 1024
 _MAX_BIGINT = 2**63 - 1
 _INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+#: A JSON ``\u0000`` escape (not an escaped backslash followed by "u0000"): PostgreSQL stores
+#: no NUL in text or jsonb, so such a body is refused here rather than failing in the database.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
@@ -171,6 +174,12 @@ def decode(raw: bytes, type_: type[T]) -> T:
         decoder = _decoders[type_] = msgspec.json.Decoder(type_)
     if not raw.strip():
         raise errors.bad_request("a JSON body is required", {"field": "", "reason": "empty body"})
+    if _NUL_ESCAPE.search(raw):
+        raise errors.bad_request(
+            "text may not contain NUL characters (\\u0000)",
+            {"field": "", "reason": "NUL character"},
+            "invalid_field",
+        )
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:

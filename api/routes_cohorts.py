@@ -289,6 +289,8 @@ async def import_csv(request: web.Request) -> web.Response:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise errors.bad_request("the file is not UTF-8", {"field": ""}, "invalid_csv") from None
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL
+        raise errors.bad_request("the file contains NUL bytes", {"field": ""}, "invalid_csv")
     try:
         rows = csv_import.parse_csv(text)
     except csv_import.CsvError as exc:
