@@ -79,6 +79,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     poll_timeout_s: float = 25.0  # longest wait of a long-poll
     max_held_polls: int = 1000  # long-polls one gateway process holds at once
     poll_read_concurrency: int = 8  # Redis reads all polls of a process run at once
+    history_read_concurrency: int = 16  # resume history reads a process runs at once
     cmd_reply_timeout_s: float = 5.0  # a command with no reply by then gets `timeout`
     shutdown_timeout_s: float = 10.0  # graceful shutdown limit of every process
 
@@ -181,6 +182,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "max_conns_per_user",
         "max_held_polls",
         "poll_read_concurrency",
+        "history_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
         "bus_shards",
