@@ -95,6 +95,7 @@ def registered(hub: Hub) -> dict[str, Any]:
         "ws": hub.ws,
         "by_sid": dict(hub.by_sid),
         "by_user": dict(hub.by_user),
+        "user_conns": hub.user_conns,
         "expiry": dict(hub.expiry),
         "topics": hub.topics,
         "pending_commands": hub.commands.pending,
