@@ -45,6 +45,12 @@ bad_frames = Counter(
     ["code"],
     registry=registry,
 )
+bad_entries = Counter(
+    "lectern_gateway_bad_entries_total",
+    "Malformed stream entries dropped (config/streams.py), by entry kind.",
+    ["kind"],
+    registry=registry,
+)
 slow_consumers = Counter(
     "lectern_gateway_slow_consumer_disconnects_total",
     "Connections closed because their outgoing buffer passed its limit.",
