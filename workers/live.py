@@ -19,7 +19,10 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 ``forbidden``, ``not_found``, ``session_not_live``, ``bad_topic``):
 
 =====================  ==============================  =======================================
-``qa.ask``             {body: 1-1000 chars}            {question_id}
+``qa.ask``             {body: 1-1000 chars,            {question_id}
+                       anonymous?: bool}
+``qa.similar``         {body: 1-1000 chars}            {matches: [{question_id, body, votes,
+                                                       score}]}: read-only, best first
 ``qa.upvote``          {question_id}                   {question_id, votes}; ``already_voted``
 ``qa.unvote``          {question_id}                   {question_id, votes}; ``not_voted``
 ``qa.answer`` (S)      {question_id, answer?: <=2000}  {question_id, votes}
@@ -90,10 +93,15 @@ from workers.live_state import (
     within_rate,
 )
 from workers.ranking import QaItem, rank_ids
+from workers.similarity import Candidate, similar
 
+#: Display names come along (scalar subqueries work in RETURNING too), so every
+#: ``qa.updated`` carries them; the view hides the asker of an anonymous question.
 QCOLS = (
     "id, session_id, user_id, body, created_at, answer, answered_by, answered_at, pinned, "
-    "dismissed, votes"
+    "dismissed, votes, anonymous, "
+    "(SELECT display_name FROM users WHERE users.id = questions.user_id) AS name, "
+    "(SELECT display_name FROM users WHERE users.id = questions.answered_by) AS answered_by_name"
 )
 
 # -- Q&A --------------------------------------------------------------------------------------
@@ -138,19 +146,44 @@ async def _update_question(s: Ctx, qid: int, sql: str, *args: Any) -> dict[str, 
 
 
 async def qa_ask(ctx: WorkerContext, cmd: Command, args: lc.QaAsk) -> Any:
+    """Ask; ``anonymous: true`` hides the asker from everyone in the room."""
+
     async def op(s: Ctx) -> Any:
         before = await _board(s.conn, s.room.session_id)
         row = await s.conn.fetchrow(
-            f"INSERT INTO questions (session_id, user_id, body) VALUES ($1, $2, $3) "
-            f"RETURNING {QCOLS}",
+            f"INSERT INTO questions (session_id, user_id, body, anonymous) "
+            f"VALUES ($1, $2, $3, $4) RETURNING {QCOLS}",
             s.room.session_id,
             s.user_id,
             args.body,
+            args.anonymous,
         )
         _announce(s, before, row)
         return {"question_id": row["id"]}
 
     return await in_room(ctx, cmd, op)
+
+
+async def qa_similar(ctx: WorkerContext, cmd: Command, args: lc.QaSimilar) -> Any:
+    """Questions on the board (not dismissed) that look like ``body``: the "already asked?"
+    hint shown while typing. Read-only: no lock, no event."""
+
+    async def op(s: Ctx) -> Any:
+        rows = await s.conn.fetch(
+            "SELECT id, body, votes FROM questions WHERE session_id = $1 AND NOT dismissed "
+            "ORDER BY id DESC LIMIT $2",
+            s.room.session_id,
+            rules.SIMILAR_SCAN,
+        )
+        candidates = (Candidate(id=r["id"], body=r["body"], votes=r["votes"]) for r in rows)
+        return {
+            "matches": [
+                {"question_id": m.id, "body": m.body, "votes": m.votes, "score": m.score}
+                for m in similar(args.body, candidates)
+            ]
+        }
+
+    return await in_room(ctx, cmd, op, lock=False)
 
 
 async def qa_upvote(ctx: WorkerContext, cmd: Command, args: lc.QaUpvote) -> Any:
@@ -255,7 +288,8 @@ async def chat_send(ctx: WorkerContext, cmd: Command, args: lc.ChatSend) -> Any:
     async def op(s: Ctx) -> Any:
         row = await s.conn.fetchrow(
             "INSERT INTO chat_messages (session_id, user_id, body) VALUES ($1, $2, $3) "
-            "RETURNING id, session_id, user_id, body, created_at",
+            "RETURNING id, session_id, user_id, body, created_at, "
+            "(SELECT display_name FROM users WHERE users.id = $2) AS name",
             s.room.session_id,
             s.user_id,
             args.body,
@@ -378,6 +412,8 @@ async def dispatch(ctx: WorkerContext, cmd: Command) -> Any:
     match lc.decode(cmd):
         case lc.QaAsk() as args:
             return await qa_ask(ctx, cmd, args)
+        case lc.QaSimilar() as args:
+            return await qa_similar(ctx, cmd, args)
         case lc.QaUpvote() as args:
             return await qa_upvote(ctx, cmd, args)
         case lc.QaUnvote() as args:

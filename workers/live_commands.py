@@ -49,6 +49,20 @@ def _text(value: str, name: str, max_len: int) -> str:
 
 
 class QaAsk(_Live, tag="qa.ask"):
+    """``anonymous: true`` hides the asker from the room (absent or null: false; anything but
+    a JSON boolean is refused, since ``"false"`` or ``0`` could read as intent either way)."""
+
+    body: str
+    anonymous: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.body = _text(self.body, "body", rules.QUESTION_MAX)
+        self.anonymous = bool(self.anonymous)
+
+
+class QaSimilar(_Live, tag="qa.similar"):
+    """Read-only: the questions on the board that look like ``body``."""
+
     body: str
 
     def __post_init__(self) -> None:
@@ -195,6 +209,7 @@ class ScreenshareSignal(_Live, tag="screenshare.signal"):
 
 LiveCommand = (
     QaAsk
+    | QaSimilar
     | QaUpvote
     | QaUnvote
     | QaAnswer

@@ -47,6 +47,9 @@ CHAT_WINDOW_S = 10
 #: Reactions: at most REACT_RATE per user and room in each one-second window.
 REACT_RATE = 10
 
+#: Newest questions of a room compared by ``qa.similar``.
+SIMILAR_SCAN = 500
+
 #: Chat messages in the late-joiner snapshot.
 SNAPSHOT_CHAT = 50
 
@@ -171,10 +174,16 @@ def _user(value: Any) -> str | None:
 
 
 def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A question as the whole room sees it. ``name`` is the asker's display name; an
+    anonymous question carries neither ``user`` nor ``name`` (see docs/api.md, "Who sees whom
+    in a live room"). ``answered_by_name`` names the instructor who answered."""
+    anonymous = bool(row.get("anonymous", False))
     return {
         "id": row["id"],
         "session_id": row["session_id"],
-        "user": _user(row["user_id"]),
+        "user": None if anonymous else _user(row["user_id"]),
+        "name": None if anonymous else row.get("name"),
+        "anonymous": anonymous,
         "body": row["body"],
         "created_at": iso(row["created_at"]),
         "votes": row["votes"],
@@ -183,6 +192,7 @@ def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "answered": row["answered_at"] is not None,
         "answer": row["answer"],
         "answered_by": _user(row["answered_by"]),
+        "answered_by_name": row.get("answered_by_name"),
         "answered_at": iso(row["answered_at"]),
     }
 
@@ -256,6 +266,7 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "session_id": row["session_id"],
         "user": _user(row["user_id"]),
+        "name": row.get("name"),
         "body": row["body"],
         "created_at": iso(row["created_at"]),
     }

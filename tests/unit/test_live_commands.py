@@ -25,6 +25,7 @@ def refused(name: str, data: dict[str, Any], *, staff: bool = False) -> str:
 def test_every_command_name_has_its_struct() -> None:
     assert set(lc.BY_NAME) == {
         "qa.ask",
+        "qa.similar",
         "qa.upvote",
         "qa.unvote",
         "qa.answer",
@@ -77,6 +78,19 @@ def test_text_is_stripped_and_bounded() -> None:
     assert refused("qa.answer", {"question_id": 3, "answer": 5}, staff=True) == "invalid"
 
 
+def test_anonymous_is_a_json_boolean() -> None:
+    """Absent or null is false; strings and numbers are refused, not read as intent."""
+    assert lc.decode(cmd("qa.ask", {"body": "x"})) == lc.QaAsk(body="x", anonymous=False)
+    assert lc.decode(cmd("qa.ask", {"body": "x", "anonymous": None})) == lc.QaAsk(
+        body="x", anonymous=False
+    )
+    assert lc.decode(cmd("qa.ask", {"body": "x", "anonymous": True})) == lc.QaAsk(
+        body="x", anonymous=True
+    )
+    for bad in ("true", 1, 0, [], {}):
+        assert refused("qa.ask", {"body": "x", "anonymous": bad}) == "invalid", bad
+
+
 def test_ids() -> None:
     assert lc.decode(cmd("qa.upvote", {"question_id": 7})) == lc.QaUpvote(question_id=7)
     for value in (0, -1, "7", 7.0, 1.5, True, None, 2**63):
@@ -120,7 +134,8 @@ def test_reactions_take_their_allowed_spelling() -> None:
 
 
 def test_signals_and_recording() -> None:
-    signal = lc.decode(cmd("screenshare.signal", {"kind": "ice.candidate", "payload": None}, staff=True))
+    candidate = {"kind": "ice.candidate", "payload": None}
+    signal = lc.decode(cmd("screenshare.signal", candidate, staff=True))
     assert signal == lc.ScreenshareSignal(kind="ice.candidate", payload=None)
     big = "x" * 16000
     assert lc.decode(cmd("screenshare.signal", {"kind": "offer", "payload": big}, staff=True))

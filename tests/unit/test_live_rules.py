@@ -125,7 +125,25 @@ def test_views_use_strings_for_users_and_utc_times() -> None:
         "id": 5,
         "session_id": 9,
         "user": "42",
+        "name": None,
         "body": "b",
         "created_at": "2030-01-01T12:00:00Z",
     }
+    assert rules.message_view({**row, "name": "Ada"})["name"] == "Ada"
+    question = {
+        **row,
+        "answer": None,
+        "answered_by": 7,
+        "answered_at": None,
+        "pinned": False,
+        "dismissed": False,
+        "votes": 0,
+        "name": "Ada",
+        "answered_by_name": "Iris",
+    }
+    view = rules.question_view(question)
+    assert (view["user"], view["name"], view["anonymous"]) == ("42", "Ada", False)
+    assert view["answered_by"] == "7" and view["answered_by_name"] == "Iris"
+    hidden = rules.question_view({**question, "anonymous": True})
+    assert (hidden["user"], hidden["name"], hidden["anonymous"]) == (None, None, True)
     assert rules.json_list('["a", "b"]') == ["a", "b"] and rules.json_list(["a"]) == ["a"]
