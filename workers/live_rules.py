@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from config.topics import live_topic
-from workers.ranking import QaItem, rank_ids
+from workers.ranking import QaItem
 from workers.tallies import PollTally, largest_remainder
 
 # -- limits -----------------------------------------------------------------------------------
@@ -206,14 +206,6 @@ def qa_item(row: Mapping[str, Any]) -> QaItem:
         answered=row["answered_at"] is not None,
         dismissed=row["dismissed"],
     )
-
-
-def board_change(before: Iterable[QaItem], changed: QaItem) -> tuple[list[int], list[int]]:
-    """The board order before and after ``changed`` replaced (or joined) ``before``."""
-    items = list(before)
-    after = [item for item in items if item.id != changed.id]
-    after.append(changed)
-    return rank_ids(items), rank_ids(after)
 
 
 def json_dumps(value: Any) -> str:

@@ -9,7 +9,7 @@ import pytest
 from workers import live_rules as rules
 from workers.live_rules import Invalid
 from workers.live_state import Room, parse_due_member
-from workers.ranking import QaItem
+from workers.ranking import Board, QaItem
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -59,12 +59,15 @@ def _q(id: int, votes: int = 0, **kw: bool) -> QaItem:
     return QaItem(id=id, votes=votes, created_at=T0 + timedelta(seconds=id), **kw)
 
 
-def test_board_change() -> None:
-    board = [_q(1), _q(2)]
-    assert rules.board_change(board, _q(3)) == ([2, 1], [3, 2, 1])  # newest first
-    assert rules.board_change(board, _q(1, votes=1)) == ([2, 1], [1, 2])  # upvote reorders
-    assert rules.board_change(board, _q(2, votes=1)) == ([2, 1], [2, 1])  # no change
-    assert rules.board_change(board, _q(2, dismissed=True)) == ([2, 1], [1])
+def test_board_apply() -> None:
+    board = Board([_q(1), _q(2)])
+    assert board.order() == [2, 1]
+    assert board.apply(_q(3)) and board.order() == [3, 2, 1]  # newest first
+    assert board.apply(_q(1, votes=1)) and board.order() == [1, 3, 2]  # upvote reorders
+    assert not board.apply(_q(1, votes=2))  # no change of order
+    assert board.apply(_q(2, dismissed=True)) and board.order() == [1, 3]
+    assert not board.apply(_q(2, dismissed=True))  # was not on the board
+    assert board.remove([3, 99]) and board.order() == [1] and not board.remove([3])
 
 
 def test_poll_tally_from_counts() -> None:
