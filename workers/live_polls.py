@@ -20,11 +20,12 @@ from typing import Any
 
 import asyncpg
 
+from workers import live_commands as lc
 from workers import live_rules as rules
 from workers import poll_rules
-from workers.command_consumer import Command, CommandError, command
+from workers.command_consumer import Command, CommandError
 from workers.context import WorkerContext
-from workers.live_room import Ctx, in_room, staff_only, validated
+from workers.live_room import Ctx, in_room
 from workers.live_state import (
     TIMINGS,
     DueQueue,
@@ -42,8 +43,7 @@ PCOLS = (
 )
 
 
-async def _poll(s: Ctx, data: dict[str, Any], *, lock: bool = False) -> asyncpg.Record:
-    pid = rules.entity_id(data, "poll_id")
+async def _poll(s: Ctx, pid: int, *, lock: bool = False) -> asyncpg.Record:
     row = await s.conn.fetchrow(
         f"SELECT {PCOLS}, closes_at <= clock_timestamp() AS expired FROM polls"
         " WHERE id = $1 AND session_id = $2" + (" FOR UPDATE" if lock else ""),
@@ -104,17 +104,9 @@ async def tally_events(
     return [(room.staff_topic, "poll.tally", staff), (room.topic, "poll.votes", votes)]
 
 
-@command("poll.open")
-async def poll_open(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_open(ctx: WorkerContext, cmd: Command, args: lc.PollOpen) -> Any:
     """Open a poll; one open poll per session at a time (``poll_already_open``)."""
-    staff_only(cmd)
-    question, options, settings = validated(
-        lambda: (
-            rules.required_text(cmd.data, "question", rules.POLL_QUESTION_MAX),
-            rules.poll_options(cmd.data),
-            poll_rules.settings(cmd.data),
-        )
-    )
+    question, options = args.question, args.options
 
     async def op(s: Ctx) -> Any:
         open_id = await s.conn.fetchval(
@@ -130,38 +122,34 @@ async def poll_open(ctx: WorkerContext, cmd: Command) -> Any:
             question,
             rules.json_dumps(options),
             s.user_id,
-            settings.kind,
-            settings.anonymous,
-            settings.results,
-            settings.duration_s,
+            args.kind,
+            args.anonymous,
+            args.results,
+            args.duration_s,
         )
         if row["closes_at"] is not None:
             due = int(row["closes_at"].timestamp() * 1000)
             await DueQueue(ctx.redis).schedule(s.room.due_member("pclose", str(row["id"])), due)
         s.to_room("poll.opened", {"poll": rules.poll_view(row)})
-        empty = poll_rules.tally({}, 0, len(options), settings.kind)
+        empty = poll_rules.tally({}, 0, len(options), args.kind)
         s.events.extend((await tally_events(s.conn, s.room, row, empty, "open"))[:1])
         return {"poll_id": row["id"]}
 
     return await in_room(ctx, cmd, op)
 
 
-@command("poll.vote")
-async def poll_vote(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_vote(ctx: WorkerContext, cmd: Command, args: lc.PollVote) -> Any:
     """Vote, or change one's vote, while the poll is open and before its timer ends.
     ``option`` (an index), or ``options`` (a list) in a multiple-choice poll. Tallies are
     throttled."""
-    if cmd.staff:
-        raise CommandError("forbidden", "instructors do not vote in their own polls")
-    validated(lambda: rules.entity_id(cmd.data, "poll_id"))
     timings = TIMINGS[0]
 
     async def op(s: Ctx) -> Any:
-        poll = await _poll(s, cmd.data)
+        poll = await _poll(s, args.poll_id)
         if poll["state"] != "open" or poll["expired"]:
             raise CommandError("poll_closed", "this poll is closed")
         options = rules.json_list(poll["options"])
-        picked = poll_rules.choices(cmd.data, len(options), poll["kind"])
+        picked = poll_rules.choices(args.option, args.options, len(options), poll["kind"])
         before = await s.conn.fetch(
             "SELECT option FROM poll_votes WHERE poll_id = $1 AND user_id = $2 ORDER BY option",
             poll["id"],
@@ -243,14 +231,11 @@ async def close_open(conn: asyncpg.Connection, room: Room, by: str) -> list[Even
     return (await close(conn, room, poll, "closed", by))[1]
 
 
-@command("poll.close")
-async def poll_close(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_close(ctx: WorkerContext, cmd: Command, pid: int) -> Any:
     """Close voting (idempotent: closing a closed poll changes nothing)."""
-    staff_only(cmd)
-    validated(lambda: rules.entity_id(cmd.data, "poll_id"))
 
     async def op(s: Ctx) -> Any:
-        poll = await _poll(s, cmd.data, lock=True)
+        poll = await _poll(s, pid, lock=True)
         if poll["state"] == "open":
             poll, events = await close(s.conn, s.room, poll, "closed", "staff")
             s.events.extend(events)
@@ -259,15 +244,12 @@ async def poll_close(ctx: WorkerContext, cmd: Command) -> Any:
     return await in_room(ctx, cmd, op)
 
 
-@command("poll.reveal")
-async def poll_reveal(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_reveal(ctx: WorkerContext, cmd: Command, pid: int) -> Any:
     """Show the final tally to the room (closing the poll first if it is open); refused
     (``results_private``) for a poll whose results students never see."""
-    staff_only(cmd)
-    validated(lambda: rules.entity_id(cmd.data, "poll_id"))
 
     async def op(s: Ctx) -> Any:
-        poll = await _poll(s, cmd.data, lock=True)
+        poll = await _poll(s, pid, lock=True)
         if not poll_rules.may_reveal(poll["results"]):
             raise CommandError("results_private", "this poll's results are for staff only")
         if poll["state"] != "revealed":

@@ -1,4 +1,6 @@
-"""Poll settings and who sees which results: pure rules, no I/O (see :mod:`workers.live_polls`).
+"""Polls: choices, tallies and who sees which results; pure rules, no I/O (see
+:mod:`workers.live_polls`; the settings are typed fields of
+:class:`workers.live_commands.PollOpen`).
 
 A poll is opened with (all optional, defaults in brackets):
 
@@ -21,7 +23,6 @@ half up (they may sum past 100).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from workers.live_rules import Invalid
@@ -37,41 +38,6 @@ DURATION_MAX_S = 3600
 HISTORY = 50
 
 
-@dataclass(frozen=True, slots=True)
-class PollSettings:
-    kind: Kind = "single"
-    anonymous: bool = True
-    results: Results = "on_reveal"
-    duration_s: int | None = None
-
-
-def _choice(data: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
-    value = data.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, str) or value not in allowed:
-        raise Invalid(f"{name} must be one of {', '.join(allowed)}")
-    return value
-
-
-def settings(data: Mapping[str, Any]) -> PollSettings:
-    """The settings of a ``poll.open`` command; :class:`Invalid` names the bad field."""
-    kind = _choice(data, "kind", KINDS, "single")
-    results = _choice(data, "results", RESULTS, "on_reveal")
-    anonymous = data.get("anonymous", True)
-    if anonymous is None:
-        anonymous = True
-    if not isinstance(anonymous, bool):
-        raise Invalid("anonymous must be true or false")
-    duration = data.get("duration_s")
-    if duration is not None:
-        if not isinstance(duration, int) or isinstance(duration, bool):
-            raise Invalid("duration_s must be a whole number of seconds")
-        if not DURATION_MIN_S <= duration <= DURATION_MAX_S:
-            raise Invalid(f"duration_s must be between {DURATION_MIN_S} and {DURATION_MAX_S}")
-    return PollSettings(kind=kind, anonymous=anonymous, results=results, duration_s=duration)  # type: ignore[arg-type]
-
-
 def _index(value: Any, option_count: int, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise Invalid(f"{name} must be an integer (the option's index)")
@@ -80,13 +46,13 @@ def _index(value: Any, option_count: int, name: str) -> int:
     return value
 
 
-def choices(data: Mapping[str, Any], option_count: int, kind: str) -> tuple[int, ...]:
+def choices(option: Any, options: Any, option_count: int, kind: str) -> tuple[int, ...]:
     """The options a ``poll.vote`` picks, sorted: ``option`` (an index) for either kind, or
     ``options`` (a non-empty list of distinct indices) for a multiple-choice poll."""
-    if "options" in data and data["options"] is not None:
+    if options is not None:
         if kind != "multiple":
             raise Invalid("this poll takes one option: send option")
-        raw = data["options"]
+        raw = options
         if not isinstance(raw, list) or not raw:
             raise Invalid("options must be a non-empty list of option indices")
         if len(raw) > option_count:
@@ -95,7 +61,7 @@ def choices(data: Mapping[str, Any], option_count: int, kind: str) -> tuple[int,
         if len(set(picked)) != len(picked):
             raise Invalid("options must not repeat")
         return tuple(sorted(picked))
-    return (_index(data.get("option"), option_count, "option"),)
+    return (_index(option, option_count, "option"),)
 
 
 def tally(

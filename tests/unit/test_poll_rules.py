@@ -1,52 +1,31 @@
-"""Poll settings, choices, tallies and who sees results (workers.poll_rules)."""
+"""Poll choices, tallies and who sees results (workers.poll_rules)."""
 
 from __future__ import annotations
 
 import pytest
 
 from workers.live_rules import Invalid
-from workers.poll_rules import PollSettings, choices, may_reveal, settings, students_see, tally
-
-
-def test_settings_default_to_the_old_behaviour_and_validate_every_field() -> None:
-    assert settings({}) == PollSettings("single", True, "on_reveal", None)
-    assert settings(
-        {"kind": "multiple", "anonymous": False, "results": "live", "duration_s": 60}
-    ) == PollSettings("multiple", False, "live", 60)
-    assert settings({"kind": None, "anonymous": None, "duration_s": None}) == PollSettings()
-    for bad in (
-        {"kind": "ranked"},
-        {"kind": 1},
-        {"results": "sometimes"},
-        {"anonymous": "no"},
-        {"anonymous": 0},
-        {"duration_s": 4},
-        {"duration_s": 3601},
-        {"duration_s": 10.5},
-        {"duration_s": "60"},
-        {"duration_s": True},
-    ):
-        with pytest.raises(Invalid):
-            settings(bad)
+from workers.poll_rules import choices, may_reveal, students_see, tally
 
 
 def test_choices_single_and_multiple() -> None:
-    assert choices({"option": 2}, 3, "single") == (2,)
-    assert choices({"option": 1}, 3, "multiple") == (1,)
-    assert choices({"options": [2, 0]}, 3, "multiple") == (0, 2)
-    for data, kind in (
-        ({"options": [0]}, "single"),
-        ({"options": []}, "multiple"),
-        ({"options": [0, 0]}, "multiple"),
-        ({"options": [0, 3]}, "multiple"),
-        ({"options": [0, 1, 2, 0]}, "multiple"),
-        ({"options": "0"}, "multiple"),
-        ({"options": [True]}, "multiple"),
-        ({"option": -1}, "single"),
-        ({}, "single"),
+    assert choices(2, None, 3, "single") == (2,)
+    assert choices(1, None, 3, "multiple") == (1,)
+    assert choices(None, [2, 0], 3, "multiple") == (0, 2)
+    for option, options, kind in (
+        (None, [0], "single"),
+        (None, [], "multiple"),
+        (None, [0, 0], "multiple"),
+        (None, [0, 3], "multiple"),
+        (None, [0, 1, 2, 0], "multiple"),
+        (None, "0", "multiple"),
+        (None, [True], "multiple"),
+        (-1, None, "single"),
+        (3, None, "single"),
+        (None, None, "single"),
     ):
         with pytest.raises(Invalid):
-            choices(data, 3, kind)
+            choices(option, options, 3, kind)
 
 
 def test_tallies_count_voters_and_percentages_per_kind() -> None:
