@@ -1,9 +1,10 @@
 """What handlers call to authenticate, authorize and read their input.
 
 * ``claims = await current_user(request)``: the verified access token (401 when missing,
-  invalid, expired or revoked). Authorization is a pure function of the claims, like the
-  gateway's (DESIGN.md section 2); a user whose enrollments changed gets fresh claims from
-  ``POST /api/v1/auth/token`` or a refresh.
+  invalid, expired or revoked), minus the cohorts the user lost after it was issued
+  (gateway/rights.py), so a removal takes effect at once. Authorization is otherwise a pure
+  function of the claims, like the gateway's (DESIGN.md section 2); a user who was granted
+  something gets fresh claims from ``POST /api/v1/auth/token`` or a refresh.
 * ``require_admin(claims)``, ``require_staff(claims, cohort_id)``,
   ``require_member(claims, cohort_id)``: raise 403 unless allowed. Admins pass all three.
 * ``data = await body(request, MyStruct)``: the JSON body decoded into a msgspec Struct; 413
@@ -27,6 +28,7 @@ from aiohttp import web
 from api import errors
 from api.state import CLAIMS, REDIS, SETTINGS
 from config import keys
+from gateway import rights
 from gateway.auth import AuthError, Claims, verify_access_token
 
 T = TypeVar("T")
@@ -61,8 +63,16 @@ async def current_user(request: web.Request) -> Claims:
         claims = verify_access_token(request.app[SETTINGS], token)
     except AuthError as exc:
         raise errors.unauthorized(exc.message, exc.code) from None
-    if claims.sid and await request.app[REDIS].exists(keys.revoked_key(claims.sid)):
+    # One round trip: is the session revoked, and which of the user's cohorts were taken away
+    # after this token was issued (gateway/rights.py)?
+    pipe = request.app[REDIS].pipeline(transaction=False)
+    pipe.exists(keys.revoked_key(claims.sid))
+    pipe.hgetall(keys.lost_rights_key(claims.sub))
+    revoked, lost = await pipe.execute()
+    if revoked:
         raise errors.unauthorized("this session was signed out", "session_revoked")
+    if lost:
+        claims = rights.restrict(claims, rights.parse_lost(lost))
     request[CLAIMS] = claims
     return claims
 

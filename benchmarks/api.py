@@ -45,6 +45,8 @@ HIGH_LIMITS = {
     "LECTERN_LOGIN_FAILURES_PER_ACCOUNT": "1000000",
     "LECTERN_LOGIN_FAILURES_PER_IP": "1000000",
     "LECTERN_REGISTER_ATTEMPTS_PER_IP": "1000000",
+    # command_reply sends 20 questions a second from 5 users.
+    "LECTERN_QA_ASKS_PER_MINUTE": "1000000",
 }
 
 

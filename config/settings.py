@@ -105,6 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_retry_base_ms: int = 500  # retry backoff: base * 2**attempt
     reminder_lead_s: int = 15 * 60  # session reminders go out this long before the start
     scheduler_tick_s: float = 5.0  # period of the scheduled jobs' tick
+    qa_asks_per_minute: int = 6  # questions (qa.ask) one user may ask per live room per minute
 
     # Misc.
     data_dir: str = ".lectern"  # where `make run` keeps data, logs and mail

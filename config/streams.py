@@ -24,6 +24,7 @@ Command       ``CMD_STREAM``             gateway command relay / workers' comman
 Reply         ``reply_key(gateway)``     command consumer / the sending gateway
 Presence      ``PRESENCE_STREAM``        gateway presence writer / attendance worker
 Revocation    ``REVOKE_STREAM``          API logout and revocation / every gateway
+RightsLost    ``RIGHTS_STREAM``          API unenroll, cohort delete / every gateway
 JobEntry      ``job_stream(queue)``      enqueue, retry mover (Lua) / job runners
 DeadLetter    ``dead_letter_stream(q)``  job runners / operators, ``replay_dead_letters``
 ============  =========================  ===================================================
@@ -126,6 +127,15 @@ class Revocation(msgspec.Struct, frozen=True, gc=False):
     """A login session was revoked: gateways close its connections."""
 
     sid: str
+
+
+class RightsLost(msgspec.Struct, frozen=True, gc=False, rename={"at_ms": "at"}):
+    """A user lost every right in a cohort at ``at_ms``: gateways close the connections whose
+    token claims it and admit older tokens without it (gateway/rights.py)."""
+
+    user: str
+    cohort: str
+    at_ms: int
 
 
 class JobEntry(msgspec.Struct, frozen=True, gc=False, rename={"payload": "p", "attempts": "a"}):
@@ -240,5 +250,6 @@ COMMAND = EntryCodec(Command)
 REPLY = EntryCodec(Reply)
 PRESENCE = EntryCodec(Presence)
 REVOCATION = EntryCodec(Revocation)
+RIGHTS_LOST = EntryCodec(RightsLost)
 JOB = EntryCodec(JobEntry)
 DEAD_LETTER = EntryCodec(DeadLetter)

@@ -142,7 +142,8 @@ async def _admit(request: web.Request, *, connection: bool, ticket_ok: bool = Fa
     if claims.sid and hub.is_revoked(claims.sid):
         metrics.rejected.labels("revoked").inc()
         raise Refusal(json_error(401, "session_revoked", "this login session was revoked"))
-    return claims
+    # Cohorts taken away since the token was issued are not the caller's any more.
+    return hub.restrict(claims)
 
 
 def _topics_and_cursors(
@@ -272,9 +273,10 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
         return refusal.response
     if not topics:
         return json_error(400, "no_topics", "give the topics to poll: ?topics=a,b", **cors)
-    for topic in topics:
-        if (denial := authorize(claims, topic)) is not None:
-            return json_error(403, denial.code, f"{topic}: {denial.reason}", **cors)
+    denied = _denied(claims, topics)
+    if denied is not None:
+        denied.headers.update(cors)
+        return denied
     try:
         wait = min(float(request.query.get("timeout_s", settings.poll_timeout_s)), 60.0)
     except ValueError:
@@ -286,12 +288,21 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
                 503, "too_many_polls", "gateway busy; retry shortly", **{"Retry-After": "1"}, **cors
             )
         return await _poll(
-            app[POLLS], topics, positions, wait, bool(request.query.get("cursor")), cors
+            app[POLLS], claims, topics, positions, wait, bool(request.query.get("cursor")), cors
         )
+
+
+def _denied(claims: Claims, topics: list[str]) -> web.Response | None:
+    """403 naming the first of ``topics`` that ``claims`` may not read, else ``None``."""
+    for topic in topics:
+        if (denial := authorize(claims, topic)) is not None:
+            return json_error(403, denial.code, f"{topic}: {denial.reason}")
+    return None
 
 
 async def _poll(
     slots: PollSlots,
+    claims: Claims,
     topics: list[str],
     positions: dict[str, str],
     wait: float,
@@ -312,6 +323,11 @@ async def _poll(
             if not frames and wait > 0 and hub.accepting:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fut, wait)
+                # Rights removed while the poll was held end it (gateway/rights.py).
+                denied = _denied(hub.restrict(claims), topics)
+                if denied is not None:
+                    denied.headers.update(cors)
+                    return denied
                 frames, positions = await poll_read(slots, topics, positions)
         finally:
             for topic in topics:

@@ -1,5 +1,5 @@
-"""The bus reader: one blocking ``XREAD`` over every bus shard, this gateway's reply stream and
-the revocation stream, feeding the hub.
+"""The bus reader: one blocking ``XREAD`` over every bus shard, this gateway's reply stream, the
+revocation stream and the rights stream (gateway/rights.py), feeding the hub.
 
 Guarantees:
 
@@ -25,7 +25,7 @@ import redis.exceptions
 
 from config import keys, streams
 from config.settings import Settings
-from gateway import metrics
+from gateway import metrics, rights
 from gateway.hub import Hub
 from gateway.record import Record
 
@@ -66,7 +66,7 @@ class BusReader:
 
     async def _start_positions(self, r: aioredis.Redis) -> None:
         """Start at the current tail of each stream: earlier events are history's business."""
-        streams = [*self._bus_keys(), keys.REVOKE_STREAM.encode()]
+        streams = [*self._bus_keys(), keys.REVOKE_STREAM.encode(), keys.RIGHTS_STREAM.encode()]
         pipe = r.pipeline(transaction=False)
         for key in streams:
             pipe.xrevrange(key, count=1)
@@ -75,6 +75,7 @@ class BusReader:
             self.positions[key] = tail[0][0] if tail else b"0-0"
         self.positions[keys.reply_key(self.hub.gateway_id).encode()] = b"0-0"
         await self._load_revoked(r)
+        await self._load_lost(r)
 
     async def _load_revoked(self, r: aioredis.Redis) -> None:
         """Revocations older than our stream position: read once from their keys. Later ones
@@ -89,6 +90,21 @@ class BusReader:
         for key, ttl in zip(found, await pipe.execute(), strict=True):
             if ttl and ttl > 0:
                 self.hub.revoke(key[len(prefix) :].decode(), ttl)
+
+    async def _load_lost(self, r: aioredis.Redis) -> None:
+        """Removals of rights announced before our stream position, read once from their keys
+        (like revocations)."""
+        prefix = keys.LOST_RIGHTS_PREFIX.encode()
+        found = [key async for key in r.scan_iter(match=prefix + b"*", count=1000)]
+        if not found:
+            return
+        pipe = r.pipeline(transaction=False)
+        for key in found:
+            pipe.hgetall(key)
+        for key, raw in zip(found, await pipe.execute(), strict=True):
+            user = key[len(prefix) :].decode()
+            for cohort, at_ms in rights.parse_lost(raw).items():
+                self.hub.rights_lost(user, cohort, at_ms)
 
     def _since_ms(self) -> int:
         bus = [self.positions[k] for k in self._bus_keys()]
@@ -143,6 +159,7 @@ class BusReader:
         count = self.settings.bus_read_count
         positions = self.positions
         revoke_key = keys.REVOKE_STREAM.encode()
+        rights_key = keys.RIGHTS_STREAM.encode()
         lagging: list[bytes] = []
         while True:
             if lagging:
@@ -164,6 +181,10 @@ class BusReader:
                     for _, fields in entries:
                         if (revocation := _decode(streams.REVOCATION, fields)) is not None:
                             hub.revoke(revocation.sid)
+                elif stream == rights_key:
+                    for _, fields in entries:
+                        if (lost := _decode(streams.RIGHTS_LOST, fields)) is not None:
+                            hub.rights_lost(lost.user, lost.cohort, lost.at_ms)
                 else:
                     for _, fields in entries:
                         if (e := _decode(streams.BUS, fields)) is not None:

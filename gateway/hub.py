@@ -34,7 +34,8 @@ import redis.exceptions
 from config import keys
 from config.settings import Settings
 from config.topics import LIVE_PREFIX, authorize
-from gateway import metrics, protocol
+from gateway import metrics, protocol, rights
+from gateway.auth import Claims
 from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
 from gateway.history import HistoryReader
@@ -72,6 +73,8 @@ class Hub:
         self.sse: set[SseConn] = set()
         self.by_sid: dict[str, set[Conn]] = defaultdict(set)
         self.by_user: dict[str, int] = defaultdict(int)
+        #: The open connections of each user (for removals of their rights).
+        self.user_conns: dict[str, set[Conn]] = {}
         self.expiry: dict[int, set[Conn]] = defaultdict(set)
         self._closing: dict[Conn, float] = {}
         #: Long-poll requests waiting for any event on their topics.
@@ -80,6 +83,8 @@ class Hub:
         self._ticks = 0
         #: Revoked login sessions -> when the revocation lapses (wall clock).
         self.revoked: dict[str, float] = {}
+        #: user -> {cohort: when it was taken away (ms)} (gateway/rights.py).
+        self.lost: dict[str, dict[str, int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gc_ticks = 0
 
@@ -98,6 +103,7 @@ class Hub:
         if claims.sid:
             self.by_sid[claims.sid].add(conn)
         self.by_user[claims.sub] += 1
+        self.user_conns.setdefault(claims.sub, set()).add(conn)
         self.expiry[claims.exp].add(conn)
         metrics.connects.labels(conn.transport_name).inc()
         metrics.connections.labels(conn.transport_name).inc()
@@ -123,6 +129,11 @@ class Hub:
                 peers.discard(conn)
                 if not peers:
                     del self.by_sid[claims.sid]
+        mine = self.user_conns.get(claims.sub)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self.user_conns[claims.sub]
         left = self.by_user[claims.sub] - 1
         if left > 0:
             self.by_user[claims.sub] = left
@@ -347,6 +358,21 @@ class Hub:
         for conn in list(self.by_sid.get(sid, ())):
             conn.close(CloseCode.SESSION_REVOKED)
 
+    def rights_lost(self, user: str, cohort: str, at_ms: int) -> None:
+        """``user`` lost every right in ``cohort`` at ``at_ms``: close their connections whose
+        token still claims it (4003: fetch a new token, reconnect) and admit later ones
+        without it (:meth:`restrict`) until every token issued before has expired."""
+        entry = self.lost.setdefault(user, {})
+        entry[cohort] = max(at_ms, entry.get(cohort, 0))
+        for conn in list(self.user_conns.get(user, ())):
+            if rights.stale_cohorts(conn.claims, {cohort: at_ms}):
+                conn.close(CloseCode.AUTH_CHANGED)
+
+    def restrict(self, claims: Claims) -> Claims:
+        """``claims`` minus the cohorts its user lost after the token was issued."""
+        lost = self.lost.get(claims.sub)
+        return rights.restrict(claims, lost) if lost else claims
+
     def is_revoked(self, sid: str) -> bool:
         """Local answer, kept current by the revocation stream: no Redis call per connect."""
         until = self.revoked.get(sid)
@@ -378,6 +404,8 @@ class Hub:
             lapsed = [sid for sid, until in self.revoked.items() if until <= wall]
             for sid in lapsed:
                 del self.revoked[sid]
+        if self._ticks % 60 == 0 and self.lost:
+            self._lapse_lost(wall)
         if self._closing:
             for conn in [c for c, t in self._closing.items() if t <= now]:
                 conn.abort()
@@ -386,6 +414,16 @@ class Hub:
                 del self._closing[conn]
         if self.settings.gc_freeze:
             self._gc_tick()
+
+    def _lapse_lost(self, wall: int) -> None:
+        """Forget removals older than any token that could still claim what they removed."""
+        horizon_ms = (wall - rights.lapse_s(self.settings)) * 1000
+        for user in list(self.lost):
+            entry = {c: at for c, at in self.lost[user].items() if at > horizon_ms}
+            if entry:
+                self.lost[user] = entry
+            else:
+                del self.lost[user]
 
     def _gc_tick(self) -> None:
         """Keep the cyclic GC off the fan-out path.

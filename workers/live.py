@@ -16,7 +16,10 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 ``forbidden``, ``not_found``, ``session_not_live``, ``bad_topic``):
 
 =====================  ==============================  =======================================
-``qa.ask``             {body: 1-1000 chars}            {question_id}
+``qa.ask``             {body: 1-1000 chars,            {question_id}; ``rate_limited`` (per
+                       anonymous?: bool}               user and room: qa_asks_per_minute)
+``qa.similar``         {body: 1-1000 chars}            {matches: [{question_id, body, votes,
+                                                       score}]}: read-only, best first
 ``qa.upvote``          {question_id}                   {question_id, votes}; ``already_voted``
 ``qa.unvote``          {question_id}                   {question_id, votes}; ``not_voted``
 ``qa.answer`` (S)      {question_id, answer?: <=2000}  {question_id, votes}
@@ -85,24 +88,20 @@ from workers.live_state import (
     take_reactions,
     within_rate,
 )
-from workers.ranking import QaItem, rank_ids
+from workers.ranking import Board
+from workers.similarity import Candidate, similar
 from workers.tallies import canonical_reaction
 
+#: Display names come along (scalar subqueries work in RETURNING too), so every
+#: ``qa.updated`` carries them; the view hides the asker of an anonymous question.
 QCOLS = (
     "id, session_id, user_id, body, created_at, answer, answered_by, answered_at, pinned, "
-    "dismissed, votes"
+    "dismissed, votes, anonymous, "
+    "(SELECT display_name FROM users WHERE users.id = questions.user_id) AS name, "
+    "(SELECT display_name FROM users WHERE users.id = questions.answered_by) AS answered_by_name"
 )
 
 # -- Q&A --------------------------------------------------------------------------------------
-
-
-async def _board(conn: asyncpg.Connection, session_id: int) -> list[QaItem]:
-    rows = await conn.fetch(
-        "SELECT id, votes, created_at, pinned, answered_at, dismissed FROM questions "
-        "WHERE session_id = $1 AND NOT dismissed",
-        session_id,
-    )
-    return [rules.qa_item(row) for row in rows]
 
 
 async def _question(s: Ctx, data: dict[str, Any]) -> asyncpg.Record:
@@ -118,40 +117,74 @@ async def _question(s: Ctx, data: dict[str, Any]) -> asyncpg.Record:
     return row
 
 
-def _announce(s: Ctx, before: list[QaItem], row: asyncpg.Record) -> None:
+def _announce(s: Ctx, board: Board, row: asyncpg.Record) -> None:
+    """``qa.updated`` for a question row just written, and ``qa.ranked`` when that moved it on
+    the board (or onto or off it). The board was taken before the write."""
+    s.board_changes += 1  # the write bumped the session's board_version (migration 0009)
     s.to_room("qa.updated", {"question": rules.question_view(row)})
-    old, new = rules.board_change(before, rules.qa_item(row))
-    if old != new:
-        s.to_room("qa.ranked", {"order": new})
+    if board.apply(rules.qa_item(row)):
+        s.to_room("qa.ranked", {"order": board.order()})
 
 
 async def _update_question(s: Ctx, sql: str, *args: Any) -> dict[str, Any]:
     """Apply ``sql`` (``UPDATE questions ... WHERE id = $1 RETURNING *``) to the question named
     by the command and announce it."""
     row = await _question(s, s.cmd.data)
-    before = await _board(s.conn, s.room.session_id)
+    board = await s.qa_board()
     new = await s.conn.fetchrow(sql.format(cols=QCOLS), row["id"], *args)
-    _announce(s, before, new)
+    _announce(s, board, new)
     return {"question_id": new["id"], "votes": new["votes"]}
 
 
 @command("qa.ask")
 async def qa_ask(ctx: WorkerContext, cmd: Command) -> Any:
+    """Ask; ``anonymous: true`` hides the asker from everyone in the room."""
     body = validated(lambda: rules.required_text(cmd.data, "body", rules.QUESTION_MAX))
+    anonymous = validated(lambda: rules.flag(cmd.data, "anonymous"))
+
+    room = room_of(cmd)
+    per_minute = ctx.settings.qa_asks_per_minute
+    if not await within_rate(ctx.redis, "qa", f"{room.session}:{cmd.user}", per_minute, 60):
+        raise CommandError("rate_limited", "too many questions; wait a minute")
 
     async def op(s: Ctx) -> Any:
-        before = await _board(s.conn, s.room.session_id)
+        board = await s.qa_board()
         row = await s.conn.fetchrow(
-            f"INSERT INTO questions (session_id, user_id, body) VALUES ($1, $2, $3) "
-            f"RETURNING {QCOLS}",
+            f"INSERT INTO questions (session_id, user_id, body, anonymous) "
+            f"VALUES ($1, $2, $3, $4) RETURNING {QCOLS}",
             s.room.session_id,
             s.user_id,
             body,
+            anonymous,
         )
-        _announce(s, before, row)
+        _announce(s, board, row)
         return {"question_id": row["id"]}
 
     return await in_room(ctx, cmd, op)
+
+
+@command("qa.similar")
+async def qa_similar(ctx: WorkerContext, cmd: Command) -> Any:
+    """Questions on the board (not dismissed) that look like ``body``: the "already asked?"
+    hint shown while typing. Read-only: no lock, no event."""
+    body = validated(lambda: rules.required_text(cmd.data, "body", rules.QUESTION_MAX))
+
+    async def op(s: Ctx) -> Any:
+        rows = await s.conn.fetch(
+            "SELECT id, body, votes FROM questions WHERE session_id = $1 AND NOT dismissed "
+            "ORDER BY id DESC LIMIT $2",
+            s.room.session_id,
+            rules.SIMILAR_SCAN,
+        )
+        candidates = (Candidate(id=r["id"], body=r["body"], votes=r["votes"]) for r in rows)
+        return {
+            "matches": [
+                {"question_id": m.id, "body": m.body, "votes": m.votes, "score": m.score}
+                for m in similar(body, candidates)
+            ]
+        }
+
+    return await in_room(ctx, cmd, op, lock=False)
 
 
 @command("qa.upvote")
@@ -246,17 +279,18 @@ async def qa_clear_answered(ctx: WorkerContext, cmd: Command) -> Any:
     staff_only(cmd)
 
     async def op(s: Ctx) -> Any:
-        before = await _board(s.conn, s.room.session_id)
+        board = await s.qa_board()
         rows = await s.conn.fetch(
             "UPDATE questions SET dismissed = true WHERE session_id = $1 AND NOT dismissed "
             "AND answered_at IS NOT NULL RETURNING id",
             s.room.session_id,
         )
         ids = sorted(row["id"] for row in rows)
+        s.board_changes += len(ids)
         if ids:
             s.to_room("qa.cleared", {"question_ids": ids, "by": cmd.user, "at": rules.now_iso()})
-            gone = set(ids)
-            s.to_room("qa.ranked", {"order": rank_ids(q for q in before if q.id not in gone)})
+            board.remove(ids)
+            s.to_room("qa.ranked", {"order": board.order()})
         return {"cleared": len(ids)}
 
     return await in_room(ctx, cmd, op)
@@ -276,7 +310,8 @@ async def chat_send(ctx: WorkerContext, cmd: Command) -> Any:
     async def op(s: Ctx) -> Any:
         row = await s.conn.fetchrow(
             "INSERT INTO chat_messages (session_id, user_id, body) VALUES ($1, $2, $3) "
-            "RETURNING id, session_id, user_id, body, created_at",
+            "RETURNING id, session_id, user_id, body, created_at, "
+            "(SELECT display_name FROM users WHERE users.id = $2) AS name",
             s.room.session_id,
             s.user_id,
             body,

@@ -16,7 +16,7 @@ import json
 import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from config.topics import live_topic
-from workers.ranking import QaItem, rank_ids
+from workers.ranking import QaItem
 from workers.tallies import PollTally, largest_remainder
 
 # -- limits -----------------------------------------------------------------------------------
@@ -47,6 +47,9 @@ CHAT_RATE = 10
 CHAT_WINDOW_S = 10
 #: Reactions: at most REACT_RATE per user and room in each one-second window.
 REACT_RATE = 10
+
+#: Newest questions of a room compared by ``qa.similar``.
+SIMILAR_SCAN = 500
 
 #: Chat messages in the late-joiner snapshot.
 SNAPSHOT_CHAT = 50
@@ -113,6 +116,17 @@ def clean_text(value: Any, name: str, max_len: int, *, required: bool = True) ->
 def required_text(data: Mapping[str, Any], name: str, max_len: int) -> str:
     value = text(data, name, max_len)
     assert value is not None
+    return value
+
+
+def flag(data: Mapping[str, Any], name: str) -> bool:
+    """``data[name]`` as a boolean: absent or null is False; anything but a JSON boolean is
+    refused (``"false"`` and ``0`` would otherwise read as intent either way)."""
+    value = data.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise Invalid(f"{name} must be true or false")
     return value
 
 
@@ -232,10 +246,16 @@ def _user(value: Any) -> str | None:
 
 
 def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A question as the whole room sees it. ``name`` is the asker's display name; an
+    anonymous question carries neither ``user`` nor ``name`` (see docs/api.md, "Who sees whom
+    in a live room"). ``answered_by_name`` names the instructor who answered."""
+    anonymous = bool(row.get("anonymous", False))
     return {
         "id": row["id"],
         "session_id": row["session_id"],
-        "user": _user(row["user_id"]),
+        "user": None if anonymous else _user(row["user_id"]),
+        "name": None if anonymous else row.get("name"),
+        "anonymous": anonymous,
         "body": row["body"],
         "created_at": iso(row["created_at"]),
         "votes": row["votes"],
@@ -244,6 +264,7 @@ def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "answered": row["answered_at"] is not None,
         "answer": row["answer"],
         "answered_by": _user(row["answered_by"]),
+        "answered_by_name": row.get("answered_by_name"),
         "answered_at": iso(row["answered_at"]),
     }
 
@@ -257,14 +278,6 @@ def qa_item(row: Mapping[str, Any]) -> QaItem:
         answered=row["answered_at"] is not None,
         dismissed=row["dismissed"],
     )
-
-
-def board_change(before: Iterable[QaItem], changed: QaItem) -> tuple[list[int], list[int]]:
-    """The board order before and after ``changed`` replaced (or joined) ``before``."""
-    items = list(before)
-    after = [item for item in items if item.id != changed.id]
-    after.append(changed)
-    return rank_ids(items), rank_ids(after)
 
 
 def json_dumps(value: Any) -> str:
@@ -317,6 +330,7 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "session_id": row["session_id"],
         "user": _user(row["user_id"]),
+        "name": row.get("name"),
         "body": row["body"],
         "created_at": iso(row["created_at"]),
     }

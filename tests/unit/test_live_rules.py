@@ -9,7 +9,7 @@ import pytest
 from workers import live_rules as rules
 from workers.live_rules import Invalid
 from workers.live_state import Room, parse_due_member
-from workers.ranking import QaItem
+from workers.ranking import Board, QaItem
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -92,12 +92,15 @@ def _q(id: int, votes: int = 0, **kw: bool) -> QaItem:
     return QaItem(id=id, votes=votes, created_at=T0 + timedelta(seconds=id), **kw)
 
 
-def test_board_change() -> None:
-    board = [_q(1), _q(2)]
-    assert rules.board_change(board, _q(3)) == ([2, 1], [3, 2, 1])  # newest first
-    assert rules.board_change(board, _q(1, votes=1)) == ([2, 1], [1, 2])  # upvote reorders
-    assert rules.board_change(board, _q(2, votes=1)) == ([2, 1], [2, 1])  # no change
-    assert rules.board_change(board, _q(2, dismissed=True)) == ([2, 1], [1])
+def test_board_apply() -> None:
+    board = Board([_q(1), _q(2)])
+    assert board.order() == [2, 1]
+    assert board.apply(_q(3)) and board.order() == [3, 2, 1]  # newest first
+    assert board.apply(_q(1, votes=1)) and board.order() == [1, 3, 2]  # upvote reorders
+    assert not board.apply(_q(1, votes=2))  # no change of order
+    assert board.apply(_q(2, dismissed=True)) and board.order() == [1, 3]
+    assert not board.apply(_q(2, dismissed=True))  # was not on the board
+    assert board.remove([3, 99]) and board.order() == [1] and not board.remove([3])
 
 
 def test_poll_tally_from_counts() -> None:
@@ -158,7 +161,29 @@ def test_views_use_strings_for_users_and_utc_times() -> None:
         "id": 5,
         "session_id": 9,
         "user": "42",
+        "name": None,
         "body": "b",
         "created_at": "2030-01-01T12:00:00Z",
     }
+    assert rules.message_view({**row, "name": "Ada"})["name"] == "Ada"
+    question = {
+        **row,
+        "answer": None,
+        "answered_by": 7,
+        "answered_at": None,
+        "pinned": False,
+        "dismissed": False,
+        "votes": 0,
+        "name": "Ada",
+        "answered_by_name": "Iris",
+    }
+    view = rules.question_view(question)
+    assert (view["user"], view["name"], view["anonymous"]) == ("42", "Ada", False)
+    assert view["answered_by"] == "7" and view["answered_by_name"] == "Iris"
+    hidden = rules.question_view({**question, "anonymous": True})
+    assert (hidden["user"], hidden["name"], hidden["anonymous"]) == (None, None, True)
+    assert rules.flag({}, "x") is False and rules.flag({"x": True}, "x") is True
+    for bad in ("true", 1, 0, [], {}):
+        with pytest.raises(rules.Invalid):
+            rules.flag({"x": bad}, "x")
     assert rules.json_list('["a", "b"]') == ["a", "b"] and rules.json_list(["a"]) == ["a"]

@@ -19,6 +19,7 @@ from config.streams import (
     PresenceOp,
     Reply,
     Revocation,
+    RightsLost,
 )
 from gateway.publish import PUBLISH_LUA
 from workers import jobs
@@ -39,6 +40,7 @@ ENTRIES: list[tuple[streams.EntryCodec[Any], Any]] = [
     (streams.REPLY, Reply("gw.1", "r1", False, code="already_voted", message="no")),
     (streams.PRESENCE, Presence(PresenceOp.LEAVE, "7", "live:1:2", "gw.1.4", 1732240000000)),
     (streams.REVOCATION, Revocation("abc")),
+    (streams.RIGHTS_LOST, RightsLost("7", "3", 1732240000000)),
     (streams.JOB, JobEntry(b'{"submission_id":1}', 2)),
     (streams.DEAD_LETTER, DeadLetter(b"{}", 3, "1-0", "boom", 9)),
 ]
@@ -76,6 +78,7 @@ _PRESENCE = {b"op": b"join", b"user": b"u", b"topic": b"t", b"conn": b"c", b"ts"
         (streams.BUS, {b"p": b"t", b"i": b"1-0", b"t": b"x", b"d": b"{}"}),  # no m
         (streams.BUS, {b"p": b"\xff", b"i": b"1-0", b"t": b"x", b"d": b"{}", b"m": b""}),
         (streams.REVOCATION, {}),
+        (streams.RIGHTS_LOST, {b"user": b"7", b"cohort": b"3", b"at": b"soon"}),
         (streams.PRESENCE, {**_PRESENCE, b"op": b"jump"}),
         (streams.PRESENCE, {**_PRESENCE, b"ts": b"x"}),
         (streams.JOB, {b"p": b"{}", b"a": b"two"}),
