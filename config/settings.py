@@ -53,9 +53,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "https://localhost",
     )
     allow_missing_origin: bool = True  # non-browser clients send no Origin header
-    login_attempts_per_account: int = 10  # per normalised email, per window
-    login_attempts_per_ip: int = 100  # per client IP, per window
+    login_failures_per_account_ip: int = 5  # failed logins of one account from one IP, per window
+    login_failures_per_ip: int = 100  # failed logins from one client IP, per window
+    login_failures_per_account: int = 50  # ... of one account from all IPs; then trusted IPs only
     login_window_s: int = 300  # the login rate-limit window
+    login_trusted_ip_ttl_s: int = 30 * 24 * 3600  # an IP that signed in stays trusted this long
+    register_attempts_per_ip: int = 30  # POST /auth/register per client IP, per register window
+    register_window_s: int = 600  # the registration rate-limit window
+    password_hash_concurrency: int = 2  # argon2 hashes at once per API process (64 MiB each)
     invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
@@ -189,9 +194,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_maxlen",
         "bus_shards",
         "bus_read_count",
-        "login_attempts_per_account",
-        "login_attempts_per_ip",
+        "login_failures_per_account_ip",
+        "login_failures_per_ip",
+        "login_failures_per_account",
         "login_window_s",
+        "login_trusted_ip_ttl_s",
+        "register_attempts_per_ip",
+        "register_window_s",
+        "password_hash_concurrency",
         "staff_progress_debounce_ms",
     )
     for name in positive:
