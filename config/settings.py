@@ -90,6 +90,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Streams.
     history_maxlen: int = 1000  # events kept per topic for resume
+    publish_once_ttl_s: int = 600  # how long a publish idempotency token (outbox row) is kept
     history_ttl_s: int = 24 * 3600  # a topic's history expires this long after its last event
     bus_shards: int = 8  # bus shard streams (K)
     bus_maxlen: int = 100_000  # entries kept per bus shard (approximate)
@@ -191,6 +192,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
+        "publish_once_ttl_s",
         "bus_shards",
         "bus_read_count",
         "login_failures_per_account_ip",
