@@ -21,6 +21,7 @@ import pytest
 from config.servers import free_port
 from gateway.publish import Publisher
 from tests.gateway.clients import RawWs, SseClient, recv_close, recv_json, ws_open
+from tests.processes import alive, copies, until, until_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_TIMEOUT_S = 3
@@ -28,10 +29,16 @@ SHUTDOWN_TIMEOUT_S = 3
 pytestmark = pytest.mark.asyncio(loop_factories=["asyncio"])
 
 
+#: Every client request is bounded: a connection nobody answers fails the test in seconds
+#: instead of waiting out aiohttp's default of 300 s.
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
 class GatewayProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, supervisor_port: int) -> None:
         self.proc = proc
         self.port = port
+        self.supervisor_port = supervisor_port
         self.ws_url = f"ws://127.0.0.1:{port}/ws"
 
     async def wait_exit(self, within: float) -> int:
@@ -42,18 +49,43 @@ class GatewayProcess:
 Starter = Callable[..., Awaitable[GatewayProcess]]
 
 
+async def _wait_ready(gw: GatewayProcess, processes: int) -> None:
+    """Every process serves: with several, the supervisor says all reported serving (a
+    /readyz answer comes from whichever one process the kernel picked); with one, /readyz."""
+    if processes > 1:
+        await until_metrics(
+            gw.supervisor_port,
+            lambda m: m.get("lectern_gateway_processes_ready") == processes,
+            30,
+            f"{processes} gateway processes serving",
+        )
+        return
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as http:
+        while True:
+            assert gw.proc.returncode is None, f"gateway exited with {gw.proc.returncode}"
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{gw.port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
-    """``await start(processes, **settings)``: ``python -m gateway`` on a free port, ready to
-    serve, with ``LECTERN_*`` variables for the given settings. Killed after the test."""
+    """``await start(processes, **settings)``: ``python -m gateway`` on a free port, every
+    process serving, with ``LECTERN_*`` variables for the given settings. Killed after the
+    test (its children die with it)."""
     procs: list[GatewayProcess] = []
 
     async def start(processes: int, **settings: object) -> GatewayProcess:
-        port = free_port()
+        port, supervisor_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
         env.update(
             REDIS_URL=redis_url,
             LECTERN_GATEWAY_METRICS_PORT="0",
+            LECTERN_GATEWAY_SUPERVISOR_METRICS_PORT=str(supervisor_port),
             LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
             LECTERN_CONN_RATE_PER_IP_PER_S="10000",
             LECTERN_CONN_BURST_PER_IP="10000",
@@ -65,24 +97,21 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL
         )
-        gw = GatewayProcess(proc, port)
+        gw = GatewayProcess(proc, port, supervisor_port)
         procs.append(gw)
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert proc.returncode is None, f"gateway exited with {proc.returncode}"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                        if resp.status == 200:
-                            return gw
-                assert time.monotonic() < deadline, "gateway did not become ready"
-                await asyncio.sleep(0.1)
+        await _wait_ready(gw, processes)
+        return gw
 
     yield start
     for gw in procs:
         if gw.proc.returncode is None:
             gw.proc.kill()
             await asyncio.wait_for(gw.proc.wait(), 10)
+
+
+def _pid(hello: dict[str, object]) -> int:
+    """The pid of the process that sent ``hello``: its gateway id is ``host-pid-random``."""
+    return int(str(hello["conn"]).rsplit(".", 1)[0].rsplit("-", 2)[1])
 
 
 async def test_sigterm_closes_every_client_and_exits_zero(
@@ -92,7 +121,7 @@ async def test_sigterm_closes_every_client_and_exits_zero(
     and EOF, and the process exits 0 within its shutdown timeout."""
     gw = await start_gateway_process(1)
     tok = token("u" + uid)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as http:
         wss = [(await ws_open(http, f"{gw.ws_url}?token={tok}"))[0] for _ in range(3)]
         sses = [await SseClient.open(gw.port, f"topics=user:u{uid}&token={tok}") for _ in range(2)]
         for sse in sses:
@@ -145,13 +174,12 @@ async def test_processes_share_one_port(
     hello's conn id), and every connection receives a published event."""
     gw = await start_gateway_process(2)
     topic = f"cohort:c{uid}"
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as http:
         clients: list[aiohttp.ClientWebSocketResponse] = []
         gateways: set[str] = set()
-        deadline = time.monotonic() + 10
-        # The second process may still be starting: keep connecting until both have answered.
-        while len(clients) < 20 or len(gateways) < 2:
-            assert time.monotonic() < deadline, f"only {gateways} answered"
+        # Both serve already; SO_REUSEPORT picks a process by a hash of the client's address,
+        # so 20 connections all reach one of two with probability 2**-19, 60 with 2**-59.
+        while len(clients) < 20 or (len(gateways) < 2 and len(clients) < 60):
             tok = token(f"u{len(clients)}-{uid}", cohorts=["c" + uid])
             ws, hello = await ws_open(http, f"{gw.ws_url}?token={tok}&topics={topic}")
             assert (await recv_json(ws))["type"] == "subscribed"
@@ -166,3 +194,46 @@ async def test_processes_share_one_port(
         codes = await asyncio.gather(*(recv_close(ws, SHUTDOWN_TIMEOUT_S + 2) for ws in clients))
         assert set(codes) == {4000}
         assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 5) == 0
+
+
+async def test_a_killed_process_is_replaced_on_the_shared_port(
+    start_gateway_process: Starter, token, uid
+) -> None:
+    """SIGKILL one of two processes: the supervisor starts a new one that serves on the shared
+    port within 2 s, counts the restart, and SIGTERM still drains both and exits 0."""
+    gw = await start_gateway_process(2)
+    before = {p.pid for p in copies(gw.proc.pid)}
+    assert len(before) == 2
+    url = f"{gw.ws_url}?token={token('u' + uid)}"
+    async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as http:
+        killed_at = time.monotonic()
+        os.kill(min(before), signal.SIGKILL)
+        # The survivor keeps answering; the newcomer gets about half the connections once up.
+        while True:
+            ws, hello = await ws_open(http, url)
+            await ws.close()
+            if _pid(hello) not in before:
+                break
+            assert time.monotonic() - killed_at < 2, "no new process served within 2 s"
+        served_after = time.monotonic() - killed_at
+        assert served_after < 2, served_after
+    samples = await until_metrics(
+        gw.supervisor_port,
+        lambda m: m.get("lectern_gateway_processes_ready") == 2,
+        5,
+        "two processes serving again",
+    )
+    assert samples["lectern_gateway_process_restarts_total"] == 1
+    gw.proc.send_signal(signal.SIGTERM)
+    assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 5) == 0
+
+
+async def test_a_killed_supervisor_takes_its_processes_along(
+    start_gateway_process: Starter,
+) -> None:
+    """SIGKILL the parent: no gateway process is left serving 2 s later."""
+    gw = await start_gateway_process(2)
+    children = copies(gw.proc.pid)
+    assert len(children) == 2
+    gw.proc.kill()
+    await until(lambda: not any(alive(c) for c in children), 2, "every child gone")
