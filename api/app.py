@@ -43,8 +43,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors, metrics, openapi
 from api.migrate import migrate
+from api.passwords import Hasher
 from api.responses import error_response, json_response
-from api.state import DB, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
+from api.state import DB, HASHER, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
 from config.settings import Settings
 from gateway.publish import Publisher
 
@@ -61,6 +62,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_sessions",
     "api.routes_quizzes",
     "api.routes_quiz_stats",
+    "api.routes_feedback",
     "api.routes_notifications",
     "api.routes_announcements",
     "api.routes_pages",
@@ -137,6 +139,15 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         )
         exc503 = errors.unavailable()
         return error_response(503, exc503.code, exc503.message, None, exc503.headers)
+    except (
+        asyncpg.exceptions.CharacterNotInRepertoireError,
+        asyncpg.exceptions.UntranslatableCharacterError,
+    ):
+        # A backstop: input is checked where it arrives (api.deps refuses NUL in JSON), but a
+        # character PostgreSQL cannot store is the client's input, not a server fault.
+        return error_response(
+            400, "invalid_field", "the input holds a character that cannot be stored"
+        )
     except (asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError):
         exc503 = errors.unavailable()
         return error_response(503, exc503.code, exc503.message, None, exc503.headers)
@@ -216,6 +227,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REDIS] = redis_client
     app[PUBLISHER] = Publisher(redis_client, settings)
+    app[HASHER] = Hasher(settings.password_hash_concurrency)
     app[DB] = asyncpg.create_pool(settings.database_url, min_size=1, max_size=DB_POOL_MAX)
     openapi.init(app)
     app.cleanup_ctx.append(_services)

@@ -55,6 +55,10 @@ def reply_key(gateway_id: str) -> str:
 #: Revocations announced to every gateway (field ``sid``), read with the bus shards.
 REVOKE_STREAM = f"{ROOT}:revoke"
 
+#: Removals of a user's rights in a cohort announced to every gateway (fields ``user``,
+#: ``cohort``, ``at``: see gateway/rights.py), read with the bus shards.
+RIGHTS_STREAM = f"{ROOT}:rights"
+
 
 REVOKED_PREFIX = f"{ROOT}:revoked:"
 
@@ -62,6 +66,15 @@ REVOKED_PREFIX = f"{ROOT}:revoked:"
 def revoked_key(sid: str) -> str:
     """Present while a login session is revoked (expires with the longest access token)."""
     return f"{REVOKED_PREFIX}{sid}"
+
+
+LOST_RIGHTS_PREFIX = f"{ROOT}:lost:"
+
+
+def lost_rights_key(user: str) -> str:
+    """Hash ``{cohort: when (ms)}``: the user's memberships and staff grants removed while
+    access tokens claiming them may still be alive (gateway/rights.py)."""
+    return f"{LOST_RIGHTS_PREFIX}{user}"
 
 
 def connect_ticket_key(ticket: str) -> str:
@@ -114,6 +127,11 @@ def leaderboard_key(cohort: str) -> str:
 
 def ratelimit_key(scope: str, ident: str) -> str:
     return f"{ROOT}:rl:{scope}:{ident}"
+
+
+def login_trusted_key(email: str, ip: str) -> str:
+    """Present while ``ip`` counts as a usual address of the account (api.login_limits)."""
+    return f"{ROOT}:login-trusted:{ip}|{email}"
 
 
 def debounce_key(kind: str, ident: str) -> str:

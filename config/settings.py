@@ -55,9 +55,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "https://localhost",
     )
     allow_missing_origin: bool = True  # non-browser clients send no Origin header
-    login_attempts_per_account: int = 10  # per normalised email, per window
-    login_attempts_per_ip: int = 100  # per client IP, per window
+    login_failures_per_account_ip: int = 5  # failed logins of one account from one IP, per window
+    login_failures_per_ip: int = 100  # failed logins from one client IP, per window
+    login_failures_per_account: int = 50  # ... of one account from all IPs; then trusted IPs only
     login_window_s: int = 300  # the login rate-limit window
+    login_trusted_ip_ttl_s: int = 30 * 24 * 3600  # an IP that signed in stays trusted this long
+    register_attempts_per_ip: int = 30  # POST /auth/register per client IP, per register window
+    register_window_s: int = 600  # the registration rate-limit window
+    password_hash_concurrency: int = 2  # argon2 hashes at once per API process (64 MiB each)
     invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
@@ -65,6 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Gateway limits (DESIGN.md section 8).
     max_frame_bytes: int = 64 * 1024  # largest client frame (and POST /cmd body)
+    max_fragments: int = 64  # frames one fragmented WebSocket message may span
     cmd_rate_per_s: float = 20.0  # client frames per second per connection (token bucket)
     cmd_burst: int = 40  # ... and its burst
     conn_rate_per_ip_per_s: float = 10.0  # new connections per second per client IP
@@ -74,11 +80,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     out_buffer_limit_bytes: int = 1024 * 1024  # outgoing buffer; past it: close 4001
     ping_interval_s: float = 25.0  # WebSocket ping period (one shared timer)
     missed_pongs: int = 2  # unanswered pings before close 4004
+    ws_close_timeout_s: float = 5.0  # after our close frame, wait this long for the peer's
     sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
     sse_retry_ms: int = 2000  # SSE `retry:` hint
     poll_timeout_s: float = 25.0  # longest wait of a long-poll
     max_held_polls: int = 1000  # long-polls one gateway process holds at once
     poll_read_concurrency: int = 8  # Redis reads all polls of a process run at once
+    history_read_concurrency: int = 16  # resume history reads a process runs at once
     cmd_reply_timeout_s: float = 5.0  # a command with no reply by then gets `timeout`
     shutdown_timeout_s: float = 10.0  # graceful shutdown limit of every process
 
@@ -100,6 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_retry_base_ms: int = 500  # retry backoff: base * 2**attempt
     reminder_lead_s: int = 15 * 60  # session reminders go out this long before the start
     scheduler_tick_s: float = 5.0  # period of the scheduled jobs' tick
+    qa_asks_per_minute: int = 6  # questions (qa.ask) one user may ask per live room per minute
 
     # Misc.
     data_dir: str = ".lectern"  # where `make run` keeps data, logs and mail
@@ -176,17 +185,24 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             problems.append(f"{PREFIX}{name.upper()}={value!r}: {exc}")
     positive = (
         "max_frame_bytes",
+        "max_fragments",
         "cmd_burst",
         "max_conns_per_user",
         "max_held_polls",
         "poll_read_concurrency",
+        "history_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
         "bus_shards",
         "bus_read_count",
-        "login_attempts_per_account",
-        "login_attempts_per_ip",
+        "login_failures_per_account_ip",
+        "login_failures_per_ip",
+        "login_failures_per_account",
         "login_window_s",
+        "login_trusted_ip_ttl_s",
+        "register_attempts_per_ip",
+        "register_window_s",
+        "password_hash_concurrency",
         "staff_progress_debounce_ms",
     )
     for name in positive:

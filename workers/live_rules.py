@@ -13,17 +13,17 @@ ISO 8601 strings in UTC.
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from workers.ranking import QaItem, rank_ids
+from config.topics import live_topic
+from workers.ranking import QaItem
 from workers.tallies import PollTally, largest_remainder
 
 # -- limits -----------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ POLL_OPTIONS_MIN = 2
 POLL_OPTIONS_MAX = 20
 BROADCAST_MAX = 1000
 SIGNAL_PAYLOAD_MAX = 16 * 1024
-SIGNAL_KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+SIGNAL_KIND = r"^[a-z][a-z0-9_.-]{0,31}$"
 RECORDING_STATES = ("started", "stopped")
 RECORDING_URL_MAX = 2048
 
@@ -46,6 +46,9 @@ CHAT_RATE = 10
 CHAT_WINDOW_S = 10
 #: Reactions: at most REACT_RATE per user and room in each one-second window.
 REACT_RATE = 10
+
+#: Newest questions of a room compared by ``qa.similar``.
+SIMILAR_SCAN = 500
 
 #: Chat messages in the late-joiner snapshot.
 SNAPSHOT_CHAT = 50
@@ -77,21 +80,18 @@ class Invalid(ValueError):
 
 
 # -- validation -------------------------------------------------------------------------------
+# The commands' argument Structs (workers/live_commands.py) and the API use these checks.
 
 _ALLOWED_CONTROLS = frozenset("\n\t")
 
 
-def text(data: Mapping[str, Any], name: str, max_len: int, *, required: bool = True) -> str | None:
-    """``data[name]`` as plain text: a string, stripped, 1..``max_len`` characters, with no
-    control characters other than newline and tab (NUL can never reach PostgreSQL).
-
-    Returns None when the field is absent, null or blank and ``required`` is False.
-    """
-    return clean_text(data.get(name), name, max_len, required=required)
-
-
 def clean_text(value: Any, name: str, max_len: int, *, required: bool = True) -> str | None:
-    """:func:`text` for a value already taken out of its object (``name`` is for messages)."""
+    """``value`` as plain text: a string, stripped, 1..``max_len`` characters, with no control
+    characters other than newline and tab (NUL can never reach PostgreSQL).
+
+    Returns None when the value is None or blank and ``required`` is False. ``name`` is for
+    the messages.
+    """
     if value is None and not required:
         return None
     if not isinstance(value, str):
@@ -109,71 +109,16 @@ def clean_text(value: Any, name: str, max_len: int, *, required: bool = True) ->
     return value
 
 
-def required_text(data: Mapping[str, Any], name: str, max_len: int) -> str:
-    value = text(data, name, max_len)
-    assert value is not None
-    return value
-
-
-def entity_id(data: Mapping[str, Any], name: str) -> int:
-    """``data[name]`` as a positive integer id (booleans and strings are refused)."""
-    value = data.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
-        raise Invalid(f"{name} must be a positive integer")
-    return value
-
-
-def option_index(data: Mapping[str, Any], option_count: int) -> int:
-    value = data.get("option")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise Invalid("option must be an integer (the option's index)")
-    if not 0 <= value < option_count:
-        raise Invalid(f"option must be between 0 and {option_count - 1}")
-    return value
-
-
-def poll_options(data: Mapping[str, Any]) -> list[str]:
-    raw = data.get("options")
-    if not isinstance(raw, list):
-        raise Invalid("options must be a list of strings")
-    if not POLL_OPTIONS_MIN <= len(raw) <= POLL_OPTIONS_MAX:
-        raise Invalid(f"a poll has {POLL_OPTIONS_MIN} to {POLL_OPTIONS_MAX} options")
-    options = []
-    for i, item in enumerate(raw):
-        label = clean_text(item, f"options[{i}]", POLL_OPTION_MAX)
-        assert label is not None
-        options.append(label)
-    return options
-
-
 _encoder = msgspec.json.Encoder()
 
 
-def signal_payload(data: Mapping[str, Any]) -> Any:
-    """The ``payload`` of a screen-share signal: any JSON value up to 16 KiB encoded."""
-    if "payload" not in data:
-        raise Invalid("payload is required")
-    payload = data["payload"]
+def check_signal_payload(payload: Any) -> None:
+    """A screen-share signal's ``payload``: any JSON value up to 16 KiB encoded."""
     if len(_encoder.encode(payload)) > SIGNAL_PAYLOAD_MAX:
         raise Invalid(f"payload must be at most {SIGNAL_PAYLOAD_MAX} bytes of JSON")
-    return payload
 
 
-def signal_kind(data: Mapping[str, Any]) -> str:
-    kind = data.get("kind")
-    if not isinstance(kind, str) or not SIGNAL_KIND.match(kind):
-        raise Invalid("kind must be a short lowercase name (e.g. offer, answer, candidate)")
-    return kind
-
-
-def recording_state(data: Mapping[str, Any]) -> str:
-    state = data.get("state")
-    if state not in RECORDING_STATES:
-        raise Invalid("state must be 'started' or 'stopped'")
-    return str(state)
-
-
-def recording_url(data: Mapping[str, Any], state: str) -> str | None:
+def check_recording_url(url: str | None, state: str) -> None:
     """The optional ``url`` of a stopped recording: an absolute ``https`` URL with a host, no
     credentials, no whitespace or control characters, at most ``RECORDING_URL_MAX`` characters.
 
@@ -181,12 +126,11 @@ def recording_url(data: Mapping[str, Any], state: str) -> str | None:
     paths) is refused rather than left to each page to check. A url while starting is refused:
     there is nothing to watch yet.
     """
-    url = data.get("url")
     if url is None:
-        return None
+        return
     if state != "stopped":
         raise Invalid("url only comes with state 'stopped'")
-    if not isinstance(url, str) or not url or len(url) > RECORDING_URL_MAX:
+    if not url or len(url) > RECORDING_URL_MAX:
         raise Invalid(f"url must be a string of 1-{RECORDING_URL_MAX} characters")
     if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in url):
         raise Invalid("url must not contain whitespace or control characters")
@@ -199,26 +143,9 @@ def recording_url(data: Mapping[str, Any], state: str) -> str | None:
         raise Invalid("url must be an absolute https URL")
     if "@" in parts.netloc:
         raise Invalid("url must not carry credentials")
-    return url
 
 
-# -- topics -----------------------------------------------------------------------------------
-
-
-def live_topic(cohort: int | str, session: int | str) -> str:
-    return f"live:{cohort}:{session}"
-
-
-def staff_topic(cohort: int | str) -> str:
-    return f"staff:{cohort}"
-
-
-def parse_live_topic(topic: str) -> tuple[str, str] | None:
-    """``(cohort, session)`` of a ``live:{cohort}:{session}`` topic, else None."""
-    parts = topic.split(":")
-    if len(parts) != 3 or parts[0] != "live" or not parts[1] or not parts[2]:
-        return None
-    return parts[1], parts[2]
+# -- row ids ----------------------------------------------------------------------------------
 
 
 def db_id(part: str) -> int | None:
@@ -247,10 +174,16 @@ def _user(value: Any) -> str | None:
 
 
 def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A question as the whole room sees it. ``name`` is the asker's display name; an
+    anonymous question carries neither ``user`` nor ``name`` (see docs/api.md, "Who sees whom
+    in a live room"). ``answered_by_name`` names the instructor who answered."""
+    anonymous = bool(row.get("anonymous", False))
     return {
         "id": row["id"],
         "session_id": row["session_id"],
-        "user": _user(row["user_id"]),
+        "user": None if anonymous else _user(row["user_id"]),
+        "name": None if anonymous else row.get("name"),
+        "anonymous": anonymous,
         "body": row["body"],
         "created_at": iso(row["created_at"]),
         "votes": row["votes"],
@@ -259,6 +192,7 @@ def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "answered": row["answered_at"] is not None,
         "answer": row["answer"],
         "answered_by": _user(row["answered_by"]),
+        "answered_by_name": row.get("answered_by_name"),
         "answered_at": iso(row["answered_at"]),
     }
 
@@ -272,14 +206,6 @@ def qa_item(row: Mapping[str, Any]) -> QaItem:
         answered=row["answered_at"] is not None,
         dismissed=row["dismissed"],
     )
-
-
-def board_change(before: Iterable[QaItem], changed: QaItem) -> tuple[list[int], list[int]]:
-    """The board order before and after ``changed`` replaced (or joined) ``before``."""
-    items = list(before)
-    after = [item for item in items if item.id != changed.id]
-    after.append(changed)
-    return rank_ids(items), rank_ids(after)
 
 
 def json_dumps(value: Any) -> str:
@@ -332,6 +258,7 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "session_id": row["session_id"],
         "user": _user(row["user_id"]),
+        "name": row.get("name"),
         "body": row["body"],
         "created_at": iso(row["created_at"]),
     }
