@@ -81,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ping_interval_s: float = 25.0  # WebSocket ping period (one shared timer)
     missed_pongs: int = 2  # unanswered pings before close 4004
     ws_close_timeout_s: float = 5.0  # after our close frame, wait this long for the peer's
+    http_idle_timeout_s: float = 10.0  # gateway socket without a complete request: closed
     sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
     sse_retry_ms: int = 2000  # SSE `retry:` hint
     poll_timeout_s: float = 25.0  # longest wait of a long-poll

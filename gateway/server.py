@@ -34,13 +34,27 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def app_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner of a gateway app. aiohttp (3.14, pinned) arms its keep-alive timer when a
+    socket connects and again after each response, and closes the socket when it fires while
+    no complete request has arrived: with ``http_idle_timeout_s`` instead of aiohttp's 3,630 s
+    default, an idle or slow-loris socket (half a request line, headers one byte at a time) is
+    closed within that time. A request being handled and a detached (upgraded) socket are left
+    alone (tests/gateway/test_hostile.py and test_detach_contract.py)."""
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        keepalive_timeout=settings.http_idle_timeout_s,
+    )
+
+
 async def serve(settings: Settings, index: int, port: int, ready: object = None) -> None:
     loop = asyncio.get_running_loop()
     gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     app = create_app(settings, settings.redis_url, gateway_id)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
-    )
+    runner = app_runner(app, settings)
     await runner.setup()
     site = web.SockSite(runner, reuseport_socket(settings.host, port), backlog=4096)
     await site.start()

@@ -30,6 +30,7 @@ from gateway.app import HUB, create_app
 from gateway.auth import issue_access_token
 from gateway.hub import Hub
 from gateway.publish import Publisher
+from gateway.server import app_runner
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
@@ -51,7 +52,7 @@ class Gateway:
 
 async def start_gateway(settings: Settings) -> Gateway:
     app = create_app(settings, settings.redis_url)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = app_runner(app, settings)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
