@@ -66,6 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
+    api_keepalive_timeout_s: float = 15.0  # idle or head-less connection lifetime (slow-loris)
+    api_body_timeout_s: float = 30.0  # a request body must arrive within this long, else 408
     staff_progress_debounce_ms: int = 3000  # at most one staff.progress per cohort per window
 
     # Gateway limits (DESIGN.md section 8).
@@ -204,6 +206,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "register_attempts_per_ip",
         "register_window_s",
         "password_hash_concurrency",
+        "api_keepalive_timeout_s",
+        "api_body_timeout_s",
         "staff_progress_debounce_ms",
     )
     for name in positive:
