@@ -29,7 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # External services; empty means "start an embedded one" (make run, tests).
     redis_url: str = ""  # redis://host:port/db
     database_url: str = ""  # postgresql://user@host:port/db
-    smtp_url: str = ""  # smtp://host:port[?from=address]
+    smtp_url: str = ""  # smtp://[user:pw@]host:port[?from=address]; credentials need TLS
 
     # Network.
     host: str = "127.0.0.1"  # address every HTTP server binds
