@@ -43,8 +43,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors, metrics, openapi
 from api.migrate import migrate
+from api.passwords import Hasher
 from api.responses import error_response, json_response
-from api.state import DB, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
+from api.state import DB, HASHER, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
 from config.settings import Settings
 from gateway import sessions as open_sessions
 from gateway.publish import Publisher
@@ -80,6 +81,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     411: "length_required",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -229,6 +231,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REDIS] = redis_client
     app[PUBLISHER] = Publisher(redis_client, settings)
+    app[HASHER] = Hasher(settings.password_hash_concurrency)
     app[DB] = asyncpg.create_pool(settings.database_url, min_size=1, max_size=DB_POOL_MAX)
     openapi.init(app)
     app.cleanup_ctx.append(_services)

@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8600  # JSON API and pages
     gateway_metrics_port: int = 9700  # gateway process i serves /metrics on port + i; 0: none
     worker_metrics_port: int = 9800  # worker process i serves /metrics on port + i; 0: none
+    gateway_supervisor_metrics_port: int = 9690  # /metrics of `python -m gateway`'s parent; 0: none
+    worker_supervisor_metrics_port: int = 9790  # /metrics of `python -m workers`'s parent; 0: none
     public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty
 
     # Auth.
@@ -53,12 +55,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "https://localhost",
     )
     allow_missing_origin: bool = True  # non-browser clients send no Origin header
-    login_attempts_per_account: int = 10  # per normalised email, per window
-    login_attempts_per_ip: int = 100  # per client IP, per window
+    login_failures_per_account_ip: int = 5  # failed logins of one account from one IP, per window
+    login_failures_per_ip: int = 100  # failed logins from one client IP, per window
+    login_failures_per_account: int = 50  # ... of one account from all IPs; then trusted IPs only
     login_window_s: int = 300  # the login rate-limit window
+    login_trusted_ip_ttl_s: int = 30 * 24 * 3600  # an IP that signed in stays trusted this long
+    register_attempts_per_ip: int = 30  # POST /auth/register per client IP, per register window
+    register_window_s: int = 600  # the registration rate-limit window
+    password_hash_concurrency: int = 2  # argon2 hashes at once per API process (64 MiB each)
     invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
+    api_keepalive_timeout_s: float = 15.0  # idle or head-less connection lifetime (slow-loris)
+    api_body_timeout_s: float = 30.0  # a request body must arrive within this long, else 408
     staff_progress_debounce_ms: int = 3000  # at most one staff.progress per cohort per window
 
     # Gateway limits (DESIGN.md section 8).
@@ -73,6 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     out_buffer_limit_bytes: int = 1024 * 1024  # outgoing buffer; past it: close 4001
     ping_interval_s: float = 25.0  # WebSocket ping period (one shared timer)
     missed_pongs: int = 2  # unanswered pings before close 4004
+    ws_close_timeout_s: float = 5.0  # after our close frame, wait this long for the peer's
+    http_idle_timeout_s: float = 10.0  # gateway socket without a complete request: closed
     sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
     sse_retry_ms: int = 2000  # SSE `retry:` hint
     poll_timeout_s: float = 25.0  # longest wait of a long-poll
@@ -187,9 +198,16 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_maxlen",
         "bus_shards",
         "bus_read_count",
-        "login_attempts_per_account",
-        "login_attempts_per_ip",
+        "login_failures_per_account_ip",
+        "login_failures_per_ip",
+        "login_failures_per_account",
         "login_window_s",
+        "login_trusted_ip_ttl_s",
+        "register_attempts_per_ip",
+        "register_window_s",
+        "password_hash_concurrency",
+        "api_keepalive_timeout_s",
+        "api_body_timeout_s",
         "staff_progress_debounce_ms",
     )
     for name in positive:

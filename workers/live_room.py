@@ -85,11 +85,6 @@ def room_of(cmd: Command) -> Room:
     return room
 
 
-def staff_only(cmd: Command) -> None:
-    if not cmd.staff:
-        raise CommandError("forbidden", f"{cmd.name} is for the instructors of this cohort")
-
-
 async def check_live(conn: asyncpg.Connection, room: Room) -> int:
     """Refuse unless the room's session exists in its cohort and is live; return its Q&A
     ``board_version``."""
@@ -123,10 +118,3 @@ async def in_room(ctx: WorkerContext, cmd: Command, op: Operation, *, lock: bool
     except Invalid as exc:
         raise CommandError("invalid", str(exc)) from None
     return result
-
-
-def validated(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except Invalid as exc:
-        raise CommandError("invalid", str(exc)) from None

@@ -35,6 +35,7 @@ from gateway.app import create_app as create_gateway
 from gateway.app import shutdown_connections
 from gateway.auth import issue_access_token
 from gateway.publish import Publisher
+from gateway.server import app_runner as gateway_runner
 from gateway.sessions import register
 from workers.context import WorkerContext
 from workers.services import SERVICES
@@ -56,7 +57,7 @@ def stack_settings(redis_url: str, database_url: str, smtp_url: str) -> Settings
         allowed_origins=(f"http://127.0.0.1:{api_port}",),
         conn_rate_per_ip_per_s=10_000,
         conn_burst_per_ip=10_000,
-        login_attempts_per_ip=100_000,
+        login_failures_per_ip=100_000,
         staff_progress_debounce_ms=300,
         scheduler_tick_s=0.5,
         shutdown_timeout_s=2,
@@ -141,12 +142,7 @@ class Stack:
 
     async def start_gateway(self) -> None:
         app = create_gateway(self.settings, self.settings.redis_url)
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=self.settings.shutdown_timeout_s,
-        )
+        runner = gateway_runner(app, self.settings)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.settings.gateway_port)
         await site.start()
