@@ -140,7 +140,7 @@ async def execute(ctx: WorkerContext, cmd: Command) -> ReplyRecord:
 
 
 async def send_reply(ctx: WorkerContext, gateway: str, reply: ReplyRecord) -> None:
-    key = keys.reply_key(gateway)
+    key = keys.reply_key(gateway, ctx.settings.bus_shards)
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.xadd(key, {"r": _encoder.encode(reply)}, maxlen=REPLY_MAXLEN, approximate=True)
     pipe.expire(key, REPLY_TTL_S)
