@@ -61,6 +61,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_sessions",
     "api.routes_quizzes",
     "api.routes_quiz_stats",
+    "api.routes_feedback",
     "api.routes_notifications",
     "api.routes_announcements",
     "api.routes_pages",
@@ -137,6 +138,15 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         )
         exc503 = errors.unavailable()
         return error_response(503, exc503.code, exc503.message, None, exc503.headers)
+    except (
+        asyncpg.exceptions.CharacterNotInRepertoireError,
+        asyncpg.exceptions.UntranslatableCharacterError,
+    ):
+        # A backstop: input is checked where it arrives (api.deps refuses NUL in JSON), but a
+        # character PostgreSQL cannot store is the client's input, not a server fault.
+        return error_response(
+            400, "invalid_field", "the input holds a character that cannot be stored"
+        )
     except (asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError):
         exc503 = errors.unavailable()
         return error_response(503, exc503.code, exc503.message, None, exc503.headers)

@@ -13,6 +13,12 @@ read again (they expire with their TTL). Contract:
   version number is never reused while an entry stored under it could still be alive.
 * **Bounded staleness if a bump is lost** (Redis down between commit and bump): entries carry a
   TTL, so an entry outlives its data by at most that TTL.
+* **Nothing is written for what does not exist or may not be read.** A reader creates the
+  version key only after ``load`` found the thing and ``check`` allowed it, and every key
+  carries a TTL (:data:`VERSION_TTL_S` for versions), so requests for made-up ids leave nothing
+  behind in Redis. A reader that finds no version key loads first and stores only when its
+  ``SET NX`` created the version: had a writer bumped meanwhile, the key would exist and what
+  was loaded before that commit is not stored.
 * The stored value is ``etag \\n body``: the strong ETag is a hash of the body, computed once
   when the entry is filled.
 """
@@ -44,15 +50,9 @@ def _now_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-async def version(redis: aioredis.Redis, kind: str, ident: str) -> int:
-    key = keys.cache_version_key(kind, ident)
-    current = await redis.get(key)
-    if current is None:
-        pipe = redis.pipeline(transaction=True)
-        pipe.set(key, _now_us(), nx=True)
-        pipe.get(key)
-        _, current = await pipe.execute()
-    return int(current)
+#: Lifetime of a version key, renewed by every bump. When one expires, the next reader makes a
+#: new version from the clock, so entries stored under the old one are simply never read again.
+VERSION_TTL_S = 24 * 3600
 
 
 async def bump(redis: aioredis.Redis, kind: str, ident: str) -> None:
@@ -61,6 +61,7 @@ async def bump(redis: aioredis.Redis, kind: str, ident: str) -> None:
     pipe = redis.pipeline(transaction=True)
     pipe.set(key, _now_us(), nx=True)
     pipe.incr(key)
+    pipe.expire(key, VERSION_TTL_S)
     await pipe.execute()
 
 
@@ -70,21 +71,36 @@ async def read_through(
     ident: str,
     ttl_s: int,
     load: Callable[[], Awaitable[bytes | None]],
+    check: Callable[[bytes], None] | None = None,
 ) -> Entry | None:
-    """The cached entry, or ``load()`` stored for ``ttl_s``; ``None`` (not found) is not
-    cached."""
-    key = keys.cache_key(kind, ident, await version(redis, kind, ident))
-    raw = await redis.get(key)
-    if isinstance(raw, bytes):
-        etag, _, cached = raw.partition(b"\n")
-        metrics.cache_lookups.labels(kind, "hit").inc()
-        return Entry(etag.decode(), cached)
+    """The cached entry, or ``load()`` stored for ``ttl_s``. ``None`` (not found) is not
+    cached. ``check(body)`` runs on every entry before it is stored or returned and refuses by
+    raising; a refused or missing entry writes no key."""
+    version_key = keys.cache_version_key(kind, ident)
+    current = await redis.get(version_key)
+    if current is not None:
+        raw = await redis.get(keys.cache_key(kind, ident, int(current)))
+        if isinstance(raw, bytes):
+            etag, _, cached = raw.partition(b"\n")
+            metrics.cache_lookups.labels(kind, "hit").inc()
+            if check is not None:
+                check(cached)
+            return Entry(etag.decode(), cached)
     metrics.cache_lookups.labels(kind, "miss").inc()
     body = await load()
     if body is None:
         return None
+    if check is not None:
+        check(body)
     entry = Entry(etag_of(body), body)
-    await redis.set(key, entry.etag.encode() + b"\n" + body, ex=ttl_s)
+    if current is not None:
+        store_under = int(current)
+    else:
+        store_under = _now_us()
+        if not await redis.set(version_key, store_under, nx=True, ex=VERSION_TTL_S):
+            return entry  # a writer (or another reader) got there first: serve, do not store
+    value = entry.etag.encode() + b"\n" + body
+    await redis.set(keys.cache_key(kind, ident, store_under), value, ex=ttl_s)
     return entry
 
 

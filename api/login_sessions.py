@@ -26,7 +26,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
-from config import keys
+from config import keys, streams
 from config.settings import Settings
 from gateway.auth import issue_access_token
 
@@ -228,7 +228,12 @@ async def announce_revoked(redis: aioredis.Redis, settings: Settings, sids: Iter
     count = 0
     for sid in sids:
         pipe.set(keys.revoked_key(sid), 1, ex=settings.access_token_ttl_s + 60)
-        pipe.xadd(keys.REVOKE_STREAM, {"sid": sid}, maxlen=REVOKE_STREAM_MAXLEN, approximate=True)
+        pipe.xadd(
+            keys.REVOKE_STREAM,
+            streams.REVOCATION.encode(streams.Revocation(sid)),  # type: ignore[arg-type]
+            maxlen=REVOKE_STREAM_MAXLEN,
+            approximate=True,
+        )
         count += 1
     if count:
         await pipe.execute()

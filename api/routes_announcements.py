@@ -20,11 +20,19 @@ from aiohttp import web
 
 from api import errors
 from api.deps import body as read_body
-from api.deps import current_user, path_int, require_member, require_staff, user_id
+from api.deps import (
+    current_user,
+    path_int,
+    query_int,
+    require_member,
+    require_staff,
+    user_id,
+)
 from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
 from workers.jobs import enqueue
 from workers.outbox_write import emit
 
@@ -79,7 +87,7 @@ async def create_announcement(request: web.Request) -> web.Response:
         )
         row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1", new_id)
         out = AnnouncementOut(**dict(row))
-        await emit(conn, f"cohort:{cohort_id}", "announcement.new", out)
+        await emit(conn, cohort_topic(cohort_id), "announcement.new", out)
     try:
         await enqueue(request.app[REDIS], "announce", {"announcement_id": out.id})
     except (redis.exceptions.RedisError, OSError) as exc:
@@ -94,13 +102,8 @@ async def list_announcements(request: web.Request) -> web.Response:
     claims = await current_user(request)
     cohort_id = path_int(request)
     require_member(claims, cohort_id)
-    try:
-        limit = min(max(int(request.query.get("limit", DEFAULT_PAGE)), 1), MAX_PAGE)
-        before = int(request.query["before"]) if request.query.get("before") else None
-    except ValueError:
-        raise errors.bad_request(
-            "limit and before must be integers", {"field": "limit"}, "invalid_field"
-        ) from None
+    limit = min(query_int(request, "limit", DEFAULT_PAGE, lo=1) or DEFAULT_PAGE, MAX_PAGE)
+    before = query_int(request, "before", None, lo=1)
     rows = await request.app[DB].fetch(
         f"{_SELECT} WHERE a.cohort_id = $1 AND ($2::bigint IS NULL OR a.id < $2)"
         " ORDER BY a.id DESC LIMIT $3",

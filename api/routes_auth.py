@@ -20,6 +20,7 @@ from api.passwords import MAX_LENGTH, MIN_LENGTH, hash_password, needs_rehash, v
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Name, Role, UserOut, normalize_email
 from api.state import DB, REDIS, REQUEST_ID, SETTINGS
+from config.topics import user_topic
 from workers.outbox_write import emit
 
 log = logging.getLogger("lectern.api.auth")
@@ -366,7 +367,7 @@ async def register(request: web.Request) -> web.Response:
                 if added is not None:
                     await emit(
                         conn,
-                        f"user:{uid}",
+                        user_topic(uid),
                         "enrollment.changed",
                         {
                             "cohort_id": invite["cohort_id"],

@@ -4,7 +4,9 @@
 * Enrollment: admins enroll anyone as member or staff; the staff of a cohort enroll and
   unenroll its *members* (making someone staff stays with admins, so staff cannot grant
   themselves company). Every change emits ``enrollment.changed`` to ``user:{id}``, telling the
-  client to fetch a fresh token (``POST /api/v1/auth/token``) for its new claims.
+  client to fetch a fresh token (``POST /api/v1/auth/token``) for its new claims. A removal
+  (unenrollment, a deleted cohort) also takes effect at once for the tokens the user still
+  holds, on the API and on the gateways (gateway/rights.py).
 * ``POST /api/v1/cohorts/{id}/enrollments/import`` takes ``text/csv`` (see
   :mod:`workers.csv_import` for the columns), stores it, and queues the ``csv_import`` job;
   ``GET /api/v1/imports/{id}`` shows its progress and per-row results.
@@ -35,7 +37,9 @@ from api.deps import (
 from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Title, normalize_email
-from api.state import DB, REDIS
+from api.state import DB, REDIS, SETTINGS
+from config.topics import cohort_topic, user_topic
+from gateway import rights
 from workers import csv_import
 from workers.jobs import enqueue
 from workers.outbox_write import emit
@@ -174,11 +178,23 @@ async def delete_cohort(request: web.Request) -> web.Response:
     require_admin(await current_user(request))
     cohort_id = path_int(request)
     async with request.app[DB].acquire() as conn, conn.transaction():
+        enrolled = await conn.fetch(
+            "SELECT user_id FROM enrollments WHERE cohort_id = $1 FOR UPDATE", cohort_id
+        )
         deleted = await conn.fetchval("DELETE FROM cohorts WHERE id = $1 RETURNING id", cohort_id)
         if deleted is None:
             raise errors.not_found(f"cohort {cohort_id} does not exist")
-        await emit(conn, f"cohort:{cohort_id}", "cohort.deleted", {"cohort_id": cohort_id})
+        await emit(conn, cohort_topic(cohort_id), "cohort.deleted", {"cohort_id": cohort_id})
+        await _announce_lost(request, [r["user_id"] for r in enrolled], cohort_id)
     return web.Response(status=204)
+
+
+async def _announce_lost(request: web.Request, users: list[int], cohort_id: int) -> None:
+    """The users' tokens stop granting anything in the cohort, on the API and on every gateway,
+    at once (gateway/rights.py). Called last inside the transaction of the removal: if Redis
+    refuses, the removal rolls back (503, safe to retry) instead of committing unannounced; if
+    the commit fails after it, the users merely fetch a fresh token sooner."""
+    await rights.announce_lost(request.app[REDIS], request.app[SETTINGS], users, cohort_id)
 
 
 async def list_enrollments(request: web.Request) -> web.Response:
@@ -222,7 +238,7 @@ async def enroll(request: web.Request) -> web.Response:
         if added is not None:
             await emit(
                 conn,
-                f"user:{uid}",
+                user_topic(uid),
                 "enrollment.changed",
                 {"cohort_id": cohort_id, "kind": data.kind, "enrolled": True},
             )
@@ -252,10 +268,11 @@ async def unenroll(request: web.Request) -> web.Response:
         )
         await emit(
             conn,
-            f"user:{target}",
+            user_topic(target),
             "enrollment.changed",
             {"cohort_id": cohort_id, "kind": kind, "enrolled": False},
         )
+        await _announce_lost(request, [target], cohort_id)
     return web.Response(status=204)
 
 
@@ -272,6 +289,8 @@ async def import_csv(request: web.Request) -> web.Response:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise errors.bad_request("the file is not UTF-8", {"field": ""}, "invalid_csv") from None
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL
+        raise errors.bad_request("the file contains NUL bytes", {"field": ""}, "invalid_csv")
     try:
         rows = csv_import.parse_csv(text)
     except csv_import.CsvError as exc:

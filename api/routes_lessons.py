@@ -21,11 +21,13 @@ import msgspec
 from aiohttp import web
 
 from api import cache, errors
-from api.deps import body, current_user, path_int, require_member, require_staff
+from api.deps import body, current_user, is_member, path_int, require_member, require_staff
 from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
+from gateway.auth import Claims
 from workers.outbox_write import emit
 
 CATALOG_CACHE_CONTROL = "private, max-age=30"
@@ -116,6 +118,11 @@ async def catalog(request: web.Request) -> web.Response:
     return cache.respond(request, entry, CATALOG_CACHE_CONTROL)
 
 
+def _no_lesson(lesson_id: int) -> errors.ApiError:
+    # One answer for "does not exist" and "not in your cohorts": ids reveal nothing.
+    return errors.not_found(f"lesson {lesson_id} does not exist")
+
+
 async def get_lesson(request: web.Request) -> web.Response:
     claims = await current_user(request)
     lesson_id = path_int(request)
@@ -125,12 +132,15 @@ async def get_lesson(request: web.Request) -> web.Response:
         row = await pool.fetchrow(f"{_LESSON} WHERE id = $1", lesson_id)
         return None if row is None else _encoder.encode(LessonOut(**dict(row)))
 
+    def check(body: bytes) -> None:
+        if not is_member(claims, _cohort_of.decode(body).cohort_id):
+            raise _no_lesson(lesson_id)
+
     entry = await cache.read_through(
-        request.app[REDIS], "lesson", str(lesson_id), LESSON_TTL_S, load
+        request.app[REDIS], "lesson", str(lesson_id), LESSON_TTL_S, load, check
     )
     if entry is None:
-        raise errors.not_found(f"lesson {lesson_id} does not exist")
-    require_member(claims, _cohort_of.decode(entry.body).cohort_id)
+        raise _no_lesson(lesson_id)
     return cache.respond(request, entry, LESSON_CACHE_CONTROL)
 
 
@@ -161,7 +171,7 @@ async def create_lesson(request: web.Request) -> web.Response:
                 )
                 await emit(
                     conn,
-                    f"cohort:{cohort_id}",
+                    cohort_topic(cohort_id),
                     "lesson.changed",
                     {"lesson_id": row["id"], "version": row["version"], "op": "created"},
                 )
@@ -175,13 +185,16 @@ async def create_lesson(request: web.Request) -> web.Response:
     return json_response(LessonOut(**dict(row)), 201)
 
 
-async def _lesson_cohort(conn: Any, lesson_id: int, lock: bool = False) -> Any:
+async def _lesson_cohort(conn: Any, claims: Claims, lesson_id: int, lock: bool = False) -> Any:
+    """The lesson's cohort and version, for staff of its cohort; members get 403, anyone else
+    404 as if it did not exist."""
     row = await conn.fetchrow(
         "SELECT cohort_id, version FROM lessons WHERE id = $1" + (" FOR UPDATE" if lock else ""),
         lesson_id,
     )
-    if row is None:
-        raise errors.not_found(f"lesson {lesson_id} does not exist")
+    if row is None or not is_member(claims, row["cohort_id"]):
+        raise _no_lesson(lesson_id)
+    require_staff(claims, row["cohort_id"])
     return row
 
 
@@ -192,8 +205,7 @@ async def update_lesson(request: web.Request) -> web.Response:
     async with request.app[DB].acquire() as conn:
         try:
             async with conn.transaction():
-                current = await _lesson_cohort(conn, lesson_id, lock=True)
-                require_staff(claims, current["cohort_id"])
+                current = await _lesson_cohort(conn, claims, lesson_id, lock=True)
                 if data.version is not None and data.version != current["version"]:
                     raise errors.conflict(
                         "the lesson changed since you loaded it",
@@ -211,7 +223,7 @@ async def update_lesson(request: web.Request) -> web.Response:
                 )
                 await emit(
                     conn,
-                    f"cohort:{row['cohort_id']}",
+                    cohort_topic(row["cohort_id"]),
                     "lesson.changed",
                     {"lesson_id": lesson_id, "version": row["version"], "op": "updated"},
                 )
@@ -229,13 +241,12 @@ async def delete_lesson(request: web.Request) -> web.Response:
     claims = await current_user(request)
     lesson_id = path_int(request)
     async with request.app[DB].acquire() as conn, conn.transaction():
-        current = await _lesson_cohort(conn, lesson_id, lock=True)
+        current = await _lesson_cohort(conn, claims, lesson_id, lock=True)
         cohort_id = current["cohort_id"]
-        require_staff(claims, cohort_id)
         await conn.execute("DELETE FROM lessons WHERE id = $1", lesson_id)
         await emit(
             conn,
-            f"cohort:{cohort_id}",
+            cohort_topic(cohort_id),
             "lesson.changed",
             {"lesson_id": lesson_id, "version": current["version"], "op": "deleted"},
         )

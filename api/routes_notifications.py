@@ -21,10 +21,11 @@ from aiohttp import web
 
 from api import errors
 from api.deps import body as read_body
-from api.deps import current_user, path_int, user_id
+from api.deps import current_user, path_int, query_int, user_id
 from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB
+from config.topics import user_topic
 from workers.notify import KIND_LABELS, KINDS, NotificationOut, notification_from_row
 from workers.outbox_write import emit
 
@@ -66,17 +67,6 @@ class PrefsIn(msgspec.Struct, kw_only=True):
     prefs: Annotated[list[PrefIn], msgspec.Meta(max_length=50)]
 
 
-def _int_query(request: web.Request, name: str, default: int | None) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isascii() or not raw.isdigit() or int(raw) > 2**63 - 1:
-        raise errors.bad_request(
-            f"{name} must be a non-negative integer", {"field": name}, "invalid_field"
-        )
-    return int(raw)
-
-
 async def _unread(conn: Any, uid: int) -> int:
     return int(
         await conn.fetchval(
@@ -87,8 +77,8 @@ async def _unread(conn: Any, uid: int) -> int:
 
 async def list_notifications(request: web.Request) -> web.Response:
     uid = user_id(await current_user(request))
-    limit = min(max(_int_query(request, "limit", DEFAULT_PAGE) or 1, 1), MAX_PAGE)
-    before = _int_query(request, "before", None)
+    limit = min(query_int(request, "limit", DEFAULT_PAGE, lo=1) or DEFAULT_PAGE, MAX_PAGE)
+    before = query_int(request, "before", None, lo=1)
     unread_only = request.query.get("unread", "").lower() in ("1", "true", "yes")
     pool = request.app[DB]
     rows = await pool.fetch(
@@ -127,7 +117,7 @@ async def mark_read(request: web.Request) -> web.Response:
             unread = await _unread(conn, uid)
             await emit(
                 conn,
-                f"user:{uid}",
+                user_topic(uid),
                 "notification.read",
                 {"ids": [notification_id], "all": False, "unread_count": unread},
             )
@@ -145,7 +135,7 @@ async def mark_all_read(request: web.Request) -> web.Response:
         if updated:
             await emit(
                 conn,
-                f"user:{uid}",
+                user_topic(uid),
                 "notification.read",
                 {"ids": [], "all": True, "unread_count": 0},
             )

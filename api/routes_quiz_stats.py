@@ -12,14 +12,23 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from api import errors
-from api.deps import current_user, path_int, require_member, require_staff, user_id
+from api.deps import (
+    current_user,
+    path_int,
+    query_int,
+    require_member,
+    require_staff,
+    user_id,
+)
 from api.openapi import Routes
 from api.responses import json_response
 from api.routes_quizzes import is_student, quiz_or_404
 from api.state import DB, REDIS
 from workers import leaderboard
 from workers.grading import questions_from_json
+
+#: Deepest leaderboard page offset (a cohort never has more students than this).
+MAX_OFFSET = 1_000_000
 
 
 class QuestionStats(msgspec.Struct, kw_only=True):
@@ -132,13 +141,9 @@ async def get_leaderboard(request: web.Request) -> web.Response:
     claims = await current_user(request)
     cohort_id = path_int(request)
     require_member(claims, cohort_id)
-    try:
-        limit = min(max(int(request.query.get("limit", "10")), 1), 100)
-        offset = max(int(request.query.get("offset", "0")), 0)
-    except ValueError:
-        raise errors.bad_request(
-            "limit and offset must be integers", {"field": "limit"}, "invalid_field"
-        ) from None
+    limit = min(query_int(request, "limit", 10, lo=1) or 10, 100)
+    # Redis ranks are int64: an offset near 2**63 would overflow offset + limit there.
+    offset = query_int(request, "offset", 0, hi=MAX_OFFSET) or 0
     pool, redis = request.app[DB], request.app[REDIS]
     board = await leaderboard.read(pool, redis, cohort_id, limit=limit, offset=offset)
     me = next((e for e in board.entries if e.user_id == user_id(claims)), None)

@@ -30,15 +30,25 @@ from aiohttp import web
 
 from api import errors
 from api.deps import body as read_body
-from api.deps import current_user, is_staff, path_int, require_member, require_staff, user_id
+from api.deps import (
+    current_user,
+    is_staff,
+    path_int,
+    query_int,
+    require_member,
+    require_staff,
+    user_id,
+)
 from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config.topics import cohort_topic
 from gateway.auth import Claims
 from workers import grade as grade_job
 from workers.grading import (
     MAX_QUESTIONS,
+    GradeResult,
     QuestionResult,
     QuizDefinitionError,
     public_questions,
@@ -48,6 +58,7 @@ from workers.grading import (
 )
 from workers.jobs import enqueue
 from workers.outbox_write import emit
+from workers.review import apply_review
 
 log = logging.getLogger("lectern.api.quizzes")
 
@@ -121,17 +132,28 @@ class SubmissionOut(msgspec.Struct, kw_only=True):
     percentage: float | None = None
     feedback: str | None = None
     results: list[QuestionResult] | None = None
+    #: Hand grading (:mod:`workers.review`): ``waiting`` while a short-text answer waits for
+    #: an instructor, ``done`` once graded by hand; ``score_overridden`` when staff set the
+    #: total. ``score``, ``percentage`` and ``results`` are the effective grade.
+    review: Literal["none", "waiting", "done"] = "none"
+    score_overridden: bool = False
 
 
 _QUIZ = (
     "SELECT id, cohort_id, title, questions::text AS questions, max_attempts, created_at,"
     " updated_at FROM quizzes"
 )
+#: The hand-grading columns (migration 0003) every submission read carries.
+REVIEW_COLS = (
+    "manual_points::text AS manual_points, score_override::float8 AS score_override, review"
+)
 _SUBMISSION = (
     "SELECT id, quiz_id, user_id, attempt, status, answers::text AS answers, submitted_at,"
-    " graded_at, feedback::text AS feedback FROM quiz_submissions"
+    f" graded_at, feedback::text AS feedback, {REVIEW_COLS} FROM quiz_submissions"
 )
 _result_decoder = msgspec.json.Decoder(dict[str, Any])
+_grade_decoder = msgspec.json.Decoder(GradeResult)
+_points_decoder = msgspec.json.Decoder(dict[str, float])
 
 
 def _definition(raw: list[dict[str, Any]]) -> bytes:
@@ -178,13 +200,20 @@ def submission_out(row: asyncpg.Record) -> SubmissionOut:
         submitted_at=row["submitted_at"],
         graded_at=row["graded_at"],
     )
+    out.review = row["review"]
     if row["status"] == "graded" and row["feedback"]:
-        result = _result_decoder.decode(row["feedback"])
-        out.score = result["score"]
-        out.max_score = result["max_score"]
-        out.percentage = result["percentage"]
-        out.feedback = result["feedback"]
-        out.results = msgspec.convert(result["results"], list[QuestionResult])
+        override = row["score_override"]
+        result = apply_review(
+            _grade_decoder.decode(row["feedback"]),
+            _points_decoder.decode(row["manual_points"]),
+            override,
+        )
+        out.score = result.score
+        out.max_score = result.max_score
+        out.percentage = result.percentage
+        out.feedback = result.feedback
+        out.results = list(result.results)
+        out.score_overridden = override is not None
     return out
 
 
@@ -231,7 +260,7 @@ async def create_quiz(request: web.Request) -> web.Response:
         out = _quiz_out(row, full=True, attempts_used=0)
         await emit(
             conn,
-            f"cohort:{cohort_id}",
+            cohort_topic(cohort_id),
             "quiz.published",
             {"quiz_id": out.id, "cohort_id": cohort_id, "title": out.title},
         )
@@ -373,7 +402,8 @@ async def submit(request: web.Request) -> web.Response:
         row = await conn.fetchrow(
             "INSERT INTO quiz_submissions (quiz_id, user_id, attempt, answers)"
             " VALUES ($1, $2, $3, $4::jsonb) RETURNING id, quiz_id, user_id, attempt, status,"
-            " answers::text AS answers, submitted_at, graded_at, feedback::text AS feedback",
+            " answers::text AS answers, submitted_at, graded_at, feedback::text AS feedback,"
+            f" {REVIEW_COLS}",
             quiz_id,
             uid,
             used + 1,
@@ -396,8 +426,9 @@ async def get_submission(request: web.Request) -> web.Response:
     pool = request.app[DB]
     row = await pool.fetchrow(
         "SELECT s.id, s.quiz_id, s.user_id, s.attempt, s.status, s.answers::text AS answers,"
-        " s.submitted_at, s.graded_at, s.feedback::text AS feedback, q.cohort_id"
-        " FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id WHERE s.id = $1",
+        " s.submitted_at, s.graded_at, s.feedback::text AS feedback, q.cohort_id,"
+        " s.manual_points::text AS manual_points, s.score_override::float8 AS score_override,"
+        " s.review FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id WHERE s.id = $1",
         submission_id,
     )
     # Someone else's submission is "not found" for a student: ids do not leak existence.
@@ -417,8 +448,7 @@ async def list_submissions(request: web.Request) -> web.Response:
     require_member(claims, quiz["cohort_id"])
     target: int | None = user_id(claims)
     if is_staff(claims, quiz["cohort_id"]):
-        raw = request.query.get("user_id")
-        target = int(raw) if raw and raw.isdigit() else None
+        target = query_int(request, "user_id", None, lo=1)
     rows = await pool.fetch(
         f"{_SUBMISSION} WHERE quiz_id = $1 AND ($2::bigint IS NULL OR user_id = $2)"
         " ORDER BY id LIMIT 1000",

@@ -30,6 +30,7 @@ from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, PUBLISHER, REDIS, SETTINGS
 from config import keys
+from config.topics import cohort_topic
 from gateway.protocol import EMPTY_CURSOR
 from workers import attendance
 from workers import live_rules as rules
@@ -62,7 +63,12 @@ class SessionOut(msgspec.Struct, kw_only=True):
 class QuestionOut(msgspec.Struct, kw_only=True):
     id: int
     session_id: int
+    #: The asker; both null for an anonymous question.
     user: str | None
+    name: str | None = None
+    anonymous: bool = False
+    #: The caller asked it (the only way an anonymous asker learns it is theirs).
+    mine: bool = False
     body: str
     created_at: str
     votes: int
@@ -71,6 +77,7 @@ class QuestionOut(msgspec.Struct, kw_only=True):
     answered: bool
     answer: str | None
     answered_by: str | None
+    answered_by_name: str | None = None
     answered_at: str | None
 
 
@@ -96,6 +103,7 @@ class MessageOut(msgspec.Struct, kw_only=True):
     id: int
     session_id: int
     user: str | None
+    name: str | None = None
     body: str
     created_at: str
 
@@ -110,6 +118,8 @@ class StatusOut(msgspec.Struct, kw_only=True):
     state: str
     by: str
     at: str
+    #: Where to watch a stopped recording (``recording.set``), else null.
+    url: str | None = None
 
 
 class BannerOut(msgspec.Struct, kw_only=True):
@@ -258,7 +268,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
             )
             events += [(room.topic, "poll.closed", {"poll": rules.poll_view(p)}) for p in polls]
         events.append((room.topic, "session.state", {"session": view}))
-        events.append((f"cohort:{row['cohort_id']}", "session.state", {"session": view}))
+        events.append((cohort_topic(row["cohort_id"]), "session.state", {"session": view}))
         await emit_many(conn, events)
     return json_response(_out(row))
 
@@ -322,9 +332,11 @@ async def session_state(request: web.Request) -> web.Response:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         row = await _session_or_404(conn, session_id)
         qrows = await conn.fetch(
-            "SELECT id, session_id, user_id, body, created_at, answer, answered_by,"
-            " answered_at, pinned, dismissed, votes FROM questions"
-            " WHERE session_id = $1 AND NOT dismissed",
+            "SELECT q.id, q.session_id, q.user_id, q.body, q.created_at, q.answer,"
+            " q.answered_by, q.answered_at, q.pinned, q.dismissed, q.votes, q.anonymous,"
+            " u.display_name AS name, a.display_name AS answered_by_name FROM questions q"
+            " JOIN users u ON u.id = q.user_id LEFT JOIN users a ON a.id = q.answered_by"
+            " WHERE q.session_id = $1 AND NOT q.dismissed",
             session_id,
         )
         my_votes = await conn.fetch(
@@ -358,8 +370,9 @@ async def session_state(request: web.Request) -> web.Response:
                 me,
             )
         chat = await conn.fetch(
-            "SELECT id, session_id, user_id, body, created_at FROM chat_messages"
-            " WHERE session_id = $1 AND deleted_at IS NULL ORDER BY id DESC LIMIT $2",
+            "SELECT m.id, m.session_id, m.user_id, m.body, m.created_at, u.display_name AS name"
+            " FROM chat_messages m JOIN users u ON u.id = m.user_id"
+            " WHERE m.session_id = $1 AND m.deleted_at IS NULL ORDER BY m.id DESC LIMIT $2",
             session_id,
             rules.SNAPSHOT_CHAT,
         )
@@ -367,7 +380,10 @@ async def session_state(request: web.Request) -> web.Response:
     meta = await get_meta(redis, room)
     users = await attendance.present_users(redis, room)
     by_id = {r["id"]: r for r in qrows}
-    board = [rules.question_view(by_id[item.id]) for item in rank(rules.qa_item(r) for r in qrows)]
+    board = [
+        {**rules.question_view(by_id[item.id]), "mine": by_id[item.id]["user_id"] == me}
+        for item in rank(rules.qa_item(r) for r in qrows)
+    ]
     state = {
         "session": rules.session_view(row),
         "cursors": cursors,

@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from config.topics import cohort_topic, live_topic, user_topic
+
 Kind = Literal["user", "cohort", "room"]
 DEFAULT_MIX: tuple[tuple[Kind, float], ...] = (("user", 0.6), ("cohort", 0.1), ("room", 0.3))
 #: Rough memory per connection on this machine, both ends and the kernel (KiB): gateway ~4-6,
@@ -77,7 +79,7 @@ class ScalePlan:
 
     def topics_of(self, i: int) -> list[str]:
         k = self.cohort_of(i)
-        return [f"user:u{i}", f"cohort:c{k}", f"live:c{k}:s1"]
+        return [user_topic(f"u{i}"), cohort_topic(f"c{k}"), live_topic(f"c{k}", "s1")]
 
     def members(self, k: int) -> int:
         """Connections in cohort ``k`` (and so in its live room)."""
@@ -119,10 +121,10 @@ class ScalePlan:
         for j in range(self.event_count):
             kind = next(kinds)
             if kind == "user":
-                topic = f"user:u{rng.randrange(self.connections)}"
+                topic = user_topic(f"u{rng.randrange(self.connections)}")
             else:
                 k = rng.randrange(self.cohorts)
-                topic = f"cohort:c{k}" if kind == "cohort" else f"live:c{k}:s1"
+                topic = cohort_topic(f"c{k}") if kind == "cohort" else live_topic(f"c{k}", "s1")
             out.append((j / self.rate if self.rate else 0.0, topic))
         return out
 

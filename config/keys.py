@@ -67,6 +67,10 @@ def reply_key(gateway_id: str, shards: int) -> str:
 #: carries. The revoked-session keys carry it too, so one node holds them all.
 REVOKE_STREAM = f"{ROOT}:{shard_tag(0)}:revoke"
 
+#: Removals of a user's rights in a cohort announced to every gateway (fields ``user``,
+#: ``cohort``, ``at``: see gateway/rights.py), read with the bus shards.
+RIGHTS_STREAM = f"{ROOT}:rights"
+
 
 REVOKED_PREFIX = f"{ROOT}:{shard_tag(0)}:revoked:"
 
@@ -74,6 +78,15 @@ REVOKED_PREFIX = f"{ROOT}:{shard_tag(0)}:revoked:"
 def revoked_key(sid: str) -> str:
     """Present while a login session is revoked (expires with the longest access token)."""
     return f"{REVOKED_PREFIX}{sid}"
+
+
+LOST_RIGHTS_PREFIX = f"{ROOT}:lost:"
+
+
+def lost_rights_key(user: str) -> str:
+    """Hash ``{cohort: when (ms)}``: the user's memberships and staff grants removed while
+    access tokens claiming them may still be alive (gateway/rights.py)."""
+    return f"{LOST_RIGHTS_PREFIX}{user}"
 
 
 def connect_ticket_key(ticket: str) -> str:

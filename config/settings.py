@@ -64,6 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Gateway limits (DESIGN.md section 8).
     max_frame_bytes: int = 64 * 1024  # largest client frame (and POST /cmd body)
+    max_fragments: int = 64  # frames one fragmented WebSocket message may span
     cmd_rate_per_s: float = 20.0  # client frames per second per connection (token bucket)
     cmd_burst: int = 40  # ... and its burst
     conn_rate_per_ip_per_s: float = 10.0  # new connections per second per client IP
@@ -78,6 +79,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     poll_timeout_s: float = 25.0  # longest wait of a long-poll
     max_held_polls: int = 1000  # long-polls one gateway process holds at once
     poll_read_concurrency: int = 8  # Redis reads all polls of a process run at once
+    history_read_concurrency: int = 16  # resume history reads a process runs at once
     cmd_reply_timeout_s: float = 5.0  # a command with no reply by then gets `timeout`
     shutdown_timeout_s: float = 10.0  # graceful shutdown limit of every process
 
@@ -175,10 +177,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
             problems.append(f"{PREFIX}{name.upper()}={value!r}: {exc}")
     positive = (
         "max_frame_bytes",
+        "max_fragments",
         "cmd_burst",
         "max_conns_per_user",
         "max_held_polls",
         "poll_read_concurrency",
+        "history_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
         "bus_shards",

@@ -23,9 +23,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from config import keys, redisconn
 from config.settings import Settings
+from config.topics import authorize
+from config.topics import parse as parse_topic
 from gateway import metrics, protocol, wsframe
 from gateway import ticket as ticket_mod
-from gateway.auth import AuthError, Claims, authorize_topic, verify_access_token
+from gateway.auth import AuthError, Claims, verify_access_token
 from gateway.bus import BusReader
 from gateway.detach import detach, detached
 from gateway.hub import Hub
@@ -140,7 +142,8 @@ async def _admit(request: web.Request, *, connection: bool, ticket_ok: bool = Fa
     if claims.sid and hub.is_revoked(claims.sid):
         metrics.rejected.labels("revoked").inc()
         raise Refusal(json_error(401, "session_revoked", "this login session was revoked"))
-    return claims
+    # Cohorts taken away since the token was issued are not the caller's any more.
+    return hub.restrict(claims)
 
 
 def _topics_and_cursors(
@@ -151,7 +154,7 @@ def _topics_and_cursors(
     if len(topics) > request.app[SETTINGS].max_topics_per_conn:
         raise Refusal(json_error(400, "too_many_topics", "too many topics"))
     for topic in topics:
-        if protocol.parse_topic(topic) is None:
+        if parse_topic(topic) is None:
             raise Refusal(json_error(400, "bad_topic", f"malformed topic {topic[:80]!r}"))
     try:
         positions = protocol.parse_cursor(cursor or "", topics)
@@ -191,12 +194,16 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     )
     hub = request.app[HUB]
     conn = WsConn(hub, claims, _client_ip(request), binary)
-    if not detach(request, conn, wsframe.handshake_response(key, chosen)):
+    # From here the connection is registered (Conn.connection_made) until it ends.
+    tail = detach(request, conn, wsframe.handshake_response(key, chosen))
+    if tail is None:
         return detached()
-    hub.register(conn)
     conn.send(_hello(hub, conn, "msgpack" if binary else "json"))
     if topics:
         hub.subscribe(conn, topics, cursors, None)
+    if tail:
+        # Frames the client sent with its upgrade request, after the hello as if read later.
+        conn.data_received(tail)
     return detached()
 
 
@@ -227,19 +234,17 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
         return refusal.response
     if not topics:
         return json_error(400, "no_topics", "give the topics to stream: ?topics=a,b", **cors)
-    denied = [(t, r) for t in topics if (r := authorize_topic(claims, t)) is not None]
-    if denied:
-        topic, reason = denied[0]
-        return json_error(403, "forbidden", f"{topic}: {reason}", **cors)
+    for topic in topics:
+        if (denial := authorize(claims, topic)) is not None:
+            return json_error(403, denial.code, f"{topic}: {denial.reason}", **cors)
     hub = request.app[HUB]
     conn = SseConn(hub, claims, _client_ip(request), topics)
     head = protocol.SSE_HEADERS
     for name, value in cors.items():
         head += f"{name}: {value}\r\n".encode()
     first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
-    if not detach(request, conn, first):
+    if detach(request, conn, first) is None:  # an SSE client's later bytes are ignored
         return detached()
-    hub.register(conn)
     conn.send(_hello(hub, conn, "json"))
     hub.subscribe(conn, topics, cursors, None, quiet=True)
     return detached()
@@ -268,10 +273,10 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
         return refusal.response
     if not topics:
         return json_error(400, "no_topics", "give the topics to poll: ?topics=a,b", **cors)
-    for topic in topics:
-        reason = authorize_topic(claims, topic)
-        if reason is not None:
-            return json_error(403, "forbidden", f"{topic}: {reason}", **cors)
+    denied = _denied(claims, topics)
+    if denied is not None:
+        denied.headers.update(cors)
+        return denied
     try:
         wait = min(float(request.query.get("timeout_s", settings.poll_timeout_s)), 60.0)
     except ValueError:
@@ -283,12 +288,21 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
                 503, "too_many_polls", "gateway busy; retry shortly", **{"Retry-After": "1"}, **cors
             )
         return await _poll(
-            app[POLLS], topics, positions, wait, bool(request.query.get("cursor")), cors
+            app[POLLS], claims, topics, positions, wait, bool(request.query.get("cursor")), cors
         )
+
+
+def _denied(claims: Claims, topics: list[str]) -> web.Response | None:
+    """403 naming the first of ``topics`` that ``claims`` may not read, else ``None``."""
+    for topic in topics:
+        if (denial := authorize(claims, topic)) is not None:
+            return json_error(403, denial.code, f"{topic}: {denial.reason}")
+    return None
 
 
 async def _poll(
     slots: PollSlots,
+    claims: Claims,
     topics: list[str],
     positions: dict[str, str],
     wait: float,
@@ -309,6 +323,11 @@ async def _poll(
             if not frames and wait > 0 and hub.accepting:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(fut, wait)
+                # Rights removed while the poll was held end it (gateway/rights.py).
+                denied = _denied(hub.restrict(claims), topics)
+                if denied is not None:
+                    denied.headers.update(cors)
+                    return denied
                 frames, positions = await poll_read(slots, topics, positions)
         finally:
             for topic in topics:
@@ -362,10 +381,9 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
         )
         return _reply(reply, cors, 429)
     if frame.topic is not None:
-        reason = authorize_topic(claims, frame.topic)
-        if reason is not None:
-            code = "bad_topic" if reason == "malformed topic" else "forbidden"
-            err = protocol.ErrorBody(code, f"{frame.topic}: {reason}")
+        denial = authorize(claims, frame.topic)
+        if denial is not None:
+            err = protocol.ErrorBody(denial.code, f"{frame.topic}: {denial.reason}")
             return _reply(protocol.Reply(frame.ref, False, error=err), cors, 200)
     conn_id = f"{app[HUB].gateway_id}.http.{uuid.uuid4().hex[:12]}"
     future = app[HUB].commands.submit_http(conn_id, claims, frame)

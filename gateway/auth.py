@@ -1,10 +1,10 @@
-"""Access tokens and topic authorization.
+"""Access tokens.
 
-Authorization is a pure function of the JWT claims (DESIGN.md section 2): the gateway never
-touches the database to accept a connection or a subscription. Tokens are verified with a
-fixed algorithm list: HS256 with the shared secret, or EdDSA when a public key is configured.
-``exp``, ``iat``, ``sub``, ``aud`` and a non-empty ``sid`` are required, and ``role`` must be one
-of :data:`ROLES`.
+Topic authorization (config.topics.authorize) is a pure function of these claims (DESIGN.md
+section 2): the gateway never touches the database to accept a connection or a subscription.
+Tokens are verified with a fixed algorithm list: HS256 with the shared secret, or EdDSA when a
+public key is configured. ``exp``, ``iat``, ``sub``, ``aud`` and a non-empty ``sid`` are
+required, and ``role`` must be one of :data:`ROLES`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import jwt
 import msgspec
 
 from config.settings import Settings
-from gateway.protocol import parse_topic
 
 ROLES = ("student", "instructor", "admin")
 
@@ -107,28 +106,6 @@ def verify_access_token(settings: Settings, token: str, *, leeway_s: int = 5) ->
     if not claims.sid or claims.role not in ROLES:
         raise AuthError("invalid_token", "the access token has malformed claims")
     return claims
-
-
-def authorize_topic(claims: Claims, topic: str) -> str | None:
-    """Return ``None`` when ``claims`` may subscribe to ``topic``, else the reason.
-
-    Admins may subscribe to every well-formed topic.
-    """
-    parts = parse_topic(topic)
-    if parts is None:
-        return "malformed topic"
-    kind = parts[0]
-    if claims.role == "admin":
-        return None
-    if kind == "user":
-        return None if parts[1] == claims.sub else "not your user topic"
-    cohort = parts[1]
-    if kind == "staff":
-        return None if cohort in claims.staff else "staff only"
-    # cohort and live topics: members and staff
-    if cohort in claims.cohorts or cohort in claims.staff:
-        return None
-    return "not a member of this cohort"
 
 
 def is_staff(claims: Claims, cohort: str) -> bool:

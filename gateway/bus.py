@@ -1,5 +1,5 @@
-"""The bus reader: one blocking ``XREAD`` over every bus shard, this gateway's reply stream and
-the revocation stream, feeding the hub.
+"""The bus reader: one blocking ``XREAD`` over every bus shard, this gateway's reply stream, the
+revocation stream and the rights stream (gateway/rights.py), feeding the hub.
 
 Guarantees:
 
@@ -17,14 +17,15 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys
+from config import keys, streams
 from config.settings import Settings
-from gateway import metrics
+from gateway import metrics, rights
 from gateway.hub import Hub
 from gateway.record import Record
 
@@ -32,11 +33,23 @@ log = logging.getLogger("lectern.gateway.bus")
 
 BLOCK_MS = 1000
 
+T = TypeVar("T", bound=msgspec.Struct)
+
 
 def _after(a: bytes, b: bytes) -> bool:
     ams, _, aseq = a.partition(b"-")
     bms, _, bseq = b.partition(b"-")
     return (int(ams), int(aseq)) > (int(bms), int(bseq))
+
+
+def _decode(codec: streams.EntryCodec[T], fields: dict[bytes, bytes]) -> T | None:
+    """The entry, or ``None`` for a malformed one (dropped and counted, never fatal)."""
+    try:
+        return codec.decode(fields)
+    except streams.BadEntry as exc:
+        metrics.bad_entries.labels(codec.type.__name__).inc()
+        log.warning("%s dropped", exc)
+        return None
 
 
 class BusReader:
@@ -53,7 +66,7 @@ class BusReader:
 
     async def _start_positions(self, r: aioredis.Redis) -> None:
         """Start at the current tail of each stream: earlier events are history's business."""
-        streams = [*self._bus_keys(), keys.REVOKE_STREAM.encode()]
+        streams = [*self._bus_keys(), keys.REVOKE_STREAM.encode(), keys.RIGHTS_STREAM.encode()]
         pipe = r.pipeline(transaction=False)
         for key in streams:
             pipe.xrevrange(key, count=1)
@@ -62,6 +75,7 @@ class BusReader:
             self.positions[key] = tail[0][0] if tail else b"0-0"
         self.positions[keys.reply_key(self.hub.gateway_id).encode()] = b"0-0"
         await self._load_revoked(r)
+        await self._load_lost(r)
 
     async def _load_revoked(self, r: aioredis.Redis) -> None:
         """Revocations older than our stream position: read once from their keys. Later ones
@@ -76,6 +90,21 @@ class BusReader:
         for key, ttl in zip(found, await pipe.execute(), strict=True):
             if ttl and ttl > 0:
                 self.hub.revoke(key[len(prefix) :].decode(), ttl)
+
+    async def _load_lost(self, r: aioredis.Redis) -> None:
+        """Removals of rights announced before our stream position, read once from their keys
+        (like revocations)."""
+        prefix = keys.LOST_RIGHTS_PREFIX.encode()
+        found = [key async for key in r.scan_iter(match=prefix + b"*", count=1000)]
+        if not found:
+            return
+        pipe = r.pipeline(transaction=False)
+        for key in found:
+            pipe.hgetall(key)
+        for key, raw in zip(found, await pipe.execute(), strict=True):
+            user = key[len(prefix) :].decode()
+            for cohort, at_ms in rights.parse_lost(raw).items():
+                self.hub.rights_lost(user, cohort, at_ms)
 
     def _since_ms(self) -> int:
         bus = [self.positions[k] for k in self._bus_keys()]
@@ -130,6 +159,7 @@ class BusReader:
         count = self.settings.bus_read_count
         positions = self.positions
         revoke_key = keys.REVOKE_STREAM.encode()
+        rights_key = keys.RIGHTS_STREAM.encode()
         lagging: list[bytes] = []
         while True:
             if lagging:
@@ -145,21 +175,20 @@ class BusReader:
                     lagging.append(stream)
                 if stream == reply_key:
                     for _, fields in entries:
-                        hub.commands.on_reply(fields[b"r"])
+                        if (reply := _decode(streams.REPLY, fields)) is not None:
+                            hub.commands.on_reply(reply)
                 elif stream == revoke_key:
                     for _, fields in entries:
-                        hub.revoke(fields[b"sid"].decode())
+                        if (revocation := _decode(streams.REVOCATION, fields)) is not None:
+                            hub.revoke(revocation.sid)
+                elif stream == rights_key:
+                    for _, fields in entries:
+                        if (lost := _decode(streams.RIGHTS_LOST, fields)) is not None:
+                            hub.rights_lost(lost.user, lost.cohort, lost.at_ms)
                 else:
-                    for _, f in entries:
-                        records.append(
-                            Record(
-                                f[b"p"].decode(),
-                                f[b"i"].decode(),
-                                f[b"t"].decode(),
-                                f[b"d"],
-                                f[b"m"],
-                            )
-                        )
+                    for _, fields in entries:
+                        if (e := _decode(streams.BUS, fields)) is not None:
+                            records.append(Record(e.topic, e.id, e.type, e.json, e.msgpack))
             if records:
                 metrics.bus_batch.observe(len(records))
                 start = time.perf_counter()

@@ -19,11 +19,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys
+from config import keys, streams, topics
 from gateway import metrics, protocol
 from gateway.auth import is_staff
 from gateway.protocol import ErrorCode
@@ -35,21 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("lectern.gateway.command_relay")
 
 MAX_QUEUE = 10_000
-_json = msgspec.json.Encoder()
-
-
-class ReplyRecord(msgspec.Struct, gc=False):
-    """What a worker writes to a gateway's reply stream (field ``r``, JSON)."""
-
-    conn: str
-    ref: str
-    ok: bool
-    data: Any = None
-    code: str = ""
-    message: str = ""
-
-
-_reply_decoder = msgspec.json.Decoder(ReplyRecord)
 
 
 class Pending:
@@ -75,20 +59,21 @@ class CommandRouter:
     def _fields(self, conn_id: str, claims: Any, cmd: protocol.Cmd) -> dict[str, bytes | str]:
         cohort = ""
         if cmd.topic:
-            parts = protocol.parse_topic(cmd.topic)
-            cohort = parts[1] if parts and parts[0] != "user" else ""
-        return {
-            "gw": self.hub.gateway_id,
-            "conn": conn_id,
-            "ref": cmd.ref,
-            "name": cmd.name,
-            "topic": cmd.topic or "",
-            "user": claims.sub,
-            "role": claims.role,
-            "staff": "1" if cohort and is_staff(claims, cohort) else "0",
-            "data": _json.encode(cmd.data),
-            "ts": str(int(time.time() * 1000)),
-        }
+            parsed = topics.parse(cmd.topic)
+            cohort = parsed.cohort if parsed is not None else ""
+        entry = streams.Command(
+            gateway=self.hub.gateway_id,
+            conn=conn_id,
+            ref=cmd.ref,
+            name=cmd.name,
+            topic=cmd.topic or "",
+            user=claims.sub,
+            role=claims.role,
+            staff=bool(cohort) and is_staff(claims, cohort),
+            data=cmd.data,
+            ts_ms=int(time.time() * 1000),
+        )
+        return streams.COMMAND.encode(entry)
 
     def submit(self, conn: WsConn, cmd: protocol.Cmd) -> None:
         key = (conn.conn_id, cmd.ref)
@@ -139,12 +124,7 @@ class CommandRouter:
 
     # -- replies -------------------------------------------------------------------------------
 
-    def on_reply(self, raw: bytes) -> None:
-        try:
-            rec = _reply_decoder.decode(raw)
-        except msgspec.DecodeError:
-            log.warning("malformed reply record dropped")
-            return
+    def on_reply(self, rec: streams.Reply) -> None:
         code = ErrorCode.INTERNAL
         if not rec.ok:
             try:

@@ -65,17 +65,32 @@ class Conn(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """The socket is ours: the connection is registered from here until :meth:`_end`."""
         # uvloop's transports are not asyncio.Transport subclasses, hence the cast.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=self.hub.settings.out_buffer_limit_bytes)
+        self.hub.register(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Drop the transport<->protocol cycle now rather than leave it to the cyclic GC.
         self.transport = None
-        if not self.closed:
-            self.closed = True
-            self.hub.unregister(self, CloseCode.GOING_AWAY if exc is None else 1006)
+        self._end(CloseCode.GOING_AWAY if exc is None else 1006)
+
+    def _end(self, code: CloseCode | int, *, defer: bool = False) -> bool:
+        """The one exit. Every way a connection ends (our close, the peer's, a protocol
+        failure, a timeout, a lost socket) comes here, and only here is it unregistered:
+        exactly once, since registration happens in :meth:`connection_made` and this is
+        idempotent. ``defer`` leaves the hub's maps to the next loop turn (for an end decided
+        inside a write, while the hub may be iterating them). False when it had ended already."""
+        if self.closed:
+            return False
+        self.closed = True
+        if defer:
+            asyncio.get_running_loop().call_soon(self.hub.unregister, self, code)
+        else:
+            self.hub.unregister(self, code)
+        return True
 
     def pause_writing(self) -> None:
         if self.closed:
@@ -194,18 +209,14 @@ class Conn(asyncio.Protocol):
         """Say why (close frame or closing event), then close. Idempotent. Nothing is written
         after the close frame; ``defer_unregister`` leaves the hub's maps to the next loop turn
         (for closes from inside a write)."""
-        if self.closed:
+        # Ended first: the close frame may itself pass the buffer limit (pause_writing).
+        if not self._end(code, defer=defer_unregister):
             return
-        self.closed = True
         t = self.transport
         if t is not None:
             self._write_close(t, code, reason)
             t.close()
             self.hub.closing(self)
-        if defer_unregister:
-            asyncio.get_running_loop().call_soon(self.hub.unregister, self, code)
-        else:
-            self.hub.unregister(self, code)
 
     def _write_close(self, t: asyncio.Transport, code: int, reason: str | None) -> None:
         raise NotImplementedError

@@ -39,13 +39,15 @@ def detached() -> web.StreamResponse:
     return _Detached()
 
 
-def detach(request: web.Request, protocol: asyncio.Protocol, first: bytes) -> bool:
+def detach(request: web.Request, protocol: asyncio.Protocol, first: bytes) -> bytes | None:
     """Move the request's socket to ``protocol`` after writing ``first`` (the 101 or the SSE
-    headers). Returns False when the client already went away."""
+    headers). Returns the bytes the client sent after the request (the caller hands them to
+    ``protocol.data_received`` once it has set the connection up; nothing else is read before
+    the event loop runs again), or None when the client already went away."""
     handler: Any = request.protocol
     transport = request.transport
     if transport is None or transport.is_closing() or handler.transport is None:
-        return False
+        return None
     tail: bytes = handler._message_tail
     handler._message_tail = b""
     if handler._keepalive_handle is not None:
@@ -62,6 +64,4 @@ def detach(request: web.Request, protocol: asyncio.Protocol, first: bytes) -> bo
     protocol.connection_made(transport)
     transport.write(first)
     transport.resume_reading()
-    if tail:
-        protocol.data_received(tail)
-    return True
+    return tail

@@ -33,12 +33,13 @@ import redis.exceptions
 
 from config import keys
 from config.settings import Settings
-from gateway import metrics, protocol
-from gateway.auth import authorize_topic
+from config.topics import LIVE_PREFIX, authorize
+from gateway import metrics, protocol, rights
+from gateway.auth import Claims
 from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
+from gateway.history import HistoryReader
 from gateway.metrics import Hot
-from gateway.presence_writer import PREFIX as LIVE_PREFIX
 from gateway.presence_writer import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
@@ -65,10 +66,15 @@ class Hub:
         self.topics: dict[str, set[Conn]] = {}
         #: Last event ID dispatched per topic with local subscribers.
         self.last_ids: dict[str, str] = {}
+        self.history = HistoryReader(
+            redis, settings.bus_shards, settings.history_read_concurrency, self.last_ids.get
+        )
         self.ws: set[WsConn] = set()
         self.sse: set[SseConn] = set()
         self.by_sid: dict[str, set[Conn]] = defaultdict(set)
         self.by_user: dict[str, int] = defaultdict(int)
+        #: The open connections of each user (for removals of their rights).
+        self.user_conns: dict[str, set[Conn]] = {}
         self.expiry: dict[int, set[Conn]] = defaultdict(set)
         self._closing: dict[Conn, float] = {}
         #: Long-poll requests waiting for any event on their topics.
@@ -77,6 +83,8 @@ class Hub:
         self._ticks = 0
         #: Revoked login sessions -> when the revocation lapses (wall clock).
         self.revoked: dict[str, float] = {}
+        #: user -> {cohort: when it was taken away (ms)} (gateway/rights.py).
+        self.lost: dict[str, dict[str, int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gc_ticks = 0
 
@@ -86,6 +94,7 @@ class Hub:
     # -- registration --------------------------------------------------------------------------
 
     def register(self, conn: Conn) -> None:
+        """Count a connection in (from its ``connection_made``; ``Conn._end`` undoes it)."""
         claims = conn.claims
         if isinstance(conn, WsConn):
             self.ws.add(conn)
@@ -94,6 +103,7 @@ class Hub:
         if claims.sid:
             self.by_sid[claims.sid].add(conn)
         self.by_user[claims.sub] += 1
+        self.user_conns.setdefault(claims.sub, set()).add(conn)
         self.expiry[claims.exp].add(conn)
         metrics.connects.labels(conn.transport_name).inc()
         metrics.connections.labels(conn.transport_name).inc()
@@ -119,6 +129,11 @@ class Hub:
                 peers.discard(conn)
                 if not peers:
                     del self.by_sid[claims.sid]
+        mine = self.user_conns.get(claims.sub)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self.user_conns[claims.sub]
         left = self.by_user[claims.sub] - 1
         if left > 0:
             self.by_user[claims.sub] = left
@@ -155,12 +170,13 @@ class Hub:
         accepted topics. ``quiet`` skips the ``subscribed`` acks (SSE has no use for them).
         """
         accepted: list[str] = []
+        if conn.closed:
+            return accepted  # an ended connection is in no map, never again
         for topic in topics:
-            reason = authorize_topic(conn.claims, topic)
-            if reason is not None:
-                code = ErrorCode.BAD_TOPIC if reason == "malformed topic" else ErrorCode.FORBIDDEN
-                metrics.bad_frames.labels(code.value).inc()
-                conn.send(protocol.Error(code.value, f"{topic}: {reason}", ref, topic))
+            denial = authorize(conn.claims, topic)
+            if denial is not None:
+                metrics.bad_frames.labels(denial.code).inc()
+                conn.send(protocol.Error(denial.code, f"{topic}: {denial.reason}", ref, topic))
                 continue
             if topic not in conn.topics and len(conn.topics) >= self.settings.max_topics_per_conn:
                 conn.send(
@@ -212,27 +228,8 @@ class Hub:
                 metrics.topics_gauge.dec()
 
     async def read_history(self, topic: str, after: str) -> tuple[list[Record], bool]:
-        """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is
-        older than the history kept (the caller must send ``reset``)."""
-        s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.floor_key(topic, s.bus_shards))
-        # No COUNT: the history is bounded by publish's trimming, and between two trims it
-        # holds up to ~10 % more than history_maxlen; a cap here would cut a gap into resumes.
-        pipe.xrange(keys.history_key(topic, s.bus_shards), min=f"({after}")
-        pipe.exists(keys.history_key(topic, s.bus_shards))
-        floor, entries, exists = await pipe.execute()
-        if not exists:
-            # Nothing was ever published, or the history expired: only a client that has
-            # seen nothing yet ("0-0", the cursor of an empty topic) has missed nothing.
-            return [], after != protocol.EMPTY_CURSOR
-        floor_id = floor.decode() if floor else ""
-        if floor_id and not protocol.id_after(after, floor_id) and after != floor_id:
-            return [], True
-        recs = [
-            Record(topic, eid.decode(), f[b"t"].decode(), f[b"d"], f[b"m"]) for eid, f in entries
-        ]
-        return recs, False
+        """See :meth:`gateway.history.HistoryReader.read` (coalesced, paged, bounded)."""
+        return await self.history.read(topic, after)
 
     async def _tail(self, topic: str) -> str:
         """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
@@ -361,6 +358,21 @@ class Hub:
         for conn in list(self.by_sid.get(sid, ())):
             conn.close(CloseCode.SESSION_REVOKED)
 
+    def rights_lost(self, user: str, cohort: str, at_ms: int) -> None:
+        """``user`` lost every right in ``cohort`` at ``at_ms``: close their connections whose
+        token still claims it (4003: fetch a new token, reconnect) and admit later ones
+        without it (:meth:`restrict`) until every token issued before has expired."""
+        entry = self.lost.setdefault(user, {})
+        entry[cohort] = max(at_ms, entry.get(cohort, 0))
+        for conn in list(self.user_conns.get(user, ())):
+            if rights.stale_cohorts(conn.claims, {cohort: at_ms}):
+                conn.close(CloseCode.AUTH_CHANGED)
+
+    def restrict(self, claims: Claims) -> Claims:
+        """``claims`` minus the cohorts its user lost after the token was issued."""
+        lost = self.lost.get(claims.sub)
+        return rights.restrict(claims, lost) if lost else claims
+
     def is_revoked(self, sid: str) -> bool:
         """Local answer, kept current by the revocation stream: no Redis call per connect."""
         until = self.revoked.get(sid)
@@ -392,6 +404,8 @@ class Hub:
             lapsed = [sid for sid, until in self.revoked.items() if until <= wall]
             for sid in lapsed:
                 del self.revoked[sid]
+        if self._ticks % 60 == 0 and self.lost:
+            self._lapse_lost(wall)
         if self._closing:
             for conn in [c for c, t in self._closing.items() if t <= now]:
                 conn.abort()
@@ -400,6 +414,16 @@ class Hub:
                 del self._closing[conn]
         if self.settings.gc_freeze:
             self._gc_tick()
+
+    def _lapse_lost(self, wall: int) -> None:
+        """Forget removals older than any token that could still claim what they removed."""
+        horizon_ms = (wall - rights.lapse_s(self.settings)) * 1000
+        for user in list(self.lost):
+            entry = {c: at for c, at in self.lost[user].items() if at > horizon_ms}
+            if entry:
+                self.lost[user] = entry
+            else:
+                del self.lost[user]
 
     def _gc_tick(self) -> None:
         """Keep the cyclic GC off the fan-out path.

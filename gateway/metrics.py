@@ -45,6 +45,12 @@ bad_frames = Counter(
     ["code"],
     registry=registry,
 )
+bad_entries = Counter(
+    "lectern_gateway_bad_entries_total",
+    "Malformed stream entries dropped (config/streams.py), by entry kind.",
+    ["kind"],
+    registry=registry,
+)
 slow_consumers = Counter(
     "lectern_gateway_slow_consumer_disconnects_total",
     "Connections closed because their outgoing buffer passed its limit.",
@@ -54,6 +60,13 @@ resumes = Counter(
     "lectern_gateway_resumes_total",
     "Subscriptions with a cursor, by outcome (recovered, reset).",
     ["outcome"],
+    registry=registry,
+)
+history_reads = Counter(
+    "lectern_gateway_history_reads_total",
+    "History reads for resumes and polls: redis (this read went to Redis) or shared (it joined"
+    " an identical read in flight).",
+    ["source"],
     registry=registry,
 )
 command_replies = Counter(

@@ -9,9 +9,8 @@ which unsubscribes everything). Both only append to a bounded in-memory list; on
 Contract: the hot path never waits on Redis. When Redis is down or slow, or the queue is full,
 records are **dropped and counted** (``lectern_gateway_presence_dropped_total``): attendance is
 best effort, and a dropped join is repaired by the client's next subscription, while a
-dropped leave leaves the user listed (see workers/presence.py). Record fields: ``op``
-(join|leave), ``user``, ``topic``, ``conn`` (one subscription: connection id and a sequence
-number, so a re-subscription is a new stay), ``ts`` (ms).
+dropped leave leaves the user listed (see workers/attendance.py). Records are
+:class:`config.streams.Presence` entries.
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from prometheus_client import Counter
 
-from config import keys
+from config import keys, streams
+from config.streams import Presence, PresenceOp
 from gateway import metrics
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ log = logging.getLogger("lectern.gateway.presence_writer")
 
 MAX_QUEUE = 10_000
 STREAM_MAXLEN = 100_000
-PREFIX = "live:"
 
 dropped = Counter(
     "lectern_gateway_presence_dropped_total",
@@ -48,7 +47,7 @@ dropped = Counter(
 class PresenceWriter:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self.queue: list[dict[str, str]] = []
+        self.queue: list[Presence] = []
         #: (connection number, topic) -> subscription id, for the matching leave.
         self._subs: dict[tuple[int, str], str] = {}
         self._seq = itertools.count(1)
@@ -57,21 +56,19 @@ class PresenceWriter:
     def joined(self, conn: Conn, topic: str) -> None:
         sub = f"{conn.conn_id}.{next(self._seq)}"
         self._subs[(conn.id, topic)] = sub
-        self._put("join", conn, topic, sub)
+        self._put(PresenceOp.JOIN, conn, topic, sub)
 
     def left(self, conn: Conn, topic: str) -> None:
         sub = self._subs.pop((conn.id, topic), None)
         if sub is not None:
-            self._put("leave", conn, topic, sub)
+            self._put(PresenceOp.LEAVE, conn, topic, sub)
 
-    def _put(self, op: str, conn: Conn, topic: str, sub: str) -> None:
+    def _put(self, op: PresenceOp, conn: Conn, topic: str, sub: str) -> None:
         if len(self.queue) >= MAX_QUEUE:
             dropped.inc()
             return
-        ts = str(int(time.time() * 1000))
-        self.queue.append(
-            {"op": op, "user": conn.claims.sub, "topic": topic, "conn": sub, "ts": ts}
-        )
+        ts = int(time.time() * 1000)
+        self.queue.append(Presence(op, conn.claims.sub, topic, sub, ts))
         self._wake.set()
 
     async def flush(self) -> None:
@@ -80,7 +77,8 @@ class PresenceWriter:
         if not batch:
             return
         pipe = self.redis.pipeline(transaction=False)
-        for fields in batch:
+        for entry in batch:
+            fields = streams.PRESENCE.encode(entry)
             pipe.xadd(keys.PRESENCE_STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
         try:
             await pipe.execute()

@@ -288,31 +288,6 @@ def event_ts(event_id: str) -> int:
     return int(event_id.partition("-")[0])
 
 
-# -- topics -----------------------------------------------------------------------------------
-
-TOPIC_KINDS = ("user", "cohort", "staff", "live")
-MAX_TOPIC_LEN = 200
-_TOPIC_PART_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-
-
-def parse_topic(topic: str) -> tuple[str, ...] | None:
-    """Split ``kind:part[:part]`` into its parts, or ``None`` when malformed.
-
-    ``user:{user}``, ``cohort:{cohort}``, ``staff:{cohort}``, ``live:{cohort}:{session}``.
-    """
-    if not topic or len(topic) > MAX_TOPIC_LEN:
-        return None
-    parts = tuple(topic.split(":"))
-    kind = parts[0]
-    expected = 3 if kind == "live" else 2
-    if kind not in TOPIC_KINDS or len(parts) != expected:
-        return None
-    for part in parts[1:]:
-        if not part or not _TOPIC_PART_CHARS.issuperset(part):
-            return None
-    return parts
-
-
 # -- cursors ----------------------------------------------------------------------------------
 # The compact cursor of an SSE stream or a long-poll: the last event ID seen per topic, in the
 # order of the stream's `topics` parameter, joined with commas; an empty slot means "none yet"
@@ -324,9 +299,15 @@ def parse_topic(topic: str) -> tuple[str, ...] | None:
 EMPTY_CURSOR = "0-0"
 
 
+def _u64(part: str) -> bool:
+    # isascii() first: isdigit() alone accepts "²", which Redis then refuses (a 500, not a 400).
+    return 0 < len(part) <= 20 and part.isascii() and part.isdigit() and int(part) < 2**64
+
+
 def is_stream_id(value: str) -> bool:
+    """``<ms>-<seq>``, both unsigned 64-bit decimal numbers: what Redis accepts as an ID."""
     ms, sep, seq = value.partition("-")
-    return bool(sep) and ms.isdigit() and seq.isdigit() and len(value) <= 41
+    return bool(sep) and _u64(ms) and _u64(seq)
 
 
 def parse_cursor(cursor: str, topics: list[str]) -> dict[str, str]:

@@ -12,8 +12,9 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from config.topics import authorize
 from gateway import metrics, protocol, wsframe
-from gateway.auth import Claims, authorize_topic
+from gateway.auth import Claims
 from gateway.connection import Conn
 from gateway.metrics import Hot
 from gateway.protocol import CloseCode, ErrorCode
@@ -27,7 +28,17 @@ MAX_STRIKES = 50
 
 
 class WsConn(Conn):
-    __slots__ = ("binary", "frag", "frag_op", "pongs_missed", "strikes", "tail", "tokens", "tstamp")
+    __slots__ = (
+        "binary",
+        "frag",
+        "frag_op",
+        "frag_size",
+        "pongs_missed",
+        "strikes",
+        "tail",
+        "tokens",
+        "tstamp",
+    )
 
     transport_name = "ws"
 
@@ -37,6 +48,7 @@ class WsConn(Conn):
         self.tail = b""
         self.frag: list[bytes] | None = None
         self.frag_op = 0
+        self.frag_size = 0
         self.pongs_missed = 0
         self.strikes = 0
         self.tokens = float(hub.settings.cmd_burst)
@@ -100,8 +112,12 @@ class WsConn(Conn):
             if self.frag is None:
                 self.close(CloseCode.PROTOCOL_ERROR, "unexpected continuation")
                 return
+            # A running total and a count: O(1) per fragment, and empty fragments are bounded
+            # too (a flood of them once cost a sum over the whole list per fragment).
             self.frag.append(payload)
-            if sum(map(len, self.frag)) > self.hub.settings.max_frame_bytes:
+            self.frag_size += len(payload)
+            s = self.hub.settings
+            if self.frag_size > s.max_frame_bytes or len(self.frag) > s.max_fragments:
                 self.error(ErrorCode.TOO_BIG, "message larger than the limit")
                 self.close(CloseCode.MESSAGE_TOO_BIG)
                 return
@@ -112,7 +128,7 @@ class WsConn(Conn):
             self.close(CloseCode.PROTOCOL_ERROR, "interleaved message")
             return
         elif not fin:
-            self.frag, self.frag_op = [payload], opcode
+            self.frag, self.frag_op, self.frag_size = [payload], opcode, len(payload)
             return
         self._message(opcode == wsframe.OP_BINARY, payload)
 
@@ -177,9 +193,9 @@ class WsConn(Conn):
 
     def _command(self, cmd: protocol.Cmd) -> None:
         if cmd.topic is not None:
-            reason = authorize_topic(self.claims, cmd.topic)
-            if reason is not None:
-                code = ErrorCode.BAD_TOPIC if reason == "malformed topic" else ErrorCode.FORBIDDEN
-                self.hub.commands.reject(self, cmd.ref, code, f"{cmd.topic}: {reason}")
+            denial = authorize(self.claims, cmd.topic)
+            if denial is not None:
+                message = f"{cmd.topic}: {denial.reason}"
+                self.hub.commands.reject(self, cmd.ref, ErrorCode(denial.code), message)
                 return
         self.hub.commands.submit(self, cmd)

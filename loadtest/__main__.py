@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     # The gateway admits 10 new connections per second per IP by default.
     parser.add_argument("--spawn-rate", type=float, default=8)
     parser.add_argument("--run-time", default="30s")
+    parser.add_argument(
+        "--command-rate",
+        type=float,
+        default=0,
+        help="live scenario: total commands/s the students send (default: one per 1-4 s each)",
+    )
     parser.add_argument("--students", type=int, default=0, help="accounts (default: --users)")
     parser.add_argument(
         "--processes",
@@ -70,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     stem = results / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     env = {**os.environ, "REDIS_URL": stack["redis_url"], "LECTERN_DATA_DIR": args.data_dir}
+    if args.command_rate > 0:
+        env["LOADTEST_USER_RATE"] = str(args.command_rate / max(args.users, 1))
     cmd = [
         sys.executable,
         "-m",

@@ -25,6 +25,12 @@ def fixture() -> Fixture:
     return _fixture
 
 
+def command_rate() -> float:
+    """Commands per second each student sends (0: the scenario's own pace), set by
+    ``python -m loadtest --command-rate``; every locust worker reads the same value."""
+    return float(os.environ.get("LOADTEST_USER_RATE", "0"))
+
+
 def student_token(user_id: int) -> str:
     f = fixture()
     return issue_access_token(

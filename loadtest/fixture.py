@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 
+from config.topics import live_topic
 from workers.grading import Numeric, SingleChoice, questions_to_json
 
 FIXTURE_FILE = "loadtest-fixture.json"
@@ -36,7 +37,7 @@ class Fixture:
 
     @property
     def live_topic(self) -> str:
-        return f"live:{self.cohort_id}:{self.session_id}"
+        return live_topic(self.cohort_id, self.session_id)
 
     def save(self, data_dir: str) -> Path:
         path = Path(data_dir) / FIXTURE_FILE

@@ -12,6 +12,7 @@ from typing import Any
 
 from locust import FastHttpUser, User, between, task
 
+from config.topics import cohort_topic
 from loadtest.common import fixture, instructor_token, report, student_token, ws_url
 from loadtest.wsclient import LecternWS
 
@@ -28,7 +29,7 @@ class ListeningStudent(User):
         self.ws = LecternWS(
             self.environment, ws_url(), token, self.on_event, wanted=frozenset({"announcement.new"})
         )
-        self.ws.connect([f"cohort:{f.cohort_id}"])
+        self.ws.connect([cohort_topic(f.cohort_id)])
 
     def on_stop(self) -> None:
         self.ws.close()

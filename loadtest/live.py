@@ -13,9 +13,16 @@ import uuid
 from typing import Any
 
 import msgspec
-from locust import User, between, task
+from locust import User, between, constant_throughput, task
 
-from loadtest.common import fixture, instructor_token, report, student_token, ws_url
+from loadtest.common import (
+    command_rate,
+    fixture,
+    instructor_token,
+    report,
+    student_token,
+    ws_url,
+)
 from loadtest.wsclient import LecternWS
 
 #: The only room events a user decodes in full; chat, reactions and the rest are counted from
@@ -88,7 +95,11 @@ class RoomUser(User):
 
 
 class LiveStudent(RoomUser):
+    """Sends one command every 1-4 s, or, with ``--command-rate R`` (``python -m loadtest``),
+    at R/users per second each, so the room as a whole sends about R commands a second."""
+
     weight = 20
+    wait_time = constant_throughput(command_rate()) if command_rate() else between(1, 4)
 
     def on_start(self) -> None:
         self.join(student_token(random.choice(fixture().student_ids)))

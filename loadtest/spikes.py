@@ -23,6 +23,7 @@ from locust.runners import WorkerRunner
 
 from config import keys
 from config.settings import load_settings
+from config.topics import cohort_topic
 from gateway.publish import PUBLISH_LUA, publish_args
 from loadtest.common import fixture, instructor_token, report, student_token, ws_url
 from loadtest.wsclient import LecternWS
@@ -101,7 +102,7 @@ class MassReconnect(User):
 
     def on_start(self) -> None:
         f = fixture()
-        self.topic = f"cohort:{f.cohort_id}"
+        self.topic = cohort_topic(f.cohort_id)
         self.ids: list[str] = []
         self.ws = LecternWS(
             self.environment,
@@ -180,7 +181,7 @@ def _publisher(environment: Any, **_: Any) -> None:
     def loop() -> None:
         settings = load_settings()
         r = redis.Redis.from_url(_redis_url())
-        topic = f"cohort:{fixture().cohort_id}"
+        topic = cohort_topic(fixture().cohort_id)
         script = r.register_script(PUBLISH_LUA)
         seq = 0
         while environment.runner is not None and environment.runner.state != "stopped":

@@ -1,6 +1,6 @@
 """Attendance: who is in a live room, and how long each user stayed.
 
-Input: the gateways append ``{op: join|leave, user, topic, conn, ts}`` to
+Input: the gateways append :class:`config.streams.Presence` entries to
 ``keys.PRESENCE_STREAM`` whenever a connection's subscription to a ``live:`` topic starts or
 ends (unsubscribe or disconnect). ``conn`` names one subscription (connection id and a
 sequence number), so a join and a leave pair up even when a connection re-subscribes.
@@ -45,7 +45,9 @@ from typing import Any
 import asyncpg
 import redis.exceptions
 
-from config import keys
+from config import keys, streams
+from config.streams import PresenceOp
+from workers import metrics
 from workers.context import WorkerContext
 from workers.live_rules import LiveTimings, db_id
 from workers.live_state import (
@@ -167,21 +169,23 @@ async def apply_entry(
     ctx: WorkerContext, scripts: Scripts, fields: dict[bytes, bytes], timings: LiveTimings
 ) -> str:
     """Apply one presence record; returns the script's outcome (for tests and logs)."""
-    op = as_text(fields.get(b"op", b""))
-    room = Room.from_topic(as_text(fields.get(b"topic", b"")))
-    user = as_text(fields.get(b"user", b""))
-    conn = as_text(fields.get(b"conn", b""))
-    ts = as_text(fields.get(b"ts", b"0"))
-    if room is None or not user or not conn or not ts.isdigit() or op not in ("join", "leave"):
+    try:
+        entry = streams.PRESENCE.decode(fields)
+    except streams.BadEntry:
+        metrics.bad_entries.labels("Presence").inc()
         return "ignored"
-    script = scripts.join if op == "join" else scripts.leave
+    room = Room.from_topic(entry.topic)
+    user, conn, ts = entry.user, entry.conn, entry.ts
+    if room is None or not user or not conn or ts < 0:
+        return "ignored"
+    script = scripts.join if entry.op is PresenceOp.JOIN else scripts.leave
     outcome = as_text(await script(keys=[room.key("presence")], args=[conn, user, ts, ROOM_TTL_S]))
     now = now_ms()
     if outcome == "new":
         await scripts.due.schedule(room.due_member("pres"), now + timings.presence_coalesce_ms)
         await scripts.due.schedule(room.due_member("ckpt"), now + timings.checkpoint_ms)
     elif outcome == "gone":
-        due = int(ts) + timings.presence_grace_ms
+        due = ts + timings.presence_grace_ms
         await scripts.due.schedule(room.due_member("leave", user), due, replace=True)
     return outcome
 

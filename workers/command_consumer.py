@@ -20,14 +20,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import redis.exceptions
 
-from config import keys
-from gateway.command_relay import ReplyRecord
+from config import keys, streams
+from config.streams import Command, Reply
 from workers import metrics
 from workers.context import WorkerContext
 
@@ -35,30 +33,6 @@ log = logging.getLogger("lectern.workers.command_consumer")
 
 REPLY_MAXLEN = 10_000
 REPLY_TTL_S = 3600
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    gateway: str
-    conn: str
-    ref: str
-    name: str
-    topic: str
-    user: str
-    role: str
-    staff: bool
-    data: dict[str, Any]
-    ts_ms: int
-
-    @property
-    def cohort(self) -> str:
-        parts = self.topic.split(":")
-        return parts[1] if len(parts) >= 2 and parts[0] != "user" else ""
-
-    @property
-    def session(self) -> str:
-        parts = self.topic.split(":")
-        return parts[2] if len(parts) == 3 and parts[0] == "live" else ""
 
 
 class CommandError(Exception):
@@ -97,32 +71,10 @@ async def echo(ctx: WorkerContext, cmd: Command) -> Any:
     return cmd.data
 
 
-_data_decoder = msgspec.json.Decoder(dict[str, Any])
-_encoder = msgspec.json.Encoder()
-
-
-def parse_command(fields: dict[bytes, bytes]) -> Command:
-    def text(name: str) -> str:
-        return fields.get(name.encode(), b"").decode()
-
-    return Command(
-        gateway=text("gw"),
-        conn=text("conn"),
-        ref=text("ref"),
-        name=text("name"),
-        topic=text("topic"),
-        user=text("user"),
-        role=text("role"),
-        staff=text("staff") == "1",
-        data=_data_decoder.decode(fields.get(b"data", b"{}")),
-        ts_ms=int(text("ts") or 0),
-    )
-
-
-async def execute(ctx: WorkerContext, cmd: Command) -> ReplyRecord:
+async def execute(ctx: WorkerContext, cmd: Command) -> Reply:
     handler = HANDLERS.get(cmd.name)
     if handler is None:
-        return ReplyRecord(
+        return Reply(
             cmd.conn,
             cmd.ref,
             False,
@@ -132,25 +84,27 @@ async def execute(ctx: WorkerContext, cmd: Command) -> ReplyRecord:
     try:
         result = await handler(ctx, cmd)
     except CommandError as exc:
-        return ReplyRecord(cmd.conn, cmd.ref, False, code=exc.code, message=exc.message)
+        return Reply(cmd.conn, cmd.ref, False, code=exc.code, message=exc.message)
     except Exception:
         log.exception("command failed", extra={"command": cmd.name, "ref": cmd.ref})
-        return ReplyRecord(cmd.conn, cmd.ref, False, code="internal", message="internal error")
-    return ReplyRecord(cmd.conn, cmd.ref, True, data=result)
+        return Reply(cmd.conn, cmd.ref, False, code="internal", message="internal error")
+    return Reply(cmd.conn, cmd.ref, True, data=result)
 
 
-async def send_reply(ctx: WorkerContext, gateway: str, reply: ReplyRecord) -> None:
+async def send_reply(ctx: WorkerContext, gateway: str, reply: Reply) -> None:
     key = keys.reply_key(gateway, ctx.settings.bus_shards)
     pipe = ctx.redis.pipeline(transaction=False)
-    pipe.xadd(key, {"r": _encoder.encode(reply)}, maxlen=REPLY_MAXLEN, approximate=True)
+    fields = streams.REPLY.encode(reply)
+    pipe.xadd(key, fields, maxlen=REPLY_MAXLEN, approximate=True)  # type: ignore[arg-type]
     pipe.expire(key, REPLY_TTL_S)
     await pipe.execute()
 
 
 async def _handle(ctx: WorkerContext, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
     try:
-        cmd = parse_command(fields)
-    except (msgspec.DecodeError, ValueError):
+        cmd = streams.COMMAND.decode(fields)
+    except streams.BadEntry:
+        metrics.bad_entries.labels("Command").inc()
         log.warning("malformed command entry dropped", extra={"entry": entry_id.decode()})
     else:
         reply = await execute(ctx, cmd)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
+from config.topics import user_topic
 from workers.context import WorkerContext
 from workers.jobs import job
 from workers.outbox_write import emit, emit_many
@@ -184,7 +185,7 @@ async def _finish(
             extra["error"] = error
         await emit(
             conn,
-            f"user:{row['uploaded_by']}",
+            user_topic(row["uploaded_by"]),
             "import.progress",
             _progress(row, row["processed"], status, **extra),
         )
@@ -236,17 +237,17 @@ async def handle_csv_import(ctx: WorkerContext, payload: dict[str, Any]) -> None
                 )
                 events: list[tuple[str, str, Any]] = [
                     (
-                        f"user:{r.user_id}",
+                        user_topic(r.user_id),
                         "enrollment.changed",
                         {"cohort_id": row["cohort_id"], "enrolled": True},
                     )
                     for r in results
-                    if r.status == "created"
+                    if r.status == "created" and r.user_id is not None
                 ]
                 if row["uploaded_by"] is not None:
                     events.append(
                         (
-                            f"user:{row['uploaded_by']}",
+                            user_topic(row["uploaded_by"]),
                             "import.progress",
                             _progress(row, processed, "running"),
                         )

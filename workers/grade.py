@@ -6,7 +6,9 @@ The API stores a pending submission and enqueues this job after its commit. The 
    :func:`workers.grading.grade`, stores the grade (``UPDATE ... WHERE status = 'pending'``, so a
    submission is graded once however often the job runs), emits ``quiz.graded`` to
    ``user:{id}`` through the outbox and creates the ``quiz.graded`` notification (dedupe key
-   ``submission:{id}``) with its ``notification.new`` event;
+   ``submission:{id}``) with its ``notification.new`` event; a submission with short-text
+   answers the matcher did not accept joins the grading queue (``review = 'waiting'``, and
+   ``grading.waiting`` on ``staff:{cohort}``, see :mod:`workers.review`);
 2. after the commit, and again on every redelivery (the first delivery may have died right
    after committing): enqueues the notification's email (idempotent itself), stores the
    student's new total on the cohort leaderboard and announces the change (throttled).
@@ -21,7 +23,8 @@ from typing import Any
 
 import msgspec
 
-from workers import leaderboard
+from config.topics import staff_topic, user_topic
+from workers import leaderboard, review
 from workers.context import WorkerContext
 from workers.grading import (
     GradeResult,
@@ -70,7 +73,8 @@ FOR UPDATE OF s
 
 _STORE = """
 UPDATE quiz_submissions
-SET status = 'graded', score = $2, max_score = $3, feedback = $4::jsonb, graded_at = now()
+SET status = 'graded', score = $2, max_score = $3, feedback = $4::jsonb, graded_at = now(),
+    review = $5
 WHERE id = $1 AND status = 'pending'
 """
 
@@ -101,9 +105,27 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
                 except QuizDefinitionError as exc:
                     raise PermanentError(f"quiz {row['quiz_id']} is not gradable") from exc
                 result = grade(questions, msgspec.json.decode(row["answers"]))
+                waiting = review.waiting_questions(questions, result)
                 await conn.execute(
-                    _STORE, row["id"], result.score, result.max_score, _json.encode(result).decode()
+                    _STORE,
+                    row["id"],
+                    result.score,
+                    result.max_score,
+                    _json.encode(result).decode(),
+                    "waiting" if waiting else "none",
                 )
+                if waiting:
+                    await emit(
+                        conn,
+                        staff_topic(row["cohort_id"]),
+                        "grading.waiting",
+                        {
+                            "submission_id": row["id"],
+                            "quiz_id": row["quiz_id"],
+                            "user_id": row["user_id"],
+                            "question_ids": waiting,
+                        },
+                    )
                 event = GradedEvent(
                     submission_id=row["id"],
                     quiz_id=row["quiz_id"],
@@ -114,7 +136,7 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
                     feedback=result.feedback,
                     results=result.results,
                 )
-                await emit(conn, f"user:{row['user_id']}", "quiz.graded", event)
+                await emit(conn, user_topic(row["user_id"]), "quiz.graded", event)
                 title, body = notification_text(row["title"], result)
                 await create_notifications(
                     conn,

@@ -3,8 +3,8 @@
 Producers call :func:`enqueue` (run as soon as a worker is free) or :func:`schedule` (run
 after a delay). Every worker process runs :func:`run_jobs`, which consumes each queue that has
 a handler registered with :func:`job`. A queue is the stream ``keys.job_stream(queue)``, read
-by the consumer group ``keys.WORKER_GROUP``; an entry holds the JSON payload (``p``) and the
-number of attempts that already failed (``a``).
+by the consumer group ``keys.WORKER_GROUP``; an entry is a :class:`config.streams.JobEntry`
+(the JSON payload and the number of attempts that already failed).
 
 Guarantees, and what handlers must do for them:
 
@@ -56,7 +56,8 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys
+from config import keys, streams
+from config.streams import DeadLetter, JobEntry
 from workers import metrics
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ MOVER_INTERVAL_S = 0.1
 #: Modules whose import registers job handlers; :func:`run_jobs` imports them all.
 HANDLER_MODULES: list[str] = [
     "workers.grade",
+    "workers.feedback",
     "workers.email",
     "workers.notify",
     "workers.leaderboard",
@@ -124,7 +126,7 @@ async def enqueue(
 
     Delivery is at least once: handlers must be idempotent (unique keys in PostgreSQL).
     """
-    fields: dict[Any, Any] = {"p": _encoder.encode(payload), "a": str(attempt)}
+    fields: Any = streams.JOB.encode(JobEntry(_encoder.encode(payload), attempt))
     entry = await redis.xadd(
         keys.job_stream(queue), fields, maxlen=JOB_STREAM_MAXLEN, approximate=True
     )
@@ -151,9 +153,17 @@ async def enqueue_at_most_every(
     return len(fresh)
 
 
-def _delayed_member(payload_json: bytes | str, attempt: int, key: str) -> bytes:
-    p = payload_json.decode() if isinstance(payload_json, bytes) else payload_json
-    return _encoder.encode({"k": key, "a": str(attempt), "p": p})
+class _Delayed(msgspec.Struct, frozen=True, gc=False):
+    """A member of a queue's delayed set: read by :data:`_MOVER_LUA`, which appends ``p`` and
+    ``a`` as the :class:`JobEntry` fields. ``k`` makes the member unique (or coalescing)."""
+
+    k: str
+    a: str
+    p: str
+
+
+def _delayed_member(payload_json: bytes, attempt: int, key: str) -> bytes:
+    return _encoder.encode(_Delayed(key, str(attempt), payload_json.decode()))
 
 
 async def schedule(
@@ -197,17 +207,24 @@ async def replay_dead_letters(redis: aioredis.Redis, queue: str, limit: int = 10
     """Move up to ``limit`` dead letters of ``queue`` back onto it with a fresh attempt count
     (after fixing what made them fail); returns how many moved."""
     entries: Any = await redis.xrange(keys.dead_letter_stream(queue), count=limit)
+    moved = 0
     for entry_id, fields in entries:
+        try:
+            letter = streams.DEAD_LETTER.decode(fields)
+        except streams.BadEntry:
+            metrics.bad_entries.labels("DeadLetter").inc()
+            continue  # left where it is, for an operator to read
         pipe = redis.pipeline(transaction=True)
         pipe.xadd(
             keys.job_stream(queue),
-            {"p": fields.get(b"p", b"{}"), "a": "0"},
+            streams.JOB.encode(JobEntry(letter.payload)),  # type: ignore[arg-type]
             maxlen=JOB_STREAM_MAXLEN,
             approximate=True,
         )
         pipe.xdel(keys.dead_letter_stream(queue), entry_id)
         await pipe.execute()
-    return len(entries)
+        moved += 1
+    return moved
 
 
 # -- consuming --------------------------------------------------------------------------------
@@ -217,15 +234,22 @@ async def replay_dead_letters(redis: aioredis.Redis, queue: str, limit: int = 10
 class _Entry:
     queue: str
     id: bytes
-    fields: dict[bytes, bytes]
+    #: ``None`` for a malformed entry, which is dead-lettered unread.
+    job: JobEntry | None
     deliveries: int = 1
 
     @property
     def failed(self) -> int:
-        try:
-            return int(self.fields.get(b"a", b"0"))
-        except ValueError:
-            return 0
+        return self.job.attempts if self.job is not None else 0
+
+
+def _entry(queue: str, entry_id: bytes, fields: dict[bytes, bytes], deliveries: int = 1) -> _Entry:
+    try:
+        job: JobEntry | None = streams.JOB.decode(fields)
+    except streams.BadEntry:
+        metrics.bad_entries.labels("JobEntry").inc()
+        job = None
+    return _Entry(queue, entry_id, job, deliveries)
 
 
 async def ensure_group(client: aioredis.Redis, stream: str) -> None:
@@ -318,7 +342,8 @@ class JobRunner:
                     )
                     for stream, batch in resp or []:
                         queue = self.streams[stream.decode()]
-                        entries.extend(_Entry(queue, eid, fields) for eid, fields in batch)
+                        # An entry trimmed while pending comes back without fields.
+                        entries.extend(_entry(queue, eid, f) for eid, f in batch if f)
                 backoff = 0.1
             except (redis.exceptions.RedisError, OSError) as exc:
                 if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
@@ -331,8 +356,6 @@ class JobRunner:
                 continue
             now_ms = time.time() * 1000
             for entry in entries:
-                if not entry.fields:
-                    continue  # trimmed while pending: nothing left to run
                 with contextlib.suppress(ValueError):
                     lag = max(0.0, now_ms - int(entry.id.split(b"-")[0])) / 1000
                     metrics.queue_lag.labels(entry.queue).set(lag)
@@ -376,7 +399,7 @@ class JobRunner:
                     # Trimmed from the stream while pending: only the pending entry is left.
                     await client.xack(stream, keys.WORKER_GROUP, eid)
                     continue
-                found.append(_Entry(queue, eid, fields, deliveries))
+                found.append(_entry(queue, eid, fields, deliveries))
                 log.info(
                     "job reclaimed",
                     extra={"queue": queue, "entry": eid.decode(), "deliveries": deliveries},
@@ -435,8 +458,11 @@ class JobRunner:
         if attempt > self.max_attempts:
             await self._settle(entry, "dead", "delivered too often without finishing", attempt - 1)
             return
+        if entry.job is None:
+            await self._settle(entry, "dead", "malformed job entry", attempt)
+            return
         try:
-            payload = _payload_decoder.decode(entry.fields.get(b"p", b""))
+            payload = _payload_decoder.decode(entry.job.payload)
         except msgspec.DecodeError as exc:
             await self._settle(entry, "dead", f"undecodable payload: {exc}", attempt)
             return
@@ -476,19 +502,21 @@ class JobRunner:
         pipe = self.ctx.redis.pipeline(transaction=True)
         if outcome == "retry":
             delay = delay_ms or backoff_ms(self.ctx.settings.job_retry_base_ms, attempts)
-            member = _delayed_member(entry.fields.get(b"p", b"{}"), attempts, entry.id.decode())
+            payload = entry.job.payload if entry.job is not None else b"{}"
+            member = _delayed_member(payload, attempts, entry.id.decode())
             pipe.zadd(keys.job_delayed_key(entry.queue), {member: int(time.time() * 1000) + delay})
             metrics.job_retries.labels(entry.queue).inc()
         elif outcome == "dead":
+            letter = DeadLetter(
+                payload=entry.job.payload if entry.job is not None else b"",
+                attempts=attempts,
+                id=entry.id.decode(),
+                error=error[:1000],
+                ts_ms=int(time.time() * 1000),
+            )
             pipe.xadd(
                 keys.dead_letter_stream(entry.queue),
-                {
-                    "p": entry.fields.get(b"p", b""),
-                    "a": str(attempts),
-                    "id": entry.id,
-                    "error": error[:1000],
-                    "ts": str(int(time.time() * 1000)),
-                },
+                streams.DEAD_LETTER.encode(letter),  # type: ignore[arg-type]
                 maxlen=DEAD_LETTER_MAXLEN,
                 approximate=True,
             )

@@ -22,6 +22,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from config import keys
+from config.topics import cohort_topic
 from workers.context import WorkerContext
 from workers.jobs import PermanentError, job, schedule
 
@@ -145,7 +146,7 @@ async def publish(ctx: WorkerContext, cohort_id: int) -> None:
     """Publish the board's top entries as ``leaderboard.update`` now (no throttling)."""
     assert ctx.db is not None
     board = await read(ctx.db, ctx.redis, cohort_id, limit=EVENT_TOP)
-    await ctx.publisher.publish(f"cohort:{cohort_id}", "leaderboard.update", board)
+    await ctx.publisher.publish(cohort_topic(cohort_id), "leaderboard.update", board)
 
 
 async def changed(ctx: WorkerContext, cohort_id: int) -> bool:

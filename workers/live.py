@@ -16,7 +16,10 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 ``forbidden``, ``not_found``, ``session_not_live``, ``bad_topic``):
 
 =====================  ==============================  =======================================
-``qa.ask``             {body: 1-1000 chars}            {question_id}
+``qa.ask``             {body: 1-1000 chars,            {question_id}
+                       anonymous?: bool}
+``qa.similar``         {body: 1-1000 chars}            {matches: [{question_id, body, votes,
+                                                       score}]}: read-only, best first
 ``qa.upvote``          {question_id}                   {question_id, votes}; ``already_voted``
 ``qa.unvote``          {question_id}                   {question_id, votes}; ``not_voted``
 ``qa.answer`` (S)      {question_id, answer?: <=2000}  {question_id, votes}
@@ -86,11 +89,16 @@ from workers.live_state import (
     within_rate,
 )
 from workers.ranking import QaItem, rank_ids
+from workers.similarity import Candidate, similar
 from workers.tallies import canonical_reaction
 
+#: Display names come along (scalar subqueries work in RETURNING too), so every
+#: ``qa.updated`` carries them; the view hides the asker of an anonymous question.
 QCOLS = (
     "id, session_id, user_id, body, created_at, answer, answered_by, answered_at, pinned, "
-    "dismissed, votes"
+    "dismissed, votes, anonymous, "
+    "(SELECT display_name FROM users WHERE users.id = questions.user_id) AS name, "
+    "(SELECT display_name FROM users WHERE users.id = questions.answered_by) AS answered_by_name"
 )
 
 # -- Q&A --------------------------------------------------------------------------------------
@@ -137,21 +145,48 @@ async def _update_question(s: Ctx, sql: str, *args: Any) -> dict[str, Any]:
 
 @command("qa.ask")
 async def qa_ask(ctx: WorkerContext, cmd: Command) -> Any:
+    """Ask; ``anonymous: true`` hides the asker from everyone in the room."""
     body = validated(lambda: rules.required_text(cmd.data, "body", rules.QUESTION_MAX))
+    anonymous = validated(lambda: rules.flag(cmd.data, "anonymous"))
 
     async def op(s: Ctx) -> Any:
         before = await _board(s.conn, s.room.session_id)
         row = await s.conn.fetchrow(
-            f"INSERT INTO questions (session_id, user_id, body) VALUES ($1, $2, $3) "
-            f"RETURNING {QCOLS}",
+            f"INSERT INTO questions (session_id, user_id, body, anonymous) "
+            f"VALUES ($1, $2, $3, $4) RETURNING {QCOLS}",
             s.room.session_id,
             s.user_id,
             body,
+            anonymous,
         )
         _announce(s, before, row)
         return {"question_id": row["id"]}
 
     return await in_room(ctx, cmd, op)
+
+
+@command("qa.similar")
+async def qa_similar(ctx: WorkerContext, cmd: Command) -> Any:
+    """Questions on the board (not dismissed) that look like ``body``: the "already asked?"
+    hint shown while typing. Read-only: no lock, no event."""
+    body = validated(lambda: rules.required_text(cmd.data, "body", rules.QUESTION_MAX))
+
+    async def op(s: Ctx) -> Any:
+        rows = await s.conn.fetch(
+            "SELECT id, body, votes FROM questions WHERE session_id = $1 AND NOT dismissed "
+            "ORDER BY id DESC LIMIT $2",
+            s.room.session_id,
+            rules.SIMILAR_SCAN,
+        )
+        candidates = (Candidate(id=r["id"], body=r["body"], votes=r["votes"]) for r in rows)
+        return {
+            "matches": [
+                {"question_id": m.id, "body": m.body, "votes": m.votes, "score": m.score}
+                for m in similar(body, candidates)
+            ]
+        }
+
+    return await in_room(ctx, cmd, op, lock=False)
 
 
 @command("qa.upvote")
@@ -276,7 +311,8 @@ async def chat_send(ctx: WorkerContext, cmd: Command) -> Any:
     async def op(s: Ctx) -> Any:
         row = await s.conn.fetchrow(
             "INSERT INTO chat_messages (session_id, user_id, body) VALUES ($1, $2, $3) "
-            "RETURNING id, session_id, user_id, body, created_at",
+            "RETURNING id, session_id, user_id, body, created_at, "
+            "(SELECT display_name FROM users WHERE users.id = $2) AS name",
             s.room.session_id,
             s.user_id,
             body,

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from config.topics import parse_live
 from workers import live_rules as rules
 from workers.command_consumer import Command, CommandError
 from workers.context import WorkerContext
@@ -53,7 +54,7 @@ def user_id_of(cmd: Command) -> int:
 
 
 def room_of(cmd: Command) -> Room:
-    if rules.parse_live_topic(cmd.topic) is None:
+    if parse_live(cmd.topic) is None:
         raise CommandError("bad_topic", "live-room commands need a live:{cohort}:{session} topic")
     room = Room.from_topic(cmd.topic)
     if room is None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from config.topics import live_topic
 from workers.ranking import QaItem, rank_ids
 from workers.tallies import PollTally, largest_remainder
 
@@ -46,6 +47,9 @@ CHAT_RATE = 10
 CHAT_WINDOW_S = 10
 #: Reactions: at most REACT_RATE per user and room in each one-second window.
 REACT_RATE = 10
+
+#: Newest questions of a room compared by ``qa.similar``.
+SIMILAR_SCAN = 500
 
 #: Chat messages in the late-joiner snapshot.
 SNAPSHOT_CHAT = 50
@@ -112,6 +116,17 @@ def clean_text(value: Any, name: str, max_len: int, *, required: bool = True) ->
 def required_text(data: Mapping[str, Any], name: str, max_len: int) -> str:
     value = text(data, name, max_len)
     assert value is not None
+    return value
+
+
+def flag(data: Mapping[str, Any], name: str) -> bool:
+    """``data[name]`` as a boolean: absent or null is False; anything but a JSON boolean is
+    refused (``"false"`` and ``0`` would otherwise read as intent either way)."""
+    value = data.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise Invalid(f"{name} must be true or false")
     return value
 
 
@@ -202,23 +217,7 @@ def recording_url(data: Mapping[str, Any], state: str) -> str | None:
     return url
 
 
-# -- topics -----------------------------------------------------------------------------------
-
-
-def live_topic(cohort: int | str, session: int | str) -> str:
-    return f"live:{cohort}:{session}"
-
-
-def staff_topic(cohort: int | str) -> str:
-    return f"staff:{cohort}"
-
-
-def parse_live_topic(topic: str) -> tuple[str, str] | None:
-    """``(cohort, session)`` of a ``live:{cohort}:{session}`` topic, else None."""
-    parts = topic.split(":")
-    if len(parts) != 3 or parts[0] != "live" or not parts[1] or not parts[2]:
-        return None
-    return parts[1], parts[2]
+# -- row ids ----------------------------------------------------------------------------------
 
 
 def db_id(part: str) -> int | None:
@@ -247,10 +246,16 @@ def _user(value: Any) -> str | None:
 
 
 def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A question as the whole room sees it. ``name`` is the asker's display name; an
+    anonymous question carries neither ``user`` nor ``name`` (see docs/api.md, "Who sees whom
+    in a live room"). ``answered_by_name`` names the instructor who answered."""
+    anonymous = bool(row.get("anonymous", False))
     return {
         "id": row["id"],
         "session_id": row["session_id"],
-        "user": _user(row["user_id"]),
+        "user": None if anonymous else _user(row["user_id"]),
+        "name": None if anonymous else row.get("name"),
+        "anonymous": anonymous,
         "body": row["body"],
         "created_at": iso(row["created_at"]),
         "votes": row["votes"],
@@ -259,6 +264,7 @@ def question_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "answered": row["answered_at"] is not None,
         "answer": row["answer"],
         "answered_by": _user(row["answered_by"]),
+        "answered_by_name": row.get("answered_by_name"),
         "answered_at": iso(row["answered_at"]),
     }
 
@@ -332,6 +338,7 @@ def message_view(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "session_id": row["session_id"],
         "user": _user(row["user_id"]),
+        "name": row.get("name"),
         "body": row["body"],
         "created_at": iso(row["created_at"]),
     }

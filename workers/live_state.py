@@ -46,15 +46,9 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from config import keys
+from config.topics import live_topic, parse_live, staff_topic
 from workers.context import WorkerContext
-from workers.live_rules import (
-    DEFAULT_TIMINGS,
-    LiveTimings,
-    db_id,
-    live_topic,
-    parse_live_topic,
-    staff_topic,
-)
+from workers.live_rules import DEFAULT_TIMINGS, LiveTimings, db_id
 from workers.outbox_write import emit_many
 
 log = logging.getLogger("lectern.workers.live")
@@ -103,13 +97,13 @@ class Room:
 
     @classmethod
     def from_topic(cls, topic: str) -> Room | None:
-        parts = parse_live_topic(topic)
-        if parts is None:
+        parsed = parse_live(topic)
+        if parsed is None:
             return None
-        cohort_id, session_id = db_id(parts[0]), db_id(parts[1])
+        cohort_id, session_id = db_id(parsed.cohort), db_id(parsed.session)
         if cohort_id is None or session_id is None:
             return None
-        return cls(parts[0], parts[1], cohort_id, session_id)
+        return cls(parsed.cohort, parsed.session, cohort_id, session_id)
 
     @property
     def topic(self) -> str:

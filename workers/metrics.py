@@ -12,6 +12,12 @@ commands = Counter(
     ["name", "code"],
     registry=registry,
 )
+bad_entries = Counter(
+    "lectern_worker_bad_entries_total",
+    "Malformed stream entries dropped or dead-lettered (config/streams.py), by entry kind.",
+    ["kind"],
+    registry=registry,
+)
 job_seconds = Histogram(
     "lectern_worker_job_duration_seconds",
     "Job handling time by queue.",

@@ -29,14 +29,16 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 
+from config.topics import user_topic
 from workers.context import WorkerContext
 from workers.jobs import PermanentError, enqueue, job
 from workers.outbox_write import emit_many
 
 #: The kinds of notification, each with its own email preference (``notification_prefs``).
-KINDS: tuple[str, ...] = ("quiz.graded", "announcement", "session.reminder")
+KINDS: tuple[str, ...] = ("quiz.graded", "feedback.posted", "announcement", "session.reminder")
 KIND_LABELS: dict[str, str] = {
     "quiz.graded": "A quiz of yours was graded",
+    "feedback.posted": "An instructor reviewed your work",
     "announcement": "Announcements in your cohorts",
     "session.reminder": "Live sessions about to start",
 }
@@ -109,7 +111,7 @@ async def create_notifications(
     rows = sorted(rows, key=lambda r: r["id"])
     await emit_many(
         conn,
-        [(f"user:{r['user_id']}", "notification.new", notification_from_row(r)) for r in rows],
+        [(user_topic(r["user_id"]), "notification.new", notification_from_row(r)) for r in rows],
     )
     return [r["id"] for r in rows]
 

@@ -28,6 +28,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from config.settings import Settings
+from config.topics import staff_topic, user_topic
 from workers.jobs import schedule
 from workers.outbox_write import emit, emit_many
 
@@ -149,7 +150,7 @@ async def complete_lesson(
         )
         if inserted is None:
             return state, False
-        topic = f"user:{user_id}"
+        topic = user_topic(user_id)
         events: list[tuple[str, str, Any]] = [
             (
                 topic,
@@ -248,7 +249,7 @@ async def emit_staff_progress(conn: asyncpg.Connection, cohort_id: int) -> None:
             detail.average_percentage,
             detail.lessons,
         )
-        await emit(conn, f"staff:{cohort_id}", "staff.progress", summary)
+        await emit(conn, staff_topic(cohort_id), "staff.progress", summary)
 
 
 async def schedule_staff_progress(

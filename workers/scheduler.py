@@ -13,8 +13,9 @@ Jobs:
   were not reminded get a ``reminder`` job (``workers.notify``), which sets
   ``reminder_sent_at`` in the transaction that creates the notifications: once per session.
 * ``sweeps`` (every ``scheduler_tick_s``): re-enqueue lost work, i.e. submissions pending for a
-  minute (``workers.grade.sweep_pending``) and recent announcements some member was never
-  notified of.
+  minute (``workers.grade.sweep_pending``), recent announcements some member was never
+  notified of, and instructor feedback whose student was not notified
+  (``workers.feedback.sweep_unnotified``).
 * ``leaderboards`` (every :data:`LEADERBOARD_REFRESH_S`): rebuild the boards of cohorts with
   grades from PostgreSQL, the source of truth, and announce them.
 * ``dashboards`` (every :data:`DASHBOARD_REFRESH_S`): publish ``dashboard.update`` to
@@ -35,8 +36,10 @@ import msgspec
 import redis.exceptions
 
 from config import keys
+from config.topics import staff_topic
 from workers import leaderboard, outbox_relay
 from workers.context import WorkerContext
+from workers.feedback import sweep_unnotified
 from workers.grade import SWEEP_REPEAT_S, sweep_pending
 from workers.jobs import enqueue, enqueue_at_most_every
 
@@ -94,7 +97,7 @@ async def sweep_announcements(ctx: WorkerContext) -> int:
 
 
 async def sweeps(ctx: WorkerContext) -> int:
-    return await sweep_pending(ctx) + await sweep_announcements(ctx)
+    return await sweep_pending(ctx) + await sweep_announcements(ctx) + await sweep_unnotified(ctx)
 
 
 async def refresh_leaderboards(ctx: WorkerContext) -> int:
@@ -117,6 +120,7 @@ class Dashboard(msgspec.Struct, kw_only=True):
     cohort_id: int
     members: int
     submissions_24h: int
+    #: Submissions not graded yet, plus those waiting in the hand-grading queue.
     pending_grading: int
     average_percentage: float | None
     lessons_completed_24h: int
@@ -138,7 +142,8 @@ SELECT a.cohort_id,
   (SELECT count(*) FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
    WHERE q.cohort_id = a.cohort_id AND s.submitted_at > now() - interval '1 day') AS subs,
   (SELECT count(*) FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
-   WHERE q.cohort_id = a.cohort_id AND s.status = 'pending') AS pending,
+   WHERE q.cohort_id = a.cohort_id AND (s.status = 'pending' OR s.review = 'waiting'))
+    AS pending,
   (SELECT avg(100 * s.score / nullif(s.max_score, 0))::float8
    FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
    WHERE q.cohort_id = a.cohort_id AND s.status = 'graded') AS avg_pct,
@@ -159,7 +164,7 @@ async def refresh_dashboards(ctx: WorkerContext) -> int:
     rows = await ctx.db.fetch(_DASHBOARD, DASHBOARD_REFRESH_S * 2)
     events = [
         (
-            f"staff:{r['cohort_id']}",
+            staff_topic(r["cohort_id"]),
             "dashboard.update",
             Dashboard(
                 cohort_id=r["cohort_id"],

@@ -14,6 +14,7 @@ import {
   pct,
   pickCohort,
   requireUser,
+  toast,
   when,
 } from "./app.js";
 
@@ -28,6 +29,7 @@ const page = {
   stats: new Map(),
   dashboard: null,
   announcements: [],
+  queue: [], // the grading queue: submissions with answers waiting for a human
 };
 
 function nameOf(userId) {
@@ -77,8 +79,14 @@ async function loadAnnouncements() {
   renderAnnouncements();
 }
 
+async function loadQueue() {
+  page.queue = await api(`/api/v1/cohorts/${page.cohort.id}/grading-queue`);
+  renderQueue();
+}
+
 function loadAll() {
   return Promise.all([
+    loadQueue(),
     loadNames().then(loadProgress),
     loadSessions(),
     loadQuizStats(),
@@ -88,6 +96,7 @@ function loadAll() {
 
 const refreshStudents = debounce(loadProgress, 1500);
 const refreshQuizStats = debounce(loadQuizStats, 1000);
+const refreshQueue = debounce(loadQueue, 300);
 
 // -- events ---------------------------------------------------------------------------------
 
@@ -115,6 +124,13 @@ function onStaffEvent(ev) {
     case "presence":
       page.presence.set(d.session_id, { count: d.count, users: d.users });
       renderSessions();
+      break;
+    case "grading.waiting": // a new answer to grade: the event names it, the route details it
+      refreshQueue();
+      break;
+    case "grading.resolved": // graded here or by a colleague: drop it at once
+      page.queue = page.queue.filter((item) => item.submission_id !== d.submission_id);
+      renderQueue();
       break;
     default:
       break;
@@ -261,9 +277,64 @@ function renderQuizStats() {
             el("td", { class: "graded" }, s ? s.graded : "–"),
             el("td", { class: "average" }, avg),
             el("td", {}, median),
+            el("td", {}, el("button", { class: "small secondary review", onclick: () => openReview(q) }, "Review")),
           );
         })
-      : el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No quizzes yet.")),
+      : el("tr", {}, el("td", { colspan: 5, class: "muted" }, "No quizzes yet.")),
+  );
+}
+
+function renderQueue() {
+  const count = $("#grading-count");
+  count.dataset.n = String(page.queue.length);
+  count.textContent = page.queue.length ? `(${page.queue.length})` : "";
+  fill(
+    $("#grading-list"),
+    page.queue.length
+      ? page.queue.map((item) => {
+          const form = el(
+            "form",
+            { class: "grade-form", dataset: { submission: item.submission_id } },
+            el(
+              "div",
+              { class: "row" },
+              el("strong", { class: "grow body" }, `${item.student_name} · ${item.quiz_title}`),
+              el("span", { class: "muted" }, `attempt ${item.attempt} · ${item.score} / ${item.max_score} · ${when(item.submitted_at)}`),
+            ),
+            item.waiting.map((w) =>
+              el(
+                "fieldset",
+                { class: "waiting", dataset: { question: w.question_id } },
+                el("legend", { class: "body" }, w.prompt),
+                el("p", { class: "body answer" }, "Answer: ", el("q", {}, String(w.answer ?? ""))),
+                el("p", { class: "muted" }, `Accepted: ${w.accepted.join(" · ")}`),
+                el(
+                  "label",
+                  {},
+                  `Points (0–${w.max_points}) `,
+                  el("input", {
+                    type: "number",
+                    class: "points",
+                    name: `points-${w.question_id}`,
+                    min: 0,
+                    max: w.max_points,
+                    step: "any",
+                    required: true,
+                    "aria-label": `Points for ${w.prompt}`,
+                  }),
+                ),
+              ),
+            ),
+            el("textarea", { class: "comment", maxlength: 5000, placeholder: "Comment for the student (optional)", "aria-label": "Comment" }),
+            el("button", { type: "submit", class: "small" }, "Save grade"),
+          );
+          form.addEventListener("submit", (event) => {
+            event.preventDefault();
+            gradeByHand(item, form);
+          });
+          return el("li", { dataset: { submission: item.submission_id } }, form);
+        })
+      : el("li", { class: "muted" }, "Nothing to grade."),
   );
 }
 
@@ -290,6 +361,78 @@ async function transition(sessionId, action) {
     page.sessions.set(s.id, s);
     renderSessions();
   });
+}
+
+async function gradeByHand(item, form) {
+  const points = {};
+  for (const w of item.waiting) {
+    const value = form.elements[`points-${w.question_id}`].value;
+    if (value !== "") points[w.question_id] = Number(value);
+  }
+  const comment = form.querySelector(".comment").value.trim();
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  // One key per attempt at saving: resending after a lost response stores one feedback; a
+  // new key only once this one was stored.
+  item.key ??= `grade-${item.submission_id}-${Date.now()}`;
+  const saved = await attempt(() =>
+    api(`/api/v1/submissions/${item.submission_id}/feedback`, {
+      method: "POST",
+      body: { comment, question_points: points, client_key: item.key },
+    }),
+  );
+  button.disabled = false;
+  if (saved) item.key = null;
+  if (saved && saved.review !== "waiting") {
+    page.queue = page.queue.filter((q) => q.submission_id !== item.submission_id);
+    renderQueue();
+  }
+}
+
+/** Every submission of a quiz, each with a comment and score-override form. */
+async function openReview(quiz) {
+  const subs = await attempt(() => api(`/api/v1/quizzes/${quiz.id}/submissions`));
+  if (!subs) return;
+  const rows = subs
+    .filter((s) => s.status === "graded")
+    .map((s) => {
+      const form = el(
+        "form",
+        { class: "review-form", dataset: { submission: s.id } },
+        el(
+          "div",
+          { class: "row" },
+          el("strong", { class: "grow" }, `${nameOf(s.user_id)} · attempt ${s.attempt}`),
+          el("span", { class: "muted sub-score" }, `${s.score} / ${s.max_score}`, s.score_overridden ? " (set by hand)" : ""),
+        ),
+        el("textarea", { class: "comment", maxlength: 5000, placeholder: "Comment", "aria-label": "Comment" }),
+        el(
+          "div",
+          { class: "row" },
+          el("label", { class: "grow" }, "Set score ", el("input", { type: "number", class: "score", min: 0, max: s.max_score, step: "any", "aria-label": "Score" })),
+          el("button", { type: "submit", class: "small" }, "Send feedback"),
+        ),
+      );
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        const comment = form.querySelector(".comment").value.trim();
+        const score = form.querySelector(".score").value;
+        const body = { comment };
+        if (score !== "") body.score = Number(score);
+        attempt(async () => {
+          const fb = await api(`/api/v1/submissions/${s.id}/feedback`, { method: "POST", body });
+          fill(form.querySelector(".sub-score"), `${fb.score} / ${fb.max_score}`, fb.score_override !== null ? " (set by hand)" : "");
+          form.querySelector(".comment").value = "";
+          toast("Feedback sent.");
+        });
+      });
+      return el("li", { dataset: { submission: s.id } }, form);
+    });
+  fill(
+    $("#review-panel"),
+    el("h3", {}, `Submissions: ${quiz.title}`),
+    el("ul", { class: "plain" }, rows.length ? rows : el("li", { class: "muted" }, "No graded submissions yet.")),
+  );
 }
 
 function wire() {

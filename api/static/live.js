@@ -28,11 +28,19 @@ const room = {
 let me = null;
 let client = null;
 let names = new Map();
+const myQuestions = new Set(); // ids of questions asked here (anonymous ones name nobody)
 
-function who(user) {
+/** Who wrote something: "You", the display name the server sent with it, or for anonymous
+ * questions "Anonymous" (the room never learns the asker). */
+function who(user, name, anonymous = false) {
+  if (anonymous) return "Anonymous";
   if (user === null || user === undefined) return "someone";
   if (String(user) === String(me.id)) return "You";
-  return names.get(String(user)) || `#${user}`;
+  return name || names.get(String(user)) || `#${user}`;
+}
+
+function isMine(q) {
+  return q.mine || myQuestions.has(q.id) || (q.user !== null && String(q.user) === String(me.id));
 }
 
 function command(name, data) {
@@ -44,6 +52,7 @@ function command(name, data) {
 function load(state) {
   room.session = state.session;
   room.questions = new Map(state.questions.map((q) => [q.id, q]));
+  for (const q of state.questions) if (q.mine) myQuestions.add(q.id);
   room.order = state.questions.map((q) => q.id);
   room.myVotes = new Set(state.my_votes);
   room.poll = state.poll;
@@ -204,7 +213,7 @@ function renderBanner() {
 
 function questionItem(q) {
   const voted = room.myVotes.has(q.id);
-  const mine = String(q.user) === String(me.id);
+  const mine = isMine(q);
   const classes = ["question", q.pinned && "pinned", q.answered && "answered"];
   const item = el(
     "li",
@@ -234,7 +243,7 @@ function questionItem(q) {
         "div",
         { class: "muted" },
         q.pinned ? "📌 pinned · " : "",
-        who(q.user),
+        el("span", { class: "asker" }, mine && q.anonymous ? "You (anonymous)" : who(q.user, q.name, q.anonymous)),
         " · ",
         when(q.created_at),
       ),
@@ -423,7 +432,7 @@ function renderChat() {
       el(
         "li",
         { dataset: { id: m.id } },
-        el("span", { class: "who" }, who(m.user)),
+        el("span", { class: "who" }, who(m.user, m.name)),
         el("span", { class: "body" }, m.body),
         String(m.user) === String(me.id) || room.staff
           ? el(
@@ -458,7 +467,7 @@ function renderReactions(burst) {
 function renderHere() {
   $("#here-count").textContent = room.here.count;
   if (room.staff && room.here.users) {
-    $("#online").textContent = `Here now: ${room.here.users.map(who).join(", ") || "nobody"}`;
+    $("#online").textContent = `Here now: ${room.here.users.map((u) => who(u)).join(", ") || "nobody"}`;
   }
 }
 
@@ -486,6 +495,39 @@ async function vote(option) {
   }
 }
 
+async function suggestSimilar() {
+  const body = $("#qa-input").value.trim();
+  const box = $("#qa-similar");
+  if (body.split(/\s+/).length < 2) {
+    fill(box);
+    return;
+  }
+  const { matches } = await command("qa.similar", { body });
+  if ($("#qa-input").value.trim() !== body) return; // typed on meanwhile: a newer hint comes
+  fill(
+    box,
+    matches.length
+      ? [
+          el("p", { class: "muted" }, "Similar question already asked:"),
+          ...matches.map((m) =>
+            el(
+              "div",
+              { class: "row similar", dataset: { id: m.question_id } },
+              el("span", { class: "grow body" }, m.body),
+              room.myVotes.has(m.question_id) || myQuestions.has(m.question_id)
+                ? el("span", { class: "muted" }, `▲ ${m.votes}`)
+                : el(
+                    "button",
+                    { type: "button", class: "small secondary upvote-similar", onclick: () => upvote(m.question_id).then(suggestSimilar) },
+                    `▲ Upvote instead (${m.votes})`,
+                  ),
+            ),
+          ),
+        ]
+      : null,
+  );
+}
+
 function onSubmit(selector, fn) {
   $(selector).addEventListener("submit", (event) => {
     event.preventDefault();
@@ -498,8 +540,18 @@ function wire() {
     const input = $("#qa-input");
     const body = input.value.trim();
     if (!body) return;
-    await command("qa.ask", { body });
+    const anonymous = $("#qa-anonymous").checked;
+    const { question_id } = await command("qa.ask", { body, anonymous });
+    myQuestions.add(question_id);
     input.value = "";
+    fill($("#qa-similar"));
+    renderQuestions();
+  });
+  // "Already asked?": while typing, ask the server for similar questions on the board.
+  let typing = null;
+  $("#qa-input").addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => attempt(suggestSimilar), 350);
   });
   onSubmit("#chat-form", async () => {
     const input = $("#chat-input");

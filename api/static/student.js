@@ -34,6 +34,7 @@ const page = {
   announcements: [],
   board: null,
   sessions: new Map(),
+  feedback: [], // newest first
 };
 
 // -- loading --------------------------------------------------------------------------------
@@ -80,8 +81,14 @@ async function loadSessions() {
   renderSessions();
 }
 
+async function loadFeedback() {
+  page.feedback = await api(`/api/v1/cohorts/${page.cohort.id}/feedback`);
+  renderFeedback();
+}
+
 function loadAll() {
   return Promise.all([
+    loadFeedback(),
     loadProgress(),
     loadQuizzes(),
     loadNotifications(),
@@ -116,6 +123,19 @@ function onUserEvent(ev) {
       page.latest.set(d.quiz_id, { ...d, id: d.submission_id, status: "graded" });
       renderQuizzes();
       break;
+    case "feedback.posted": {
+      const f = d.feedback;
+      if (f.cohort_id !== page.cohort.id) return;
+      if (!page.feedback.some((x) => x.id === f.id)) page.feedback.unshift(f);
+      renderFeedback();
+      // The grade may have moved (hand-graded answers, an override): show the new one.
+      const last = page.latest.get(f.quiz_id);
+      if (last && last.id === f.submission_id) {
+        Object.assign(last, { score: f.score, max_score: f.max_score, percentage: f.percentage, status: "graded" });
+        renderQuizzes();
+      }
+      break;
+    }
     case "notification.new":
       if (!page.notifications.some((n) => n.id === d.id)) {
         page.notifications.unshift(d);
@@ -247,6 +267,28 @@ function renderNotifications() {
           ),
         )
       : el("li", { class: "muted" }, "Nothing yet."),
+  );
+}
+
+function renderFeedback() {
+  fill(
+    $("#feedback-list"),
+    page.feedback.length
+      ? page.feedback.map((f) =>
+          el(
+            "li",
+            { dataset: { id: f.id, submission: f.submission_id } },
+            el(
+              "div",
+              { class: "row" },
+              el("strong", { class: "grow body" }, f.quiz_title),
+              el("span", { class: "feedback-score" }, `${f.score} / ${f.max_score} (${pct(f.percentage)})`),
+            ),
+            f.comment ? el("p", { class: "body feedback-comment" }, f.comment) : null,
+            el("p", { class: "muted" }, f.author_name || "Your instructor", " · ", when(f.created_at)),
+          ),
+        )
+      : el("li", { class: "muted" }, "No feedback yet."),
   );
 }
 

@@ -60,13 +60,52 @@ async def test_students_and_outsiders_cannot_write_or_read_elsewhere(api: Api, c
     other_cohort = await api.cohort()
     other_teacher = await api.user("instructor")
     await api.enroll(other_cohort, other_teacher, "staff")
-    assert (await api.request("PATCH", lesson_path, other_teacher, json={"title": "x"}))[0] == 403
+    # Outside the cohort a lesson is as absent as a made-up id (404), so ids reveal nothing.
+    assert (await api.request("PATCH", lesson_path, other_teacher, json={"title": "x"}))[0] == 404
+    assert (await api.request("DELETE", lesson_path, other_teacher))[0] == 404
     outsider = await api.user()
-    assert (await api.request("GET", lesson_path, outsider))[0] == 403
+    assert (await api.request("GET", lesson_path, outsider))[0] == 404
     assert (await api.request("GET", f"/api/v1/cohorts/{cohort}/lessons", outsider))[0] == 403
-    # Cached or not, the answer for an outsider stays 403.
+    # Cached or not, the answer for an outsider stays 404.
     assert (await api.request("GET", lesson_path, student))[0] == 200
-    assert (await api.request("GET", lesson_path, outsider))[0] == 403
+    assert (await api.request("GET", lesson_path, outsider))[0] == 404
+
+
+async def _cache_keys(api: Api, lesson_id: int) -> list[bytes]:
+    found = []
+    for pattern in (
+        keys.cache_version_key("lesson", str(lesson_id)),
+        keys.cache_key("lesson", str(lesson_id), "*"),
+    ):
+        found += [k async for k in api.redis.scan_iter(match=pattern)]
+    return found
+
+
+async def test_absent_and_foreign_lessons_look_alike_and_leave_no_keys(
+    api: Api, cohort: int
+) -> None:
+    """A made-up id and another cohort's lesson get the same 404 and write nothing to Redis;
+    what a member's read caches expires."""
+    teacher, student = await staffed(api, cohort)
+    _, lesson, _ = await api.request(
+        "POST", f"/api/v1/cohorts/{cohort}/lessons", teacher, json={"title": "Mine"}
+    )
+    await api.redis.delete(keys.cache_version_key("lesson", str(lesson["id"])))
+    outsider = await api.user()
+    await api.enroll(await api.cohort(), outsider)
+    absent = int(await api.db.fetchval("SELECT coalesce(max(id), 0) + 1000 FROM lessons"))
+    answers = []
+    for lesson_id in (absent, lesson["id"]):
+        for _ in range(2):
+            status, data, _ = await api.request("GET", f"/api/v1/lessons/{lesson_id}", outsider)
+            answers.append((status, data["error"]["code"]))
+        assert await _cache_keys(api, lesson_id) == [], lesson_id
+    assert set(answers) == {(404, "not_found")}
+    assert (await api.request("GET", f"/api/v1/lessons/{lesson['id']}", student))[0] == 200
+    written = await _cache_keys(api, lesson["id"])
+    assert len(written) == 2
+    for key in written:
+        assert 0 < await api.redis.ttl(key) <= 24 * 3600, key
 
 
 async def test_etag_and_304(api: Api, cohort: int) -> None:

@@ -70,6 +70,7 @@ async def test_preferences_default_on_and_turn_email_off(api: Api, smtp: SmtpCat
     status, data, _ = await api.request("GET", "/api/v1/me/notification-prefs", quiet)
     assert status == 200 and {p["kind"]: p["email"] for p in data["prefs"]} == {
         "quiz.graded": True,
+        "feedback.posted": True,
         "announcement": True,
         "session.reminder": True,
     }

@@ -90,3 +90,30 @@ async def test_crash_is_500_without_internals(api: Api, admin: User, monkeypatch
     assert data == {
         "error": {"code": "internal", "message": "internal server error", "details": {}}
     }
+
+
+async def test_nul_characters_are_400_not_500(api: Api, admin: User, cohort: int) -> None:
+    """PostgreSQL stores no NUL in text or jsonb: a JSON ``\\u0000`` (found by the fuzzer in
+    POST /users) and a NUL byte in a CSV upload are refused as input errors; an escaped
+    backslash followed by "u0000" is ordinary text."""
+    nul = b'{"email": "nul@example.test", "display_name": "a\\u0000b", "role": "student"}'
+    status, data, _ = await api.request(
+        "POST", "/api/v1/users", admin, data=nul, headers={"Content-Type": "application/json"}
+    )
+    assert status == 400 and data["error"]["code"] == "invalid_field", data
+    status, data, _ = await api.request(
+        "POST",
+        f"/api/v1/cohorts/{cohort}/announcements",
+        admin,
+        data=b'{"title": "t", "body": "x\\\\u0000"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 201 and data["body"] == "x\\u0000", data
+    status, data, _ = await api.request(
+        "POST",
+        f"/api/v1/cohorts/{cohort}/enrollments/import",
+        admin,
+        data=b"email,display_name\na@example.test,A\x00B\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert status == 400 and data["error"]["code"] == "invalid_csv", data

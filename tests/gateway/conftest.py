@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 import redis.asyncio as aioredis
@@ -114,3 +119,66 @@ async def cmd_worker(settings: Settings) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await ctx.close()
+
+
+# -- python -m gateway subprocesses ----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+SHUTDOWN_TIMEOUT_S = 3
+
+
+class GatewayProcess:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.ws_url = f"ws://127.0.0.1:{port}/ws"
+
+    async def wait_exit(self, within: float) -> int:
+        """The exit status; fails when the process is still running after ``within`` s."""
+        return await asyncio.wait_for(self.proc.wait(), within)
+
+
+Starter = Callable[..., Awaitable[GatewayProcess]]
+
+
+@pytest.fixture
+async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
+    """``await start(processes, **settings)``: ``python -m gateway`` on a free port, ready to
+    serve, with ``LECTERN_*`` variables for the given settings. Killed after the test."""
+    procs: list[GatewayProcess] = []
+
+    async def start(processes: int, **settings: object) -> GatewayProcess:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+        env.update(
+            REDIS_URL=redis_url,
+            LECTERN_GATEWAY_METRICS_PORT="0",
+            LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
+            LECTERN_CONN_RATE_PER_IP_PER_S="10000",
+            LECTERN_CONN_BURST_PER_IP="10000",
+            LECTERN_LOG_LEVEL="WARNING",
+            LECTERN_DEV_MODE="1",
+        )
+        env.update({f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()})
+        args = ["-m", "gateway", "--processes", str(processes), "--port", str(port)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL
+        )
+        gw = GatewayProcess(proc, port)
+        procs.append(gw)
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while True:
+                assert proc.returncode is None, f"gateway exited with {proc.returncode}"
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        if resp.status == 200:
+                            return gw
+                assert time.monotonic() < deadline, "gateway did not become ready"
+                await asyncio.sleep(0.1)
+
+    yield start
+    for gw in procs:
+        if gw.proc.returncode is None:
+            gw.proc.kill()
+            await asyncio.wait_for(gw.proc.wait(), 10)

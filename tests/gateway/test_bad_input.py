@@ -314,6 +314,9 @@ async def test_bad_upgrade_requests(gateway: Gateway, token, uid) -> None:
         ("topics=user:u,live:c1", "bad_topic"),
         ("topics=user:u&cursor=garbage", "bad_cursor"),
         ("topics=user:u&cursor=1-0,2-0", "bad_cursor"),
+        # Digits to str.isdigit() but not to Redis: these were 500s.
+        ("topics=user:u&cursor=1-%C2%B2", "bad_cursor"),
+        ("topics=user:u&cursor=18446744073709551616-0", "bad_cursor"),
     ],
 )
 async def test_bad_sse_and_poll_requests(gateway: Gateway, token, query: str, code: str) -> None:

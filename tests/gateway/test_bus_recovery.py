@@ -9,6 +9,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from config import keys
+from gateway import metrics
 from gateway.app import BUS
 from gateway.publish import Publisher
 from tests.gateway.conftest import Gateway
@@ -53,3 +54,26 @@ async def test_trimmed_bus_is_recovered_from_history(
         assert json.loads((await ws.receive(timeout=5)).data)["type"] == "pong"
         await ws.close()
         await asyncio.sleep(0)
+
+
+async def test_malformed_bus_and_revocation_entries_are_dropped(
+    gateway: Gateway, token, redis: aioredis.Redis, publisher: Publisher, uid: str
+) -> None:
+    """Entries that do not decode (a field missing, bad UTF-8) are counted and skipped; the
+    reader keeps going, so the next good event still arrives."""
+    topic = f"cohort:{uid}"
+    shard = keys.bus_key(keys.shard_of(topic, gateway.hub.settings.bus_shards))
+    before = metrics.bad_entries.labels("BusEntry")._value.get()
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(gateway.ws_url + f"?token={token('u' + uid, cohorts=[uid])}")
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
+        await ws.send_json({"type": "sub", "topics": [topic]})
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "subscribed"
+        await redis.xadd(shard, {"p": topic, "i": "1-0", "t": "x"})
+        await redis.xadd(shard, {"p": b"\xff", "i": "1-0", "t": "x", "d": "{}", "m": b"\x80"})
+        await redis.xadd(keys.REVOKE_STREAM, {"not_sid": "x"})
+        event_id = await publisher.publish(topic, "n", {"i": 1})
+        frame = json.loads((await ws.receive(timeout=5)).data)
+        assert frame["id"] == event_id and frame["data"] == {"i": 1}
+        await ws.close()
+    assert metrics.bad_entries.labels("BusEntry")._value.get() == before + 2

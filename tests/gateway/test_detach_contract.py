@@ -54,7 +54,10 @@ async def server() -> AsyncIterator[Server]:
     async def upgrade(request: web.Request) -> web.StreamResponse:
         proto = Echo()
         protocols.append(proto)
-        assert detach(request, proto, b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        tail = detach(request, proto, b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+        assert tail is not None
+        if tail:
+            proto.data_received(tail)
         return detached()
 
     app = web.Application()

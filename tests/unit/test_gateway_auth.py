@@ -10,7 +10,8 @@ import jwt
 import pytest
 
 from config.settings import load_settings
-from gateway.auth import AuthError, Claims, authorize_topic, issue_access_token, verify_access_token
+from config.topics import Denial, authorize
+from gateway.auth import AuthError, Claims, issue_access_token, verify_access_token
 
 SETTINGS = load_settings({})
 
@@ -58,14 +59,16 @@ ADMIN = claims("admin")
 )
 def test_authorize_topic(who: Claims, topic: str, allowed: bool) -> None:
     """Each topic kind against member, staff, member of another cohort and admin."""
-    reason = authorize_topic(who, topic)
-    assert (reason is None) is allowed, reason
+    denial = authorize(who, topic)
+    assert (denial is None) is allowed, denial
+    assert denial is None or denial.code == "forbidden"
 
 
 @pytest.mark.parametrize("who", [MEMBER, STAFF, ADMIN])
 def test_malformed_topics_are_refused_even_for_admins(who: Claims) -> None:
-    assert authorize_topic(who, "bad_topic") == "malformed topic"
-    assert authorize_topic(who, "live:c1") == "malformed topic"
+    assert authorize(who, "bad_topic") is Denial.MALFORMED
+    assert authorize(who, "live:c1") is Denial.MALFORMED
+    assert Denial.MALFORMED.code == "bad_topic"
 
 
 # -- tokens -----------------------------------------------------------------------------------

@@ -134,9 +134,6 @@ def test_session_transitions() -> None:
 
 
 def test_topics_and_rooms() -> None:
-    assert rules.parse_live_topic("live:3:9") == ("3", "9")
-    for topic in ("live:3", "cohort:3", "live::9", "live:3:9:1", ""):
-        assert rules.parse_live_topic(topic) is None
     room = Room.from_topic("live:3:9")
     assert room is not None and (room.cohort_id, room.session_id) == (3, 9)
     assert room.staff_topic == "staff:3" and room.topic == "live:3:9"
@@ -161,7 +158,29 @@ def test_views_use_strings_for_users_and_utc_times() -> None:
         "id": 5,
         "session_id": 9,
         "user": "42",
+        "name": None,
         "body": "b",
         "created_at": "2030-01-01T12:00:00Z",
     }
+    assert rules.message_view({**row, "name": "Ada"})["name"] == "Ada"
+    question = {
+        **row,
+        "answer": None,
+        "answered_by": 7,
+        "answered_at": None,
+        "pinned": False,
+        "dismissed": False,
+        "votes": 0,
+        "name": "Ada",
+        "answered_by_name": "Iris",
+    }
+    view = rules.question_view(question)
+    assert (view["user"], view["name"], view["anonymous"]) == ("42", "Ada", False)
+    assert view["answered_by"] == "7" and view["answered_by_name"] == "Iris"
+    hidden = rules.question_view({**question, "anonymous": True})
+    assert (hidden["user"], hidden["name"], hidden["anonymous"]) == (None, None, True)
+    assert rules.flag({}, "x") is False and rules.flag({"x": True}, "x") is True
+    for bad in ("true", 1, 0, [], {}):
+        with pytest.raises(rules.Invalid):
+            rules.flag({"x": bad}, "x")
     assert rules.json_list('["a", "b"]') == ["a", "b"] and rules.json_list(["a"]) == ["a"]
