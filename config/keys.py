@@ -6,7 +6,8 @@ a hash tag (the part in braces), which fixes their slot:
 
 * ``{bN}``: bus shard N, the history streams and trim floors of its topics (the publish
   script), and what each gateway reads in the same ``XREAD`` as that shard: its reply stream
-  (on the shard its id hashes to) and, on shard 0, the revocation stream and revoked sessions.
+  (on the shard its id hashes to) and, on shard 0, the revocation and rights streams and the
+  revoked-session and lost-rights keys (one node answers the gateway's start-up scan).
 * ``{jobs}``: every job queue, its delayed set and dead letters (the retry mover, the
   dead-letter move, and one ``XREADGROUP`` over all queues a runner serves).
 * ``{c:<kind>:<ident>}``: one cached resource's version and entries.
@@ -68,8 +69,8 @@ def reply_key(gateway_id: str, shards: int) -> str:
 REVOKE_STREAM = f"{ROOT}:{shard_tag(0)}:revoke"
 
 #: Removals of a user's rights in a cohort announced to every gateway (fields ``user``,
-#: ``cohort``, ``at``: see gateway/rights.py), read with the bus shards.
-RIGHTS_STREAM = f"{ROOT}:rights"
+#: ``cohort``, ``at``: see gateway/rights.py), read with bus shard 0 like revocations.
+RIGHTS_STREAM = f"{ROOT}:{shard_tag(0)}:rights"
 
 
 REVOKED_PREFIX = f"{ROOT}:{shard_tag(0)}:revoked:"
@@ -80,7 +81,7 @@ def revoked_key(sid: str) -> str:
     return f"{REVOKED_PREFIX}{sid}"
 
 
-LOST_RIGHTS_PREFIX = f"{ROOT}:lost:"
+LOST_RIGHTS_PREFIX = f"{ROOT}:{shard_tag(0)}:lost:"
 
 
 def lost_rights_key(user: str) -> str:

@@ -24,12 +24,14 @@ import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
 
+from config import redisconn
 from config.servers import free_port
 from config.settings import Settings
 from gateway.app import HUB, create_app
 from gateway.auth import issue_access_token
 from gateway.hub import Hub
 from gateway.publish import Publisher
+from tests.conftest import RedisTarget
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
@@ -85,8 +87,8 @@ async def make_gateway(settings: Settings) -> AsyncIterator[GatewayFactory]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+async def redis(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    client = redisconn.connect(redis_target.url, cluster=redis_target.cluster)
     yield client
     await client.aclose()
 
@@ -142,7 +144,7 @@ Starter = Callable[..., Awaitable[GatewayProcess]]
 
 
 @pytest.fixture
-async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
+async def start_gateway_process(redis_target: RedisTarget) -> AsyncIterator[Starter]:
     """``await start(processes, **settings)``: ``python -m gateway`` on a free port, ready to
     serve, with ``LECTERN_*`` variables for the given settings. Killed after the test."""
     procs: list[GatewayProcess] = []
@@ -151,7 +153,8 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
         env.update(
-            REDIS_URL=redis_url,
+            REDIS_URL=redis_target.url,
+            LECTERN_REDIS_CLUSTER=str(int(redis_target.cluster)),
             LECTERN_GATEWAY_METRICS_PORT="0",
             LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
             LECTERN_CONN_RATE_PER_IP_PER_S="10000",
