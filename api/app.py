@@ -42,8 +42,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors, metrics, openapi
 from api.migrate import migrate
+from api.passwords import Hasher
 from api.responses import error_response, json_response
-from api.state import DB, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
+from api.state import DB, HASHER, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
 from config import redisconn
 from config.settings import Settings
 from gateway.publish import Publisher
@@ -229,6 +230,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[REDIS] = redis_client
     app[PUBLISHER] = Publisher(redis_client, settings)
+    app[HASHER] = Hasher(settings.password_hash_concurrency)
     app[DB] = asyncpg.create_pool(settings.database_url, min_size=1, max_size=DB_POOL_MAX)
     openapi.init(app)
     app.cleanup_ctx.append(_services)

@@ -19,6 +19,12 @@ login_attempts = Counter(
     ["outcome"],
     registry=registry,
 )
+password_hashes = Counter(
+    "lectern_api_password_hashes_total",
+    "argon2 operations run by request handlers, by op (hash, verify).",
+    ["op"],
+    registry=registry,
+)
 refresh_reuse = Counter(
     "lectern_api_refresh_token_reuse_total",
     "Refresh tokens presented again after use (the family is revoked).",

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
 from aiohttp import web
 
-from api import errors, login_sessions, metrics, ratelimit
+from api import errors, login_limits, login_sessions, metrics, ratelimit
 from api.deps import body, current_user, path_int, require_admin, require_staff, user_id
 from api.openapi import Routes
-from api.passwords import MAX_LENGTH, MIN_LENGTH, hash_password, needs_rehash, verify_password
+from api.passwords import MAX_LENGTH, MIN_LENGTH, needs_rehash
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Name, Role, UserOut, normalize_email
-from api.state import DB, REDIS, REQUEST_ID, SETTINGS
+from api.state import DB, HASHER, REDIS, REQUEST_ID, SETTINGS
 from config.topics import user_topic
 from workers.outbox_write import emit
 
@@ -122,29 +122,28 @@ def _client(request: web.Request) -> tuple[str, str]:
 
 
 async def login(request: web.Request) -> web.Response:
+    """Sign in; throttled by failed attempts only (:mod:`api.login_limits`)."""
     data = await body(request, LoginIn)
     settings = request.app[SETTINGS]
     redis = request.app[REDIS]
     email = normalize_email(data.email)
-    _, ip = _client(request)
-    for scope, ident, limit in (
-        ("login-ip", ip or "?", settings.login_attempts_per_ip),
-        ("login-account", email, settings.login_attempts_per_account),
-    ):
-        retry = await ratelimit.hit(redis, scope, ident, limit, settings.login_window_s)
-        if retry:
-            metrics.login_attempts.labels("rate_limited").inc()
-            raise errors.too_many(retry, "too many login attempts; try again later")
+    user_agent, ip = _client(request)
+    refusal = await login_limits.check(redis, settings, email, ip or "?")
+    if refusal is not None:
+        metrics.login_attempts.labels("rate_limited").inc()
+        raise errors.too_many(refusal.retry_after_s, "too many failed logins; try again later")
     pool = request.app[DB]
     row = await pool.fetchrow("SELECT id, password_hash FROM users WHERE email = $1", email)
     stored = row["password_hash"] if row is not None else None
-    if not await verify_password(stored, data.password) or row is None:
+    hasher = request.app[HASHER]
+    if not await hasher.verify(stored, data.password) or row is None:
+        await login_limits.failed(redis, settings, email, ip or "?")
         metrics.login_attempts.labels("bad_credentials").inc()
         raise errors.unauthorized("wrong email or password", "invalid_credentials")
+    await login_limits.succeeded(redis, settings, email, ip or "?")
     if stored and needs_rehash(stored):
-        new_hash = await hash_password(data.password)
+        new_hash = await hasher.hash(data.password)
         await pool.execute("UPDATE users SET password_hash = $1 WHERE id = $2", new_hash, row["id"])
-    user_agent, ip = _client(request)
     async with pool.acquire() as conn:
         claims = await login_sessions.load_claims(conn, row["id"])
         assert claims is not None
@@ -243,7 +242,7 @@ async def create_user(request: web.Request) -> web.Response:
     claims = await current_user(request)
     require_admin(claims)
     data = await body(request, UserCreateIn)
-    password_hash = await hash_password(data.password) if data.password else None
+    password_hash = await request.app[HASHER].hash(data.password) if data.password else None
     try:
         row = await request.app[DB].fetchrow(
             "INSERT INTO users (email, display_name, role, password_hash)"
@@ -306,39 +305,66 @@ async def create_invite(request: web.Request) -> web.Response:
     return json_response(out, 201)
 
 
+async def _valid_invite(conn: Any, token_hash: bytes, email: str, lock: bool) -> Any:
+    """The invite row when it may register ``email`` now; 403 otherwise."""
+    invite = await conn.fetchrow(
+        "SELECT id, email, role, cohort_id, kind, expires_at, used_at FROM invites"
+        " WHERE token_hash = $1" + (" FOR UPDATE" if lock else ""),
+        token_hash,
+    )
+    if invite is None or invite["used_at"] is not None:
+        raise errors.forbidden("the invitation is not valid", "invalid_invite")
+    if invite["expires_at"] <= datetime.now(UTC):
+        raise errors.forbidden("the invitation has expired", "invite_expired")
+    if invite["email"] is not None and invite["email"] != email:
+        raise errors.forbidden("the invitation is for another email", "invalid_invite")
+    return invite
+
+
+def _refuse_taken(existing: Any, invite: Any) -> None:
+    """409 unless the email is free or names a passwordless account this invite may claim.
+
+    Only an invite addressed to this email may claim an existing (passwordless) account: an
+    open invite would hand anyone that account's tokens. The answer is the same as for an
+    account with a password, so it reveals nothing more."""
+    if existing is not None and (existing["password_hash"] is not None or invite["email"] is None):
+        raise errors.conflict("a user with this email exists", {"field": "email"}, "email_taken")
+
+
 async def register(request: web.Request) -> web.Response:
     """Redeem an invite: create the account (or set the password of a passwordless account
-    with the invite's email), enroll it when the invite names a cohort, and sign in."""
-    data = await body(request, RegisterIn)
-    email = normalize_email(data.email)
-    password_hash = await hash_password(data.password)
+    with the invite's email), enroll it when the invite names a cohort, and sign in.
+
+    Cheap checks first: the per-IP limit, the body, then the invite and the email (read without
+    locks). Only a request that would succeed pays for argon2; the transaction checks it all
+    again under locks, since another request may have used the invite meanwhile."""
     settings = request.app[SETTINGS]
     user_agent, ip = _client(request)
-    async with request.app[DB].acquire() as conn:
+    retry = await ratelimit.hit(
+        request.app[REDIS],
+        "register-ip",
+        ip or "?",
+        settings.register_attempts_per_ip,
+        settings.register_window_s,
+    )
+    if retry:
+        raise errors.too_many(retry, "too many registrations from this address; try again later")
+    data = await body(request, RegisterIn)
+    email = normalize_email(data.email)
+    token_hash = login_sessions.hash_token(data.invite_token)
+    pool = request.app[DB]
+    async with pool.acquire() as conn:
+        invite = await _valid_invite(conn, token_hash, email, lock=False)
+        existing = await conn.fetchrow("SELECT password_hash FROM users WHERE email = $1", email)
+        _refuse_taken(existing, invite)
+    password_hash = await request.app[HASHER].hash(data.password)
+    async with pool.acquire() as conn:
         async with conn.transaction():
-            invite = await conn.fetchrow(
-                "SELECT id, email, role, cohort_id, kind, expires_at, used_at FROM invites"
-                " WHERE token_hash = $1 FOR UPDATE",
-                login_sessions.hash_token(data.invite_token),
-            )
-            if invite is None or invite["used_at"] is not None:
-                raise errors.forbidden("the invitation is not valid", "invalid_invite")
-            if invite["expires_at"] <= datetime.now(UTC):
-                raise errors.forbidden("the invitation has expired", "invite_expired")
-            if invite["email"] is not None and invite["email"] != email:
-                raise errors.forbidden("the invitation is for another email", "invalid_invite")
+            invite = await _valid_invite(conn, token_hash, email, lock=True)
             existing = await conn.fetchrow(
                 "SELECT id, password_hash FROM users WHERE email = $1 FOR UPDATE", email
             )
-            # Only an invite addressed to this email may claim an existing (passwordless)
-            # account: an open invite would hand anyone that account's tokens. The answer is
-            # the same as for an account with a password, so it reveals nothing more.
-            if existing is not None and (
-                existing["password_hash"] is not None or invite["email"] is None
-            ):
-                raise errors.conflict(
-                    "a user with this email exists", {"field": "email"}, "email_taken"
-                )
+            _refuse_taken(existing, invite)
             if existing is not None:
                 uid = existing["id"]
                 await conn.execute(
@@ -391,7 +417,7 @@ def setup(app: web.Application) -> None:
     r.post(
         "/api/v1/auth/login",
         login,
-        summary="Sign in with email and password (rate-limited per account and per IP)",
+        summary="Sign in with email and password (failed attempts throttled; docs/security.md)",
         auth="none",
         request=LoginIn,
         response=TokenOut,
@@ -420,7 +446,7 @@ def setup(app: web.Application) -> None:
     r.post(
         "/api/v1/auth/register",
         register,
-        summary="Create an account (or set its password) with an invitation",
+        summary="Create an account (or set its password) with an invitation (rate-limited per IP)",
         auth="none",
         request=RegisterIn,
         response=TokenOut,

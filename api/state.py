@@ -6,6 +6,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from api.passwords import Hasher
 from config.settings import Settings
 from gateway.auth import Claims
 from gateway.publish import Publisher
@@ -15,6 +16,7 @@ SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
 PUBLISHER = web.AppKey("publisher", Publisher)
+HASHER = web.AppKey("hasher", Hasher)
 
 #: Per-request values (aiohttp >= 3.14).
 REQUEST_ID = web.RequestKey("request_id", str)

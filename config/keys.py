@@ -146,6 +146,11 @@ def ratelimit_key(scope: str, ident: str) -> str:
     return f"{ROOT}:rl:{scope}:{ident}"
 
 
+def login_trusted_key(email: str, ip: str) -> str:
+    """Present while ``ip`` counts as a usual address of the account (api.login_limits)."""
+    return f"{ROOT}:login-trusted:{ip}|{email}"
+
+
 def debounce_key(kind: str, ident: str) -> str:
     return f"{ROOT}:debounce:{kind}:{ident}"
 

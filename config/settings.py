@@ -54,9 +54,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "https://localhost",
     )
     allow_missing_origin: bool = True  # non-browser clients send no Origin header
-    login_attempts_per_account: int = 10  # per normalised email, per window
-    login_attempts_per_ip: int = 100  # per client IP, per window
+    login_failures_per_account_ip: int = 5  # failed logins of one account from one IP, per window
+    login_failures_per_ip: int = 100  # failed logins from one client IP, per window
+    login_failures_per_account: int = 50  # ... of one account from all IPs; then trusted IPs only
     login_window_s: int = 300  # the login rate-limit window
+    login_trusted_ip_ttl_s: int = 30 * 24 * 3600  # an IP that signed in stays trusted this long
+    register_attempts_per_ip: int = 30  # POST /auth/register per client IP, per register window
+    register_window_s: int = 600  # the registration rate-limit window
+    password_hash_concurrency: int = 2  # argon2 hashes at once per API process (64 MiB each)
     invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
@@ -74,6 +79,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     out_buffer_limit_bytes: int = 1024 * 1024  # outgoing buffer; past it: close 4001
     ping_interval_s: float = 25.0  # WebSocket ping period (one shared timer)
     missed_pongs: int = 2  # unanswered pings before close 4004
+    ws_close_timeout_s: float = 5.0  # after our close frame, wait this long for the peer's
     sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
     sse_retry_ms: int = 2000  # SSE `retry:` hint
     poll_timeout_s: float = 25.0  # longest wait of a long-poll
@@ -101,6 +107,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_retry_base_ms: int = 500  # retry backoff: base * 2**attempt
     reminder_lead_s: int = 15 * 60  # session reminders go out this long before the start
     scheduler_tick_s: float = 5.0  # period of the scheduled jobs' tick
+    qa_asks_per_minute: int = 6  # questions (qa.ask) one user may ask per live room per minute
 
     # Misc.
     data_dir: str = ".lectern"  # where `make run` keeps data, logs and mail
@@ -187,9 +194,14 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_maxlen",
         "bus_shards",
         "bus_read_count",
-        "login_attempts_per_account",
-        "login_attempts_per_ip",
+        "login_failures_per_account_ip",
+        "login_failures_per_ip",
+        "login_failures_per_account",
         "login_window_s",
+        "login_trusted_ip_ttl_s",
+        "register_attempts_per_ip",
+        "register_window_s",
+        "password_hash_concurrency",
         "staff_progress_debounce_ms",
     )
     for name in positive:

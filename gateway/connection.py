@@ -14,6 +14,7 @@ limit plus one event (plus the close frame) and the client resumes later from it
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, cast
 
 from gateway import metrics, protocol
@@ -24,6 +25,9 @@ from gateway.record import Record
 
 if TYPE_CHECKING:
     from gateway.hub import Hub
+
+#: How long a closed socket may take to flush its last bytes before it is aborted.
+CLOSE_GRACE_S = 5.0
 
 
 class Conn(asyncio.Protocol):
@@ -216,7 +220,11 @@ class Conn(asyncio.Protocol):
         if t is not None:
             self._write_close(t, code, reason)
             t.close()
-            self.hub.closing(self)
+            self.hub.closing(self, time.monotonic() + CLOSE_GRACE_S)
+
+    def expire(self, now: float) -> None:
+        """The deadline given to ``hub.closing`` passed: drop the socket."""
+        self.abort()
 
     def _write_close(self, t: asyncio.Transport, code: int, reason: str | None) -> None:
         raise NotImplementedError

@@ -45,18 +45,18 @@ from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
+from gateway.wscore import Limits
 
 log = logging.getLogger("lectern.gateway.hub")
 
 #: Ticks (seconds) between full collections of the frozen generation.
 GC_RECYCLE_TICKS = 600
-#: How long a closing connection may take to flush before it is aborted.
-CLOSE_GRACE_S = 5.0
 
 
 class Hub:
     def __init__(self, settings: Settings, redis: aioredis.Redis, gateway_id: str) -> None:
         self.settings = settings
+        self.ws_limits = Limits.from_settings(settings)
         self.redis = redis
         self.gateway_id = gateway_id
         self.commands = CommandRouter(self, redis)
@@ -147,8 +147,10 @@ class Hub:
         metrics.connections.labels(conn.transport_name).dec()
         metrics.disconnects.labels(conn.transport_name, str(int(code))).inc()
 
-    def closing(self, conn: Conn) -> None:
-        self._closing[conn] = time.monotonic() + CLOSE_GRACE_S
+    def closing(self, conn: Conn, deadline: float) -> None:
+        """Keep an ended connection's socket until ``deadline`` (monotonic), for its last
+        bytes or the close handshake; then the tick calls its ``expire``."""
+        self._closing[conn] = deadline
 
     def user_connections(self, user: str) -> int:
         return self.by_user.get(user, 0)
@@ -408,8 +410,8 @@ class Hub:
             self._lapse_lost(wall)
         if self._closing:
             for conn in [c for c, t in self._closing.items() if t <= now]:
-                conn.abort()
                 del self._closing[conn]
+                conn.expire(now)
             for conn in [c for c in self._closing if c.transport is None]:
                 del self._closing[conn]
         if self.settings.gc_freeze:

@@ -135,7 +135,40 @@ def parse(buf: bytes, max_payload: int) -> tuple[list[tuple[int, bool, bytes]], 
     return frames, buf[pos:] if pos else buf
 
 
-def parse_close(payload: bytes) -> tuple[int, str]:
-    if len(payload) >= 2:
-        return _unpack_h(payload, 0)[0], payload[2:].decode("utf-8", "replace")
-    return CloseCode.NORMAL, ""
+def frame_size(buf: bytes | bytearray) -> int:
+    """Total size of the (client, masked) frame that starts ``buf``, or 0 while its header is
+    incomplete: a caller holding a partial frame parses again only once this many bytes are
+    there, so a frame trickling in byte by byte costs linear time, not quadratic."""
+    n = len(buf)
+    if n < 2:
+        return 0
+    length = buf[1] & 0x7F
+    if length == 126:
+        return 8 + _unpack_h(buf, 2)[0] if n >= 4 else 0
+    if length == 127:
+        return 14 + _unpack_q(buf, 2)[0] if n >= 10 else 0
+    return 6 + length
+
+
+#: Close codes a peer may send (RFC 6455 section 7.4): the defined ones, and 3000-4999.
+_PEER_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011))
+#: The code that stands for "the close frame had no status code" (never sent on the wire).
+NO_STATUS = 1005
+
+
+def peer_close_code(payload: bytes) -> int:
+    """The status code of a peer's close frame (:data:`NO_STATUS` when it has none). Raises
+    :class:`ProtocolViolation` for a one-byte payload, a code no endpoint may send, or a
+    reason that is not UTF-8."""
+    if not payload:
+        return NO_STATUS
+    if len(payload) == 1:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "close frame of one byte")
+    code: int = _unpack_h(payload, 0)[0]
+    if code not in _PEER_CLOSE_CODES and not 3000 <= code <= 4999:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "invalid close code")
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "close reason is not UTF-8") from None
+    return code

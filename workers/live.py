@@ -2,22 +2,25 @@
 
 Every command names its room in the frame's ``topic`` (``live:{cohort}:{session}``); the
 gateway has already checked that the sender is a member or staff of that cohort and stamped
-``user``/``role``/``staff``. Each handler then, in this order:
+``user``/``role``/``staff``. Then, in this order:
 
-1. **authorizes**: instructor-only commands refuse students with ``forbidden``;
-2. **validates** its arguments (types, lengths, ids): ``invalid``;
-3. under the room lock (:func:`workers.live_state.locked_room`), in one transaction, checks
-   that the session exists in that cohort (``not_found``) and is live (``session_not_live``),
-   and applies the change: ``not_found`` for unknown or foreign question/poll/message ids;
-4. after commit, publishes the room's events (:func:`workers.live_state.publish_events`) and
+1. :func:`dispatch` **authorizes** (instructor-only commands refuse students with
+   ``forbidden``) and **validates** the arguments into the command's Struct
+   (:mod:`workers.live_commands`: types, lengths, ids; ``invalid``), then calls the handler
+   matching the Struct's type;
+2. the handler, under the room lock (:func:`workers.live_state.locked_room`), in one
+   transaction, checks that the session exists in that cohort (``not_found``) and is live
+   (``session_not_live``), and applies the change: ``not_found`` for unknown or foreign
+   question/poll/message ids;
+3. after commit, publishes the room's events (:func:`workers.live_state.publish_events`) and
    replies ok with a small result.
 
 Commands (``data`` -> reply; (S) = staff only; other error codes besides ``invalid``,
 ``forbidden``, ``not_found``, ``session_not_live``, ``bad_topic``):
 
 =====================  ==============================  =======================================
-``qa.ask``             {body: 1-1000 chars,            {question_id}
-                       anonymous?: bool}
+``qa.ask``             {body: 1-1000 chars,            {question_id}; ``rate_limited`` (per
+                       anonymous?: bool}               user and room: qa_asks_per_minute)
 ``qa.similar``         {body: 1-1000 chars}            {matches: [{question_id, body, votes,
                                                        score}]}: read-only, best first
 ``qa.upvote``          {question_id}                   {question_id, votes}; ``already_voted``
@@ -72,11 +75,12 @@ from typing import Any
 
 import asyncpg
 
-from workers import live_polls  # noqa: F401  (registers the poll commands)
+from workers import live_commands as lc
 from workers import live_rules as rules
-from workers.command_consumer import Command, CommandError, command
+from workers.command_consumer import HANDLERS, Command, CommandError
 from workers.context import WorkerContext
-from workers.live_room import Ctx, in_room, room_of, staff_only, validated
+from workers.live_polls import poll_close, poll_open, poll_reveal, poll_vote
+from workers.live_room import Ctx, in_room, room_of
 from workers.live_state import (
     TIMINGS,
     Room,
@@ -88,9 +92,8 @@ from workers.live_state import (
     take_reactions,
     within_rate,
 )
-from workers.ranking import QaItem, rank_ids
+from workers.ranking import Board
 from workers.similarity import Candidate, similar
-from workers.tallies import canonical_reaction
 
 #: Display names come along (scalar subqueries work in RETURNING too), so every
 #: ``qa.updated`` carries them; the view hides the asker of an anonymous question.
@@ -104,17 +107,7 @@ QCOLS = (
 # -- Q&A --------------------------------------------------------------------------------------
 
 
-async def _board(conn: asyncpg.Connection, session_id: int) -> list[QaItem]:
-    rows = await conn.fetch(
-        "SELECT id, votes, created_at, pinned, answered_at, dismissed FROM questions "
-        "WHERE session_id = $1 AND NOT dismissed",
-        session_id,
-    )
-    return [rules.qa_item(row) for row in rows]
-
-
-async def _question(s: Ctx, data: dict[str, Any]) -> asyncpg.Record:
-    qid = rules.entity_id(data, "question_id")
+async def _question(s: Ctx, qid: int) -> asyncpg.Record:
     row = await s.conn.fetchrow(
         f"SELECT {QCOLS} FROM questions WHERE id = $1 AND session_id = $2 AND NOT dismissed "
         "FOR UPDATE",
@@ -126,50 +119,52 @@ async def _question(s: Ctx, data: dict[str, Any]) -> asyncpg.Record:
     return row
 
 
-def _announce(s: Ctx, before: list[QaItem], row: asyncpg.Record) -> None:
+def _announce(s: Ctx, board: Board, row: asyncpg.Record) -> None:
+    """``qa.updated`` for a question row just written, and ``qa.ranked`` when that moved it on
+    the board (or onto or off it). The board was taken before the write."""
+    s.board_changes += 1  # the write bumped the session's board_version (migration 0009)
     s.to_room("qa.updated", {"question": rules.question_view(row)})
-    old, new = rules.board_change(before, rules.qa_item(row))
-    if old != new:
-        s.to_room("qa.ranked", {"order": new})
+    if board.apply(rules.qa_item(row)):
+        s.to_room("qa.ranked", {"order": board.order()})
 
 
-async def _update_question(s: Ctx, sql: str, *args: Any) -> dict[str, Any]:
-    """Apply ``sql`` (``UPDATE questions ... WHERE id = $1 RETURNING *``) to the question named
-    by the command and announce it."""
-    row = await _question(s, s.cmd.data)
-    before = await _board(s.conn, s.room.session_id)
+async def _update_question(s: Ctx, qid: int, sql: str, *args: Any) -> dict[str, Any]:
+    """Apply ``sql`` (``UPDATE questions ... WHERE id = $1 RETURNING *``) to question ``qid``
+    and announce it."""
+    row = await _question(s, qid)
+    board = await s.qa_board()
     new = await s.conn.fetchrow(sql.format(cols=QCOLS), row["id"], *args)
-    _announce(s, before, new)
+    _announce(s, board, new)
     return {"question_id": new["id"], "votes": new["votes"]}
 
 
-@command("qa.ask")
-async def qa_ask(ctx: WorkerContext, cmd: Command) -> Any:
+async def qa_ask(ctx: WorkerContext, cmd: Command, args: lc.QaAsk) -> Any:
     """Ask; ``anonymous: true`` hides the asker from everyone in the room."""
-    body = validated(lambda: rules.required_text(cmd.data, "body", rules.QUESTION_MAX))
-    anonymous = validated(lambda: rules.flag(cmd.data, "anonymous"))
+
+    room = room_of(cmd)
+    per_minute = ctx.settings.qa_asks_per_minute
+    if not await within_rate(ctx.redis, "qa", f"{room.session}:{cmd.user}", per_minute, 60):
+        raise CommandError("rate_limited", "too many questions; wait a minute")
 
     async def op(s: Ctx) -> Any:
-        before = await _board(s.conn, s.room.session_id)
+        board = await s.qa_board()
         row = await s.conn.fetchrow(
             f"INSERT INTO questions (session_id, user_id, body, anonymous) "
             f"VALUES ($1, $2, $3, $4) RETURNING {QCOLS}",
             s.room.session_id,
             s.user_id,
-            body,
-            anonymous,
+            args.body,
+            args.anonymous,
         )
-        _announce(s, before, row)
+        _announce(s, board, row)
         return {"question_id": row["id"]}
 
     return await in_room(ctx, cmd, op)
 
 
-@command("qa.similar")
-async def qa_similar(ctx: WorkerContext, cmd: Command) -> Any:
+async def qa_similar(ctx: WorkerContext, cmd: Command, args: lc.QaSimilar) -> Any:
     """Questions on the board (not dismissed) that look like ``body``: the "already asked?"
     hint shown while typing. Read-only: no lock, no event."""
-    body = validated(lambda: rules.required_text(cmd.data, "body", rules.QUESTION_MAX))
 
     async def op(s: Ctx) -> Any:
         rows = await s.conn.fetch(
@@ -182,20 +177,18 @@ async def qa_similar(ctx: WorkerContext, cmd: Command) -> Any:
         return {
             "matches": [
                 {"question_id": m.id, "body": m.body, "votes": m.votes, "score": m.score}
-                for m in similar(body, candidates)
+                for m in similar(args.body, candidates)
             ]
         }
 
     return await in_room(ctx, cmd, op, lock=False)
 
 
-@command("qa.upvote")
-async def qa_upvote(ctx: WorkerContext, cmd: Command) -> Any:
+async def qa_upvote(ctx: WorkerContext, cmd: Command, args: lc.QaUpvote) -> Any:
     """One vote per user and question; a second one answers ``already_voted``."""
-    validated(lambda: rules.entity_id(cmd.data, "question_id"))
 
     async def op(s: Ctx) -> Any:
-        row = await _question(s, cmd.data)
+        row = await _question(s, args.question_id)
         added = await s.conn.fetchval(
             "INSERT INTO question_votes (question_id, user_id) VALUES ($1, $2) "
             "ON CONFLICT DO NOTHING RETURNING 1",
@@ -205,18 +198,15 @@ async def qa_upvote(ctx: WorkerContext, cmd: Command) -> Any:
         if added is None:
             raise CommandError("already_voted", "you already upvoted this question")
         return await _update_question(
-            s, "UPDATE questions SET votes = votes + 1 WHERE id = $1 RETURNING {cols}"
+            s, row["id"], "UPDATE questions SET votes = votes + 1 WHERE id = $1 RETURNING {cols}"
         )
 
     return await in_room(ctx, cmd, op)
 
 
-@command("qa.unvote")
-async def qa_unvote(ctx: WorkerContext, cmd: Command) -> Any:
-    validated(lambda: rules.entity_id(cmd.data, "question_id"))
-
+async def qa_unvote(ctx: WorkerContext, cmd: Command, args: lc.QaUnvote) -> Any:
     async def op(s: Ctx) -> Any:
-        row = await _question(s, cmd.data)
+        row = await _question(s, args.question_id)
         removed = await s.conn.fetchval(
             "DELETE FROM question_votes WHERE question_id = $1 AND user_id = $2 RETURNING 1",
             row["id"],
@@ -225,73 +215,61 @@ async def qa_unvote(ctx: WorkerContext, cmd: Command) -> Any:
         if removed is None:
             raise CommandError("not_voted", "you have not upvoted this question")
         return await _update_question(
-            s, "UPDATE questions SET votes = greatest(votes - 1, 0) WHERE id = $1 RETURNING {cols}"
+            s,
+            row["id"],
+            "UPDATE questions SET votes = greatest(votes - 1, 0) WHERE id = $1 RETURNING {cols}",
         )
 
     return await in_room(ctx, cmd, op)
 
 
-@command("qa.answer")
-async def qa_answer(ctx: WorkerContext, cmd: Command) -> Any:
+async def qa_answer(ctx: WorkerContext, cmd: Command, args: lc.QaAnswer) -> Any:
     """Mark a question answered; ``answer`` is optional (answered out loud)."""
-    staff_only(cmd)
-    answer = validated(
-        lambda: (
-            rules.entity_id(cmd.data, "question_id"),
-            rules.text(cmd.data, "answer", rules.ANSWER_MAX, required=False),
-        )[1]
-    )
 
     async def op(s: Ctx) -> Any:
         return await _update_question(
             s,
+            args.question_id,
             "UPDATE questions SET answer = $2, answered_by = $3, "
             "answered_at = coalesce(answered_at, now()) WHERE id = $1 RETURNING {cols}",
-            answer,
+            args.answer,
             s.user_id,
         )
 
     return await in_room(ctx, cmd, op)
 
 
-def _flag_command(name: str, sql: str) -> None:
-    async def handler(ctx: WorkerContext, cmd: Command) -> Any:
-        staff_only(cmd)
-        validated(lambda: rules.entity_id(cmd.data, "question_id"))
-
-        async def op(s: Ctx) -> Any:
-            return await _update_question(s, sql)
-
-        return await in_room(ctx, cmd, op)
-
-    handler.__name__ = name.replace(".", "_")
-    command(name)(handler)
+_FLAG_SQL = "UPDATE questions SET {flag} = {value} WHERE id = $1 RETURNING {{cols}}"
 
 
-_flag_command("qa.pin", "UPDATE questions SET pinned = true WHERE id = $1 RETURNING {cols}")
-_flag_command("qa.unpin", "UPDATE questions SET pinned = false WHERE id = $1 RETURNING {cols}")
-_flag_command("qa.dismiss", "UPDATE questions SET dismissed = true WHERE id = $1 RETURNING {cols}")
+async def qa_flag(ctx: WorkerContext, cmd: Command, qid: int, flag: str, value: bool) -> Any:
+    """Pin, unpin or dismiss question ``qid``."""
+    sql = _FLAG_SQL.format(flag=flag, value="true" if value else "false")
+
+    async def op(s: Ctx) -> Any:
+        return await _update_question(s, qid, sql)
+
+    return await in_room(ctx, cmd, op)
 
 
-@command("qa.clear_answered")
 async def qa_clear_answered(ctx: WorkerContext, cmd: Command) -> Any:
     """Dismiss every answered (and not yet dismissed) question of the room in one statement,
     pinned ones included; one ``qa.cleared`` event lists them, then ``qa.ranked`` if the board
     changed. Clearing an already-clear board answers ``{cleared: 0}`` and publishes nothing."""
-    staff_only(cmd)
 
     async def op(s: Ctx) -> Any:
-        before = await _board(s.conn, s.room.session_id)
+        board = await s.qa_board()
         rows = await s.conn.fetch(
             "UPDATE questions SET dismissed = true WHERE session_id = $1 AND NOT dismissed "
             "AND answered_at IS NOT NULL RETURNING id",
             s.room.session_id,
         )
         ids = sorted(row["id"] for row in rows)
+        s.board_changes += len(ids)
         if ids:
             s.to_room("qa.cleared", {"question_ids": ids, "by": cmd.user, "at": rules.now_iso()})
-            gone = set(ids)
-            s.to_room("qa.ranked", {"order": rank_ids(q for q in before if q.id not in gone)})
+            board.remove(ids)
+            s.to_room("qa.ranked", {"order": board.order()})
         return {"cleared": len(ids)}
 
     return await in_room(ctx, cmd, op)
@@ -300,9 +278,7 @@ async def qa_clear_answered(ctx: WorkerContext, cmd: Command) -> Any:
 # -- chat -------------------------------------------------------------------------------------
 
 
-@command("chat.send")
-async def chat_send(ctx: WorkerContext, cmd: Command) -> Any:
-    body = validated(lambda: rules.required_text(cmd.data, "body", rules.CHAT_MAX))
+async def chat_send(ctx: WorkerContext, cmd: Command, args: lc.ChatSend) -> Any:
     room = room_of(cmd)
     ident = f"{room.session}:{cmd.user}"
     if not await within_rate(ctx.redis, "chat", ident, rules.CHAT_RATE, rules.CHAT_WINDOW_S):
@@ -315,7 +291,7 @@ async def chat_send(ctx: WorkerContext, cmd: Command) -> Any:
             "(SELECT display_name FROM users WHERE users.id = $2) AS name",
             s.room.session_id,
             s.user_id,
-            body,
+            args.body,
         )
         s.to_room("chat.message", {"message": rules.message_view(row)})
         return {"message_id": row["id"]}
@@ -323,10 +299,9 @@ async def chat_send(ctx: WorkerContext, cmd: Command) -> Any:
     return await in_room(ctx, cmd, op)
 
 
-@command("chat.delete")
-async def chat_delete(ctx: WorkerContext, cmd: Command) -> Any:
+async def chat_delete(ctx: WorkerContext, cmd: Command, args: lc.ChatDelete) -> Any:
     """Delete a message: its author, or staff (moderation). Soft delete."""
-    mid = validated(lambda: rules.entity_id(cmd.data, "message_id"))
+    mid = args.message_id
 
     async def op(s: Ctx) -> Any:
         author = await s.conn.fetchval(
@@ -353,13 +328,9 @@ async def chat_delete(ctx: WorkerContext, cmd: Command) -> Any:
 # -- reactions --------------------------------------------------------------------------------
 
 
-@command("react")
-async def react(ctx: WorkerContext, cmd: Command) -> Any:
+async def react(ctx: WorkerContext, cmd: Command, args: lc.React) -> Any:
     """Count a reaction in the room's current window (no lock: counting commutes)."""
-    emoji = cmd.data.get("emoji")
-    reaction = canonical_reaction(emoji) if isinstance(emoji, str) and len(emoji) <= 16 else None
-    if reaction is None:
-        raise CommandError("invalid", "emoji must be one of the allowed reactions")
+    reaction = args.emoji
     room = room_of(cmd)
     if not await within_rate(ctx.redis, "react", f"{room.session}:{cmd.user}", rules.REACT_RATE, 1):
         raise CommandError("rate_limited", "too many reactions; slow down")
@@ -384,14 +355,11 @@ async def flush_reactions(ctx: WorkerContext, room: Room) -> None:
 # -- instructor controls ----------------------------------------------------------------------
 
 
-@command("broadcast")
-async def broadcast(ctx: WorkerContext, cmd: Command) -> Any:
+async def broadcast(ctx: WorkerContext, cmd: Command, args: lc.Broadcast) -> Any:
     """Show a banner to the room; it stays in the room's state for late joiners."""
-    staff_only(cmd)
-    text = validated(lambda: rules.required_text(cmd.data, "text", rules.BROADCAST_MAX))
 
     async def op(s: Ctx) -> Any:
-        banner = {"text": text, "by": cmd.user, "at": rules.now_iso()}
+        banner = {"text": args.text, "by": cmd.user, "at": rules.now_iso()}
         await set_meta(ctx.redis, s.room, "banner", banner)
         s.to_room("broadcast", banner)
         return {}
@@ -399,10 +367,8 @@ async def broadcast(ctx: WorkerContext, cmd: Command) -> Any:
     return await in_room(ctx, cmd, op)
 
 
-@command("broadcast.clear")
 async def broadcast_clear(ctx: WorkerContext, cmd: Command) -> Any:
     """Take the banner down for everyone, late joiners included (the state route drops it)."""
-    staff_only(cmd)
 
     async def op(s: Ctx) -> Any:
         cleared = await clear_meta(ctx.redis, s.room, "banner")
@@ -413,11 +379,8 @@ async def broadcast_clear(ctx: WorkerContext, cmd: Command) -> Any:
     return await in_room(ctx, cmd, op)
 
 
-@command("recording.set")
-async def recording_set(ctx: WorkerContext, cmd: Command) -> Any:
-    staff_only(cmd)
-    state = validated(lambda: rules.recording_state(cmd.data))
-    url = validated(lambda: rules.recording_url(cmd.data, state))
+async def recording_set(ctx: WorkerContext, cmd: Command, args: lc.RecordingSet) -> Any:
+    state, url = args.state, args.url
 
     async def op(s: Ctx) -> Any:
         status = {"state": state, "url": url, "by": cmd.user, "at": rules.now_iso()}
@@ -428,14 +391,66 @@ async def recording_set(ctx: WorkerContext, cmd: Command) -> Any:
     return await in_room(ctx, cmd, op)
 
 
-@command("screenshare.signal")
-async def screenshare_signal(ctx: WorkerContext, cmd: Command) -> Any:
+async def screenshare_signal(ctx: WorkerContext, cmd: Command, args: lc.ScreenshareSignal) -> Any:
     """Relay a screen-share signalling message (offer, candidate...) to the room, in order."""
-    staff_only(cmd)
-    kind, payload = validated(lambda: (rules.signal_kind(cmd.data), rules.signal_payload(cmd.data)))
+    kind, payload = args.kind, args.payload
 
     async def op(s: Ctx) -> Any:
         s.to_room("screenshare.signal", {"kind": kind, "payload": payload, "from": cmd.user})
         return {}
 
     return await in_room(ctx, cmd, op)
+
+
+# -- dispatch ---------------------------------------------------------------------------------
+
+
+async def dispatch(ctx: WorkerContext, cmd: Command) -> Any:
+    """Run a live-room command: its typed arguments (:func:`live_commands.decode`, which also
+    checks the sender's audience), then its handler, chosen by the arguments' type."""
+    match lc.decode(cmd):
+        case lc.QaAsk() as args:
+            return await qa_ask(ctx, cmd, args)
+        case lc.QaSimilar() as args:
+            return await qa_similar(ctx, cmd, args)
+        case lc.QaUpvote() as args:
+            return await qa_upvote(ctx, cmd, args)
+        case lc.QaUnvote() as args:
+            return await qa_unvote(ctx, cmd, args)
+        case lc.QaAnswer() as args:
+            return await qa_answer(ctx, cmd, args)
+        case lc.QaPin(question_id=qid):
+            return await qa_flag(ctx, cmd, qid, "pinned", True)
+        case lc.QaUnpin(question_id=qid):
+            return await qa_flag(ctx, cmd, qid, "pinned", False)
+        case lc.QaDismiss(question_id=qid):
+            return await qa_flag(ctx, cmd, qid, "dismissed", True)
+        case lc.QaClearAnswered():
+            return await qa_clear_answered(ctx, cmd)
+        case lc.PollOpen() as args:
+            return await poll_open(ctx, cmd, args)
+        case lc.PollVote() as args:
+            return await poll_vote(ctx, cmd, args)
+        case lc.PollClose(poll_id=pid):
+            return await poll_close(ctx, cmd, pid)
+        case lc.PollReveal(poll_id=pid):
+            return await poll_reveal(ctx, cmd, pid)
+        case lc.ChatSend() as args:
+            return await chat_send(ctx, cmd, args)
+        case lc.ChatDelete() as args:
+            return await chat_delete(ctx, cmd, args)
+        case lc.React() as args:
+            return await react(ctx, cmd, args)
+        case lc.Broadcast() as args:
+            return await broadcast(ctx, cmd, args)
+        case lc.BroadcastClear():
+            return await broadcast_clear(ctx, cmd)
+        case lc.RecordingSet() as args:
+            return await recording_set(ctx, cmd, args)
+        case lc.ScreenshareSignal() as args:
+            return await screenshare_signal(ctx, cmd, args)
+    raise CommandError("internal", f"{cmd.name} has no handler")  # a Struct without a case
+
+
+for _name in lc.BY_NAME:
+    HANDLERS[_name] = dispatch

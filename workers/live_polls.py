@@ -13,10 +13,11 @@ from typing import Any
 
 import asyncpg
 
+from workers import live_commands as lc
 from workers import live_rules as rules
-from workers.command_consumer import Command, CommandError, command
+from workers.command_consumer import Command, CommandError
 from workers.context import WorkerContext
-from workers.live_room import Ctx, in_room, staff_only, validated
+from workers.live_room import Ctx, in_room
 from workers.live_state import (
     TIMINGS,
     Event,
@@ -30,8 +31,7 @@ from workers.tallies import PollTally
 PCOLS = "id, session_id, question, options, state, opened_at, closed_at"
 
 
-async def _poll(s: Ctx, data: dict[str, Any], *, lock: bool = False) -> asyncpg.Record:
-    pid = rules.entity_id(data, "poll_id")
+async def _poll(s: Ctx, pid: int, *, lock: bool = False) -> asyncpg.Record:
     row = await s.conn.fetchrow(
         f"SELECT {PCOLS} FROM polls WHERE id = $1 AND session_id = $2"
         + (" FOR UPDATE" if lock else ""),
@@ -64,16 +64,9 @@ def tally_events(room: Room, poll: asyncpg.Record, tally: PollTally, state: str)
     ]
 
 
-@command("poll.open")
-async def poll_open(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_open(ctx: WorkerContext, cmd: Command, args: lc.PollOpen) -> Any:
     """Open a poll; one open poll per session at a time (``poll_already_open``)."""
-    staff_only(cmd)
-    question, options = validated(
-        lambda: (
-            rules.required_text(cmd.data, "question", rules.POLL_QUESTION_MAX),
-            rules.poll_options(cmd.data),
-        )
-    )
+    question, options = args.question, args.options
 
     async def op(s: Ctx) -> Any:
         open_id = await s.conn.fetchval(
@@ -97,20 +90,18 @@ async def poll_open(ctx: WorkerContext, cmd: Command) -> Any:
     return await in_room(ctx, cmd, op)
 
 
-@command("poll.vote")
-async def poll_vote(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_vote(ctx: WorkerContext, cmd: Command, args: lc.PollVote) -> Any:
     """Vote, or change one's vote, while the poll is open. Tallies are throttled."""
-    if cmd.staff:
-        raise CommandError("forbidden", "instructors do not vote in their own polls")
-    validated(lambda: rules.entity_id(cmd.data, "poll_id"))
     timings = TIMINGS[0]
 
     async def op(s: Ctx) -> Any:
-        poll = await _poll(s, cmd.data)
+        poll = await _poll(s, args.poll_id)
         if poll["state"] != "open":
             raise CommandError("poll_closed", "this poll is closed")
         options = rules.json_list(poll["options"])
-        option = rules.option_index(cmd.data, len(options))
+        option = args.option
+        if option >= len(options):
+            raise CommandError("invalid", f"option must be between 0 and {len(options) - 1}")
         changed = await s.conn.fetchval(
             "INSERT INTO poll_votes (poll_id, user_id, option) VALUES ($1, $2, $3) "
             "ON CONFLICT (poll_id, user_id) DO UPDATE SET option = EXCLUDED.option, "
@@ -162,14 +153,11 @@ async def _close(s: Ctx, poll: asyncpg.Record, state: str) -> asyncpg.Record:
     return row
 
 
-@command("poll.close")
-async def poll_close(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_close(ctx: WorkerContext, cmd: Command, pid: int) -> Any:
     """Close voting (idempotent: closing a closed poll changes nothing)."""
-    staff_only(cmd)
-    validated(lambda: rules.entity_id(cmd.data, "poll_id"))
 
     async def op(s: Ctx) -> Any:
-        poll = await _poll(s, cmd.data, lock=True)
+        poll = await _poll(s, pid, lock=True)
         if poll["state"] == "open":
             poll = await _close(s, poll, "closed")
         return {"poll_id": poll["id"], "state": poll["state"]}
@@ -177,14 +165,11 @@ async def poll_close(ctx: WorkerContext, cmd: Command) -> Any:
     return await in_room(ctx, cmd, op)
 
 
-@command("poll.reveal")
-async def poll_reveal(ctx: WorkerContext, cmd: Command) -> Any:
+async def poll_reveal(ctx: WorkerContext, cmd: Command, pid: int) -> Any:
     """Show the final tally to the room (closing the poll first if it is open)."""
-    staff_only(cmd)
-    validated(lambda: rules.entity_id(cmd.data, "poll_id"))
 
     async def op(s: Ctx) -> Any:
-        poll = await _poll(s, cmd.data, lock=True)
+        poll = await _poll(s, pid, lock=True)
         if poll["state"] != "revealed":
             poll = await _close(s, poll, "revealed")
         return {"poll_id": poll["id"], "state": poll["state"]}

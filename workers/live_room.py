@@ -14,17 +14,29 @@ import asyncpg
 
 from config.topics import parse_live
 from workers import live_rules as rules
+from workers import qa_board
 from workers.command_consumer import Command, CommandError
 from workers.context import WorkerContext
 from workers.live_rules import Invalid
 from workers.live_state import Event, Room, locked_room, publish_events
+from workers.ranking import Board
 
 
 class Ctx:
     """What a room operation sees: the connection (in its transaction), the room, the sender,
     and the events to publish after commit."""
 
-    __slots__ = ("cmd", "conn", "events", "room", "user_id", "worker")
+    __slots__ = (
+        "board",
+        "board_changes",
+        "board_version",
+        "cmd",
+        "conn",
+        "events",
+        "room",
+        "user_id",
+        "worker",
+    )
 
     def __init__(
         self, worker: WorkerContext, conn: asyncpg.Connection, room: Room, cmd: Command
@@ -35,6 +47,17 @@ class Ctx:
         self.cmd = cmd
         self.user_id = user_id_of(cmd)
         self.events: list[Event] = []
+        #: The Q&A board while a command works on it (workers/qa_board.py): the session's
+        #: ``board_version`` when the command began, and the ``questions`` rows it changed.
+        self.board: Board | None = None
+        self.board_version = 0
+        self.board_changes = 0
+
+    async def qa_board(self) -> Board:
+        """The room's Q&A board as of the start of this command (cached between commands)."""
+        if self.board is None:
+            self.board = await qa_board.take(self.conn, self.room.session_id, self.board_version)
+        return self.board
 
     def to_room(self, type_: str, data: Any) -> None:
         self.events.append((self.room.topic, type_, data))
@@ -62,19 +85,18 @@ def room_of(cmd: Command) -> Room:
     return room
 
 
-def staff_only(cmd: Command) -> None:
-    if not cmd.staff:
-        raise CommandError("forbidden", f"{cmd.name} is for the instructors of this cohort")
-
-
-async def check_live(conn: asyncpg.Connection, room: Room) -> None:
+async def check_live(conn: asyncpg.Connection, room: Room) -> int:
+    """Refuse unless the room's session exists in its cohort and is live; return its Q&A
+    ``board_version``."""
     row = await conn.fetchrow(
-        "SELECT cohort_id, state FROM live_sessions WHERE id = $1", room.session_id
+        "SELECT cohort_id, state, board_version FROM live_sessions WHERE id = $1",
+        room.session_id,
     )
     if row is None or row["cohort_id"] != room.cohort_id:
         raise CommandError("not_found", "no such session")
     if row["state"] != "live":
         raise CommandError("session_not_live", f"the session is {row['state']}, not live")
+    return int(row["board_version"])
 
 
 async def in_room(ctx: WorkerContext, cmd: Command, op: Operation, *, lock: bool = True) -> Any:
@@ -87,16 +109,12 @@ async def in_room(ctx: WorkerContext, cmd: Command, op: Operation, *, lock: bool
         async with opened as conn:
             state = Ctx(ctx, conn, room, cmd)
             async with conn.transaction():
-                await check_live(conn, room)
+                state.board_version = await check_live(conn, room)
                 result = await op(state)
+            if state.board is not None:
+                version = state.board_version + state.board_changes
+                qa_board.keep(room.session_id, version, state.board)
             await publish_events(ctx, state.events, conn)
     except Invalid as exc:
         raise CommandError("invalid", str(exc)) from None
     return result
-
-
-def validated(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except Invalid as exc:
-        raise CommandError("invalid", str(exc)) from None

@@ -13,10 +13,9 @@ ISO 8601 strings in UTC.
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import msgspec
 
 from config.topics import live_topic
-from workers.ranking import QaItem, rank_ids
+from workers.ranking import QaItem
 from workers.tallies import PollTally, largest_remainder
 
 # -- limits -----------------------------------------------------------------------------------
@@ -38,7 +37,7 @@ POLL_OPTIONS_MIN = 2
 POLL_OPTIONS_MAX = 20
 BROADCAST_MAX = 1000
 SIGNAL_PAYLOAD_MAX = 16 * 1024
-SIGNAL_KIND = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+SIGNAL_KIND = r"^[a-z][a-z0-9_.-]{0,31}$"
 RECORDING_STATES = ("started", "stopped")
 RECORDING_URL_MAX = 2048
 
@@ -81,21 +80,18 @@ class Invalid(ValueError):
 
 
 # -- validation -------------------------------------------------------------------------------
+# The commands' argument Structs (workers/live_commands.py) and the API use these checks.
 
 _ALLOWED_CONTROLS = frozenset("\n\t")
 
 
-def text(data: Mapping[str, Any], name: str, max_len: int, *, required: bool = True) -> str | None:
-    """``data[name]`` as plain text: a string, stripped, 1..``max_len`` characters, with no
-    control characters other than newline and tab (NUL can never reach PostgreSQL).
-
-    Returns None when the field is absent, null or blank and ``required`` is False.
-    """
-    return clean_text(data.get(name), name, max_len, required=required)
-
-
 def clean_text(value: Any, name: str, max_len: int, *, required: bool = True) -> str | None:
-    """:func:`text` for a value already taken out of its object (``name`` is for messages)."""
+    """``value`` as plain text: a string, stripped, 1..``max_len`` characters, with no control
+    characters other than newline and tab (NUL can never reach PostgreSQL).
+
+    Returns None when the value is None or blank and ``required`` is False. ``name`` is for
+    the messages.
+    """
     if value is None and not required:
         return None
     if not isinstance(value, str):
@@ -113,82 +109,16 @@ def clean_text(value: Any, name: str, max_len: int, *, required: bool = True) ->
     return value
 
 
-def required_text(data: Mapping[str, Any], name: str, max_len: int) -> str:
-    value = text(data, name, max_len)
-    assert value is not None
-    return value
-
-
-def flag(data: Mapping[str, Any], name: str) -> bool:
-    """``data[name]`` as a boolean: absent or null is False; anything but a JSON boolean is
-    refused (``"false"`` and ``0`` would otherwise read as intent either way)."""
-    value = data.get(name)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise Invalid(f"{name} must be true or false")
-    return value
-
-
-def entity_id(data: Mapping[str, Any], name: str) -> int:
-    """``data[name]`` as a positive integer id (booleans and strings are refused)."""
-    value = data.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
-        raise Invalid(f"{name} must be a positive integer")
-    return value
-
-
-def option_index(data: Mapping[str, Any], option_count: int) -> int:
-    value = data.get("option")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise Invalid("option must be an integer (the option's index)")
-    if not 0 <= value < option_count:
-        raise Invalid(f"option must be between 0 and {option_count - 1}")
-    return value
-
-
-def poll_options(data: Mapping[str, Any]) -> list[str]:
-    raw = data.get("options")
-    if not isinstance(raw, list):
-        raise Invalid("options must be a list of strings")
-    if not POLL_OPTIONS_MIN <= len(raw) <= POLL_OPTIONS_MAX:
-        raise Invalid(f"a poll has {POLL_OPTIONS_MIN} to {POLL_OPTIONS_MAX} options")
-    options = []
-    for i, item in enumerate(raw):
-        label = clean_text(item, f"options[{i}]", POLL_OPTION_MAX)
-        assert label is not None
-        options.append(label)
-    return options
-
-
 _encoder = msgspec.json.Encoder()
 
 
-def signal_payload(data: Mapping[str, Any]) -> Any:
-    """The ``payload`` of a screen-share signal: any JSON value up to 16 KiB encoded."""
-    if "payload" not in data:
-        raise Invalid("payload is required")
-    payload = data["payload"]
+def check_signal_payload(payload: Any) -> None:
+    """A screen-share signal's ``payload``: any JSON value up to 16 KiB encoded."""
     if len(_encoder.encode(payload)) > SIGNAL_PAYLOAD_MAX:
         raise Invalid(f"payload must be at most {SIGNAL_PAYLOAD_MAX} bytes of JSON")
-    return payload
 
 
-def signal_kind(data: Mapping[str, Any]) -> str:
-    kind = data.get("kind")
-    if not isinstance(kind, str) or not SIGNAL_KIND.match(kind):
-        raise Invalid("kind must be a short lowercase name (e.g. offer, answer, candidate)")
-    return kind
-
-
-def recording_state(data: Mapping[str, Any]) -> str:
-    state = data.get("state")
-    if state not in RECORDING_STATES:
-        raise Invalid("state must be 'started' or 'stopped'")
-    return str(state)
-
-
-def recording_url(data: Mapping[str, Any], state: str) -> str | None:
+def check_recording_url(url: str | None, state: str) -> None:
     """The optional ``url`` of a stopped recording: an absolute ``https`` URL with a host, no
     credentials, no whitespace or control characters, at most ``RECORDING_URL_MAX`` characters.
 
@@ -196,12 +126,11 @@ def recording_url(data: Mapping[str, Any], state: str) -> str | None:
     paths) is refused rather than left to each page to check. A url while starting is refused:
     there is nothing to watch yet.
     """
-    url = data.get("url")
     if url is None:
-        return None
+        return
     if state != "stopped":
         raise Invalid("url only comes with state 'stopped'")
-    if not isinstance(url, str) or not url or len(url) > RECORDING_URL_MAX:
+    if not url or len(url) > RECORDING_URL_MAX:
         raise Invalid(f"url must be a string of 1-{RECORDING_URL_MAX} characters")
     if any(ch.isspace() or unicodedata.category(ch)[0] == "C" for ch in url):
         raise Invalid("url must not contain whitespace or control characters")
@@ -214,7 +143,6 @@ def recording_url(data: Mapping[str, Any], state: str) -> str | None:
         raise Invalid("url must be an absolute https URL")
     if "@" in parts.netloc:
         raise Invalid("url must not carry credentials")
-    return url
 
 
 # -- row ids ----------------------------------------------------------------------------------
@@ -278,14 +206,6 @@ def qa_item(row: Mapping[str, Any]) -> QaItem:
         answered=row["answered_at"] is not None,
         dismissed=row["dismissed"],
     )
-
-
-def board_change(before: Iterable[QaItem], changed: QaItem) -> tuple[list[int], list[int]]:
-    """The board order before and after ``changed`` replaced (or joined) ``before``."""
-    items = list(before)
-    after = [item for item in items if item.id != changed.id]
-    after.append(changed)
-    return rank_ids(items), rank_ids(after)
 
 
 def json_dumps(value: Any) -> str:

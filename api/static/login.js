@@ -1,9 +1,10 @@
 // The login page: email + password -> tokens in sessionStorage -> the user's home page.
 import { $, ApiError, api, loadSession, saveSession } from "./app.js";
+import { safeNext } from "./redirect.js";
 
 function home(me) {
-  const next = new URLSearchParams(location.search).get("next");
-  if (next && next.startsWith("/") && !next.startsWith("//")) return next;
+  const next = safeNext(new URLSearchParams(location.search).get("next"), location.origin);
+  if (next) return next;
   const staff = me.role !== "student" && me.cohorts.some((c) => c.kind === "staff");
   return staff || me.role === "admin" ? "/instructor" : "/student";
 }

@@ -31,7 +31,10 @@ def api_settings(redis_url: str, database_url: str, **overrides: Any) -> Setting
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "database_url": database_url,
-        "login_attempts_per_ip": 100_000,
+        # Every test client comes from 127.0.0.1: per-IP limits are tested with their own
+        # settings and source addresses (tests/api/test_login_limits.py).
+        "login_failures_per_ip": 100_000,
+        "register_attempts_per_ip": 100_000,
         "staff_progress_debounce_ms": 300,
     }
     values.update(overrides)

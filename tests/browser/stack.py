@@ -55,7 +55,7 @@ def stack_settings(redis_url: str, database_url: str, smtp_url: str) -> Settings
         allowed_origins=(f"http://127.0.0.1:{api_port}",),
         conn_rate_per_ip_per_s=10_000,
         conn_burst_per_ip=10_000,
-        login_attempts_per_ip=100_000,
+        login_failures_per_ip=100_000,
         staff_progress_debounce_ms=300,
         scheduler_tick_s=0.5,
         shutdown_timeout_s=2,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from workers.ranking import QaItem, rank, rank_ids, sort_key
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workers.ranking import Board, QaItem, rank, rank_ids, sort_key
 
 T0 = datetime(2025, 12, 2, 10, 0, tzinfo=UTC)
 
@@ -89,3 +92,40 @@ def test_a_vote_moves_a_question_up() -> None:
     assert rank_ids([older, newer]) == [2, 1]
     older = QaItem(id=1, votes=3, created_at=older.created_at)
     assert rank_ids([older, newer]) == [1, 2]
+
+
+_changes = st.lists(
+    st.tuples(
+        st.integers(1, 12),  # question id
+        st.integers(0, 3),  # votes
+        st.integers(0, 2),  # minute (ties on purpose)
+        st.booleans(),  # pinned
+        st.booleans(),  # answered
+        st.integers(0, 5),  # dismissed when 0
+    ),
+    max_size=60,
+)
+
+
+@given(st.lists(st.integers(1, 12), max_size=8), _changes, st.lists(st.integers(1, 12)))
+def test_board_follows_every_change_like_a_full_sort(
+    start: list[int], changes: list[tuple[int, int, int, bool, bool, int]], cleared: list[int]
+) -> None:
+    """The incremental board always equals ``rank_ids`` of the current questions, and says
+    "changed" exactly when that order (or membership) differs from the one before."""
+    current = {qid: item(qid, minute=qid % 3) for qid in start}
+    board = Board(current.values())
+    assert board.order() == rank_ids(current.values())
+    for qid, votes, minute, pinned, answered, gone in changes:
+        before = rank_ids(current.values())
+        current[qid] = item(
+            qid, votes, minute, pinned=pinned, answered=answered, dismissed=gone == 0
+        )
+        after = rank_ids(current.values())
+        assert board.apply(current[qid]) == (before != after)
+        assert board.order() == after
+    before = rank_ids(current.values())
+    for qid in cleared:
+        current.pop(qid, None)
+    assert board.remove(cleared) == (before != rank_ids(current.values()))
+    assert board.order() == rank_ids(current.values()) and len(board) == len(board.order())

@@ -84,9 +84,34 @@ def test_build_close_and_ping() -> None:
     assert wsframe.PING_FRAME == b"\x89\x00"
 
 
-def test_parse_close() -> None:
-    assert wsframe.parse_close(struct.pack("!H", 4002) + b"bye") == (4002, "bye")
-    assert wsframe.parse_close(b"") == (1000, "")
+def test_peer_close_code() -> None:
+    """A peer's close: its code (1005 when it gave none); a one-byte payload, a code no peer
+    may send or a reason that is not UTF-8 is a protocol failure."""
+    assert wsframe.peer_close_code(struct.pack("!H", 4002) + b"bye") == 4002
+    assert wsframe.peer_close_code(struct.pack("!H", 1000)) == 1000
+    assert wsframe.peer_close_code(b"") == wsframe.NO_STATUS
+    for bad, code in [
+        (b"\x03", CloseCode.PROTOCOL_ERROR),
+        (struct.pack("!H", 1005), CloseCode.PROTOCOL_ERROR),
+        (struct.pack("!H", 999), CloseCode.PROTOCOL_ERROR),
+        (struct.pack("!H", 5000), CloseCode.PROTOCOL_ERROR),
+        (struct.pack("!H", 1000) + b"\xff", CloseCode.INVALID_PAYLOAD),
+    ]:
+        with pytest.raises(ProtocolViolation) as info:
+            wsframe.peer_close_code(bad)
+        assert info.value.code == code, bad
+
+
+def test_frame_size() -> None:
+    """The size of the frame starting a buffer, once its header is complete."""
+    frame = masked(wsframe.OP_TEXT, b"x" * 300)
+    assert wsframe.frame_size(frame[:1]) == 0
+    assert wsframe.frame_size(frame[:3]) == 0
+    assert wsframe.frame_size(frame[:4]) == len(frame)
+    assert wsframe.frame_size(masked(1, b"abc")[:2]) == 9
+    big = masked(wsframe.OP_BINARY, b"y" * 70_000)
+    assert wsframe.frame_size(big[:9]) == 0
+    assert wsframe.frame_size(big[:10]) == len(big)
 
 
 # -- parsing ----------------------------------------------------------------------------------

@@ -1,0 +1,361 @@
+"""The server side of one WebSocket connection as a pure state machine (sans-I/O).
+
+Bytes and a clock go in (:meth:`WsCore.receive`, :meth:`WsCore.heartbeat`,
+:meth:`WsCore.close`, :meth:`WsCore.expire`); outputs come out, in the order they must be
+applied: accepted client frames (:class:`Message`), rejected ones with the frame that tells the
+client why (:class:`Reject`), bytes to write (:class:`Send`), the decision to close
+(:class:`Closing`) and the moment to drop the socket (:class:`Disconnect`). No socket, no event
+loop, no hub: the asyncio adapter (:mod:`gateway.wsconn`) applies the outputs, and the tests
+drive this class with bytes alone.
+
+Guarantees:
+
+* **Bounded input.** A partial frame is buffered only after its header said it fits
+  ``max_message_bytes``; a fragmented message holds at most ``max_message_bytes`` in at most
+  ``max_fragments`` frames. Past either: ``too_big`` and close 1009. Work is O(1) per
+  fragment and linear in the bytes received (a frame trickling in byte by byte is not
+  re-parsed per byte).
+* **Control frames.** A ping is answered with a pong, also between fragments. Any bytes from
+  the peer prove it alive: :meth:`heartbeat` closes with 4004 after ``missed_pongs`` pings in a
+  row went unanswered.
+* **Close.** Exactly one :class:`Closing` per connection, and no :class:`Message` after it.
+  A peer's close is answered and the socket dropped. Our own close (:meth:`close`) waits up to
+  ``close_timeout_s`` for the peer's close frame, then :meth:`expire` aborts. A protocol
+  failure (RFC 6455 section 7.1.7) sends its close frame and drops the socket at once.
+* **Floods.** Client messages (commands included) pass a token bucket (``rate_per_s``,
+  ``burst``); a rejected message (malformed, wrong encoding, over the rate) is a strike, an
+  accepted one clears them, and more than ``max_strikes`` in a row close with 4005.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from config.settings import Settings
+from gateway import protocol, wsframe
+from gateway.protocol import CloseCode, ErrorCode
+
+OPEN = 0
+#: Our close frame is out; waiting for the peer's.
+CLOSING = 1
+#: Nothing more comes out except what :meth:`WsCore.expire` says.
+CLOSED = 2
+
+#: Rejected frames (bad or rate-limited) tolerated in a row before the connection is closed.
+MAX_STRIKES = 50
+
+
+class Limits(msgspec.Struct, frozen=True, gc=False):
+    """What one connection may do; shared by every connection of a process."""
+
+    max_message_bytes: int
+    max_fragments: int
+    rate_per_s: float
+    burst: int
+    missed_pongs: int
+    close_timeout_s: float
+    max_strikes: int = MAX_STRIKES
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Limits:
+        return cls(
+            s.max_frame_bytes,
+            s.max_fragments,
+            s.cmd_rate_per_s,
+            s.cmd_burst,
+            s.missed_pongs,
+            s.ws_close_timeout_s,
+        )
+
+
+# -- outputs ----------------------------------------------------------------------------------
+
+
+class Message(msgspec.Struct, gc=False):
+    """An accepted client frame, for the application."""
+
+    frame: protocol.ClientFrame
+
+
+class Reject(msgspec.Struct, gc=False):
+    """A client frame that was not accepted; ``answer`` tells the client why (an ``error``
+    frame, or a failed ``reply`` for a command)."""
+
+    answer: protocol.Error | protocol.Reply
+
+
+class Send(msgspec.Struct, gc=False):
+    """Bytes to write while the connection is open (a ping or a pong)."""
+
+    data: bytes
+
+
+class Closing(msgspec.Struct, gc=False):
+    """The connection is closing with ``code``: write ``frame`` (the close frame), then
+    nothing more; forget the connection. Until :class:`Disconnect`, the socket stays open for
+    the close handshake; ``deadline`` (on the clock given to the core) is when
+    :meth:`WsCore.expire` gives up on it (0.0 when a :class:`Disconnect` follows at once)."""
+
+    code: int
+    deadline: float
+    frame: bytes
+
+
+class Disconnect(msgspec.Struct, gc=False):
+    """Drop the socket: after flushing what was written, or at once when ``abort``."""
+
+    abort: bool = False
+
+
+Output = Message | Reject | Send | Closing | Disconnect
+
+_NOTHING: Sequence[Output] = ()
+_PING: Sequence[Output] = (Send(wsframe.PING_FRAME),)
+
+
+class _Fragments:
+    """A fragmented message being reassembled: a running total and a count, so that each
+    fragment costs O(1) and empty ones are bounded too."""
+
+    __slots__ = ("binary", "parts", "size")
+
+    def __init__(self, binary: bool, first: bytes) -> None:
+        self.binary = binary
+        self.parts = [first]
+        self.size = len(first)
+
+
+class WsCore:
+    """One connection's WebSocket state; see the module docstring for its guarantees."""
+
+    __slots__ = (
+        "binary",
+        "code",
+        "deadline",
+        "frag",
+        "limits",
+        "need",
+        "partial",
+        "pongs_missed",
+        "state",
+        "strikes",
+        "tokens",
+        "tstamp",
+    )
+
+    def __init__(self, limits: Limits, binary: bool, now: float) -> None:
+        self.limits = limits
+        #: The connection speaks MessagePack in binary frames (else JSON in text frames).
+        self.binary = binary
+        self.state = OPEN
+        #: The close code once :class:`Closing` went out (0 before).
+        self.code = 0
+        #: While CLOSING: when the peer's close frame is overdue.
+        self.deadline = 0.0
+        #: The start of an incomplete frame, and the size it must reach (0: header incomplete).
+        self.partial: bytearray | None = None
+        self.need = 0
+        self.frag: _Fragments | None = None
+        self.pongs_missed = 0
+        self.strikes = 0
+        self.tokens = float(limits.burst)
+        self.tstamp = now
+
+    def buffered(self) -> int:
+        """Bytes held for incomplete input (a partial frame and a fragmented message)."""
+        return (len(self.partial) if self.partial else 0) + (self.frag.size if self.frag else 0)
+
+    # -- output side ---------------------------------------------------------------------------
+
+    def frame_bytes(self, frame: protocol.ServerFrame) -> bytes:
+        """A server frame as one WebSocket frame in this connection's encoding."""
+        payload = protocol.encode(frame, self.binary)
+        return wsframe.build(wsframe.OP_BINARY if self.binary else wsframe.OP_TEXT, payload)
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> Sequence[Output]:
+        """Bytes from the peer."""
+        if self.state == CLOSED:
+            return _NOTHING
+        # Any traffic proves the peer is alive.
+        self.pongs_missed = 0
+        partial = self.partial
+        if partial is not None:
+            partial += data
+            if len(partial) < self.need:
+                return _NOTHING
+            data = bytes(partial)
+            self.partial = None
+        try:
+            frames, tail = wsframe.parse(data, self.limits.max_message_bytes)
+        except wsframe.ProtocolViolation as exc:
+            out: list[Output] = []
+            if exc.code == CloseCode.MESSAGE_TOO_BIG:
+                out.append(_error(ErrorCode.TOO_BIG, "frame larger than the limit"))
+            self._fail(exc.code, str(exc), out)
+            return out
+        if tail:
+            self.partial = bytearray(tail)
+            self.need = wsframe.frame_size(tail)
+        if not frames:
+            return _NOTHING
+        out = []
+        for opcode, fin, payload in frames:
+            self._frame(opcode, fin, payload, now, out)
+            if self.state == CLOSED:
+                break
+        return out
+
+    def heartbeat(self, now: float) -> Sequence[Output]:
+        """The ping period came round: a ping, or close 4004 when too many went unanswered."""
+        if self.state != OPEN:
+            return _NOTHING
+        if self.pongs_missed >= self.limits.missed_pongs:
+            return self.close(CloseCode.PING_TIMEOUT, None, now)
+        self.pongs_missed += 1
+        return _PING
+
+    def close(self, code: int, reason: str | None, now: float) -> Sequence[Output]:
+        """Our decision to close (token expired, revoked, slow consumer, restart...): the close
+        frame, then the handshake. Nothing when the connection is closing already."""
+        if self.state != OPEN:
+            return _NOTHING
+        self.state = CLOSING
+        self.code = code
+        self.deadline = now + self.limits.close_timeout_s
+        self.partial = None
+        self.frag = None
+        return [Closing(code, self.deadline, _close_frame(code, reason))]
+
+    def expire(self, now: float) -> Sequence[Output]:
+        """The close handshake's timeout: past the deadline, abort."""
+        if self.state == CLOSING and now >= self.deadline:
+            self.state = CLOSED
+            return [Disconnect(abort=True)]
+        return _NOTHING
+
+    # -- frames --------------------------------------------------------------------------------
+
+    def _fail(self, code: int, reason: str, out: list[Output]) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): close frame, drop the socket."""
+        if self.state == OPEN:
+            self.code = code
+            out.append(Closing(code, 0.0, _close_frame(code, reason)))
+        self.state = CLOSED
+        self.partial = None
+        self.frag = None
+        out.append(Disconnect())
+
+    def _frame(self, opcode: int, fin: bool, payload: bytes, now: float, out: list[Output]) -> None:
+        if self.state == CLOSING:
+            # Our close is out: only the peer's close matters now.
+            if opcode == wsframe.OP_CLOSE:
+                self.state = CLOSED
+                out.append(Disconnect())
+            return
+        if opcode == wsframe.OP_PONG:
+            return
+        if opcode == wsframe.OP_PING:
+            out.append(Send(wsframe.build(wsframe.OP_PONG, payload)))
+            return
+        if opcode == wsframe.OP_CLOSE:
+            try:
+                code = wsframe.peer_close_code(payload)
+            except wsframe.ProtocolViolation as exc:
+                self._fail(exc.code, str(exc), out)
+                return
+            normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
+            ours = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
+            self.code = ours
+            self.state = CLOSED
+            self.partial = None
+            self.frag = None
+            out.append(Closing(ours, 0.0, _close_frame(ours, None)))
+            out.append(Disconnect())
+            return
+        frag = self.frag
+        if opcode == wsframe.OP_CONT:
+            if frag is None:
+                self._fail(CloseCode.PROTOCOL_ERROR, "unexpected continuation", out)
+                return
+            frag.parts.append(payload)
+            frag.size += len(payload)
+            limits = self.limits
+            if frag.size > limits.max_message_bytes:
+                out.append(_error(ErrorCode.TOO_BIG, "message larger than the limit"))
+                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
+                return
+            if len(frag.parts) > limits.max_fragments:
+                n = limits.max_fragments
+                out.append(_error(ErrorCode.TOO_BIG, f"message in more than {n} fragments"))
+                self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", out)
+                return
+            if not fin:
+                return
+            self.frag = None
+            self._message(frag.binary, b"".join(frag.parts), now, out)
+            return
+        if frag is not None:
+            self._fail(CloseCode.PROTOCOL_ERROR, "interleaved message", out)
+            return
+        if not fin:
+            self.frag = _Fragments(opcode == wsframe.OP_BINARY, payload)
+            return
+        self._message(opcode == wsframe.OP_BINARY, payload, now, out)
+
+    def _allow(self, now: float) -> bool:
+        """Token bucket over all client messages (commands included)."""
+        limits = self.limits
+        tokens = self.tokens + (now - self.tstamp) * limits.rate_per_s
+        self.tokens = min(float(limits.burst), tokens)
+        self.tstamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def _strike(self, now: float, out: list[Output]) -> None:
+        """Count a rejected message; close on a flood."""
+        self.strikes += 1
+        if self.strikes > self.limits.max_strikes:
+            out.extend(self.close(CloseCode.TOO_MANY_ERRORS, None, now))
+
+    def _message(self, binary: bool, payload: bytes, now: float, out: list[Output]) -> None:
+        if binary != self.binary:
+            want = "MessagePack (binary)" if self.binary else "JSON (text)"
+            out.append(_error(ErrorCode.BAD_FRAME, f"this connection speaks {want} frames"))
+            self._strike(now, out)
+            return
+        try:
+            frame = protocol.decode_client_frame(payload, binary)
+        except protocol.FrameError as exc:
+            out.append(_error(exc.code, exc.message, exc.ref))
+            if isinstance(exc, protocol.InvalidText):
+                # RFC 6455 section 8.1: invalid UTF-8 must fail the connection.
+                self._fail(CloseCode.INVALID_PAYLOAD, "invalid payload", out)
+                return
+            self._strike(now, out)
+            return
+        if not self._allow(now):
+            if isinstance(frame, protocol.Cmd):
+                err = protocol.ErrorBody(ErrorCode.RATE_LIMITED.value, "slow down")
+                out.append(Reject(protocol.Reply(frame.ref, False, error=err)))
+            else:
+                ref = getattr(frame, "ref", None)
+                out.append(_error(ErrorCode.RATE_LIMITED, "too many frames; slow down", ref))
+            self._strike(now, out)
+            return
+        self.strikes = 0
+        out.append(Message(frame))
+
+
+def _error(code: ErrorCode, message: str, ref: str | None = None) -> Reject:
+    return Reject(protocol.Error(code.value, message, ref))
+
+
+def _close_frame(code: int, reason: str | None) -> bytes:
+    text = reason or protocol.CLOSE_REASONS.get(code, "")  # type: ignore[call-overload]
+    return wsframe.build_close(code, text)
