@@ -11,6 +11,7 @@ a hash tag (the part in braces), which fixes their slot:
 * ``{jobs}``: every job queue, its delayed set and dead letters (the retry mover, the
   dead-letter move, and one ``XREADGROUP`` over all queues a runner serves).
 * ``{c:<kind>:<ident>}``: one cached resource's version and entries.
+* ``{login}``: the failed-login counters and trusted addresses (api.login_limits).
 * ``{cmd}``, ``{presence}``: the command and presence streams.
 
 Every other key is used alone by single-key commands, so any slot serves it.
@@ -146,9 +147,18 @@ def ratelimit_key(scope: str, ident: str) -> str:
     return f"{ROOT}:rl:{scope}:{ident}"
 
 
+# Login limits (api.login_limits) count one failure in three windows and clear one window while
+# trusting the address in ``MULTI`` blocks, so they share the tag ``{login}``.
+
+
+def login_limit_key(scope: str, ident: str) -> str:
+    """Failed-login counter of one window (``scope``: ip, account-ip, account)."""
+    return f"{ROOT}:{{login}}:fail:{scope}:{ident}"
+
+
 def login_trusted_key(email: str, ip: str) -> str:
     """Present while ``ip`` counts as a usual address of the account (api.login_limits)."""
-    return f"{ROOT}:login-trusted:{ip}|{email}"
+    return f"{ROOT}:{{login}}:trusted:{ip}|{email}"
 
 
 def debounce_key(kind: str, ident: str) -> str:

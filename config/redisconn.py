@@ -13,11 +13,22 @@ from __future__ import annotations
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 #: Connections a cluster client may open to each node; past it a command fails with
 #: ``MaxConnectionsError`` rather than waiting, so the bound is generous.
 CLUSTER_MAX_CONNECTIONS_PER_NODE = 128
+
+
+#: What a Redis call may raise when the server or cluster is unreachable or changing: the cluster
+#: client raises ``RedisClusterException`` (not a ``RedisError``) when no node answers or a
+#: slot is not covered.
+ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
+    OSError,
+)
 
 
 def connect(url: str, *, cluster: bool, **kwargs: Any) -> aioredis.Redis:

@@ -165,7 +165,7 @@ class BusReader:
                 try:
                     await self._start_positions(client)
                     break
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except redisconn.ERRORS as exc:
                     metrics.bus_errors.inc()
                     log.warning("bus start failed (%s); retrying in %.1fs", exc, backoff)
                     await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -196,7 +196,7 @@ class BusReader:
         if self._topology is None:
             return
         async with self._refresh_lock:
-            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+            with contextlib.suppress(*redisconn.ERRORS):
                 await self._topology.nodes_manager.initialize()
 
     async def _read_group(self, index: int, group: list[bytes]) -> None:
@@ -205,7 +205,7 @@ class BusReader:
         while True:
             try:
                 r = await self._open(group)
-            except redis.exceptions.ConnectionError:
+            except redisconn.ERRORS:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 await self._refresh()
@@ -225,7 +225,7 @@ class BusReader:
                 log.info("bus group %d redirected (%s); following", index, exc)
                 await self._refresh()
                 await asyncio.sleep(0.05)
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except redisconn.ERRORS as exc:
                 self._down.add(index)
                 metrics.bus_errors.inc()
                 log.warning("bus read failed (%s); retrying in %.1fs", exc, backoff)
