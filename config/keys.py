@@ -136,7 +136,8 @@ def cache_key(kind: str, ident: str, version: int | str) -> str:
 
 
 def cache_version_key(kind: str, ident: str) -> str:
-    return f"{ROOT}:{{c:{kind}:{ident}}}:ver"
+    """The current version of a cached resource (``current``, so ``v*`` matches entries only)."""
+    return f"{ROOT}:{{c:{kind}:{ident}}}:current"
 
 
 def leaderboard_key(cohort: str) -> str:
