@@ -32,7 +32,7 @@ from api.state import DB, PUBLISHER, REDIS, SETTINGS
 from config import keys
 from config.topics import cohort_topic
 from gateway.protocol import EMPTY_CURSOR
-from workers import attendance
+from workers import attendance, live_polls
 from workers import live_rules as rules
 from workers.context import WorkerContext
 from workers.live_state import LOCK_NAMESPACE, TIMINGS, Room, get_meta, reaction_totals
@@ -88,15 +88,26 @@ class TallyOut(msgspec.Struct, kw_only=True):
 
 
 class PollOut(msgspec.Struct, kw_only=True):
+    """A poll with its settings (:mod:`workers.poll_rules`); ``tally`` only when the caller
+    may see the counts, ``voters`` (per option) only for staff of a named poll."""
+
     id: int
     session_id: int
     question: str
     options: list[str]
     state: str
+    kind: str = "single"
+    anonymous: bool = True
+    results: str = "on_reveal"
     opened_at: str
+    closes_at: str | None = None
     closed_at: str | None
+    closed_by: str | None = None
+    total: int = 0
     tally: TallyOut | None = None
+    voters: list[list[str]] | None = None
     my_vote: int | None = None
+    my_choices: list[int] = msgspec.field(default_factory=list)
 
 
 class MessageOut(msgspec.Struct, kw_only=True):
@@ -135,7 +146,10 @@ class RoomStateOut(msgspec.Struct, kw_only=True):
     cursors: dict[str, str]
     questions: list[QuestionOut]
     my_votes: list[int]
+    #: The newest poll (also ``polls[0]``).
     poll: PollOut | None
+    #: The session's polls, newest first (at most 50).
+    polls: list[PollOut]
     chat: list[MessageOut]
     reactions: dict[str, int]
     here: HereOut
@@ -260,13 +274,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
         view = rules.session_view(row)
         events: list[tuple[str, str, Any]] = []
         if new_state == "ended":
-            polls = await conn.fetch(
-                "UPDATE polls SET state = 'closed', closed_at = now()"
-                " WHERE session_id = $1 AND state = 'open'"
-                " RETURNING id, session_id, question, options, state, opened_at, closed_at",
-                session_id,
-            )
-            events += [(room.topic, "poll.closed", {"poll": rules.poll_view(p)}) for p in polls]
+            events += await live_polls.close_open(conn, room, "session_end")
         events.append((room.topic, "session.state", {"session": view}))
         events.append((cohort_topic(row["cohort_id"]), "session.state", {"session": view}))
         await emit_many(conn, events)
@@ -346,29 +354,7 @@ async def session_state(request: web.Request) -> web.Response:
             session_id,
             me,
         )
-        prow = await conn.fetchrow(
-            "SELECT id, session_id, question, options, state, opened_at, closed_at FROM polls"
-            " WHERE session_id = $1 ORDER BY opened_at DESC, id DESC LIMIT 1",
-            session_id,
-        )
-        poll: dict[str, Any] | None = None
-        if prow is not None:
-            poll = rules.poll_view(prow)
-            if staff or prow["state"] == "revealed":
-                counts = await conn.fetch(
-                    "SELECT option, count(*) AS n FROM poll_votes WHERE poll_id = $1"
-                    " GROUP BY option",
-                    prow["id"],
-                )
-                tally = rules.poll_tally(
-                    {r["option"]: r["n"] for r in counts}, len(poll["options"])
-                )
-                poll["tally"] = rules.tally_view(tally)
-            poll["my_vote"] = await conn.fetchval(
-                "SELECT option FROM poll_votes WHERE poll_id = $1 AND user_id = $2",
-                prow["id"],
-                me,
-            )
+        polls = await live_polls.history(conn, session_id, me, staff)
         chat = await conn.fetch(
             "SELECT m.id, m.session_id, m.user_id, m.body, m.created_at, u.display_name AS name"
             " FROM chat_messages m JOIN users u ON u.id = m.user_id"
@@ -389,7 +375,8 @@ async def session_state(request: web.Request) -> web.Response:
         "cursors": cursors,
         "questions": board,
         "my_votes": [r["question_id"] for r in my_votes],
-        "poll": poll,
+        "poll": polls[0] if polls else None,
+        "polls": polls,
         "chat": [rules.message_view(r) for r in reversed(chat)],
         "reactions": await reaction_totals(redis, room),
         "here": {"count": len(users), "users": users if staff else None},

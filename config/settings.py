@@ -38,6 +38,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8600  # JSON API and pages
     gateway_metrics_port: int = 9700  # gateway process i serves /metrics on port + i; 0: none
     worker_metrics_port: int = 9800  # worker process i serves /metrics on port + i; 0: none
+    gateway_supervisor_metrics_port: int = 9690  # /metrics of `python -m gateway`'s parent; 0: none
+    worker_supervisor_metrics_port: int = 9790  # /metrics of `python -m workers`'s parent; 0: none
     public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty
 
     # Auth.
@@ -65,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
+    api_keepalive_timeout_s: float = 15.0  # idle or head-less connection lifetime (slow-loris)
+    api_body_timeout_s: float = 30.0  # a request body must arrive within this long, else 408
     staff_progress_debounce_ms: int = 3000  # at most one staff.progress per cohort per window
 
     # Gateway limits (DESIGN.md section 8).
@@ -80,6 +84,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ping_interval_s: float = 25.0  # WebSocket ping period (one shared timer)
     missed_pongs: int = 2  # unanswered pings before close 4004
     ws_close_timeout_s: float = 5.0  # after our close frame, wait this long for the peer's
+    http_idle_timeout_s: float = 10.0  # gateway socket without a complete request: closed
     sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
     sse_retry_ms: int = 2000  # SSE `retry:` hint
     poll_timeout_s: float = 25.0  # longest wait of a long-poll
@@ -202,6 +207,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "register_attempts_per_ip",
         "register_window_s",
         "password_hash_concurrency",
+        "api_keepalive_timeout_s",
+        "api_body_timeout_s",
         "staff_progress_debounce_ms",
     )
     for name in positive:

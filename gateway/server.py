@@ -18,6 +18,7 @@ import uuid
 from aiohttp import web
 
 from config.logs import setup_logging
+from config.processes import Ready
 from config.settings import Settings
 from gateway.app import create_app, metrics_handler, shutdown_connections
 
@@ -34,13 +35,27 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(settings: Settings, index: int, port: int, ready: object = None) -> None:
+def app_runner(app: web.Application, settings: Settings) -> web.AppRunner:
+    """The runner of a gateway app. aiohttp (3.14, pinned) arms its keep-alive timer when a
+    socket connects and again after each response, and closes the socket when it fires while
+    no complete request has arrived: with ``http_idle_timeout_s`` instead of aiohttp's 3,630 s
+    default, an idle or slow-loris socket (half a request line, headers one byte at a time) is
+    closed within that time. A request being handled and a detached (upgraded) socket are left
+    alone (tests/gateway/test_hostile.py and test_detach_contract.py)."""
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        keepalive_timeout=settings.http_idle_timeout_s,
+    )
+
+
+async def serve(settings: Settings, index: int, port: int, ready: Ready) -> None:
     loop = asyncio.get_running_loop()
     gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     app = create_app(settings, settings.redis_url, gateway_id)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
-    )
+    runner = app_runner(app, settings)
     await runner.setup()
     site = web.SockSite(runner, reuseport_socket(settings.host, port), backlog=4096)
     await site.start()
@@ -51,6 +66,7 @@ async def serve(settings: Settings, index: int, port: int, ready: object = None)
     metrics_port = settings.gateway_metrics_port + index if settings.gateway_metrics_port else 0
     if metrics_port:
         await web.TCPSite(metrics_runner, settings.host, metrics_port).start()
+    ready()
     log.info(
         "gateway listening",
         extra={"port": port, "metrics_port": metrics_port, "gateway": gateway_id},
@@ -66,10 +82,10 @@ async def serve(settings: Settings, index: int, port: int, ready: object = None)
     await metrics_runner.cleanup()
 
 
-def run_process(settings: Settings, index: int, port: int, loop_kind: str) -> None:
+def run_process(settings: Settings, index: int, port: int, loop_kind: str, ready: Ready) -> None:
     setup_logging(settings.log_level, f"gateway.{index}")
     if loop_kind == "uvloop":
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve(settings, index, port))
+    asyncio.run(serve(settings, index, port, ready))

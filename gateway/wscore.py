@@ -132,7 +132,6 @@ class WsCore:
 
     __slots__ = (
         "binary",
-        "code",
         "deadline",
         "frag",
         "limits",
@@ -150,8 +149,6 @@ class WsCore:
         #: The connection speaks MessagePack in binary frames (else JSON in text frames).
         self.binary = binary
         self.state = OPEN
-        #: The close code once :class:`Closing` went out (0 before).
-        self.code = 0
         #: While CLOSING: when the peer's close frame is overdue.
         self.deadline = 0.0
         #: The start of an incomplete frame, and the size it must reach (0: header incomplete).
@@ -224,7 +221,6 @@ class WsCore:
         if self.state != OPEN:
             return _NOTHING
         self.state = CLOSING
-        self.code = code
         self.deadline = now + self.limits.close_timeout_s
         self.partial = None
         self.frag = None
@@ -242,7 +238,6 @@ class WsCore:
     def _fail(self, code: int, reason: str, out: list[Output]) -> None:
         """Fail the connection (RFC 6455 section 7.1.7): close frame, drop the socket."""
         if self.state == OPEN:
-            self.code = code
             out.append(Closing(code, 0.0, _close_frame(code, reason)))
         self.state = CLOSED
         self.partial = None
@@ -269,7 +264,6 @@ class WsCore:
                 return
             normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
             ours = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
-            self.code = ours
             self.state = CLOSED
             self.partial = None
             self.frag = None

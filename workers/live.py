@@ -30,8 +30,11 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
 ``qa.dismiss`` (S)     {question_id}                   {question_id, votes}
 ``qa.clear_answered``  {} (S): dismiss every answered  {cleared: count}
 ``poll.open`` (S)      {question: <=500, options:      {poll_id}; ``poll_already_open``
-                       2-20 labels <=200}
-``poll.vote``          {poll_id, option: index}        {poll_id, option}; ``poll_closed``
+                       2-20 labels <=200, kind?,
+                       anonymous?, results?,
+                       duration_s?} (poll_rules)
+``poll.vote``          {poll_id, option: index} or     {poll_id, option, options};
+                       {poll_id, options: [indices]}   ``poll_closed``
                        (students; changeable while open)
 ``poll.close`` (S)     {poll_id}                       {poll_id, state}
 ``poll.reveal`` (S)    {poll_id}                       {poll_id, state}
@@ -51,12 +54,13 @@ Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers
 * ``qa.updated`` {question}; ``qa.ranked`` {order: [question ids]}, only when the board's order
   or membership changed (:mod:`workers.ranking`); ``qa.cleared`` {question_ids, by, at} when
   staff bulk-dismiss the answered questions (followed by ``qa.ranked``).
-* ``poll.opened`` {poll}; ``poll.closed`` {poll}; ``poll.revealed`` {poll, tally};
-  ``poll.votes`` {poll_id, total} (throttled). **Live tallies go to staff only**: ``poll.tally``
-  {session_id, poll_id, state, counts, total, percentages} on ``staff:{cohort}``, throttled to
-  one per ``tally_interval_ms`` per poll (leading and trailing edge, so the last state of a
-  burst always goes out), plus a final one on close. Students see the counts when the
-  instructor reveals, so early votes do not steer later ones.
+* ``poll.opened`` {poll}; ``poll.closed`` {poll, tally?}; ``poll.revealed`` {poll, tally};
+  ``poll.votes`` {poll_id, total, tally?} (throttled). Staff get ``poll.tally``
+  {session_id, poll_id, state, counts, total, percentages, voters?} on ``staff:{cohort}``,
+  throttled to one per ``tally_interval_ms`` per poll (leading and trailing edge, so the last
+  state of a burst always goes out), plus a final one on close. Students see the counts only
+  as the poll's ``results`` setting allows (:mod:`workers.poll_rules`; by default when the
+  instructor reveals, so early votes do not steer later ones).
 * ``chat.message`` {message}; ``chat.deleted`` {message_id, deleted_by}.
 * ``reactions`` {counts: {emoji: n}, window_ms}: one event per room per window, summed across
   every worker process in Redis (see :mod:`workers.live_state`).

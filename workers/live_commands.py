@@ -23,6 +23,7 @@ import msgspec
 
 from config.streams import Command
 from workers import live_rules as rules
+from workers import poll_rules
 from workers.command_consumer import CommandError
 from workers.tallies import canonical_reaction
 
@@ -114,9 +115,19 @@ _OPTION_COUNT = msgspec.Meta(min_length=rules.POLL_OPTIONS_MIN, max_length=rules
 
 
 class PollOpen(_Live, tag="poll.open"):
+    """The settings (``kind``, ``anonymous``, ``results``, ``duration_s``) are explained in
+    :mod:`workers.poll_rules`; left out (or null), a poll behaves as polls always did."""
+
     audience = STAFF
     question: str
     options: Annotated[list[str], _OPTION_COUNT]
+    kind: poll_rules.Kind = "single"
+    anonymous: bool | None = None
+    results: poll_rules.Results = "on_reveal"
+    duration_s: (
+        Annotated[int, msgspec.Meta(ge=poll_rules.DURATION_MIN_S, le=poll_rules.DURATION_MAX_S)]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         self.question = _text(self.question, "question", rules.POLL_QUESTION_MAX)
@@ -124,14 +135,27 @@ class PollOpen(_Live, tag="poll.open"):
             _text(label, f"options[{i}]", rules.POLL_OPTION_MAX)
             for i, label in enumerate(self.options)
         ]
+        self.anonymous = self.anonymous is not False
 
 
 class PollVote(_Live, tag="poll.vote"):
-    """``option`` is an index; its upper bound is the poll's option count (the handler's)."""
+    """``option`` (an index), or ``options`` (indices, multiple-choice polls only); their upper
+    bound, repeats and the poll's kind are the handler's (:func:`poll_rules.choices`)."""
 
     audience = STUDENTS
     poll_id: EntityId
-    option: Annotated[int, msgspec.Meta(ge=0)]
+    option: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    options: (
+        Annotated[
+            list[Annotated[int, msgspec.Meta(ge=0)]],
+            msgspec.Meta(min_length=1, max_length=rules.POLL_OPTIONS_MAX),
+        ]
+        | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        if (self.option is None) == (self.options is None):
+            raise rules.Invalid("send option (an index) or options (a list), not both")
 
 
 class PollClose(_Live, tag="poll.close"):

@@ -4,6 +4,7 @@ It pops due members of :data:`workers.live_state.DUE_KEY` (atomically, so each g
 one process) every :data:`POLL_S` and runs them:
 
 * ``tally|c|s|poll``: the trailing poll tally of a burst of votes (:func:`live.flush_tally`);
+* ``pclose|c|s|poll``: a poll's timer ran out (:func:`live_polls.close_expired`);
 * ``react|c|s``: the room's reaction window that just ended (:func:`live.flush_reactions`);
 * ``pres|c|s``: the coalesced "who is here" publish (:func:`attendance.publish_presence`);
 * ``ckpt|c|s``: the periodic attendance credit (:func:`attendance.checkpoint`);
@@ -56,6 +57,8 @@ async def run_due(ctx: WorkerContext, member: str) -> None:
     timings = TIMINGS[0]
     if kind == "tally" and extra.isdigit():
         await live_polls.flush_tally(ctx, room, int(extra))
+    elif kind == "pclose" and extra.isdigit():
+        await live_polls.close_expired(ctx, room, int(extra))
     elif kind == "react":
         await live.flush_reactions(ctx, room)
     elif kind == "pres":

@@ -221,14 +221,20 @@ def json_list(value: Any) -> list[Any]:
 
 
 def poll_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A poll as everyone sees it: its settings (:mod:`workers.poll_rules`), never counts."""
     return {
         "id": row["id"],
         "session_id": row["session_id"],
         "question": row["question"],
         "options": json_list(row["options"]),
         "state": row["state"],
+        "kind": row.get("kind", "single"),
+        "anonymous": row.get("anonymous", True),
+        "results": row.get("results", "on_reveal"),
         "opened_at": iso(row["opened_at"]),
+        "closes_at": iso(row.get("closes_at")),
         "closed_at": iso(row["closed_at"]),
+        "closed_by": row.get("closed_by"),
     }
 
 

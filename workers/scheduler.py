@@ -15,7 +15,8 @@ Jobs:
 * ``sweeps`` (every ``scheduler_tick_s``): re-enqueue lost work, i.e. submissions pending for a
   minute (``workers.grade.sweep_pending``), recent announcements some member was never
   notified of, and instructor feedback whose student was not notified
-  (``workers.feedback.sweep_unnotified``).
+  (``workers.feedback.sweep_unnotified``); and close timed polls whose due entry was lost
+  (``workers.live_polls.close_overdue``).
 * ``leaderboards`` (every :data:`LEADERBOARD_REFRESH_S`): rebuild the boards of cohorts with
   grades from PostgreSQL, the source of truth, and announce them.
 * ``dashboards`` (every :data:`DASHBOARD_REFRESH_S`): publish ``dashboard.update`` to
@@ -37,7 +38,7 @@ import redis.exceptions
 
 from config import keys
 from config.topics import staff_topic
-from workers import leaderboard, outbox_relay
+from workers import leaderboard, live_polls, outbox_relay
 from workers.context import WorkerContext
 from workers.feedback import sweep_unnotified
 from workers.grade import SWEEP_REPEAT_S, sweep_pending
@@ -97,7 +98,12 @@ async def sweep_announcements(ctx: WorkerContext) -> int:
 
 
 async def sweeps(ctx: WorkerContext) -> int:
-    return await sweep_pending(ctx) + await sweep_announcements(ctx) + await sweep_unnotified(ctx)
+    return (
+        await sweep_pending(ctx)
+        + await sweep_announcements(ctx)
+        + await sweep_unnotified(ctx)
+        + await live_polls.close_overdue(ctx)
+    )
 
 
 async def refresh_leaderboards(ctx: WorkerContext) -> int:

@@ -18,6 +18,7 @@ const room = {
   order: [],
   myVotes: new Set(),
   poll: null,
+  history: [], // earlier polls of the session, newest first
   chat: [],
   reactions: {},
   here: { count: 0, users: null },
@@ -56,6 +57,7 @@ function load(state) {
   room.order = state.questions.map((q) => q.id);
   room.myVotes = new Set(state.my_votes);
   room.poll = state.poll;
+  room.history = (state.polls || []).slice(1);
   room.chat = state.chat.slice(-CHAT_KEEP);
   room.reactions = { ...state.reactions };
   room.here = state.here;
@@ -91,19 +93,22 @@ function apply(ev) {
       renderQuestions();
       break;
     case "poll.opened":
-      room.poll = { ...d.poll, tally: null, my_vote: null, total: 0 };
+      if (room.poll && room.poll.id !== d.poll.id) room.history.unshift(room.poll);
+      room.poll = { ...d.poll, tally: null, my_vote: null, my_choices: [], total: 0 };
       renderPoll();
       break;
-    case "poll.votes":
+    case "poll.votes": // the counts come along when the poll shows results live
       if (room.poll && room.poll.id === d.poll_id) {
         room.poll.total = d.total;
+        if (d.tally) room.poll.tally = d.tally;
         renderPoll();
       }
       break;
-    case "poll.tally": // staff only: live counts
+    case "poll.tally": // staff only: live counts (and the voters of a named poll)
       if (room.poll && room.poll.id === d.poll_id) {
         room.poll.tally = { counts: d.counts, total: d.total, percentages: d.percentages };
         room.poll.total = d.total;
+        if (d.voters) room.poll.voters = d.voters;
         renderPoll();
       }
       break;
@@ -328,14 +333,48 @@ function renderQuestions() {
   }
 }
 
+function tallyView(p) {
+  return el(
+    "div",
+    { class: "tally", id: p === room.poll ? "poll-tally" : null },
+    p.options.map((label, i) => [
+      el(
+        "div",
+        { dataset: { option: i } },
+        el("div", {}, label, (p.my_choices || []).includes(i) ? " (your vote)" : ""),
+        el("div", { class: "bar" }, el("span", { style: { width: `${p.tally.percentages[i] || 0}%` } })),
+        room.staff && p.voters && p.voters[i] && p.voters[i].length
+          ? el("div", { class: "muted voters" }, p.voters[i].join(", "))
+          : null,
+      ),
+      el("div", { class: "count", dataset: { option: i } }, `${p.tally.counts[i] || 0} · ${p.tally.percentages[i] || 0}%`),
+    ]),
+  );
+}
+
+/** Seconds left on an open poll's timer (null: no timer). */
+function secondsLeft(p) {
+  if (!p.closes_at || p.state !== "open") return null;
+  return Math.max(0, Math.ceil((Date.parse(p.closes_at) - Date.now()) / 1000));
+}
+
+const RESULTS_TEXT = {
+  live: "results shown live",
+  after_close: "results shown when voting closes",
+  on_reveal: "results shown when revealed",
+  never: "results stay with the instructor",
+};
+
 function renderPoll() {
   const body = $("#poll-body");
   const p = room.poll;
   if (!p) {
     fill(body, el("p", { class: "muted" }, "No poll yet."));
+    renderHistory();
     return;
   }
   const status = { open: "Voting is open", closed: "Voting closed", revealed: "Results" }[p.state];
+  const left = secondsLeft(p);
   const parts = [
     el("h3", { class: "poll-question" }, p.question),
     el(
@@ -343,52 +382,57 @@ function renderPoll() {
       { class: "muted poll-status", dataset: { state: p.state } },
       status,
       typeof p.total === "number" ? ` · ${p.total} votes` : "",
+      left !== null ? el("span", { class: "poll-timer" }, ` · closes in ${left} s`) : "",
+    ),
+    el(
+      "p",
+      { class: "muted poll-settings" },
+      p.kind === "multiple" ? "Pick any that apply" : "Pick one",
+      " · ",
+      p.anonymous === false ? "named: the instructor sees who voted what" : "anonymous",
+      " · ",
+      RESULTS_TEXT[p.results] || "",
     ),
   ];
-  const showTally = p.tally && (p.state === "revealed" || room.staff);
-  if (showTally) {
-    parts.push(
-      el(
-        "div",
-        { class: "tally", id: "poll-tally" },
-        p.options.map((label, i) => [
+  // The server sends counts only to those who may see them (staff always).
+  const showTally = Boolean(p.tally);
+  if (showTally) parts.push(tallyView(p));
+  if (!room.staff && p.state === "open") {
+    const mine = new Set(p.my_choices || (p.my_vote !== null && p.my_vote !== undefined ? [p.my_vote] : []));
+    if (p.kind === "multiple") {
+      const boxes = p.options.map((label, i) =>
+        el("label", { class: "poll-option" }, el("input", { type: "checkbox", class: "choice", value: i, checked: mine.has(i) }), " ", label),
+      );
+      parts.push(
+        el(
+          "form",
+          {
+            id: "poll-multi",
+            onsubmit: (event) => {
+              event.preventDefault();
+              const picked = [...body.querySelectorAll("input.choice:checked")].map((b) => Number(b.value));
+              if (picked.length) vote({ options: picked });
+            },
+          },
+          boxes,
+          el("button", { type: "submit", class: "small vote-multi" }, mine.size ? "Change vote" : "Vote"),
+        ),
+      );
+    } else {
+      parts.push(
+        p.options.map((label, i) =>
           el(
             "div",
-            { dataset: { option: i } },
-            el("div", {}, label, p.my_vote === i ? " (your vote)" : ""),
+            { class: "poll-option" },
             el(
-              "div",
-              { class: "bar" },
-              el("span", { style: { width: `${p.tally.percentages[i] || 0}%` } }),
+              "button",
+              { class: `secondary vote${mine.has(i) ? " mine" : ""}`, dataset: { option: i }, onclick: () => vote({ option: i }) },
+              label,
             ),
           ),
-          el(
-            "div",
-            { class: "count", dataset: { option: i } },
-            `${p.tally.counts[i] || 0} · ${p.tally.percentages[i] || 0}%`,
-          ),
-        ]),
-      ),
-    );
-  }
-  if (!room.staff && p.state === "open") {
-    parts.push(
-      p.options.map((label, i) =>
-        el(
-          "div",
-          { class: "poll-option" },
-          el(
-            "button",
-            {
-              class: `secondary vote${p.my_vote === i ? " mine" : ""}`,
-              dataset: { option: i },
-              onclick: () => vote(i),
-            },
-            label,
-          ),
         ),
-      ),
-    );
+      );
+    }
   } else if (!showTally) {
     parts.push(el("ul", {}, p.options.map((label) => el("li", {}, label))));
   }
@@ -400,28 +444,47 @@ function renderPoll() {
         p.state === "open"
           ? el(
               "button",
-              {
-                id: "poll-close",
-                class: "small secondary",
-                onclick: () => attempt(() => command("poll.close", { poll_id: p.id })),
-              },
+              { id: "poll-close", class: "small secondary", onclick: () => attempt(() => command("poll.close", { poll_id: p.id })) },
               "Close voting",
             )
           : null,
-        el(
-          "button",
-          {
-            id: "poll-reveal",
-            class: "small",
-            onclick: () => attempt(() => command("poll.reveal", { poll_id: p.id })),
-          },
-          "Reveal results",
-        ),
+        p.results !== "never"
+          ? el(
+              "button",
+              { id: "poll-reveal", class: "small", onclick: () => attempt(() => command("poll.reveal", { poll_id: p.id })) },
+              "Reveal results",
+            )
+          : null,
       ),
     );
   }
   fill(body, parts);
+  renderHistory();
 }
+
+function renderHistory() {
+  const list = $("#poll-history");
+  const past = room.history.filter((p) => !room.poll || p.id !== room.poll.id);
+  list.hidden = !past.length;
+  fill(
+    list,
+    past.length ? el("h3", {}, "Earlier polls") : null,
+    past.map((p) =>
+      el(
+        "div",
+        { class: "past-poll", dataset: { id: p.id, state: p.state } },
+        el("p", { class: "body" }, el("strong", {}, p.question), el("span", { class: "muted" }, ` · ${p.total || 0} votes`)),
+        p.tally ? tallyView(p) : el("p", { class: "muted" }, "Results not shown."),
+      ),
+    ),
+  );
+}
+
+// The countdown of a timed poll: only the number changes, so only it is rewritten.
+setInterval(() => {
+  const node = document.querySelector(".poll-timer");
+  if (node && room.poll) node.textContent = ` · closes in ${secondsLeft(room.poll)} s`;
+}, 500);
 
 function renderChat() {
   const list = $("#chat-list");
@@ -484,11 +547,14 @@ async function upvote(questionId) {
   renderQuestions();
 }
 
-async function vote(option) {
+async function vote(choice) {
   const p = room.poll;
   try {
-    await command("poll.vote", { poll_id: p.id, option });
-    if (room.poll && room.poll.id === p.id) room.poll.my_vote = option;
+    const r = await command("poll.vote", { poll_id: p.id, ...choice });
+    if (room.poll && room.poll.id === p.id) {
+      room.poll.my_vote = r.option;
+      room.poll.my_choices = r.options;
+    }
     renderPoll();
   } catch (err) {
     toast(`${err.code}: ${err.message}`);
@@ -578,7 +644,14 @@ function wire() {
       .value.split("\n")
       .map((s) => s.trim())
       .filter(Boolean);
-    await command("poll.open", { question, options });
+    const settings = {
+      kind: $("#poll-kind").value,
+      results: $("#poll-results").value,
+      anonymous: !$("#poll-named").checked,
+    };
+    const seconds = Number($("#poll-duration").value);
+    if (seconds) settings.duration_s = seconds;
+    await command("poll.open", { question, options, ...settings });
     $("#poll-question").value = "";
     $("#poll-options").value = "";
   });

@@ -35,6 +35,7 @@ from gateway.app import create_app as create_gateway
 from gateway.app import shutdown_connections
 from gateway.auth import issue_access_token
 from gateway.publish import Publisher
+from gateway.server import app_runner as gateway_runner
 from workers.context import WorkerContext
 from workers.services import SERVICES
 
@@ -140,12 +141,7 @@ class Stack:
 
     async def start_gateway(self) -> None:
         app = create_gateway(self.settings, self.settings.redis_url)
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=self.settings.shutdown_timeout_s,
-        )
+        runner = gateway_runner(app, self.settings)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.settings.gateway_port)
         await site.start()

@@ -121,3 +121,63 @@ async def test_garbage_then_drop_leaves_nothing_registered(
         for _ in range(3):
             ws, _hello = await ws_open(http, f"{gw.ws_url}?{query}")
             await ws.close()
+
+
+async def _closed_within(sock: socket.socket, seconds: float) -> float:
+    """Seconds until the server closed ``sock`` (EOF or reset); fails after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while True:
+            try:
+                if not await loop.sock_recv(sock, 4096):
+                    break
+            except ConnectionResetError:
+                break
+    return time.monotonic() - start
+
+
+async def test_slow_loris_and_idle_sockets_are_closed(
+    start_gateway_process: Starter, token, uid
+) -> None:
+    """Half a request line then silence, headers trickling in one byte per 0.2 s, a socket
+    that sends nothing, and a keep-alive socket idle after its response: each is closed
+    within ``http_idle_timeout_s`` (before the fix aiohttp held them for an hour). A long-poll
+    held longer than that timeout is still answered."""
+    gw = await start_gateway_process(1, http_idle_timeout_s=1)
+    loop = asyncio.get_running_loop()
+
+    async def connect(first: bytes) -> socket.socket:
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", gw.port))
+        if first:
+            await loop.sock_sendall(sock, first)
+        return sock
+
+    half = await connect(b"GET /ws?token=" + token("u" + uid).encode()[:20])
+    silent = await connect(b"")
+    keepalive = await connect(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    trickle = await connect(b"GET /healthz HTTP/1.1\r\n")
+
+    async def drip() -> None:
+        with contextlib.suppress(OSError):
+            for byte in b"X-Slow: " + b"a" * 100:
+                await loop.sock_sendall(trickle, bytes((byte,)))
+                await asyncio.sleep(0.2)
+
+    dripper = loop.create_task(drip())
+    elapsed = await asyncio.gather(
+        *(_closed_within(s, 4) for s in (half, silent, keepalive, trickle))
+    )
+    dripper.cancel()
+    for sock in (half, silent, keepalive, trickle):
+        sock.close()
+    assert max(elapsed) < 4, elapsed
+    async with aiohttp.ClientSession() as http:
+        topic = f"user:u{uid}"
+        query = f"topics={topic}&cursor=0-0&timeout_s=2.5&token={token('u' + uid)}"
+        start = time.monotonic()
+        async with http.get(f"http://127.0.0.1:{gw.port}/poll?{query}") as resp:
+            assert resp.status == 200, await resp.text()
+        assert time.monotonic() - start > 2

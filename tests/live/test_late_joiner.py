@@ -168,4 +168,7 @@ async def test_ending_closes_the_open_poll(live: LiveRoom) -> None:
     assert status == 200
     assert await live.api.db.fetchval("SELECT state FROM polls WHERE id = $1", pid) == "closed"
     events = await live.api.outbox(live.topic)
-    assert [e["type"] for e in events][-2:] == ["poll.closed", "session.state"]
+    # The final poll.votes (and the staff's final poll.tally) go out with the close.
+    assert [e["type"] for e in events][-3:] == ["poll.closed", "poll.votes", "session.state"]
+    closed = [e for e in events if e["type"] == "poll.closed"][-1]
+    assert closed["data"]["poll"]["closed_by"] == "session_end"

@@ -28,8 +28,13 @@ async def test_poll_lifecycle(live: LiveRoom) -> None:
         "question": "Tabs or spaces?",
         "options": ["tabs", "spaces", "both"],
         "state": "open",
+        "kind": "single",
+        "anonymous": True,
+        "results": "on_reveal",
         "opened_at": ev["data"]["poll"]["opened_at"],
+        "closes_at": None,
         "closed_at": None,
+        "closed_by": None,
     }
     assert (
         await teacher.error("poll.open", {"question": "again?", "options": ["y", "n"]})
@@ -37,7 +42,11 @@ async def test_poll_lifecycle(live: LiveRoom) -> None:
     )
 
     start = time.monotonic()
-    assert await a.ok("poll.vote", {"poll_id": pid, "option": 0}) == {"poll_id": pid, "option": 0}
+    assert await a.ok("poll.vote", {"poll_id": pid, "option": 0}) == {
+        "poll_id": pid,
+        "option": 0,
+        "options": [0],
+    }
     tally = await teacher.event("poll.tally", lambda d: d["total"] == 1, topic=live.staff_topic)
     assert time.monotonic() - start < 0.5
     assert tally["data"]["counts"] == [1, 0, 0] and tally["data"]["percentages"] == [100, 0, 0]

@@ -127,6 +127,57 @@ def test_poll_arguments() -> None:
         assert refused("poll.vote", data) == "invalid", data
 
 
+def test_poll_settings_default_to_the_old_behaviour_and_are_validated() -> None:
+    base = {"question": "q", "options": ["a", "b"]}
+    opened = lc.decode(cmd("poll.open", base, staff=True))
+    assert isinstance(opened, lc.PollOpen)
+    assert (opened.kind, opened.anonymous, opened.results, opened.duration_s) == (
+        "single",
+        True,
+        "on_reveal",
+        None,
+    )
+    named = lc.decode(
+        cmd(
+            "poll.open",
+            {**base, "kind": "multiple", "anonymous": False, "results": "live", "duration_s": 60},
+            staff=True,
+        )
+    )
+    assert isinstance(named, lc.PollOpen)
+    assert (named.kind, named.anonymous, named.results, named.duration_s) == (
+        "multiple",
+        False,
+        "live",
+        60,
+    )
+    nulls = lc.decode(cmd("poll.open", {**base, "anonymous": None}, staff=True))
+    assert isinstance(nulls, lc.PollOpen) and nulls.anonymous is True
+    for bad in (
+        {"kind": "ranked"},
+        {"kind": 1},
+        {"results": "sometimes"},
+        {"anonymous": "no"},
+        {"anonymous": 0},
+        {"duration_s": 4},
+        {"duration_s": 3601},
+        {"duration_s": 10.5},
+        {"duration_s": "60"},
+        {"duration_s": True},
+    ):
+        assert refused("poll.open", {**base, **bad}, staff=True) == "invalid", bad
+    vote = lc.decode(cmd("poll.vote", {"poll_id": 1, "options": [2, 0]}))
+    assert vote == lc.PollVote(poll_id=1, options=[2, 0])
+    for data in (
+        {"poll_id": 1, "options": []},
+        {"poll_id": 1, "options": [-1]},
+        {"poll_id": 1, "options": ["0"]},
+        {"poll_id": 1, "options": list(range(21))},
+        {"poll_id": 1, "option": 0, "options": [0]},
+    ):
+        assert refused("poll.vote", data) == "invalid", data
+
+
 def test_reactions_take_their_allowed_spelling() -> None:
     assert lc.decode(cmd("react", {"emoji": "❤"})) == lc.React(emoji="❤️")
     for data in ({}, {"emoji": "💩"}, {"emoji": 1}, {"emoji": "👍" * 20}):
