@@ -63,6 +63,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_quizzes",
     "api.routes_quiz_stats",
     "api.routes_feedback",
+    "api.routes_activity",
     "api.routes_notifications",
     "api.routes_announcements",
     "api.routes_pages",
