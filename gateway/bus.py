@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from typing import Any, TypeVar, cast
 
@@ -35,6 +34,7 @@ import redis.exceptions
 from redis.asyncio.cluster import RedisCluster
 
 from config import keys, redisconn, streams
+from config.retry import Backoff
 from config.settings import Settings
 from gateway import metrics, rights
 from gateway.hub import Hub
@@ -160,16 +160,16 @@ class BusReader:
                 self.redis_url, socket_timeout=5, socket_connect_timeout=2
             )
         try:
-            backoff = 0.1
+            backoff = Backoff(jitter=True)
             while True:
                 try:
                     await self._start_positions(client)
                     break
                 except redisconn.ERRORS as exc:
                     metrics.bus_errors.inc()
-                    log.warning("bus start failed (%s); retrying in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, 5.0)
+                    delay = backoff.next_delay()
+                    log.warning("bus start failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
             groups = self.groups()
             self._down = set(range(len(groups)))
             self.ready.set()
@@ -200,14 +200,13 @@ class BusReader:
                 await self._topology.nodes_manager.initialize()
 
     async def _read_group(self, index: int, group: list[bytes]) -> None:
-        backoff = 0.1
+        backoff = Backoff(jitter=True)
         first = True
         while True:
             try:
                 r = await self._open(group)
             except redisconn.ERRORS:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.wait()
                 await self._refresh()
                 continue
             try:
@@ -215,7 +214,7 @@ class BusReader:
                     await self.hub.recover(self._since_ms(group))
                 first = False
                 self._down.discard(index)
-                backoff = 0.1
+                backoff.reset()
                 await self._loop(r, group)
             except asyncio.CancelledError:
                 raise
@@ -228,9 +227,9 @@ class BusReader:
             except redisconn.ERRORS as exc:
                 self._down.add(index)
                 metrics.bus_errors.inc()
-                log.warning("bus read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
+                log.warning("bus read failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
                 await self._refresh()
             finally:
                 await r.aclose()
