@@ -29,7 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # External services; empty means "start an embedded one" (make run, tests).
     redis_url: str = ""  # redis://host:port/db
     database_url: str = ""  # postgresql://user@host:port/db
-    smtp_url: str = ""  # smtp://host:port[?from=address]
+    smtp_url: str = ""  # smtp://[user:pw@]host:port[?from=address]; credentials need TLS
+    redis_cluster: bool = False  # REDIS_URL names any node of a Redis Cluster (docs/cluster.md)
 
     # Network.
     host: str = "127.0.0.1"  # address every HTTP server binds
@@ -95,6 +96,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Streams.
     history_maxlen: int = 1000  # events kept per topic for resume
+    publish_once_ttl_s: int = 600  # how long a publish idempotency token (outbox row) is kept
     history_ttl_s: int = 24 * 3600  # a topic's history expires this long after its last event
     bus_shards: int = 8  # bus shard streams (K)
     bus_maxlen: int = 100_000  # entries kept per bus shard (approximate)
@@ -196,6 +198,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
+        "publish_once_ttl_s",
         "bus_shards",
         "bus_read_count",
         "login_failures_per_account_ip",
