@@ -33,7 +33,13 @@ async def serve(settings: Settings, port: int) -> None:
 
     app = create_app(settings)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=settings.shutdown_timeout_s
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        # aiohttp's one timer runs from connection open and from each response until the next
+        # complete request head: it closes idle keep-alive and slow-loris headers alike.
+        keepalive_timeout=settings.api_keepalive_timeout_s,
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, port, backlog=1024)

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, TypeVar
 
@@ -142,16 +143,22 @@ def query_int(
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The raw body, refusing with 413 as soon as it passes ``limit`` bytes."""
+    """The raw body, refusing with 413 as soon as it passes ``limit`` bytes, and with 408 when
+    it has not all arrived within ``api_body_timeout_s`` (a slow-loris body)."""
     if request.content_length is not None and request.content_length > limit:
         raise errors.too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise errors.too_large(limit)
-        chunks.append(chunk)
+    timeout_s = request.app[SETTINGS].api_body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise errors.too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise errors.request_timeout(timeout_s) from None
     return b"".join(chunks)
 
 

@@ -66,5 +66,14 @@ def too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"the body exceeds {limit} bytes", {"limit": limit})
 
 
+def request_timeout(timeout_s: float) -> ApiError:
+    return ApiError(
+        408,
+        "request_timeout",
+        f"the body did not arrive within {timeout_s:g} s",
+        {"timeout_s": timeout_s},
+    )
+
+
 def unavailable(message: str = "a backing service is unavailable") -> ApiError:
     return ApiError(503, "unavailable", message, headers={"Retry-After": "1"})

@@ -22,6 +22,8 @@ Scenarios (``--scenarios``, default all):
   (4001, ``lectern_gateway_slow_consumer_disconnects_total``) with the gateway's RSS bounded
   (``rss_peak_kb``), while the normal clients' p99 latency stays near a quiet run's
   (``p99_ratio``);
+* ``worker_kill_grading``, ``postgres_down`` (``--pg-down`` s), ``smtp_down`` (``--smtp-down``
+  s): a whole stack grading quiz submissions; see ``benchmarks.chaos_classroom``;
 * ``reconnect_storm``: ``--storm`` clients reconnect at once after a gateway restart, each
   resuming the events published while the gateway was down: ``all_resumed_s``, Redis CPU.
 
@@ -56,6 +58,7 @@ import aiohttp
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from benchmarks.chaos_classroom import FAULTS, run_classroom
 from benchmarks.gateway import free_port_range, gateway_env, parse_metrics, stop_group
 from benchmarks.loadclient import (
     ClientPool,
@@ -551,6 +554,9 @@ SCENARIOS = (
     "gateway_process_kill",
     "gateway_restart",
     "redis_kill",
+    "worker_kill_grading",
+    "postgres_down",
+    "smtp_down",
     "stalled_readers",
     "reconnect_storm",
 )
@@ -559,7 +565,10 @@ SCENARIOS = (
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     out = []
     for name in args.scenarios:
-        result = await run_scenario(name, args)
+        if name in FAULTS:
+            result = await run_classroom(name, args)
+        else:
+            result = await run_scenario(name, args)
         if not args.json:
             print(json.dumps(result), flush=True)
         out.append(result)
@@ -574,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=15.0, help="publishing time")
     parser.add_argument("--settle", type=float, default=20.0, help="catch-up time limit")
+    parser.add_argument("--students", type=int, default=50, help="classroom scenarios")
+    parser.add_argument("--attempts", type=int, default=4, help="quiz attempts per student")
+    parser.add_argument("--submit-rate", type=float, default=20.0, help="submissions/s")
+    parser.add_argument("--pg-down", type=float, default=30.0, help="seconds PostgreSQL is down")
+    parser.add_argument("--smtp-down", type=float, default=60.0, help="seconds SMTP is down")
     parser.add_argument("--stalled", type=int, default=1000)
     parser.add_argument("--storm", type=int, default=20_000)
     parser.add_argument("--json", action="store_true")

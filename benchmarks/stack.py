@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 
@@ -28,6 +29,9 @@ class Stack:
     env: dict[str, str]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     servers: list[RedisServer | PostgresServer | SmtpCatcher] = field(default_factory=list)
+    #: The private servers (None with ``use_running``), for failure scenarios.
+    pg: PostgresServer | None = None
+    smtp: SmtpCatcher | None = None
 
     @property
     def ws_url(self) -> str:
@@ -50,7 +54,13 @@ class Stack:
             server.stop()
 
 
-async def start(extra_env: dict[str, str] | None = None, use_running: bool = False) -> Stack:
+async def start(
+    extra_env: dict[str, str] | None = None,
+    use_running: bool = False,
+    pg_dir: Path | None = None,
+) -> Stack:
+    """``pg_dir``: keep PostgreSQL's data there (durable, so it can be stopped and started
+    again on the same port); by default it lives in a throwaway directory without fsync."""
     if use_running:
         info = read_stack_file()
         if info is None:
@@ -63,7 +73,7 @@ async def start(extra_env: dict[str, str] | None = None, use_running: bool = Fal
             dict(os.environ),
         )
     redis = RedisServer().start()
-    pg = PostgresServer().start()
+    pg = PostgresServer(data_dir=pg_dir).start()
     smtp = SmtpCatcher().start()
     api_port, gw_port = free_port(), free_port()
     env = {
@@ -85,7 +95,9 @@ async def start(extra_env: dict[str, str] | None = None, use_running: bool = Fal
         redis.url,
         pg.url,
         env,
-        servers=[redis, pg],
+        servers=[redis, pg, smtp],
+        pg=pg,
+        smtp=smtp,
     )
     try:
         from api.migrate import migrate

@@ -180,8 +180,10 @@ async def _children(settings: Settings, env: dict[str, str], credentials: dict[s
     say("stack", f"pages      http://{host}:{settings.api_port}/")
     say(
         "stack",
-        f"metrics    gateway :{settings.gateway_metrics_port}+i, "
-        f"workers :{settings.worker_metrics_port}+i, api /metrics",
+        f"metrics    gateway :{settings.gateway_metrics_port}+i "
+        f"(supervisor :{settings.gateway_supervisor_metrics_port}), "
+        f"workers :{settings.worker_metrics_port}+i "
+        f"(supervisor :{settings.worker_supervisor_metrics_port}), api /metrics",
     )
     for who, cred in credentials.items():
         say("stack", f"demo {who}: {cred}")

@@ -39,6 +39,12 @@ def floor_key(topic: str, shards: int) -> str:
     return f"{ROOT}:{shard_tag(shard_of(topic, shards))}:f:{topic}"
 
 
+def published_once_key(topic: str, shards: int, token: str) -> str:
+    """The event ID a publish with idempotency token ``token`` got (e.g. ``outbox:42``): a
+    second publish with the token returns it instead of appending again."""
+    return f"{ROOT}:{shard_tag(shard_of(topic, shards))}:once:{token}"
+
+
 # -- commands (DESIGN.md section 4) -----------------------------------------------------------
 
 #: Client commands appended by the gateways, consumed by the workers' group.

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 
-def die_with_parent() -> None:
-    """``preexec_fn``: the child gets SIGTERM when the process that started it dies, so a
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """``preexec_fn``: the child gets ``sig`` when the thread that started it exits, so a
     killed `make run` or test session leaves no orphan server behind (Linux only)."""
     with contextlib.suppress(Exception):
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:

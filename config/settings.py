@@ -29,7 +29,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # External services; empty means "start an embedded one" (make run, tests).
     redis_url: str = ""  # redis://host:port/db
     database_url: str = ""  # postgresql://user@host:port/db
-    smtp_url: str = ""  # smtp://host:port[?from=address]
+    smtp_url: str = ""  # smtp://[user:pw@]host:port[?from=address]; credentials need TLS
 
     # Network.
     host: str = "127.0.0.1"  # address every HTTP server binds
@@ -37,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8600  # JSON API and pages
     gateway_metrics_port: int = 9700  # gateway process i serves /metrics on port + i; 0: none
     worker_metrics_port: int = 9800  # worker process i serves /metrics on port + i; 0: none
+    gateway_supervisor_metrics_port: int = 9690  # /metrics of `python -m gateway`'s parent; 0: none
+    worker_supervisor_metrics_port: int = 9790  # /metrics of `python -m workers`'s parent; 0: none
     public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty
 
     # Auth.
@@ -64,6 +66,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     invite_ttl_s: int = 7 * 24 * 3600  # lifetime of a registration invite
 
     # API.
+    api_keepalive_timeout_s: float = 15.0  # idle or head-less connection lifetime (slow-loris)
+    api_body_timeout_s: float = 30.0  # a request body must arrive within this long, else 408
     staff_progress_debounce_ms: int = 3000  # at most one staff.progress per cohort per window
 
     # Gateway limits (DESIGN.md section 8).
@@ -91,6 +95,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Streams.
     history_maxlen: int = 1000  # events kept per topic for resume
+    publish_once_ttl_s: int = 600  # how long a publish idempotency token (outbox row) is kept
     history_ttl_s: int = 24 * 3600  # a topic's history expires this long after its last event
     bus_shards: int = 8  # bus shard streams (K)
     bus_maxlen: int = 100_000  # entries kept per bus shard (approximate)
@@ -192,6 +197,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
+        "publish_once_ttl_s",
         "bus_shards",
         "bus_read_count",
         "login_failures_per_account_ip",
@@ -202,6 +208,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "register_attempts_per_ip",
         "register_window_s",
         "password_hash_concurrency",
+        "api_keepalive_timeout_s",
+        "api_body_timeout_s",
         "staff_progress_debounce_ms",
     )
     for name in positive:

@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or settings.gateway_port
     count = args.processes or settings.gateway_processes or os.cpu_count() or 1
     return run_processes(
-        "gateway", run_process, [(settings, i, port, args.loop) for i in range(count)]
+        "gateway",
+        run_process,
+        [(settings, i, port, args.loop) for i in range(count)],
+        metrics_host=settings.host,
+        metrics_port=settings.gateway_supervisor_metrics_port,
     )
 
 

@@ -11,14 +11,18 @@ Contract (DESIGN.md section 3):
   When events are trimmed, the ID of the newest trimmed one is stored as the topic's *floor*:
   a client whose cursor is older than the floor gets a ``reset``. Bus shards are capped at
   about ``bus_maxlen`` entries (``MAXLEN ~``).
-* **Cluster-legal.** History, floor and bus shard keys share the shard's hash tag.
+* **Once per token.** A publish may carry an idempotency token (the outbox relay passes the
+  outbox row's id): the first publish with it records the event ID for ``publish_once_ttl_s``,
+  and a later one with the same token returns that ID and appends nothing, so a relay that
+  died between publishing and marking its rows cannot publish them twice.
+* **Cluster-legal.** History, floor, once and bus shard keys share the shard's hash tag.
 * **Encoded once.** ``data`` is encoded here to JSON and to MessagePack; gateways splice those
   bytes into frames and never decode them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -28,6 +32,10 @@ from config import keys
 from config.settings import Settings
 
 PUBLISH_LUA = """
+if KEYS[4] then
+  local prior = redis.call('GET', KEYS[4])
+  if prior then return prior end
+end
 local id = redis.call('XADD', KEYS[1], '*', 't', ARGV[2], 'd', ARGV[3], 'm', ARGV[4])
 local maxlen = tonumber(ARGV[5])
 local ttl = tonumber(ARGV[6])
@@ -42,6 +50,7 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
   'p', ARGV[1], 'i', id, 't', ARGV[2], 'd', ARGV[3], 'm', ARGV[4])
+if KEYS[4] then redis.call('SET', KEYS[4], id, 'EX', ARGV[8]) end
 return id
 """
 
@@ -52,10 +61,10 @@ MAX_TYPE_LEN = 64
 
 
 def publish_args(
-    settings: Settings, topic: str, type_: str, data: Any
+    settings: Settings, topic: str, type_: str, data: Any, once: str | None = None
 ) -> tuple[list[str], list[Any]]:
     """The keys and arguments of :data:`PUBLISH_LUA` for one event (for any Redis client,
-    sync or async, that runs the script)."""
+    sync or async, that runs the script); ``once``: the idempotency token, if any."""
     if not type_ or len(type_) > MAX_TYPE_LEN:
         raise ValueError("event type must be 1-64 characters")
     shard = keys.shard_of(topic, settings.bus_shards)
@@ -73,6 +82,9 @@ def publish_args(
         settings.history_ttl_s,
         settings.bus_maxlen,
     ]
+    if once is not None:
+        key_list.append(keys.published_once_key(topic, settings.bus_shards, once))
+        args.append(settings.publish_once_ttl_s)
     return key_list, args
 
 
@@ -90,13 +102,16 @@ class Publisher:
         event_id = await self._script(keys=key_list, args=args)
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
-    async def publish_many(self, events: Iterable[tuple[str, str, Any]]) -> list[str]:
+    async def publish_many(
+        self, events: Iterable[tuple[str, str, Any]], once: Sequence[str] | None = None
+    ) -> list[str]:
         """Publish several events in one round trip; each is atomic on its own, and events of
-        the same topic keep the order given."""
+        the same topic keep the order given. ``once``: an idempotency token per event."""
         pipe = self._redis.pipeline(transaction=False)
         count = 0
-        for topic, type_, data in events:
-            key_list, args = publish_args(self._settings, topic, type_, data)
+        for i, (topic, type_, data) in enumerate(events):
+            token = once[i] if once is not None else None
+            key_list, args = publish_args(self._settings, topic, type_, data, token)
             await self._script(keys=key_list, args=args, client=pipe)
             count += 1
         if not count:

@@ -18,6 +18,7 @@ import uuid
 from aiohttp import web
 
 from config.logs import setup_logging
+from config.processes import Ready
 from config.settings import Settings
 from gateway.app import create_app, metrics_handler, shutdown_connections
 
@@ -50,7 +51,7 @@ def app_runner(app: web.Application, settings: Settings) -> web.AppRunner:
     )
 
 
-async def serve(settings: Settings, index: int, port: int, ready: object = None) -> None:
+async def serve(settings: Settings, index: int, port: int, ready: Ready) -> None:
     loop = asyncio.get_running_loop()
     gateway_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     app = create_app(settings, settings.redis_url, gateway_id)
@@ -65,6 +66,7 @@ async def serve(settings: Settings, index: int, port: int, ready: object = None)
     metrics_port = settings.gateway_metrics_port + index if settings.gateway_metrics_port else 0
     if metrics_port:
         await web.TCPSite(metrics_runner, settings.host, metrics_port).start()
+    ready()
     log.info(
         "gateway listening",
         extra={"port": port, "metrics_port": metrics_port, "gateway": gateway_id},
@@ -80,10 +82,10 @@ async def serve(settings: Settings, index: int, port: int, ready: object = None)
     await metrics_runner.cleanup()
 
 
-def run_process(settings: Settings, index: int, port: int, loop_kind: str) -> None:
+def run_process(settings: Settings, index: int, port: int, loop_kind: str, ready: Ready) -> None:
     setup_logging(settings.log_level, f"gateway.{index}")
     if loop_kind == "uvloop":
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve(settings, index, port))
+    asyncio.run(serve(settings, index, port, ready))

@@ -20,6 +20,12 @@ Guarantees:
 
 ``settings.smtp_url``: ``smtp://[user:password@]host[:port][?from=addr&starttls=0|1]``, or
 ``smtps://`` for TLS from the start.
+
+**Credentials never travel in clear.** With a user name in the URL, ``smtp://`` *requires*
+STARTTLS (``starttls=0`` is refused when the URL is parsed): a server, or a man in the middle,
+that does not offer it gets no ``AUTH`` and the send fails with :class:`SmtpTlsRequired`.
+Without credentials STARTTLS stays opportunistic (used when offered), as a local relay or a
+development catcher needs.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ SMTP_TIMEOUT_S = 10.0
 DEFAULT_SENDER = "Lectern <no-reply@lectern.local>"
 
 
+class SmtpTlsRequired(aiosmtplib.SMTPException):
+    """The server did not offer STARTTLS, so the configured credentials were not sent."""
+
+
 class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int
@@ -58,7 +68,7 @@ class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True):
     password: str | None = None
     sender: str = DEFAULT_SENDER
     use_tls: bool = False
-    start_tls: bool | None = None  # None: use STARTTLS when the server offers it
+    start_tls: bool | None = None  # None: use STARTTLS when offered (only without credentials)
 
 
 def parse_smtp_url(url: str) -> SmtpConfig:
@@ -71,6 +81,13 @@ def parse_smtp_url(url: str) -> SmtpConfig:
     start_tls: bool | None = None
     if "starttls" in query:
         start_tls = query["starttls"].lower() in ("1", "true", "yes")
+    if parts.username and not tls:
+        if start_tls is False:
+            raise ValueError(
+                "smtp_url has credentials and starttls=0: credentials need TLS"
+                " (use smtps:// or drop starttls=0)"
+            )
+        start_tls = True  # required: opportunistic STARTTLS can be stripped by a downgrade
     return SmtpConfig(
         host=parts.hostname,
         port=parts.port or (465 if tls else 25),
@@ -124,7 +141,17 @@ class _Connection:
             start_tls=c.start_tls,
             timeout=SMTP_TIMEOUT_S,
         )
-        await client.connect()
+        try:
+            await client.connect()
+        except aiosmtplib.SMTPException:
+            # aiosmtplib refuses STARTTLS that was not offered before any AUTH; say why.
+            if c.start_tls and c.username and not client.supports_extension("starttls"):
+                client.close()
+                raise SmtpTlsRequired(
+                    f"refusing to send SMTP credentials in clear: {c.host}:{c.port}"
+                    " did not offer STARTTLS"
+                ) from None
+            raise
         self.client, self.loop = client, loop
         return True
 

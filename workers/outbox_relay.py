@@ -12,9 +12,10 @@ Guarantees:
   transaction. If publishing fails (Redis down) the transaction rolls back, the rows stay
   unpublished and the relay tries again with backoff, so events committed while Redis was down
   go out once it is back.
-* **At least once.** If the process dies after publishing but before its commit, the rows are
-  published again, under new event IDs: events must be safe to apply twice (they carry state
-  keyed by ids, such as a notification's id, never increments).
+* **Once.** Each row is published with the idempotency token ``outbox:<id>``: if the process
+  dies after publishing but before its commit, the next relay publishes the rows again and
+  gets the event IDs they already have, appending nothing (``gateway.publish``; the token lives
+  ``publish_once_ttl_s``, far longer than a relay takes to be replaced).
 * **Order per topic is outbox id order** among committed rows: one relay at a time holds the
   transaction-level advisory lock :data:`LOCK_ID`, reads the oldest unpublished rows in id order
   and publishes them in that order (``Publisher.publish_many`` keeps the order of one topic).
@@ -36,6 +37,7 @@ import asyncpg
 import msgspec
 import redis.exceptions
 
+from config.retry import Backoff
 from workers import metrics
 from workers.context import WorkerContext
 
@@ -68,7 +70,7 @@ async def relay_batch(ctx: WorkerContext, limit: int = BATCH) -> int | None:
         if not rows:
             return 0
         events = [(r["topic"], r["type"], _decoder.decode(r["data"])) for r in rows]
-        await ctx.publisher.publish_many(events)
+        await ctx.publisher.publish_many(events, [f"outbox:{r['id']}" for r in rows])
         await conn.execute(_MARK, [r["id"] for r in rows])
     metrics.outbox_published.inc(len(rows))
     return len(rows)
@@ -143,7 +145,7 @@ async def run_outbox_relay(ctx: WorkerContext) -> None:
         return
     wake = asyncio.Event()
     listener = _Listener(ctx.settings.database_url, wake)
-    backoff = 0.1
+    backoff = Backoff()
     try:
         while True:
             await listener.ensure()
@@ -152,16 +154,16 @@ async def run_outbox_relay(ctx: WorkerContext) -> None:
             wake.clear()
             try:
                 await relay_all(ctx)
-                backoff = 0.1
+                backoff.reset()
             except (
                 redis.exceptions.RedisError,
                 OSError,
                 asyncpg.PostgresError,
                 asyncpg.InterfaceError,
             ) as exc:
-                log.warning("outbox relay failed, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
+                log.warning("outbox relay failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
                 wake.set()
     finally:
         await listener.close()

@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from config.logs import setup_logging
-from config.processes import run_processes
+from config.processes import Ready, run_processes
 from config.settings import Settings, SettingsError, load_settings, require_production_posture
 from workers import metrics
 from workers.context import WorkerContext
@@ -30,7 +30,9 @@ log = logging.getLogger("lectern.workers")
 Service = Callable[[WorkerContext], Coroutine[Any, Any, None]]
 
 
-async def serve(settings: Settings, services: list[Service] | None = None) -> None:
+async def serve(
+    settings: Settings, services: list[Service] | None = None, ready: Ready | None = None
+) -> None:
     ctx = await WorkerContext.open(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -41,6 +43,8 @@ async def serve(settings: Settings, services: list[Service] | None = None) -> No
         loop.create_task(service(ctx), name=getattr(service, "__name__", "service"))
         for service in (services if services is not None else SERVICES)
     ]
+    if ready is not None:
+        ready()
     log.info("worker started", extra={"consumer": ctx.consumer, "services": len(tasks)})
     waiter = loop.create_task(stop.wait())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -54,7 +58,7 @@ async def serve(settings: Settings, services: list[Service] | None = None) -> No
     await ctx.close()
 
 
-def run_process(settings: Settings, index: int) -> None:
+def run_process(settings: Settings, index: int, ready: Ready) -> None:
     setup_logging(settings.log_level, f"worker.{index}")
     if settings.worker_metrics_port:
         with contextlib.suppress(OSError):
@@ -64,7 +68,7 @@ def run_process(settings: Settings, index: int) -> None:
     import uvloop
 
     uvloop.install()
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, ready=ready))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,4 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("REDIS_URL and DATABASE_URL must be set (make run sets both)")
         return 2
     count = args.processes or settings.worker_processes or 1
-    return run_processes("workers", run_process, [(settings, i) for i in range(count)])
+    return run_processes(
+        "worker",
+        run_process,
+        [(settings, i) for i in range(count)],
+        metrics_host=settings.host,
+        metrics_port=settings.worker_supervisor_metrics_port,
+    )

@@ -31,6 +31,7 @@ from gateway.auth import issue_access_token
 from gateway.hub import Hub
 from gateway.publish import Publisher
 from gateway.server import app_runner
+from tests.processes import until_metrics
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
@@ -128,10 +129,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_TIMEOUT_S = 3
 
 
+#: Every client request is bounded: a connection nobody answers fails the test in seconds
+#: instead of waiting out aiohttp's default of 300 s.
+CLIENT_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
 class GatewayProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int, supervisor_port: int) -> None:
         self.proc = proc
         self.port = port
+        self.supervisor_port = supervisor_port
         self.ws_url = f"ws://127.0.0.1:{port}/ws"
 
     async def wait_exit(self, within: float) -> int:
@@ -142,18 +149,43 @@ class GatewayProcess:
 Starter = Callable[..., Awaitable[GatewayProcess]]
 
 
+async def _wait_ready(gw: GatewayProcess, processes: int) -> None:
+    """Every process serves: with several, the supervisor says all reported serving (a
+    /readyz answer comes from whichever one process the kernel picked); with one, /readyz."""
+    if processes > 1:
+        await until_metrics(
+            gw.supervisor_port,
+            lambda m: m.get("lectern_gateway_processes_ready") == processes,
+            30,
+            f"{processes} gateway processes serving",
+        )
+        return
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession(timeout=CLIENT_TIMEOUT) as http:
+        while True:
+            assert gw.proc.returncode is None, f"gateway exited with {gw.proc.returncode}"
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{gw.port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            await asyncio.sleep(0.1)
+
+
 @pytest.fixture
 async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
-    """``await start(processes, **settings)``: ``python -m gateway`` on a free port, ready to
-    serve, with ``LECTERN_*`` variables for the given settings. Killed after the test."""
+    """``await start(processes, **settings)``: ``python -m gateway`` on a free port, every
+    process serving, with ``LECTERN_*`` variables for the given settings. Killed after the
+    test (its children die with it)."""
     procs: list[GatewayProcess] = []
 
     async def start(processes: int, **settings: object) -> GatewayProcess:
-        port = free_port()
+        port, supervisor_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
         env.update(
             REDIS_URL=redis_url,
             LECTERN_GATEWAY_METRICS_PORT="0",
+            LECTERN_GATEWAY_SUPERVISOR_METRICS_PORT=str(supervisor_port),
             LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
             LECTERN_CONN_RATE_PER_IP_PER_S="10000",
             LECTERN_CONN_BURST_PER_IP="10000",
@@ -165,18 +197,10 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *args, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL
         )
-        gw = GatewayProcess(proc, port)
+        gw = GatewayProcess(proc, port, supervisor_port)
         procs.append(gw)
-        deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert proc.returncode is None, f"gateway exited with {proc.returncode}"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                        if resp.status == 200:
-                            return gw
-                assert time.monotonic() < deadline, "gateway did not become ready"
-                await asyncio.sleep(0.1)
+        await _wait_ready(gw, processes)
+        return gw
 
     yield start
     for gw in procs:

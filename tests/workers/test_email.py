@@ -23,7 +23,7 @@ from tests.workers.helpers import (
 )
 from workers import jobs
 from workers.context import WorkerContext
-from workers.email import message_id, parse_smtp_url, render
+from workers.email import SmtpTlsRequired, _Connection, message_id, parse_smtp_url, render
 from workers.notify import create_notifications
 
 
@@ -192,6 +192,85 @@ def test_smtp_url_parsing() -> None:
     assert parse_smtp_url("smtps://mail.example").port == 465
     with pytest.raises(ValueError):
         parse_smtp_url("http://mail.example")
+
+
+def test_credentials_require_tls_in_the_url() -> None:
+    """With a user name, smtp:// means STARTTLS required (never merely opportunistic), and
+    turning it off is a configuration error; smtps:// and anonymous relays are unchanged."""
+    assert cfg_tls("smtp://bob:pw@mail.example") == (False, True)
+    assert cfg_tls("smtp://bob:pw@mail.example?starttls=1") == (False, True)
+    assert cfg_tls("smtps://bob:pw@mail.example") == (True, False)
+    assert cfg_tls("smtp://mail.example") == (False, None)
+    assert cfg_tls("smtp://mail.example?starttls=0") == (False, False)
+    with pytest.raises(ValueError, match="credentials need TLS"):
+        parse_smtp_url("smtp://bob:pw@mail.example?starttls=0")
+
+
+def cfg_tls(url: str) -> tuple[bool, bool | None]:
+    cfg = parse_smtp_url(url)
+    return cfg.use_tls, cfg.start_tls
+
+
+class PlainAuthServer:
+    """A real SMTP server (aiosmtpd) that offers AUTH over plain text and no STARTTLS: what a
+    downgrading man in the middle looks like. It records every credential it is sent."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.credentials: list[Any] = []
+        self.messages: list[bytes] = []
+        server = self
+
+        def authenticator(*args: Any) -> AuthResult:
+            server.credentials.append(args[-1])
+            return AuthResult(success=True)
+
+        class Handler:
+            async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+                server.messages.append(envelope.content)
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            authenticator=authenticator,
+            auth_require_tls=False,
+        )
+
+
+@pytest.fixture
+def plain_auth_server() -> Any:
+    server = PlainAuthServer()
+    server.controller.start()
+    yield server
+    server.controller.stop()
+
+
+def _message() -> Any:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@example.test", "b@example.test", "hi"
+    msg.set_content("hello")
+    return msg
+
+
+async def test_credentials_are_never_sent_without_tls(plain_auth_server: Any) -> None:
+    """Against a server that does not offer STARTTLS: with credentials the send fails with
+    SmtpTlsRequired and the server saw no AUTH; without credentials the mail goes through."""
+    port = plain_auth_server.port
+    with_credentials = _Connection(parse_smtp_url(f"smtp://bob:s3cret@127.0.0.1:{port}"))
+    with pytest.raises(SmtpTlsRequired, match="did not offer STARTTLS"):
+        await with_credentials.send(_message())
+    assert plain_auth_server.credentials == [] and plain_auth_server.messages == []
+    anonymous = _Connection(parse_smtp_url(f"smtp://127.0.0.1:{port}"))
+    await anonymous.send(_message())
+    await anonymous.drop()
+    assert len(plain_auth_server.messages) == 1
 
 
 def test_render_keeps_text_and_escapes_html() -> None:

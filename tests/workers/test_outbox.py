@@ -8,11 +8,13 @@ import uuid
 from typing import Any
 
 import msgspec
+import pytest
 import redis.asyncio as aioredis
 
 from config import keys
 from config.servers import RedisServer
 from config.settings import Settings
+from gateway.publish import Publisher
 from tests.workers.helpers import Workers, eventually, listening, steady
 from workers.context import WorkerContext
 from workers.outbox_relay import relay_all, run_outbox_relay
@@ -57,6 +59,35 @@ async def test_rows_are_published_in_id_order_and_marked(wsettings: Settings) ->
         assert await unpublished(w.ctx, topic) == 0
         await relay_all(w.ctx)  # nothing is published twice
         assert len(await history(w.ctx.redis, wsettings, topic)) == 6
+
+
+class _DiesAfterPublishing(Publisher):
+    """Publishes for real, then the relay dies before it can mark the rows."""
+
+    async def publish_many(self, *args: Any, **kw: Any) -> list[str]:
+        await super().publish_many(*args, **kw)
+        raise ConnectionError("the relay died between publish and commit")
+
+
+async def test_a_relay_that_dies_after_publishing_is_not_published_twice(
+    wsettings: Settings,
+) -> None:
+    topic = f"user:{uuid.uuid4().hex[:8]}"
+    async with Workers(wsettings) as w:
+        assert w.ctx.db is not None
+        async with w.ctx.db.acquire() as conn, conn.transaction():
+            await emit_many(conn, [(topic, "step", {"n": n}) for n in range(3)])
+        real = w.ctx.publisher
+        w.ctx.publisher = _DiesAfterPublishing(w.ctx.redis, wsettings)
+        with pytest.raises(ConnectionError):
+            await relay_all(w.ctx)
+        assert await unpublished(w.ctx, topic) == 3  # rolled back: the next relay retries
+        w.ctx.publisher = real
+        await relay_all(w.ctx)
+        assert await unpublished(w.ctx, topic) == 0
+        assert await history(w.ctx.redis, wsettings, topic) == [
+            ("step", {"n": n}) for n in range(3)
+        ]
 
 
 async def test_rolled_back_change_publishes_nothing(wsettings: Settings) -> None:
