@@ -134,7 +134,7 @@ class BusReader:
                 self.connected = False
                 metrics.bus_errors.inc()
                 log.warning("bus read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
+                await asyncio.sleep(backoff * (0.5 + random.random()))  # nosec B311  # jitter
                 backoff = min(backoff * 2, 5.0)
             finally:
                 await r.aclose()
