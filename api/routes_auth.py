@@ -21,6 +21,7 @@ from api.responses import json_response
 from api.schemas import Email, Id, Kind, Name, Role, UserOut, normalize_email
 from api.state import DB, HASHER, REDIS, REQUEST_ID, SETTINGS
 from config.topics import user_topic
+from workers import activity
 from workers.outbox_write import emit
 
 log = logging.getLogger("lectern.api.auth")
@@ -401,6 +402,8 @@ async def register(request: web.Request) -> web.Response:
                             "enrolled": True,
                         },
                     )
+                    if invite["kind"] == "member":
+                        await activity.record(conn, invite["cohort_id"], uid, "member.joined")
             await conn.execute(
                 "UPDATE invites SET used_at = now(), used_by = $1 WHERE id = $2", uid, invite["id"]
             )

@@ -40,7 +40,7 @@ from api.schemas import Email, Id, Kind, Title, normalize_email
 from api.state import DB, REDIS, SETTINGS
 from config.topics import cohort_topic, user_topic
 from gateway import rights
-from workers import csv_import
+from workers import activity, csv_import
 from workers.jobs import enqueue
 from workers.outbox_write import emit
 
@@ -242,6 +242,8 @@ async def enroll(request: web.Request) -> web.Response:
                 "enrollment.changed",
                 {"cohort_id": cohort_id, "kind": data.kind, "enrolled": True},
             )
+            if data.kind == "member":
+                await activity.record(conn, cohort_id, uid, "member.joined")
         row = await conn.fetchrow(
             f"{_ENROLLMENT} WHERE e.cohort_id = $1 AND e.user_id = $2", cohort_id, uid
         )

@@ -40,8 +40,8 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB, REDIS
 from config.topics import staff_topic, user_topic
+from workers import activity, review
 from workers import feedback as feedback_job
-from workers import review
 from workers.grading import GradeResult, QuestionResult, ShortText, questions_from_json
 from workers.jobs import enqueue
 from workers.live_rules import Invalid, clean_text
@@ -272,6 +272,10 @@ async def post_feedback(request: web.Request) -> web.Response:
             "feedback.posted",
             FeedbackPosted(feedback=out, results=effective.results),
         )
+        if effective.percentage >= activity.PASS_PERCENTAGE:
+            await activity.record(
+                conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
+            )
         if state != sub["review"]:
             await emit(
                 conn,

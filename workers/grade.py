@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from config.topics import staff_topic, user_topic
-from workers import leaderboard, review
+from workers import activity, leaderboard, review
 from workers.context import WorkerContext
 from workers.grading import (
     GradeResult,
@@ -137,6 +137,15 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
                     results=result.results,
                 )
                 await emit(conn, user_topic(row["user_id"]), "quiz.graded", event)
+                if result.percentage >= activity.PASS_PERCENTAGE:
+                    await activity.record(
+                        conn,
+                        row["cohort_id"],
+                        row["user_id"],
+                        "quiz.passed",
+                        row["quiz_id"],
+                        row["title"],
+                    )
                 title, body = notification_text(row["title"], result)
                 await create_notifications(
                     conn,

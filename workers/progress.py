@@ -6,7 +6,8 @@ Plain functions on an asyncpg connection, shared by the API routes and the worke
 by one student in one cohort serialize and the milestone arithmetic sees every earlier one. A
 second completion of the same lesson changes nothing and emits nothing. A first one emits, in
 the same transaction: ``progress.update`` to ``user:{id}`` and, for each milestone (25, 50, 75,
-100 %) crossed, ``certificate.progress``.
+100 %) crossed, ``certificate.progress``, and the cohort's activity entry
+(:mod:`workers.activity`).
 
 **Staff aggregates** (``staff.progress`` to ``staff:{cohort}``) are debounced: each completion
 calls :func:`schedule_staff_progress`, which schedules the ``staff_progress`` job
@@ -29,6 +30,7 @@ import redis.asyncio as aioredis
 
 from config.settings import Settings
 from config.topics import staff_topic, user_topic
+from workers import activity
 from workers.jobs import schedule
 from workers.outbox_write import emit, emit_many
 
@@ -174,6 +176,8 @@ async def complete_lesson(
             for m in milestones_crossed(done - 1, done, total)
         ]
         await emit_many(conn, events)
+        title = await conn.fetchval("SELECT title FROM lessons WHERE id = $1", lesson_id)
+        await activity.record(conn, cohort_id, user_id, "lesson.completed", lesson_id, title)
     return state, True
 
 

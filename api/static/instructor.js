@@ -79,6 +79,11 @@ async function loadAnnouncements() {
   renderAnnouncements();
 }
 
+async function loadPrivacy() {
+  const feed = await api(`/api/v1/cohorts/${page.cohort.id}/activity?limit=1`);
+  $("#activity-privacy").value = feed.privacy;
+}
+
 async function loadQueue() {
   page.queue = await api(`/api/v1/cohorts/${page.cohort.id}/grading-queue`);
   renderQueue();
@@ -86,6 +91,7 @@ async function loadQueue() {
 
 function loadAll() {
   return Promise.all([
+    loadPrivacy(),
     loadQueue(),
     loadNames().then(loadProgress),
     loadSessions(),
@@ -149,6 +155,9 @@ function onCohortEvent(ev) {
     case "session.state":
       page.sessions.set(d.session.id, d.session);
       renderSessions();
+      break;
+    case "activity.settings":
+      $("#activity-privacy").value = d.privacy;
       break;
     case "leaderboard.update": // a grade landed: the quiz statistics moved
     case "quiz.published":
@@ -437,6 +446,15 @@ async function openReview(quiz) {
 
 function wire() {
   $("#logout").addEventListener("click", logout);
+  $("#activity-privacy").addEventListener("change", (event) =>
+    attempt(async () => {
+      await api(`/api/v1/cohorts/${page.cohort.id}/activity-settings`, {
+        method: "PUT",
+        body: { privacy: event.target.value },
+      });
+      toast("Activity feed updated.");
+    }),
+  );
   $("#announce-form").addEventListener("submit", (event) => {
     event.preventDefault();
     attempt(async () => {

@@ -35,6 +35,7 @@ const page = {
   board: null,
   sessions: new Map(),
   feedback: [], // newest first
+  activity: { privacy: "initials", items: [] }, // the cohort feed, newest first
 };
 
 // -- loading --------------------------------------------------------------------------------
@@ -86,8 +87,14 @@ async function loadFeedback() {
   renderFeedback();
 }
 
+async function loadActivity() {
+  page.activity = await api(`/api/v1/cohorts/${page.cohort.id}/activity`);
+  renderActivity();
+}
+
 function loadAll() {
   return Promise.all([
+    loadActivity(),
     loadFeedback(),
     loadProgress(),
     loadQuizzes(),
@@ -172,6 +179,16 @@ function onCohortEvent(ev) {
       break;
     case "quiz.published":
       loadQuizzes();
+      break;
+    case "activity":
+      if (!page.activity.items.some((a) => a.id === d.id)) {
+        page.activity.items.unshift(d);
+        page.activity.items = page.activity.items.slice(0, 50);
+        renderActivity();
+      }
+      break;
+    case "activity.settings": // the history is rendered with the new setting: reload it
+      attempt(loadActivity);
       break;
     default:
       break;
@@ -267,6 +284,33 @@ function renderNotifications() {
           ),
         )
       : el("li", { class: "muted" }, "Nothing yet."),
+  );
+}
+
+const ACTIVITY_TEXT = {
+  "member.joined": () => "joined the cohort",
+  "lesson.completed": (a) => `completed lesson “${a.subject_title}”`,
+  "quiz.passed": (a) => `passed quiz “${a.subject_title}”`,
+};
+
+function renderActivity() {
+  const feed = page.activity;
+  fill(
+    $("#activity-list"),
+    feed.privacy === "off"
+      ? el("li", { class: "muted" }, "Your instructors turned the activity feed off.")
+      : feed.items.length
+        ? feed.items.map((a) =>
+            el(
+              "li",
+              { dataset: { id: a.id, kind: a.kind } },
+              el("strong", { class: "actor" }, a.actor),
+              " ",
+              el("span", { class: "what" }, (ACTIVITY_TEXT[a.kind] || (() => a.kind))(a)),
+              el("span", { class: "muted" }, ` · ${when(a.created_at)}`),
+            ),
+          )
+        : el("li", { class: "muted" }, "Nothing yet."),
   );
 }
 
