@@ -177,7 +177,7 @@ class RedisClusterServer:
         args += ["--dir", str(workdir), "--save", "", "--appendonly", "no"]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
         args += ["--cluster-node-timeout", str(self.node_timeout_ms), "--maxclients", "10000"]
-        self.procs[port] = subprocess.Popen(
+        self.procs[port] = subprocess.Popen(  # nosec B603  # fixed argv
             args, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
         _wait_port(port, self.procs[port], "redis-server (cluster node)")
