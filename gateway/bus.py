@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from config import keys, streams
+from config.retry import Backoff
 from config.settings import Settings
 from gateway import metrics, rights
 from gateway.hub import Hub
@@ -111,7 +111,7 @@ class BusReader:
         return min(int(p.split(b"-")[0]) for p in bus) if bus else 0
 
     async def run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(jitter=True)
         first = True
         reply_key = keys.reply_key(self.hub.gateway_id).encode()
         while True:
@@ -126,16 +126,16 @@ class BusReader:
                     await self.hub.recover(self._since_ms())
                 self.connected = True
                 self.ready.set()
-                backoff = 0.1
+                backoff.reset()
                 await self._loop(r, reply_key)
             except asyncio.CancelledError:
                 raise
             except (redis.exceptions.RedisError, OSError) as exc:
                 self.connected = False
                 metrics.bus_errors.inc()
-                log.warning("bus read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
+                log.warning("bus read failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
             finally:
                 await r.aclose()
 

@@ -15,6 +15,30 @@ import pytest
 
 from config.servers import PostgresServer, RedisServer, SmtpCatcher
 from config.settings import Settings, load_settings
+from tests import leftovers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test starts a process: every descendant stays in this process's tree.
+    leftovers.become_subreaper()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process it started is still running at its end (after the session
+    fixtures stopped the servers), and end those processes by pid."""
+    left = leftovers.leftovers()
+    if not left:
+        return
+    lines = [leftovers.describe(p) for p in left]
+    leftovers.kill(left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", "processes left running by the tests (run failed)", red=True)
+        for line in lines:
+            reporter.write_line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

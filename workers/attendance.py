@@ -37,17 +37,17 @@ write can lose or repeat one slice of credit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Any
 
 import asyncpg
 import redis.exceptions
 
 from config import keys, streams
+from config.retry import Backoff
 from config.streams import PresenceOp
 from workers import metrics
+from workers.consumer import GroupReader
 from workers.context import WorkerContext
 from workers.live_rules import LiveTimings, db_id
 from workers.live_state import (
@@ -141,18 +141,6 @@ ON CONFLICT (session_id, user_id) DO UPDATE SET
     joined_at = least(attendance.joined_at, EXCLUDED.joined_at),
     left_at = EXCLUDED.left_at
 """
-
-
-async def ensure_group(ctx: WorkerContext) -> None:
-    """Create the consumer group at the start of the stream (not at its end, like the command
-    group): joins appended before the first worker started still count."""
-    try:
-        await ctx.redis.xgroup_create(
-            keys.PRESENCE_STREAM, keys.PRESENCE_GROUP, id="0", mkstream=True
-        )
-    except redis.exceptions.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
 
 
 class Scripts:
@@ -267,43 +255,28 @@ async def publish_presence(ctx: WorkerContext, room: Room) -> None:
 async def run_presence(ctx: WorkerContext) -> None:
     """Consume the presence stream until cancelled (see the module docstring)."""
     scripts = Scripts(ctx)
-    await ensure_group(ctx)
-    last_claim = 0.0
-    backoff = 0.1
+    reader = GroupReader(
+        ctx.redis,
+        keys.PRESENCE_GROUP,
+        ctx.consumer,
+        [keys.PRESENCE_STREAM],
+        # From the start of the stream (not its end, like the command group): joins appended
+        # before the first worker started still count.
+        start_id="0",
+        claim_idle_ms=ctx.settings.job_claim_idle_ms,
+        claim_every_s=ctx.settings.job_claim_idle_ms / 1000,
+        name="presence",
+    )
+    backoff = Backoff()
     while True:
+        batch = await reader.next_batch(500)
         try:
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-            if time.monotonic() - last_claim > ctx.settings.job_claim_idle_ms / 1000:
-                last_claim = time.monotonic()
-                claimed: Any = await ctx.redis.xautoclaim(
-                    keys.PRESENCE_STREAM,
-                    keys.PRESENCE_GROUP,
-                    ctx.consumer,
-                    min_idle_time=ctx.settings.job_claim_idle_ms,
-                    count=500,
-                )
-                entries.extend(claimed[1])
-            resp: Any = await ctx.redis.xreadgroup(
-                keys.PRESENCE_GROUP,
-                ctx.consumer,
-                {keys.PRESENCE_STREAM: ">"},
-                count=500,
-                block=1000,
-            )
-            for _, batch in resp or []:
-                entries.extend(batch)
-            done: list[bytes] = []
-            for entry_id, fields in entries:
-                if fields:
-                    await apply_entry(ctx, scripts, fields, TIMINGS[0])
-                done.append(entry_id)
-            if done:
-                await ctx.redis.xack(keys.PRESENCE_STREAM, keys.PRESENCE_GROUP, *done)
-            backoff = 0.1
+            for delivery in batch:
+                await apply_entry(ctx, scripts, delivery.fields, TIMINGS[0])
+            await reader.ack(keys.PRESENCE_STREAM, *(d.id for d in batch))
+            backoff.reset()
         except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
-            if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
-                await ensure_group(ctx)
-                continue
+            # Unacknowledged: the batch is reclaimed after job_claim_idle_ms and applied again
+            # (the scripts are idempotent).
             log.warning("presence consumer: %s", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await backoff.wait()
