@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -46,6 +45,7 @@ from api.migrate import migrate
 from api.passwords import Hasher
 from api.responses import error_response, json_response
 from api.state import DB, HASHER, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
+from config import redisconn
 from config.settings import Settings
 from gateway.publish import Publisher
 
@@ -224,8 +224,11 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_id_middleware, metrics_middleware, error_middleware],
         client_max_size=CLIENT_MAX_SIZE,
     )
-    redis_client = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=5
+    redis_client = redisconn.connect(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        socket_connect_timeout=2,
+        socket_timeout=5,
     )
     app[SETTINGS] = settings
     app[REDIS] = redis_client

@@ -30,6 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = ""  # redis://host:port/db
     database_url: str = ""  # postgresql://user@host:port/db
     smtp_url: str = ""  # smtp://[user:pw@]host:port[?from=address]; credentials need TLS
+    redis_cluster: bool = False  # REDIS_URL names any node of a Redis Cluster (docs/cluster.md)
 
     # Network.
     host: str = "127.0.0.1"  # address every HTTP server binds

@@ -21,7 +21,7 @@ import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from config import keys
+from config import keys, redisconn
 from config.settings import Settings
 from config.topics import authorize
 from config.topics import parse as parse_topic
@@ -445,10 +445,16 @@ def create_app(
     app[SETTINGS] = settings
     # A bounded pool: a connect storm waits for a Redis connection instead of opening hundreds
     # of sockets next to ~19,000 client sockets under the 20,000 open-file limit.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=32, timeout=10, socket_connect_timeout=2, socket_timeout=5
-    )
-    redis = aioredis.Redis(connection_pool=pool)
+    redis: aioredis.Redis
+    if settings.redis_cluster:
+        redis = redisconn.connect(
+            redis_url, cluster=True, socket_connect_timeout=2, socket_timeout=5
+        )
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=32, timeout=10, socket_connect_timeout=2, socket_timeout=5
+        )
+        redis = aioredis.Redis(connection_pool=pool)
     app[REDIS] = redis
     hub = Hub(settings, redis, gateway_id or uuid.uuid4().hex[:12])
     app[HUB] = hub
@@ -491,7 +497,7 @@ async def _background(app: web.Application) -> Any:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
-        await app[REDIS].delete(keys.reply_key(hub.gateway_id))
+        await app[REDIS].delete(keys.reply_key(hub.gateway_id, app[SETTINGS].bus_shards))
     await app[REDIS].aclose()
 
 
