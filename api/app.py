@@ -47,6 +47,7 @@ from api.responses import error_response, json_response
 from api.state import DB, HASHER, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
 from config import redisconn
 from config.settings import Settings
+from gateway import sessions as open_sessions
 from gateway.publish import Publisher
 
 log = logging.getLogger("lectern.api")
@@ -201,6 +202,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await pool  # created unconnected in create_app: app state is frozen once it starts
         async with pool.acquire() as conn:
             applied = await migrate(conn)
+            # Sessions scheduled before the registry existed (or a flushed Redis) stay open.
+            await open_sessions.register_open(conn, app[REDIS])
         if applied:
             log.info("migrations applied", extra={"versions": applied})
         yield

@@ -17,7 +17,7 @@ import msgspec
 
 PREFIX = "LECTERN_"
 #: The shipped HS256 key: every process refuses it unless ``dev_mode`` is on.
-DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"
+DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"  # nosec B105  # refused outside dev mode
 MIN_JWT_SECRET_BYTES = 32
 #: Conventional names that are accepted without the prefix too.
 UNPREFIXED = ("REDIS_URL", "DATABASE_URL", "SMTP_URL")
