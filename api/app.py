@@ -65,6 +65,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_quiz_stats",
     "api.routes_feedback",
     "api.routes_activity",
+    "api.routes_dashboard",
     "api.routes_notifications",
     "api.routes_announcements",
     "api.routes_pages",
