@@ -287,7 +287,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         fixture = await create(
-            stack.database_url, stack.api_url, stack.gateway_url, students=max(args.room + 10, 300)
+            stack.database_url,
+            stack.api_url,
+            stack.gateway_url,
+            students=max(args.room + 10, 300),
+            redis_url=stack.redis_url,
         )
         tokens = _tokens(fixture)
         login_users = fixture.student_ids[:50]

@@ -90,7 +90,7 @@ async def execute(ctx: WorkerContext, cmd: Command) -> Reply:
 
 
 async def send_reply(ctx: WorkerContext, gateway: str, reply: Reply) -> None:
-    key = keys.reply_key(gateway)
+    key = keys.reply_key(gateway, ctx.settings.bus_shards)
     pipe = ctx.redis.pipeline(transaction=False)
     fields = streams.REPLY.encode(reply)
     pipe.xadd(key, fields, maxlen=REPLY_MAXLEN, approximate=True)  # type: ignore[arg-type]
