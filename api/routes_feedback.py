@@ -325,7 +325,7 @@ async def grading_queue(request: web.Request) -> web.Response:
         "SELECT s.id, s.quiz_id, q.title, s.user_id, u.display_name, s.attempt, s.submitted_at,"
         " s.answers::text AS answers, s.feedback::text AS feedback,"
         " s.manual_points::text AS manual_points, s.score_override::float8 AS score_override,"
-        " q.questions::text AS questions"
+        " q.questions::text AS questions"  # nosec B608  # constant SQL text
         " FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id"
         " JOIN users u ON u.id = s.user_id"
         " WHERE q.cohort_id = $1 AND s.review = 'waiting'"
