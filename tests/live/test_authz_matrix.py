@@ -51,7 +51,6 @@ RULES: dict[str, tuple[str, ...]] = {
 ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
-    ("GET", "/metrics"): "public",
     ("GET", "/"): "public",
     ("GET", "/student"): "public",
     ("GET", "/live"): "public",
@@ -108,6 +107,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/submissions/{id}/feedback"): "member",
     ("GET", "/api/v1/cohorts/{id}/feedback"): "member",
     ("GET", "/api/v1/cohorts/{id}/grading-queue"): "staff",
+    ("GET", "/api/v1/cohorts/{id}/dashboard"): "staff",
     ("GET", "/api/v1/cohorts/{id}/activity"): "member",
     ("PUT", "/api/v1/cohorts/{id}/activity-settings"): "staff",
     ("GET", "/api/v1/notifications"): "user",
@@ -145,6 +145,7 @@ COMMANDS: dict[str, str] = {
     "screenshare.signal": "staff",
     "sys.echo": "admin",
 }
+
 
 #: Bodies that pass validation, so that routes that read their body before deciding who may
 #: act are judged on the decision, not on the 400 an empty body gets.
