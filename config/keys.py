@@ -97,6 +97,11 @@ def lost_rights_key(user: str) -> str:
     return f"{LOST_RIGHTS_PREFIX}{user}"
 
 
+def live_session_key(cohort: str, session: str) -> str:
+    """A live session's state while its ``live:`` topic may be subscribed (gateway/sessions.py)."""
+    return f"{ROOT}:session:{cohort}:{session}"
+
+
 def connect_ticket_key(ticket: str) -> str:
     """One-time connect ticket (gateway.ticket): the claims it stands for, for a few seconds."""
     return f"{ROOT}:ticket:{ticket}"
@@ -179,6 +184,12 @@ ROOM_DUE = f"{ROOT}:room:due"
 def room_key(kind: str, cohort: str, session: str) -> str:
     """Live-room state kept in Redis (reaction windows, poll tallies being throttled)."""
     return f"{ROOT}:room:{kind}:{cohort}:{session}"
+
+
+def presence_key(part: str, cohort: str, session: str) -> str:
+    """A live room's attendance state (workers/attendance.py); its parts share the hash tag
+    ``{p:cohort:session}`` because one script touches them together."""
+    return f"{ROOT}:{{p:{cohort}:{session}}}:presence:{part}"
 
 
 #: Joins and leaves of live-room topics, appended by the gateways for the attendance worker.

@@ -15,7 +15,7 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
+import subprocess  # nosec B404  # starts the embedded servers
 import tempfile
 import threading
 import time
@@ -114,7 +114,7 @@ class RedisServer:
             workdir, persist = self.data_dir, ["--save", "", "--appendonly", "yes"]
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", str(workdir), "--maxclients", "10000", *persist]
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # nosec B603  # fixed argv of an embedded server
             args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
         _wait_port(self.port, self.proc, "redis-server")
@@ -177,7 +177,7 @@ class RedisClusterServer:
         args += ["--dir", str(workdir), "--save", "", "--appendonly", "no"]
         args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
         args += ["--cluster-node-timeout", str(self.node_timeout_ms), "--maxclients", "10000"]
-        self.procs[port] = subprocess.Popen(
+        self.procs[port] = subprocess.Popen(  # nosec B603  # fixed argv
             args, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
         _wait_port(port, self.procs[port], "redis-server (cluster node)")
@@ -311,7 +311,7 @@ class PostgresServer:
         bindir = postgres_bin_dir()
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="lectern-pg-")
-            os.chmod(self._tmp.name, 0o755)
+            os.chmod(self._tmp.name, 0o755)  # nosec B103  # the server binary must be executable
             self.data_dir = Path(self._tmp.name) / "data"
         elif self.user and not _traversable_by_others(self.data_dir.parent.resolve()):
             self.data_dir = Path(tempfile.gettempdir()) / f"lectern-pg-{abs(hash(self.data_dir))}"
@@ -328,7 +328,7 @@ class PostgresServer:
         if not (data / "PG_VERSION").exists():
             # initdb insists on an empty directory apart from our socket dir.
             sockdir.rmdir()
-            subprocess.run(
+            subprocess.run(  # nosec B603  # fixed argv of an embedded server
                 [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", *INITDB_FLAGS],
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -345,7 +345,7 @@ class PostgresServer:
         if self.ephemeral:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
             args += ["-c", "full_page_writes=off"]
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # nosec B603  # fixed argv of an embedded server
             args,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -361,7 +361,7 @@ class PostgresServer:
         deadline = time.monotonic() + 20
         psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
         while True:
-            check = subprocess.run(
+            check = subprocess.run(  # nosec B603  # fixed argv of an embedded server
                 [
                     *psql,
                     "-d",
@@ -377,7 +377,7 @@ class PostgresServer:
                 raise RuntimeError(f"postgres not ready: {check.stderr.decode()}")
             time.sleep(0.1)
         if check.stdout.strip() != b"1":
-            subprocess.run(
+            subprocess.run(  # nosec B603  # fixed argv of an embedded server
                 [*psql, "-d", "postgres", "-c", "CREATE DATABASE lectern"],
                 check=True,
                 capture_output=True,

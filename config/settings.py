@@ -17,7 +17,7 @@ import msgspec
 
 PREFIX = "LECTERN_"
 #: The shipped HS256 key: every process refuses it unless ``dev_mode`` is on.
-DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"
+DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"  # nosec B105  # refused outside dev mode
 MIN_JWT_SECRET_BYTES = 32
 #: Conventional names that are accepted without the prefix too.
 UNPREFIXED = ("REDIS_URL", "DATABASE_URL", "SMTP_URL")
@@ -38,6 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8600  # JSON API and pages
     gateway_metrics_port: int = 9700  # gateway process i serves /metrics on port + i; 0: none
     worker_metrics_port: int = 9800  # worker process i serves /metrics on port + i; 0: none
+    api_metrics_port: int = 9600  # the API's /metrics (not on the public port); 0: none
     gateway_supervisor_metrics_port: int = 9690  # /metrics of `python -m gateway`'s parent; 0: none
     worker_supervisor_metrics_port: int = 9790  # /metrics of `python -m workers`'s parent; 0: none
     public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty
