@@ -65,6 +65,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_quiz_stats",
     "api.routes_feedback",
     "api.routes_activity",
+    "api.routes_dashboard",
     "api.routes_notifications",
     "api.routes_announcements",
     "api.routes_pages",
@@ -136,6 +137,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         code = _STATUS_CODES.get(exc.status, "error" if exc.status < 500 else "internal")
         return error_response(exc.status, code, exc.reason, None, headers)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        backend = "redis" if isinstance(exc, redis.exceptions.RedisError) else "network"
+        metrics.backend_errors.labels(backend).inc()
         log.warning(
             "backing service unavailable",
             extra={"request_id": request.get(REQUEST_ID), "error": repr(exc)},
@@ -152,6 +155,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             400, "invalid_field", "the input holds a character that cannot be stored"
         )
     except (asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError):
+        metrics.backend_errors.labels("postgres").inc()
         exc503 = errors.unavailable()
         return error_response(503, exc503.code, exc503.message, None, exc503.headers)
     except asyncio.CancelledError:
@@ -192,6 +196,14 @@ async def metrics_handler(request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest(metrics.registry))
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
+
+
+def create_metrics_app() -> web.Application:
+    """``GET /metrics`` alone, for the API's metrics port: the public port does not serve
+    them (they would tell anyone the routes, the load and the error rates)."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    return app
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -241,7 +253,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
-    app.router.add_get("/metrics", metrics_handler, allow_head=False)
     for module in _route_modules():
         module.setup(app)
     return app

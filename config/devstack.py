@@ -201,7 +201,8 @@ async def _children(settings: Settings, env: dict[str, str], credentials: dict[s
         f"metrics    gateway :{settings.gateway_metrics_port}+i "
         f"(supervisor :{settings.gateway_supervisor_metrics_port}), "
         f"workers :{settings.worker_metrics_port}+i "
-        f"(supervisor :{settings.worker_supervisor_metrics_port}), api /metrics",
+        f"(supervisor :{settings.worker_supervisor_metrics_port}), "
+        f"api :{settings.api_metrics_port}",
     )
     for who, cred in credentials.items():
         say("stack", f"demo {who}: {cred}")

@@ -38,6 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8600  # JSON API and pages
     gateway_metrics_port: int = 9700  # gateway process i serves /metrics on port + i; 0: none
     worker_metrics_port: int = 9800  # worker process i serves /metrics on port + i; 0: none
+    api_metrics_port: int = 9600  # the API's /metrics (not on the public port); 0: none
     gateway_supervisor_metrics_port: int = 9690  # /metrics of `python -m gateway`'s parent; 0: none
     worker_supervisor_metrics_port: int = 9790  # /metrics of `python -m workers`'s parent; 0: none
     public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty

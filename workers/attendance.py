@@ -331,7 +331,6 @@ async def run_presence(ctx: WorkerContext) -> None:
         # before the first worker started still count.
         start_id="0",
         claim_idle_ms=ctx.settings.job_claim_idle_ms,
-        claim_every_s=ctx.settings.job_claim_idle_ms / 1000,
         name="presence",
     )
     backoff = Backoff()

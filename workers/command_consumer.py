@@ -123,7 +123,6 @@ async def run_commands(ctx: WorkerContext, concurrency: int = 64) -> None:
         # Commands sent before any worker ran were answered `timeout` long ago: start at the end.
         start_id="$",
         claim_idle_ms=ctx.settings.job_claim_idle_ms,
-        claim_every_s=ctx.settings.job_claim_idle_ms / 1000,
         name="command",
     )
     await reader.ensure_groups()

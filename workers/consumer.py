@@ -68,7 +68,7 @@ class GroupReader:
         *,
         start_id: str,
         claim_idle_ms: int,
-        claim_every_s: float,
+        claim_every_s: float | None = None,
         block_ms: int = 1000,
         count_deliveries: bool = False,
         name: str = "stream",
@@ -79,7 +79,8 @@ class GroupReader:
         self.streams = list(streams)
         self.start_id = start_id
         self.claim_idle_ms = claim_idle_ms
-        self.claim_every_s = claim_every_s
+        #: How often to look for abandoned entries (by default, once per ``claim_idle_ms``).
+        self.claim_every_s = claim_idle_ms / 1000 if claim_every_s is None else claim_every_s
         self.block_ms = block_ms
         self.count_deliveries = count_deliveries
         self.name = name

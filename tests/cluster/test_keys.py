@@ -69,7 +69,7 @@ def test_every_script_and_transaction_is_covered() -> None:
         if n and path.parts[-2] in {"gateway", "api", "workers", "config"}:
             found[str(path.relative_to(ROOT))] = n
     assert found == {
-        "gateway/publish.py": 1,  # test_publish_script_trims_and_announces
+        "gateway/publish.py": 1,  # test_publish_script_trims_and_announces, test_publish_many
         "api/ratelimit.py": 1,  # test_api_transactions
         "api/login_limits.py": 2,  # test_api_transactions
         "api/cache.py": 1,  # test_api_transactions
@@ -113,6 +113,22 @@ async def test_publish_script_trims_and_announces(csettings: Settings, rc: aiore
     assert (await rc.get(floor)) is not None  # trimmed: older cursors get `reset`
     announced = await rc.xrevrange(bus, count=1)
     assert announced[0][1][b"i"].decode() == ids[-1]
+
+
+async def test_publish_many_on_the_cluster(csettings: Settings, rc: aioredis.Redis) -> None:
+    """Several events over several shards (the cluster client refuses scripts in a pipeline):
+    every one published, each topic in the order given, once-tokens honoured."""
+    topics = [f"cohort:{uuid.uuid4().hex[:8]}" for _ in range(6)]
+    assert len({keys.shard_of(t, csettings.bus_shards) for t in topics}) > 1
+    events = [(t, "t.n", {"n": n}) for n in range(3) for t in topics]
+    tokens = [f"once:{uuid.uuid4().hex}" for _ in events]
+    publisher = Publisher(rc, csettings)
+    ids = await publisher.publish_many(events, once=tokens)
+    for topic in topics:
+        history = await rc.xrange(keys.history_key(topic, csettings.bus_shards))
+        mine = [i for i, (t, _, _) in zip(ids, events, strict=True) if t == topic]
+        assert [e[0].decode() for e in history] == mine
+    assert await publisher.publish_many(events, once=tokens) == ids
 
 
 async def test_bus_groups_read_on_their_nodes(csettings: Settings, rc: aioredis.Redis) -> None:

@@ -28,6 +28,9 @@ from tests.gateway.clients import (
 )
 from tests.gateway.conftest import Gateway, GatewayFactory
 
+#: Also on the Redis Cluster (docs/cluster.md).
+pytestmark = pytest.mark.redis_modes
+
 
 async def _history_after(
     redis: aioredis.Redis, settings: Settings, topic: str, after: str
