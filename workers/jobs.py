@@ -108,6 +108,16 @@ class PermanentError(Exception):
     """Raised by a handler for a job that can never succeed: dead-lettered without retries."""
 
 
+class Unavailable(Exception):
+    """Raised by a handler when a service the job needs is down (the job itself did not
+    fail): retried after ``delay_ms`` without counting an attempt, so an outage longer than
+    the retry budget loses nothing. The handler bounds how long it keeps waiting."""
+
+    def __init__(self, message: str, delay_ms: int) -> None:
+        super().__init__(message)
+        self.delay_ms = delay_ms
+
+
 class RetryLater(Exception):
     """Raised by a handler to be retried after ``delay_ms`` (counts as a failed attempt)."""
 
@@ -476,6 +486,9 @@ class JobRunner:
             outcome, error = "dead", f"permanent: {exc}"
         except RetryLater as exc:
             outcome, error, delay = "retry", str(exc), exc.delay_ms
+        except Unavailable as exc:
+            # Rescheduled with the attempts it had before this delivery.
+            outcome, error, delay, attempt = "wait", str(exc), exc.delay_ms, attempt - 1
         except Exception as exc:
             outcome, error = "retry", f"{type(exc).__name__}: {exc}"
             log.warning(
@@ -500,7 +513,7 @@ class JobRunner:
         """Acknowledge ``entry`` and, for a failure, reschedule or dead-letter it, atomically."""
         stream = keys.job_stream(entry.queue)
         pipe = self.ctx.redis.pipeline(transaction=True)
-        if outcome == "retry":
+        if outcome in ("retry", "wait"):
             delay = delay_ms or backoff_ms(self.ctx.settings.job_retry_base_ms, attempts)
             payload = entry.job.payload if entry.job is not None else b"{}"
             member = _delayed_member(payload, attempts, entry.id.decode())

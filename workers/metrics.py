@@ -47,7 +47,7 @@ outbox_published = Counter(
 )
 emails = Counter(
     "lectern_worker_emails_total",
-    "Emails by outcome (sent, retried, failed).",
+    "Emails by outcome (sent, retried, deferred, failed).",
     ["outcome"],
     registry=registry,
 )
