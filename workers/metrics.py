@@ -24,6 +24,12 @@ job_seconds = Histogram(
     ["queue"],
     registry=registry,
 )
+job_waits = Counter(
+    "lectern_worker_job_waits_total",
+    "Jobs rescheduled without using an attempt because a service they need was down.",
+    ["queue"],
+    registry=registry,
+)
 job_retries = Counter(
     "lectern_worker_job_retries_total",
     "Jobs scheduled for a retry, by queue.",
