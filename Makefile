@@ -37,6 +37,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/bandit -c pyproject.toml -q -r gateway api workers config
+	$(PY) .ci/audit.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -29,7 +29,7 @@ log = logging.getLogger("lectern.api")
 
 
 async def serve(settings: Settings, port: int) -> None:
-    from api.app import create_app
+    from api.app import create_app, create_metrics_app
 
     app = create_app(settings)
     runner = web.AppRunner(
@@ -44,7 +44,14 @@ async def serve(settings: Settings, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, settings.host, port, backlog=1024)
     await site.start()
-    log.info("api listening", extra={"host": settings.host, "port": port})
+    metrics_runner = web.AppRunner(create_metrics_app(), access_log=None)
+    await metrics_runner.setup()
+    if settings.api_metrics_port:
+        await web.TCPSite(metrics_runner, settings.host, settings.api_metrics_port).start()
+    log.info(
+        "api listening",
+        extra={"host": settings.host, "port": port, "metrics_port": settings.api_metrics_port},
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,6 +60,7 @@ async def serve(settings: Settings, port: int) -> None:
     await stop.wait()
     log.info("api shutting down")
     await runner.cleanup()
+    await metrics_runner.cleanup()
 
 
 async def print_token(settings: Settings, user: int) -> int:

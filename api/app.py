@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -46,7 +45,9 @@ from api.migrate import migrate
 from api.passwords import Hasher
 from api.responses import error_response, json_response
 from api.state import DB, HASHER, PUBLISHER, REDIS, REQUEST_ID, SETTINGS
+from config import redisconn
 from config.settings import Settings
+from gateway import sessions as open_sessions
 from gateway.publish import Publisher
 
 log = logging.getLogger("lectern.api")
@@ -64,6 +65,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_quiz_stats",
     "api.routes_feedback",
     "api.routes_activity",
+    "api.routes_dashboard",
     "api.routes_notifications",
     "api.routes_announcements",
     "api.routes_pages",
@@ -135,6 +137,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         code = _STATUS_CODES.get(exc.status, "error" if exc.status < 500 else "internal")
         return error_response(exc.status, code, exc.reason, None, headers)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        backend = "redis" if isinstance(exc, redis.exceptions.RedisError) else "network"
+        metrics.backend_errors.labels(backend).inc()
         log.warning(
             "backing service unavailable",
             extra={"request_id": request.get(REQUEST_ID), "error": repr(exc)},
@@ -165,6 +169,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             "database unavailable",
             extra={"request_id": request.get(REQUEST_ID), "error": repr(exc)},
         )
+        metrics.backend_errors.labels("postgres").inc()
         exc503 = errors.unavailable()
         return error_response(503, exc503.code, exc503.message, None, exc503.headers)
     except asyncio.CancelledError:
@@ -207,6 +212,14 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return resp
 
 
+def create_metrics_app() -> web.Application:
+    """``GET /metrics`` alone, for the API's metrics port: the public port does not serve
+    them (they would tell anyone the routes, the load and the error rates)."""
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    return app
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     """Connect the PostgreSQL pool and migrate; close the pool and Redis on shutdown."""
     pool = app[DB]
@@ -214,6 +227,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await pool  # created unconnected in create_app: app state is frozen once it starts
         async with pool.acquire() as conn:
             applied = await migrate(conn)
+            # Sessions scheduled before the registry existed (or a flushed Redis) stay open.
+            await open_sessions.register_open(conn, app[REDIS])
         if applied:
             log.info("migrations applied", extra={"versions": applied})
         yield
@@ -237,8 +252,11 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_id_middleware, metrics_middleware, error_middleware],
         client_max_size=CLIENT_MAX_SIZE,
     )
-    redis_client = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=5
+    redis_client = redisconn.connect(
+        settings.redis_url,
+        cluster=settings.redis_cluster,
+        socket_connect_timeout=2,
+        socket_timeout=5,
     )
     app[SETTINGS] = settings
     app[REDIS] = redis_client
@@ -249,7 +267,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_services)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
-    app.router.add_get("/metrics", metrics_handler, allow_head=False)
     for module in _route_modules():
         module.setup(app)
     return app

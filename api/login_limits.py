@@ -38,9 +38,9 @@ class Refusal(msgspec.Struct, frozen=True):
 
 def _keys(email: str, ip: str) -> tuple[str, str, str]:
     return (
-        keys.ratelimit_key("login-fail-ip", ip),
-        keys.ratelimit_key("login-fail-account-ip", f"{ip}|{email}"),
-        keys.ratelimit_key("login-fail-account", email),
+        keys.login_limit_key("ip", ip),
+        keys.login_limit_key("account-ip", f"{ip}|{email}"),
+        keys.login_limit_key("account", email),
     )
 
 

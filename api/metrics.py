@@ -1,4 +1,5 @@
-"""The API's Prometheus metrics, served on ``/metrics`` of the API port (DESIGN.md section 9)."""
+"""The API's Prometheus metrics, served on ``/metrics`` of ``api_metrics_port``, not on the
+public port (DESIGN.md section 9)."""
 
 from __future__ import annotations
 
@@ -34,5 +35,12 @@ cache_lookups = Counter(
     "lectern_api_cache_lookups_total",
     "Read-through cache lookups by kind and result (hit, miss).",
     ["kind", "result"],
+    registry=registry,
+)
+backend_errors = Counter(
+    "lectern_api_backend_errors_total",
+    "Requests answered 503 because Redis or PostgreSQL failed, by backend (redis, postgres, "
+    "network: a connection error of either).",
+    ["backend"],
     registry=registry,
 )

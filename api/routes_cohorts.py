@@ -40,6 +40,7 @@ from api.schemas import Email, Id, Kind, Title, normalize_email
 from api.state import DB, REDIS, SETTINGS
 from config.topics import cohort_topic, user_topic
 from gateway import rights
+from gateway import sessions as open_sessions
 from workers import activity, csv_import
 from workers.jobs import enqueue
 from workers.outbox_write import emit
@@ -181,11 +182,13 @@ async def delete_cohort(request: web.Request) -> web.Response:
         enrolled = await conn.fetch(
             "SELECT user_id FROM enrollments WHERE cohort_id = $1 FOR UPDATE", cohort_id
         )
+        rooms = await conn.fetch("SELECT id FROM live_sessions WHERE cohort_id = $1", cohort_id)
         deleted = await conn.fetchval("DELETE FROM cohorts WHERE id = $1 RETURNING id", cohort_id)
         if deleted is None:
             raise errors.not_found(f"cohort {cohort_id} does not exist")
         await emit(conn, cohort_topic(cohort_id), "cohort.deleted", {"cohort_id": cohort_id})
         await _announce_lost(request, [r["user_id"] for r in enrolled], cohort_id)
+        await open_sessions.unregister(request.app[REDIS], [(cohort_id, r["id"]) for r in rooms])
     return web.Response(status=204)
 
 

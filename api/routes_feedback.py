@@ -195,8 +195,19 @@ def _comment(raw: str) -> str:
         raise errors.bad_request(str(exc), {"field": "comment"}, "invalid_field") from None
 
 
+async def _require_grader(request: web.Request, conn: Any, lock: bool) -> asyncpg.Record:
+    """The submission, if the caller is staff of its cohort (404 / 403 otherwise)."""
+    claims = await current_user(request)
+    sub = await _visible_submission(conn, request, lock=lock)
+    if not is_staff(claims, sub["cohort_id"]):
+        raise errors.forbidden("only staff of this cohort give feedback")
+    return sub
+
+
 async def post_feedback(request: web.Request) -> web.Response:
     claims = await current_user(request)
+    # Rights first: whoever may not give feedback learns that, whatever the body holds.
+    await _require_grader(request, request.app[DB], lock=False)
     data = await read_body(request, FeedbackIn, MAX_FEEDBACK_BODY)
     comment = _comment(data.comment)
     if not comment and not data.question_points and data.score is None:
@@ -204,9 +215,7 @@ async def post_feedback(request: web.Request) -> web.Response:
             "feedback needs a comment, question points or a score", {"field": ""}, "empty_feedback"
         )
     async with request.app[DB].acquire() as conn, conn.transaction():
-        sub = await _visible_submission(conn, request, lock=True)
-        if not is_staff(claims, sub["cohort_id"]):
-            raise errors.forbidden("only staff of this cohort give feedback")
+        sub = await _require_grader(request, conn, lock=True)
         if data.client_key is not None:
             done = await conn.fetchrow(
                 f"{_FEEDBACK} WHERE f.submission_id = $1 AND f.client_key = $2",
@@ -325,7 +334,7 @@ async def grading_queue(request: web.Request) -> web.Response:
         "SELECT s.id, s.quiz_id, q.title, s.user_id, u.display_name, s.attempt, s.submitted_at,"
         " s.answers::text AS answers, s.feedback::text AS feedback,"
         " s.manual_points::text AS manual_points, s.score_override::float8 AS score_override,"
-        " q.questions::text AS questions"
+        " q.questions::text AS questions"  # nosec B608  # constant SQL text
         " FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id"
         " JOIN users u ON u.id = s.user_id"
         " WHERE q.cohort_id = $1 AND s.review = 'waiting'"

@@ -31,6 +31,7 @@ from api.schemas import Title
 from api.state import DB, PUBLISHER, REDIS, SETTINGS
 from config import keys
 from config.topics import cohort_topic
+from gateway import sessions as open_sessions
 from gateway.protocol import EMPTY_CURSOR
 from workers import attendance, live_polls
 from workers import live_rules as rules
@@ -197,14 +198,18 @@ async def create_session(request: web.Request) -> web.Response:
             "ends_at must be after starts_at", {"field": "ends_at"}, "invalid_field"
         )
     try:
-        row = await request.app[DB].fetchrow(
-            "INSERT INTO live_sessions (cohort_id, title, starts_at, ends_at)"
-            " VALUES ($1, $2, $3, $4) RETURNING id, cohort_id, title, starts_at, ends_at, state",
-            cohort_id,
-            title,
-            data.starts_at,
-            data.ends_at,
-        )
+        async with request.app[DB].acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO live_sessions (cohort_id, title, starts_at, ends_at)"
+                " VALUES ($1, $2, $3, $4)"
+                " RETURNING id, cohort_id, title, starts_at, ends_at, state",
+                cohort_id,
+                title,
+                data.starts_at,
+                data.ends_at,
+            )
+            # Before the commit: a session no gateway may subscribe to is never created.
+            await open_sessions.register(request.app[REDIS], cohort_id, row["id"], row["state"])
     except asyncpg.ForeignKeyViolationError:
         raise errors.not_found(f"cohort {cohort_id} does not exist") from None
     return json_response(_out(row), 201)
@@ -278,6 +283,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
         events.append((room.topic, "session.state", {"session": view}))
         events.append((cohort_topic(row["cohort_id"]), "session.state", {"session": view}))
         await emit_many(conn, events)
+        await open_sessions.register(request.app[REDIS], row["cohort_id"], session_id, new_state)
     return json_response(_out(row))
 
 

@@ -8,6 +8,9 @@ Starts a private stack (benchmarks.stack) or uses the one `make run` runs, creat
 * ``mark_complete``: lesson completions (transaction + outbox), open loop;
 * ``quiz_graded_e2e``: quiz submitted -> ``quiz.graded`` received on the student's live
   WebSocket, open loop at ``--submit-rate`` (default 200/s);
+* ``feedback_e2e``: staff feedback posted on a graded submission (``POST
+  /api/v1/submissions/{id}/feedback``) -> ``feedback.posted`` received on the student's live
+  WebSocket, open loop at ``--feedback-rate`` (default 50/s), p99 target 500 ms;
 * ``command_reply``: ``qa.ask`` sent over WebSocket -> its reply, and -> the room event received
   by every other member, with ``--room`` (default 2,000) connections in the room (listeners run
   in separate processes); ``room_event`` holds the second figure.
@@ -287,7 +290,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         fixture = await create(
-            stack.database_url, stack.api_url, stack.gateway_url, students=max(args.room + 10, 300)
+            stack.database_url,
+            stack.api_url,
+            stack.gateway_url,
+            students=max(args.room + 10, 300),
+            redis_url=stack.redis_url,
         )
         tokens = _tokens(fixture)
         login_users = fixture.student_ids[:50]
@@ -340,6 +347,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["quiz_graded_e2e"]["emails_sent_within_s"] = await _emails_drained(
                 stack.database_url
             )
+            _progress("feedback_e2e")
+            results["feedback_e2e"] = await feedback_e2e(stack, fixture, tokens, http, args)
         _progress("command_reply")
         results["command_reply"] = await command_reply(stack, fixture, tokens, args.room, args.asks)
     finally:
@@ -445,6 +454,85 @@ async def quiz_e2e(
     return result
 
 
+async def feedback_e2e(
+    stack: stacks.Stack,
+    fixture: Fixture,
+    tokens: dict[int, str],
+    http: aiohttp.ClientSession,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Feedback posted by an instructor -> ``feedback.posted`` on the student's connection,
+    for the submissions graded in ``quiz_graded_e2e`` (one feedback each, in turn)."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT id, user_id FROM quiz_submissions WHERE quiz_id = $1 AND status = 'graded'"
+            " ORDER BY id LIMIT 2000",
+            fixture.quiz_id,
+        )
+    finally:
+        await conn.close()
+    if not rows:
+        return summary([], 1, 0.0)
+    teacher = fixture.instructor_ids[0]
+    staff = issue_access_token(
+        load_settings(),
+        sub=str(teacher),
+        role="instructor",
+        staff=[str(fixture.cohort_id)],
+        ttl_s=3600,
+    )
+    headers = {"Authorization": f"Bearer {staff}"}
+    students = sorted({r["user_id"] for r in rows})
+    posted: dict[int, float] = {}
+    started: dict[int, float] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as ws_http:
+        sockets = []
+        for uid in students:
+            ws = await ws_http.ws_connect(f"{stack.ws_url}?token={tokens[uid]}&topics=user:{uid}")
+            await ws.receive(timeout=10)
+            await ws.receive(timeout=10)
+            sockets.append(ws)
+
+        async def listen(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for msg in ws:
+                at = time.time()
+                frame = json.loads(msg.data)
+                if frame.get("event") == "feedback.posted":
+                    posted[frame["data"]["feedback"]["id"]] = at
+
+        readers = [asyncio.create_task(listen(ws)) for ws in sockets]
+        loop = asyncio.get_running_loop()
+
+        async def give(i: int) -> bool:
+            sub = rows[i % len(rows)]["id"]
+            began = time.time()
+            async with http.post(
+                f"/api/v1/submissions/{sub}/feedback",
+                json={"comment": f"Well argued ({i}).", "client_key": f"bench-{sub}-{i}"},
+                headers=headers,
+            ) as r:
+                body = await r.json()
+                if r.status not in (200, 201):
+                    return False
+                started[body["id"]] = began
+                return True
+
+        t0 = loop.time()
+        load = await open_loop(args.feedback_rate, args.duration / 2, give)
+        deadline = loop.time() + 30
+        while len(posted) < len(started) and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        for task in readers:
+            task.cancel()
+        for ws in sockets:
+            await ws.close()
+    lat = [(posted[f] - t) * 1000 for f, t in started.items() if f in posted]
+    result = summary(lat, load["errors"] + len(started) - len(lat), loop.time() - t0)
+    result["rps"] = load["rps"]
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.api",
@@ -457,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-rate", type=float, default=500.0)
     parser.add_argument("--complete-rate", type=float, default=100.0)
     parser.add_argument("--submit-rate", type=float, default=200.0)
+    parser.add_argument("--feedback-rate", type=float, default=50.0)
     parser.add_argument("--logins", type=int, default=100)
     parser.add_argument("--room", type=int, default=2000)
     parser.add_argument("--asks", type=int, default=100)

@@ -73,6 +73,7 @@ from benchmarks.sysinfo import (
     rss_kib,
 )
 from gateway.publish import Publisher
+from gateway.sessions import register
 
 CLIENT_MAX_PER_PROCESS = 19_000
 SYSCTLS = (
@@ -346,6 +347,9 @@ async def _measure(
     gw_pids = stack.gateway_pids
     rss_before = gateway_rss_kb(gw_pids)
     tokens = await asyncio.to_thread(_tokens, stack, plan)
+    assert stack.redis is not None
+    for k in range(plan.cohorts):  # the rooms exist (gateway/sessions.py)
+        await register(stack.redis, f"c{k}", "s1", "live")
     pools: list[ClientPool] = []
     cfgs = []
     if plan.ws_connections:

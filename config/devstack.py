@@ -1,7 +1,8 @@
 """``make run``: the whole system in the foreground, on embedded servers unless told otherwise.
 
 Starts Redis, PostgreSQL and an SMTP catcher (each only when ``REDIS_URL`` / ``DATABASE_URL`` /
-``SMTP_URL`` is not set; data under ``.lectern/``), migrates and seeds the database, then runs
+``SMTP_URL`` is not set; data under ``.lectern/``; with ``LECTERN_REDIS_CLUSTER=1`` a throwaway
+3-master Redis Cluster instead of the single Redis), migrates and seeds the database, then runs
 the gateway, the API and the workers as child processes with prefixed log lines. Ctrl-C (or
 SIGTERM) stops the children first (they shut down gracefully), then the servers: nothing it
 started is left running.
@@ -18,7 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from config.servers import PostgresServer, RedisServer, SmtpCatcher, die_with_parent
+from config.servers import (
+    PostgresServer,
+    RedisClusterServer,
+    RedisServer,
+    SmtpCatcher,
+    die_with_parent,
+)
 from config.settings import PREFIX, Settings, load_settings
 
 COLORS = {"gateway": "\033[36m", "api": "\033[35m", "workers": "\033[33m", "stack": "\033[32m"}
@@ -66,7 +73,18 @@ def run(settings: Settings) -> int:
     env = dict(os.environ)
     servers: list[Any] = []
     try:
-        if not settings.redis_url:
+        if not settings.redis_url and settings.redis_cluster:
+            with open(logs / "redis-cluster.log", "ab") as log:
+                cluster = RedisClusterServer().start(log=log)
+            servers.append(cluster)
+            env["REDIS_URL"] = cluster.url
+            ports = ", ".join(str(p) for p in cluster.ports)
+            say(
+                "stack",
+                f"redis      {cluster.url} (embedded cluster, 3 masters + 3 replicas:"
+                f" ports {ports}; nothing kept on disk)",
+            )
+        elif not settings.redis_url:
             with open(logs / "redis.log", "ab") as log:
                 redis = RedisServer(data / "redis").start(log=log)
             servers.append(redis)
@@ -183,7 +201,8 @@ async def _children(settings: Settings, env: dict[str, str], credentials: dict[s
         f"metrics    gateway :{settings.gateway_metrics_port}+i "
         f"(supervisor :{settings.gateway_supervisor_metrics_port}), "
         f"workers :{settings.worker_metrics_port}+i "
-        f"(supervisor :{settings.worker_supervisor_metrics_port}), api /metrics",
+        f"(supervisor :{settings.worker_supervisor_metrics_port}), "
+        f"api :{settings.api_metrics_port}",
     )
     for who, cred in credentials.items():
         say("stack", f"demo {who}: {cred}")

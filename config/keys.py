@@ -1,8 +1,20 @@
 """Every Redis key and stream name Lectern uses, in one place.
 
-Keys that a Lua script touches together share a Redis Cluster hash tag (the part in braces),
-so each script stays on one slot: a topic's history stream, its trim floor and the bus shard it
-is announced on all carry the shard's tag ``{bN}``.
+Redis Cluster (``LECTERN_REDIS_CLUSTER``, docs/cluster.md) refuses a script, a ``MULTI`` block
+or a multi-key command whose keys hash to different slots. Keys used together therefore share
+a hash tag (the part in braces), which fixes their slot:
+
+* ``{bN}``: bus shard N, the history streams and trim floors of its topics (the publish
+  script), and what each gateway reads in the same ``XREAD`` as that shard: its reply stream
+  (on the shard its id hashes to) and, on shard 0, the revocation and rights streams and the
+  revoked-session and lost-rights keys (one node answers the gateway's start-up scan).
+* ``{jobs}``: every job queue, its delayed set and dead letters (the retry mover, the
+  dead-letter move, and one ``XREADGROUP`` over all queues a runner serves).
+* ``{c:<kind>:<ident>}``: one cached resource's version and entries.
+* ``{login}``: the failed-login counters and trusted addresses (api.login_limits).
+* ``{cmd}``, ``{presence}``: the command and presence streams.
+
+Every other key is used alone by single-key commands, so any slot serves it.
 """
 
 from __future__ import annotations
@@ -48,25 +60,27 @@ def published_once_key(topic: str, shards: int, token: str) -> str:
 # -- commands (DESIGN.md section 4) -----------------------------------------------------------
 
 #: Client commands appended by the gateways, consumed by the workers' group.
-CMD_STREAM = f"{ROOT}:cmd"
+CMD_STREAM = f"{ROOT}:{{cmd}}"
 
 
-def reply_key(gateway_id: str) -> str:
-    """Replies to commands, one stream per gateway process, read with its bus shards."""
-    return f"{ROOT}:reply:{gateway_id}"
+def reply_key(gateway_id: str, shards: int) -> str:
+    """Replies to commands, one stream per gateway process, read in the same ``XREAD`` as the
+    bus shard its id hashes to (hence that shard's tag)."""
+    return f"{ROOT}:{shard_tag(shard_of(gateway_id, shards))}:reply:{gateway_id}"
 
 
 # -- sessions and revocation ------------------------------------------------------------------
 
-#: Revocations announced to every gateway (field ``sid``), read with the bus shards.
-REVOKE_STREAM = f"{ROOT}:revoke"
+#: Revocations announced to every gateway (field ``sid``), read with bus shard 0, whose tag it
+#: carries. The revoked-session keys carry it too, so one node holds them all.
+REVOKE_STREAM = f"{ROOT}:{shard_tag(0)}:revoke"
 
 #: Removals of a user's rights in a cohort announced to every gateway (fields ``user``,
-#: ``cohort``, ``at``: see gateway/rights.py), read with the bus shards.
-RIGHTS_STREAM = f"{ROOT}:rights"
+#: ``cohort``, ``at``: see gateway/rights.py), read with bus shard 0 like revocations.
+RIGHTS_STREAM = f"{ROOT}:{shard_tag(0)}:rights"
 
 
-REVOKED_PREFIX = f"{ROOT}:revoked:"
+REVOKED_PREFIX = f"{ROOT}:{shard_tag(0)}:revoked:"
 
 
 def revoked_key(sid: str) -> str:
@@ -74,13 +88,18 @@ def revoked_key(sid: str) -> str:
     return f"{REVOKED_PREFIX}{sid}"
 
 
-LOST_RIGHTS_PREFIX = f"{ROOT}:lost:"
+LOST_RIGHTS_PREFIX = f"{ROOT}:{shard_tag(0)}:lost:"
 
 
 def lost_rights_key(user: str) -> str:
     """Hash ``{cohort: when (ms)}``: the user's memberships and staff grants removed while
     access tokens claiming them may still be alive (gateway/rights.py)."""
     return f"{LOST_RIGHTS_PREFIX}{user}"
+
+
+def live_session_key(cohort: str, session: str) -> str:
+    """A live session's state while its ``live:`` topic may be subscribed (gateway/sessions.py)."""
+    return f"{ROOT}:session:{cohort}:{session}"
 
 
 def connect_ticket_key(ticket: str) -> str:
@@ -91,21 +110,24 @@ def connect_ticket_key(ticket: str) -> str:
 # -- jobs (DESIGN.md section 5) ---------------------------------------------------------------
 
 
-# A queue's stream, dead letters and delayed set share the tag ``{q:<queue>}``: the retry mover
-# and the dead-letter move touch them together in one script or transaction.
+# Every queue's stream, dead letters and delayed set share the tag ``{jobs}``: the retry mover
+# and the dead-letter move touch one queue's keys together in one script or transaction, and a
+# runner reads all of its queues in one XREADGROUP. Jobs are few next to events, so one slot
+# carries them.
+JOBS_TAG = "{jobs}"
 
 
 def job_stream(queue: str) -> str:
-    return f"{ROOT}:{{q:{queue}}}:jobs"
+    return f"{ROOT}:{JOBS_TAG}:{queue}:jobs"
 
 
 def dead_letter_stream(queue: str) -> str:
-    return f"{ROOT}:{{q:{queue}}}:dead"
+    return f"{ROOT}:{JOBS_TAG}:{queue}:dead"
 
 
 def job_delayed_key(queue: str) -> str:
     """Sorted set of jobs waiting for a retry, scored by the time they are due (ms)."""
-    return f"{ROOT}:{{q:{queue}}}:delayed"
+    return f"{ROOT}:{JOBS_TAG}:{queue}:delayed"
 
 
 def tick_lock_key(job: str, tick: int) -> str:
@@ -120,11 +142,13 @@ CMD_GROUP = "cmd-workers"
 
 
 def cache_key(kind: str, ident: str, version: int | str) -> str:
-    return f"{ROOT}:cache:{kind}:{ident}:v{version}"
+    """A cached resource at one version; same slot as its version key."""
+    return f"{ROOT}:{{c:{kind}:{ident}}}:v{version}"
 
 
 def cache_version_key(kind: str, ident: str) -> str:
-    return f"{ROOT}:cachever:{kind}:{ident}"
+    """The current version of a cached resource (``current``, so ``v*`` matches entries only)."""
+    return f"{ROOT}:{{c:{kind}:{ident}}}:current"
 
 
 def leaderboard_key(cohort: str) -> str:
@@ -135,9 +159,18 @@ def ratelimit_key(scope: str, ident: str) -> str:
     return f"{ROOT}:rl:{scope}:{ident}"
 
 
+# Login limits (api.login_limits) count one failure in three windows and clear one window while
+# trusting the address in ``MULTI`` blocks, so they share the tag ``{login}``.
+
+
+def login_limit_key(scope: str, ident: str) -> str:
+    """Failed-login counter of one window (``scope``: ip, account-ip, account)."""
+    return f"{ROOT}:{{login}}:fail:{scope}:{ident}"
+
+
 def login_trusted_key(email: str, ip: str) -> str:
     """Present while ``ip`` counts as a usual address of the account (api.login_limits)."""
-    return f"{ROOT}:login-trusted:{ip}|{email}"
+    return f"{ROOT}:{{login}}:trusted:{ip}|{email}"
 
 
 def debounce_key(kind: str, ident: str) -> str:
@@ -153,7 +186,13 @@ def room_key(kind: str, cohort: str, session: str) -> str:
     return f"{ROOT}:room:{kind}:{cohort}:{session}"
 
 
+def presence_key(part: str, cohort: str, session: str) -> str:
+    """A live room's attendance state (workers/attendance.py); its parts share the hash tag
+    ``{p:cohort:session}`` because one script touches them together."""
+    return f"{ROOT}:{{p:{cohort}:{session}}}:presence:{part}"
+
+
 #: Joins and leaves of live-room topics, appended by the gateways for the attendance worker.
 #: Fields: ``op`` (join|leave), ``user``, ``topic``, ``conn``, ``ts`` (ms).
-PRESENCE_STREAM = f"{ROOT}:presence"
+PRESENCE_STREAM = f"{ROOT}:{{presence}}"
 PRESENCE_GROUP = "presence-workers"

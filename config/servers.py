@@ -15,7 +15,7 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
+import subprocess  # nosec B404  # starts the embedded servers
 import tempfile
 import threading
 import time
@@ -38,6 +38,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+#: A cluster node also listens on its port + 10000 (the cluster bus; Redis 6 has no option).
+CLUSTER_BUS_OFFSET = 10000
+
+
+def free_cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster-bus port (+10000) is free too and not in ``taken``."""
+    while True:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535 or port in taken or port + CLUSTER_BUS_OFFSET in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30) -> None:
@@ -96,7 +114,7 @@ class RedisServer:
             workdir, persist = self.data_dir, ["--save", "", "--appendonly", "yes"]
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", str(workdir), "--maxclients", "10000", *persist]
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # nosec B603  # fixed argv of an embedded server
             args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
         _wait_port(self.port, self.proc, "redis-server")
@@ -110,6 +128,135 @@ class RedisServer:
 
     def stop(self) -> None:
         _stop(self.proc)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class RedisClusterServer:
+    """A private Redis Cluster on loopback: ``masters`` masters with ``replicas`` replicas
+    each, all ``redis-server`` processes of :func:`redis_binary` (``cluster-enabled yes``).
+
+    :meth:`start` assigns the 16,384 slots in equal ranges, joins the nodes with
+    ``CLUSTER MEET``, attaches each replica with ``CLUSTER REPLICATE`` and returns once every
+    node reports ``cluster_state:ok`` and every replica's link is up. ``node_timeout_ms`` is
+    how long a master may be unreachable before its replica is promoted. :attr:`url` names the
+    first master; a cluster client learns the rest from it.
+    """
+
+    SLOTS = 16384
+
+    def __init__(self, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000) -> None:
+        if masters < 1 or replicas < 0:
+            raise ValueError("a cluster needs at least one master and no negative replicas")
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.ports: list[int] = []
+        for _ in range(masters * (1 + replicas)):
+            taken = set(self.ports) | {p + CLUSTER_BUS_OFFSET for p in self.ports}
+            self.ports.append(free_cluster_port(taken))
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._log: Any = subprocess.DEVNULL
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    @property
+    def master_ports(self) -> list[int]:
+        """The ports that were masters when the cluster was created."""
+        return self.ports[: self.masters]
+
+    def start_node(self, port: int) -> None:
+        """Start (or restart, after :meth:`kill_node`) the node on ``port``."""
+        assert self._tmp is not None
+        workdir = Path(self._tmp.name)
+        args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1"]
+        args += ["--dir", str(workdir), "--save", "", "--appendonly", "no"]
+        args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+        args += ["--cluster-node-timeout", str(self.node_timeout_ms), "--maxclients", "10000"]
+        self.procs[port] = subprocess.Popen(  # nosec B603  # fixed argv
+            args, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
+        _wait_port(port, self.procs[port], "redis-server (cluster node)")
+
+    def kill_node(self, port: int) -> None:
+        """SIGKILL one node (failover tests)."""
+        proc = self.procs.get(port)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def start(self, log: Any = subprocess.DEVNULL, timeout: float = 30) -> RedisClusterServer:
+        import redis
+
+        self._log = log
+        self._tmp = tempfile.TemporaryDirectory(prefix="lectern-rcluster-")
+        try:
+            for port in self.ports:
+                self.start_node(port)
+            clients = {p: redis.Redis(port=p, host="127.0.0.1") for p in self.ports}
+            try:
+                self._form(clients, time.monotonic() + timeout)
+            finally:
+                for client in clients.values():
+                    client.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _form(self, clients: dict[int, Any], deadline: float) -> None:
+        ids = {p: c.execute_command("CLUSTER MYID").decode() for p, c in clients.items()}
+        masters = self.master_ports
+        for i, port in enumerate(masters):
+            lo, hi = i * self.SLOTS // len(masters), (i + 1) * self.SLOTS // len(masters)
+            clients[port].execute_command("CLUSTER ADDSLOTS", *range(lo, hi))
+        # Distinct epochs up front spare the nodes resolving collisions after they meet.
+        for epoch, port in enumerate(self.ports, start=1):
+            clients[port].execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+        for port in self.ports[1:]:
+            clients[port].execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
+
+        def info(c: Any) -> dict[str, Any]:
+            raw = c.execute_command("CLUSTER INFO")
+            return (
+                raw
+                if isinstance(raw, dict)
+                else dict(line.split(":", 1) for line in raw.decode().split() if ":" in line)
+            )
+
+        total = len(self.ports)
+        self._wait(
+            deadline,
+            "every node to know the others",
+            lambda: all(int(info(c)["cluster_known_nodes"]) == total for c in clients.values()),
+        )
+        for i, port in enumerate(self.ports[len(masters) :]):
+            clients[port].execute_command("CLUSTER REPLICATE", ids[masters[i % len(masters)]])
+        replicas = [clients[p] for p in self.ports[len(masters) :]]
+        self._wait(
+            deadline,
+            "cluster_state:ok and replicas in sync",
+            lambda: (
+                all(info(c)["cluster_state"] == "ok" for c in clients.values())
+                and all(c.info("replication").get("master_link_status") == "up" for c in replicas)
+            ),
+        )
+
+    @staticmethod
+    def _wait(deadline: float, what: str, done: Any) -> None:
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis cluster: timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            _stop(proc)
+        self.procs.clear()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -164,7 +311,7 @@ class PostgresServer:
         bindir = postgres_bin_dir()
         if self.data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="lectern-pg-")
-            os.chmod(self._tmp.name, 0o755)
+            os.chmod(self._tmp.name, 0o755)  # nosec B103  # the server binary must be executable
             self.data_dir = Path(self._tmp.name) / "data"
         elif self.user and not _traversable_by_others(self.data_dir.parent.resolve()):
             self.data_dir = Path(tempfile.gettempdir()) / f"lectern-pg-{abs(hash(self.data_dir))}"
@@ -181,7 +328,7 @@ class PostgresServer:
         if not (data / "PG_VERSION").exists():
             # initdb insists on an empty directory apart from our socket dir.
             sockdir.rmdir()
-            subprocess.run(
+            subprocess.run(  # nosec B603  # fixed argv of an embedded server
                 [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", *INITDB_FLAGS],
                 check=True,
                 stdout=subprocess.DEVNULL,
@@ -198,7 +345,7 @@ class PostgresServer:
         if self.ephemeral:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
             args += ["-c", "full_page_writes=off"]
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # nosec B603  # fixed argv of an embedded server
             args,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -214,7 +361,7 @@ class PostgresServer:
         deadline = time.monotonic() + 20
         psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
         while True:
-            check = subprocess.run(
+            check = subprocess.run(  # nosec B603  # fixed argv of an embedded server
                 [
                     *psql,
                     "-d",
@@ -230,7 +377,7 @@ class PostgresServer:
                 raise RuntimeError(f"postgres not ready: {check.stderr.decode()}")
             time.sleep(0.1)
         if check.stdout.strip() != b"1":
-            subprocess.run(
+            subprocess.run(  # nosec B603  # fixed argv of an embedded server
                 [*psql, "-d", "postgres", "-c", "CREATE DATABASE lectern"],
                 check=True,
                 capture_output=True,

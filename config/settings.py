@@ -17,7 +17,7 @@ import msgspec
 
 PREFIX = "LECTERN_"
 #: The shipped HS256 key: every process refuses it unless ``dev_mode`` is on.
-DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"
+DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"  # nosec B105  # refused outside dev mode
 MIN_JWT_SECRET_BYTES = 32
 #: Conventional names that are accepted without the prefix too.
 UNPREFIXED = ("REDIS_URL", "DATABASE_URL", "SMTP_URL")
@@ -30,6 +30,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = ""  # redis://host:port/db
     database_url: str = ""  # postgresql://user@host:port/db
     smtp_url: str = ""  # smtp://[user:pw@]host:port[?from=address]; credentials need TLS
+    redis_cluster: bool = False  # REDIS_URL names any node of a Redis Cluster (docs/cluster.md)
 
     # Network.
     host: str = "127.0.0.1"  # address every HTTP server binds
@@ -37,6 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     api_port: int = 8600  # JSON API and pages
     gateway_metrics_port: int = 9700  # gateway process i serves /metrics on port + i; 0: none
     worker_metrics_port: int = 9800  # worker process i serves /metrics on port + i; 0: none
+    api_metrics_port: int = 9600  # the API's /metrics (not on the public port); 0: none
     gateway_supervisor_metrics_port: int = 9690  # /metrics of `python -m gateway`'s parent; 0: none
     worker_supervisor_metrics_port: int = 9790  # /metrics of `python -m workers`'s parent; 0: none
     public_gateway_url: str = ""  # gateway URL the pages use; derived from host/port when empty

@@ -21,9 +21,9 @@ import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from config import keys
+from config import keys, redisconn
 from config.settings import Settings
-from config.topics import authorize
+from config.topics import LIVE_PREFIX, authorize
 from config.topics import parse as parse_topic
 from gateway import metrics, protocol, wsframe
 from gateway import ticket as ticket_mod
@@ -234,10 +234,11 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
         return refusal.response
     if not topics:
         return json_error(400, "no_topics", "give the topics to stream: ?topics=a,b", **cors)
-    for topic in topics:
-        if (denial := authorize(claims, topic)) is not None:
-            return json_error(403, denial.code, f"{topic}: {denial.reason}", **cors)
     hub = request.app[HUB]
+    denied = _denied(claims, topics) or await _not_open(hub, topics)
+    if denied is not None:
+        denied.headers.update(cors)
+        return denied
     conn = SseConn(hub, claims, _client_ip(request), topics)
     head = protocol.SSE_HEADERS
     for name, value in cors.items():
@@ -273,7 +274,7 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
         return refusal.response
     if not topics:
         return json_error(400, "no_topics", "give the topics to poll: ?topics=a,b", **cors)
-    denied = _denied(claims, topics)
+    denied = _denied(claims, topics) or await _not_open(app[HUB], topics)
     if denied is not None:
         denied.headers.update(cors)
         return denied
@@ -290,6 +291,22 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
         return await _poll(
             app[POLLS], claims, topics, positions, wait, bool(request.query.get("cursor")), cors
         )
+
+
+async def _not_open(hub: Hub, topics: list[str]) -> web.Response | None:
+    """403 naming the first ``live:`` topic whose session is not open (gateway/sessions.py),
+    503 when Redis cannot tell, else ``None``."""
+    live = [t for t in topics if t.startswith(LIVE_PREFIX)]
+    if not live:
+        return None
+    try:
+        found = await hub.sessions.check(live)
+    except (redis.exceptions.RedisError, OSError):
+        return json_error(503, "unavailable", "cannot check the session now; retry")
+    for topic in live:
+        if not found[topic]:
+            return json_error(403, "forbidden", f"{topic}: no such live session")
+    return None
 
 
 def _denied(claims: Claims, topics: list[str]) -> web.Response | None:
@@ -445,10 +462,16 @@ def create_app(
     app[SETTINGS] = settings
     # A bounded pool: a connect storm waits for a Redis connection instead of opening hundreds
     # of sockets next to ~19,000 client sockets under the 20,000 open-file limit.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        redis_url, max_connections=32, timeout=10, socket_connect_timeout=2, socket_timeout=5
-    )
-    redis = aioredis.Redis(connection_pool=pool)
+    redis: aioredis.Redis
+    if settings.redis_cluster:
+        redis = redisconn.connect(
+            redis_url, cluster=True, socket_connect_timeout=2, socket_timeout=5
+        )
+    else:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=32, timeout=10, socket_connect_timeout=2, socket_timeout=5
+        )
+        redis = aioredis.Redis(connection_pool=pool)
     app[REDIS] = redis
     hub = Hub(settings, redis, gateway_id or uuid.uuid4().hex[:12])
     app[HUB] = hub
@@ -491,7 +514,7 @@ async def _background(app: web.Application) -> Any:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     with contextlib.suppress(redis.exceptions.RedisError, OSError):
-        await app[REDIS].delete(keys.reply_key(hub.gateway_id))
+        await app[REDIS].delete(keys.reply_key(hub.gateway_id, app[SETTINGS].bus_shards))
     await app[REDIS].aclose()
 
 

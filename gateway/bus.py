@@ -1,5 +1,11 @@
-"""The bus reader: one blocking ``XREAD`` over every bus shard, this gateway's reply stream, the
+"""The bus reader: blocking ``XREAD``s over every bus shard, this gateway's reply stream, the
 revocation stream and the rights stream (gateway/rights.py), feeding the hub.
+
+On a single Redis it is one ``XREAD`` over all of them on one connection. Redis Cluster refuses
+an ``XREAD`` whose keys hash to different slots (``CROSSSLOT``, even on one node), so there the
+streams are grouped by slot (config/keys.py puts the reply, revocation and rights streams in
+bus shards' slots) and each group is one ``XREAD`` on its own connection to the master that
+owns the slot: one per node when each master owns one shard (docs/cluster.md).
 
 Guarantees:
 
@@ -8,22 +14,27 @@ Guarantees:
 * On a Redis error the reader keeps every connection, reconnects with capped exponential
   backoff, then recovers the gap from the topics' history streams (DESIGN.md section 6) and
   continues from its last bus position.
+* Cluster: on ``MOVED``/``ASK`` (resharding, failover) or a lost node, a group refreshes the
+  slot map, reconnects to the slot's current master and continues from the last ID it read
+  per stream, after the same history recovery.
 * Reads are bounded (``bus_read_count`` per shard and call).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
 import time
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
-from config import keys, streams
+from config import keys, redisconn, streams
+from config.retry import Backoff
 from config.settings import Settings
 from gateway import metrics, rights
 from gateway.hub import Hub
@@ -59,10 +70,37 @@ class BusReader:
         self.settings = settings
         self.positions: dict[bytes, bytes] = {}
         self.ready = asyncio.Event()
-        self.connected = False
+        #: Read groups not reading right now (connecting, or after an error).
+        self._down: set[int] = {0}
+        self._topology: RedisCluster | None = None
+        self._refresh_lock = asyncio.Lock()
+        self.reply_key = keys.reply_key(hub.gateway_id, settings.bus_shards).encode()
+
+    @property
+    def connected(self) -> bool:
+        """Every read group is connected and reading."""
+        return not self._down
 
     def _bus_keys(self) -> list[bytes]:
         return [keys.bus_key(i).encode() for i in range(self.settings.bus_shards)]
+
+    def _streams(self) -> list[bytes]:
+        return [
+            *self._bus_keys(),
+            self.reply_key,
+            keys.REVOKE_STREAM.encode(),
+            keys.RIGHTS_STREAM.encode(),
+        ]
+
+    def groups(self) -> list[list[bytes]]:
+        """The streams read together by one ``XREAD``: all of them on a single Redis, those
+        of one slot on a cluster."""
+        if self._topology is None:
+            return [self._streams()]
+        by_slot: dict[int, list[bytes]] = {}
+        for stream in self._streams():
+            by_slot.setdefault(self._topology.keyslot(stream), []).append(stream)
+        return [by_slot[slot] for slot in sorted(by_slot)]
 
     async def _start_positions(self, r: aioredis.Redis) -> None:
         """Start at the current tail of each stream: earlier events are history's business."""
@@ -73,7 +111,7 @@ class BusReader:
         tails = await pipe.execute()
         for key, tail in zip(streams, tails, strict=True):
             self.positions[key] = tail[0][0] if tail else b"0-0"
-        self.positions[keys.reply_key(self.hub.gateway_id).encode()] = b"0-0"
+        self.positions[self.reply_key] = b"0-0"
         await self._load_revoked(r)
         await self._load_lost(r)
 
@@ -106,36 +144,93 @@ class BusReader:
             for cohort, at_ms in rights.parse_lost(raw).items():
                 self.hub.rights_lost(user, cohort, at_ms)
 
-    def _since_ms(self) -> int:
-        bus = [self.positions[k] for k in self._bus_keys()]
+    def _since_ms(self, streams: list[bytes] | None = None) -> int:
+        bus = [self.positions[k] for k in self._bus_keys() if streams is None or k in streams]
         return min(int(p.split(b"-")[0]) for p in bus) if bus else 0
 
     async def run(self) -> None:
-        backoff = 0.1
-        first = True
-        reply_key = keys.reply_key(self.hub.gateway_id).encode()
-        while True:
-            r = aioredis.Redis.from_url(
+        """Take the start positions (retrying until Redis answers), then read every group."""
+        if self.settings.redis_cluster:
+            client = redisconn.connect(
+                self.redis_url, cluster=True, socket_timeout=5, socket_connect_timeout=2
+            )
+            self._topology = cast(RedisCluster, client)
+        else:
+            client = aioredis.Redis.from_url(
+                self.redis_url, socket_timeout=5, socket_connect_timeout=2
+            )
+        try:
+            backoff = Backoff(jitter=True)
+            while True:
+                try:
+                    await self._start_positions(client)
+                    break
+                except redisconn.ERRORS as exc:
+                    metrics.bus_errors.inc()
+                    delay = backoff.next_delay()
+                    log.warning("bus start failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+            groups = self.groups()
+            self._down = set(range(len(groups)))
+            self.ready.set()
+            await asyncio.gather(*(self._read_group(i, g) for i, g in enumerate(groups)))
+        finally:
+            await client.aclose()
+
+    async def _open(self, streams: list[bytes]) -> aioredis.Redis:
+        """A dedicated connection for one group's blocking reads: to the single Redis, or to
+        the master that owns the group's slot now."""
+        if self._topology is None:
+            return aioredis.Redis.from_url(
                 self.redis_url, socket_timeout=None, socket_connect_timeout=2
             )
+        node = self._topology.get_node_from_key(streams[0].decode())
+        if node is None:
+            raise redis.exceptions.ConnectionError(f"no master owns {streams[0]!r}")
+        return aioredis.Redis(
+            host=node.host, port=int(node.port), socket_timeout=None, socket_connect_timeout=2
+        )
+
+    async def _refresh(self) -> None:
+        """Reload the cluster's slot map (after MOVED/ASK or a lost node)."""
+        if self._topology is None:
+            return
+        async with self._refresh_lock:
+            with contextlib.suppress(*redisconn.ERRORS):
+                await self._topology.nodes_manager.initialize()
+
+    async def _read_group(self, index: int, group: list[bytes]) -> None:
+        backoff = Backoff(jitter=True)
+        first = True
+        while True:
             try:
-                if first:
-                    await self._start_positions(r)
-                    first = False
-                else:
-                    await self.hub.recover(self._since_ms())
-                self.connected = True
-                self.ready.set()
-                backoff = 0.1
-                await self._loop(r, reply_key)
+                r = await self._open(group)
+            except redisconn.ERRORS:
+                await backoff.wait()
+                await self._refresh()
+                continue
+            try:
+                if not first:
+                    await self.hub.recover(self._since_ms(group))
+                first = False
+                self._down.discard(index)
+                backoff.reset()
+                await self._loop(r, group)
             except asyncio.CancelledError:
                 raise
-            except (redis.exceptions.RedisError, OSError) as exc:
-                self.connected = False
+            except redis.exceptions.AskError as exc:
+                # MOVED (a subclass) or ASK: the slot has (or is getting) another master.
+                self._down.add(index)
+                log.info("bus group %d redirected (%s); following", index, exc)
+                await self._refresh()
+                await asyncio.sleep(0.05)
+            except redisconn.ERRORS as exc:
+                self._down.add(index)
                 metrics.bus_errors.inc()
-                log.warning("bus read failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
+                log.warning("bus read failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                await self._refresh()
             finally:
                 await r.aclose()
 
@@ -154,8 +249,9 @@ class BusReader:
                 await self.hub.recover(self._since_ms())
                 return
 
-    async def _loop(self, r: aioredis.Redis, reply_key: bytes) -> None:
+    async def _loop(self, r: aioredis.Redis, group: list[bytes]) -> None:
         hub = self.hub
+        reply_key = self.reply_key
         count = self.settings.bus_read_count
         positions = self.positions
         revoke_key = keys.REVOKE_STREAM.encode()
@@ -165,7 +261,8 @@ class BusReader:
             if lagging:
                 await self._check_trimmed(r, lagging)
                 lagging = []
-            resp: Any = await r.xread(positions, count=count, block=BLOCK_MS)  # type: ignore[arg-type]
+            wanted = {stream: positions[stream] for stream in group}
+            resp: Any = await r.xread(wanted, count=count, block=BLOCK_MS)  # type: ignore[arg-type]
             if not resp:
                 continue
             records: list[Record] = []

@@ -43,6 +43,7 @@ from gateway.metrics import Hot
 from gateway.presence_writer import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
+from gateway.sessions import OpenSessions
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
 from gateway.wscore import Limits
@@ -62,6 +63,8 @@ class Hub:
         self.commands = CommandRouter(self, redis)
         #: Joins and leaves of live rooms, for attendance (written by its own task).
         self.presence = PresenceWriter(redis)
+        #: Which live sessions may be subscribed (gateway/sessions.py).
+        self.sessions = OpenSessions(redis)
         self._ids = itertools.count(1)
         self.topics: dict[str, set[Conn]] = {}
         #: Last event ID dispatched per topic with local subscribers.
@@ -168,18 +171,29 @@ class Hub:
     ) -> list[str]:
         """Authorize and add each topic; replay from history where a cursor is given.
 
-        A denied topic gets an ``error`` naming it and does not affect the others. Returns the
-        accepted topics. ``quiet`` skips the ``subscribed`` acks (SSE has no use for them).
+        A denied topic gets an ``error`` naming it and does not affect the others. A ``live:``
+        topic must name an open session (gateway/sessions.py); when that is not known locally,
+        the topic is subscribed (or refused) once Redis has answered. Returns the topics
+        accepted now. ``quiet`` skips the ``subscribed`` acks (SSE has no use for them).
         """
         accepted: list[str] = []
         if conn.closed:
             return accepted  # an ended connection is in no map, never again
+        unknown: list[str] = []
         for topic in topics:
             denial = authorize(conn.claims, topic)
             if denial is not None:
                 metrics.bad_frames.labels(denial.code).inc()
                 conn.send(protocol.Error(denial.code, f"{topic}: {denial.reason}", ref, topic))
                 continue
+            if topic.startswith(LIVE_PREFIX) and topic not in conn.topics:
+                is_open = self.sessions.known(topic)
+                if is_open is None:
+                    unknown.append(topic)
+                    continue
+                if not is_open:
+                    self._no_session(conn, topic, ref)
+                    continue
             if topic not in conn.topics and len(conn.topics) >= self.settings.max_topics_per_conn:
                 conn.send(
                     protocol.Error(
@@ -212,7 +226,33 @@ class Hub:
             elif not quiet:
                 # Acked even when already subscribed: a client waiting on its ref gets an answer.
                 conn.send(protocol.Subscribed(topic, ref))
+        if unknown:
+            self._spawn(self._subscribe_if_open(conn, unknown, cursors, ref, quiet))
         return accepted
+
+    def _no_session(self, conn: Conn, topic: str, ref: str | None) -> None:
+        code = ErrorCode.FORBIDDEN.value
+        metrics.bad_frames.labels(code).inc()
+        conn.send(protocol.Error(code, f"{topic}: no such live session", ref, topic))
+
+    async def _subscribe_if_open(
+        self, conn: Conn, topics: list[str], cursors: dict[str, str], ref: str | None, quiet: bool
+    ) -> None:
+        try:
+            found = await self.sessions.check(topics)
+        except (redis.exceptions.RedisError, OSError):
+            for topic in topics:
+                if not conn.closed:
+                    message = "cannot check the session now; retry"
+                    conn.send(protocol.Error(ErrorCode.UNAVAILABLE.value, message, ref, topic))
+            return
+        if conn.closed:
+            return
+        for topic in topics:
+            if not found[topic]:
+                self._no_session(conn, topic, ref)
+        # Now known locally: subscribe() takes them at once.
+        self.subscribe(conn, [t for t in topics if found[t]], cursors, ref, quiet=quiet)
 
     def unsubscribe(self, conn: Conn, topic: str) -> None:
         if conn.topics.pop(topic, None) is not None and topic.startswith(LIVE_PREFIX):

@@ -22,13 +22,14 @@ Contract (DESIGN.md section 3):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 
-from config import keys
+from config import keys, redisconn
 from config.settings import Settings
 
 PUBLISH_LUA = """
@@ -106,16 +107,36 @@ class Publisher:
         self, events: Iterable[tuple[str, str, Any]], once: Sequence[str] | None = None
     ) -> list[str]:
         """Publish several events in one round trip; each is atomic on its own, and events of
-        the same topic keep the order given. ``once``: an idempotency token per event."""
-        pipe = self._redis.pipeline(transaction=False)
-        count = 0
-        for i, (topic, type_, data) in enumerate(events):
-            token = once[i] if once is not None else None
-            key_list, args = publish_args(self._settings, topic, type_, data, token)
-            await self._script(keys=key_list, args=args, client=pipe)
-            count += 1
-        if not count:
+        the same topic keep the order given. ``once``: an idempotency token per event.
+
+        On a Redis Cluster, whose client refuses scripts in a pipeline, the events of each bus
+        shard go one after another (keeping each topic's order) and the shards in parallel."""
+        calls = [
+            publish_args(self._settings, topic, type_, data, once[i] if once is not None else None)
+            for i, (topic, type_, data) in enumerate(events)
+        ]
+        if not calls:
             return []
+        if redisconn.is_cluster(self._redis):
+            return await self._publish_per_shard(calls)
+        pipe = self._redis.pipeline(transaction=False)
+        for key_list, args in calls:
+            await self._script(keys=key_list, args=args, client=pipe)
         # The pipeline makes sure the script is loaded (SCRIPT EXISTS) before its EVALSHAs.
         results = await pipe.execute()
         return [r.decode() if isinstance(r, bytes) else str(r) for r in results]
+
+    async def _publish_per_shard(self, calls: list[tuple[list[str], list[Any]]]) -> list[str]:
+        results: list[str] = [""] * len(calls)
+        by_shard: dict[str, list[int]] = {}
+        for i, (key_list, _) in enumerate(calls):
+            by_shard.setdefault(key_list[1], []).append(i)  # KEYS[2]: the bus shard
+
+        async def run(indexes: list[int]) -> None:
+            for i in indexes:
+                key_list, args = calls[i]
+                event_id = await self._script(keys=key_list, args=args)
+                results[i] = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+        await asyncio.gather(*(run(indexes) for indexes in by_shard.values()))
+        return results

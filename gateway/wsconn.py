@@ -70,38 +70,48 @@ class WsConn(Conn):
             self._apply(out)
 
     def _apply(self, outputs: Sequence[Output], defer: bool = False) -> None:
-        """Carry out the core's outputs, in order."""
+        """Carry out the core's outputs, in order. (Dispatch on ``type(out) is``: class
+        patterns pay an ``isinstance`` through msgspec's metaclass per case, and pings and
+        pongs of every connection come through here.)"""
         for out in outputs:
-            match out:
-                case Message(frame=frame):
-                    if not self.closed:
-                        self._route(frame)
-                case Reject(answer=answer):
-                    if not self.closed:
-                        if isinstance(answer, protocol.Reply):
-                            code = answer.error.code if answer.error else ""
-                            metrics.command_replies.labels(code).inc()
-                        else:
-                            metrics.bad_frames.labels(answer.code).inc()
-                        self.send(answer)
-                case Send(data=data):
-                    self.write(data)
-                case Closing(code=code, deadline=deadline, frame=frame):
-                    # Ended first: the close frame may itself pass the buffer limit.
-                    if self._end(code, defer=defer):
-                        t = self.transport
-                        if t is not None:
-                            t.write(frame)
-                            if deadline:
-                                self.hub.closing(self, deadline)
-                case Disconnect(abort=abort):
-                    t = self.transport
-                    if t is not None:
-                        if abort:
-                            t.abort()
-                        else:
-                            t.close()  # flushes first; the hub aborts it past the grace
-                            self.hub.closing(self, time.monotonic() + CLOSE_GRACE_S)
+            if type(out) is Send:
+                self.write(out.data)
+            elif type(out) is Message:
+                if not self.closed:
+                    self._route(out.frame)
+            elif type(out) is Reject:
+                if not self.closed:
+                    self._reject(out.answer)
+            elif type(out) is Closing:
+                self._closing(out, defer)
+            elif type(out) is Disconnect:
+                self._disconnect(out.abort)
+
+    def _reject(self, answer: protocol.Error | protocol.Reply) -> None:
+        if isinstance(answer, protocol.Reply):
+            metrics.command_replies.labels(answer.error.code if answer.error else "").inc()
+        else:
+            metrics.bad_frames.labels(answer.code).inc()
+        self.send(answer)
+
+    def _closing(self, out: Closing, defer: bool) -> None:
+        # Ended first: the close frame may itself pass the buffer limit.
+        if self._end(out.code, defer=defer):
+            t = self.transport
+            if t is not None:
+                t.write(out.frame)
+                if out.deadline:
+                    self.hub.closing(self, out.deadline)
+
+    def _disconnect(self, abort: bool) -> None:
+        t = self.transport
+        if t is None:
+            return
+        if abort:
+            t.abort()
+        else:
+            t.close()  # flushes first; the hub aborts it past the grace
+            self.hub.closing(self, time.monotonic() + CLOSE_GRACE_S)
 
     def _route(self, frame: protocol.ClientFrame) -> None:
         metrics.frames_received.labels(type(frame).__name__.lower()).inc()

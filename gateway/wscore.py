@@ -203,6 +203,7 @@ class WsCore:
         for opcode, fin, payload in frames:
             self._frame(opcode, fin, payload, now, out)
             if self.state == CLOSED:
+                self._drop_input()
                 break
         return out
 
@@ -222,7 +223,7 @@ class WsCore:
             return _NOTHING
         self.state = CLOSING
         self.deadline = now + self.limits.close_timeout_s
-        self.partial = None
+        # Only the peer's close frame matters from now on: no message is reassembled.
         self.frag = None
         return [Closing(code, self.deadline, _close_frame(code, reason))]
 
@@ -230,18 +231,22 @@ class WsCore:
         """The close handshake's timeout: past the deadline, abort."""
         if self.state == CLOSING and now >= self.deadline:
             self.state = CLOSED
+            self._drop_input()
             return [Disconnect(abort=True)]
         return _NOTHING
 
     # -- frames --------------------------------------------------------------------------------
+
+    def _drop_input(self) -> None:
+        self.partial = None
+        self.frag = None
 
     def _fail(self, code: int, reason: str, out: list[Output]) -> None:
         """Fail the connection (RFC 6455 section 7.1.7): close frame, drop the socket."""
         if self.state == OPEN:
             out.append(Closing(code, 0.0, _close_frame(code, reason)))
         self.state = CLOSED
-        self.partial = None
-        self.frag = None
+        self._drop_input()
         out.append(Disconnect())
 
     def _frame(self, opcode: int, fin: bool, payload: bytes, now: float, out: list[Output]) -> None:
@@ -265,8 +270,6 @@ class WsCore:
             normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
             ours = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
             self.state = CLOSED
-            self.partial = None
-            self.frag = None
             out.append(Closing(ours, 0.0, _close_frame(ours, None)))
             out.append(Disconnect())
             return

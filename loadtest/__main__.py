@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         stack["api_url"],
         stack["gateway_url"],
         students=args.students or args.users,
+        redis_url=stack["redis_url"],
     )
     fixture.save(args.data_dir)
     results = Path("loadtest/results")

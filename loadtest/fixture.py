@@ -17,8 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import redis.asyncio as aioredis
 
 from config.topics import live_topic
+from gateway.sessions import register
 from workers.grading import Numeric, SingleChoice, questions_to_json
 
 FIXTURE_FILE = "loadtest-fixture.json"
@@ -62,9 +64,11 @@ async def create(
     students: int,
     instructors: int = 2,
     lessons: int = 20,
+    redis_url: str = "",
 ) -> Fixture:
     """One cohort with ``students`` members, ``instructors`` staff, lessons, a quiz allowing
-    many attempts, and a live session that is already live."""
+    many attempts, and a live session that is already live (registered in the stack's Redis,
+    so the gateway lets its topic be subscribed: gateway/sessions.py)."""
     tag = f"lt{int(time.time())}"
     conn = await asyncpg.connect(database_url)
     try:
@@ -123,6 +127,12 @@ async def create(
             )
     finally:
         await conn.close()
+    if redis_url:
+        redis = aioredis.Redis.from_url(redis_url)
+        try:
+            await register(redis, cohort_id, session_id, "live")
+        finally:
+            await redis.aclose()
     return Fixture(
         api_url,
         gateway_url,

@@ -10,11 +10,36 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import pytest
 
-from config.servers import PostgresServer, RedisServer, SmtpCatcher
+from config.servers import PostgresServer, RedisClusterServer, RedisServer, SmtpCatcher
 from config.settings import Settings, load_settings
+from tests import leftovers
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test starts a process: every descendant stays in this process's tree.
+    leftovers.become_subreaper()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a process it started is still running at its end (after the session
+    fixtures stopped the servers), and end those processes by pid."""
+    left = leftovers.leftovers()
+    if not left:
+        return
+    lines = [leftovers.describe(p) for p in left]
+    leftovers.kill(left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", "processes left running by the tests (run failed)", red=True)
+        for line in lines:
+            reporter.write_line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +56,45 @@ def redis_server() -> Iterator[RedisServer | None]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer | None) -> str:
     return redis_server.url if redis_server else os.environ["REDIS_URL"]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server() -> Iterator[RedisClusterServer | None]:
+    """The session's private Redis Cluster (3 masters, 1 replica each), started on first use;
+    None when REDIS_CLUSTER_URL names an external one."""
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        yield None
+        return
+    server = RedisClusterServer().start()
+    yield server
+    server.stop()
+
+
+class RedisTarget(NamedTuple):
+    """The Redis a test runs against: a single server, or any node of a cluster."""
+
+    url: str
+    cluster: bool
+
+
+REDIS_MODES = ("single", pytest.param("cluster", marks=pytest.mark.cluster))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``redis_modes`` runs once on the single Redis and once on the cluster
+    (that run carries the ``cluster`` marker: ``pytest -m cluster`` selects them)."""
+    if metafunc.definition.get_closest_marker("redis_modes") and (
+        "redis_target" in metafunc.fixturenames
+    ):
+        metafunc.parametrize("redis_target", REDIS_MODES, indirect=True)
+
+
+@pytest.fixture
+def redis_target(request: Any, redis_url: str) -> RedisTarget:
+    if getattr(request, "param", "single") == "cluster":
+        server: RedisClusterServer | None = request.getfixturevalue("redis_cluster_server")
+        return RedisTarget(server.url if server else os.environ["REDIS_CLUSTER_URL"], True)
+    return RedisTarget(redis_url, False)
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +120,12 @@ def smtp() -> Iterator[SmtpCatcher]:
 
 
 @pytest.fixture
-def settings(redis_url: str) -> Settings:
+def settings(redis_target: RedisTarget) -> Settings:
     """Test settings: real Redis, fast timers, no per-IP throttling of the test clients."""
     return load_settings(
         {},
-        redis_url=redis_url,
+        redis_url=redis_target.url,
+        redis_cluster=redis_target.cluster,
         conn_rate_per_ip_per_s=10_000,
         conn_burst_per_ip=10_000,
         cmd_reply_timeout_s=1.5,

@@ -6,15 +6,23 @@ ends (unsubscribe or disconnect). ``conn`` names one subscription (connection id
 sequence number), so a join and a leave pair up even when a connection re-subscribes.
 
 :func:`run_presence` consumes it in the ``keys.PRESENCE_GROUP`` group, so every worker process
-takes a share. The state therefore lives in Redis, one hash per room
-(``keys.room_key("presence", cohort, session)``), changed only by the Lua scripts below, which
-make every step atomic and idempotent:
+takes a share. The state therefore lives in Redis, in three keys per room
+(``keys.presence_key(part, cohort, session)``, one hash tag, :func:`presence_keys`), changed
+only by the Lua scripts below, which make every step atomic and idempotent:
 
-* ``c:{conn}`` -> user: open subscriptions; ``x:{conn}``: subscriptions that ended (a join
-  that arrives after its own leave, or a redelivered one, is ignored);
-* ``n:{user}``: the user's open subscriptions; ``h:{user}``: the start of the not yet
-  credited part of the user's stay (ms); ``j:{user}``: when the stay began;
-* ``g:{user}``: when the user's last subscription ended, while the grace period runs.
+* ``state`` (hash): ``c:{conn}`` -> user: open subscriptions; ``n:{user}``: the user's open
+  subscriptions; ``j:{user}``: when the stay began; ``g:{user}``: when the user's last
+  subscription ended, while the grace period runs;
+* ``here`` (hash): user -> the start of the not yet credited part of the stay (ms), for every
+  user here or in grace;
+* ``gone`` (sorted set): subscriptions that ended, scored by the leave time, so that a join
+  arriving after its own leave, or redelivered, is ignored. Each leave prunes the ones older
+  than :data:`TOMBSTONE_MS` and keeps at most :data:`MAX_TOMBSTONES`.
+
+Bounded: every field of ``state`` and ``here`` is removed when its subscription or stay ends,
+so subscribe/unsubscribe churn never grows them, and ``gone`` is pruned as above; a checkpoint
+credits :data:`CHECKPOINT_BATCH` users per script call (``HSCAN`` over ``here``), never the
+whole room inside one script.
 
 **Grace.** When a user's last subscription ends, the user stays "here" for
 ``presence_grace_ms``; a join within it continues the same stay, gap included (a reconnect is
@@ -37,17 +45,17 @@ write can lose or repeat one slice of credit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Any
 
 import asyncpg
 import redis.exceptions
 
 from config import keys, streams
+from config.retry import Backoff
 from config.streams import PresenceOp
 from workers import metrics
+from workers.consumer import GroupReader
 from workers.context import WorkerContext
 from workers.live_rules import LiveTimings, db_id
 from workers.live_state import (
@@ -62,56 +70,84 @@ from workers.live_state import (
 
 log = logging.getLogger("lectern.workers.attendance")
 
-_JOIN_LUA = """
-local h = KEYS[1]
-local conn, user, ts = ARGV[1], ARGV[2], ARGV[3]
-redis.call('EXPIRE', h, ARGV[4])
-if redis.call('HEXISTS', h, 'x:' .. conn) == 1 then return 'dup' end
-if redis.call('HSETNX', h, 'c:' .. conn, user) == 0 then return 'dup' end
-if redis.call('HINCRBY', h, 'n:' .. user, 1) > 1 then return 'more' end
-if redis.call('HDEL', h, 'g:' .. user) == 1 then return 'back' end
-redis.call('HSET', h, 'h:' .. user, ts, 'j:' .. user, ts)
-return 'new'
+# KEYS: the room's state hash, its "here" hash, its tombstones (see the module docstring).
+_TOUCH = """
+local function touch(ttl)
+  for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ttl) end
+end
 """
 
-_LEAVE_LUA = """
-local h = KEYS[1]
+_JOIN_LUA = (
+    _TOUCH
+    + """
+local h, here, gone = KEYS[1], KEYS[2], KEYS[3]
 local conn, user, ts = ARGV[1], ARGV[2], ARGV[3]
-redis.call('EXPIRE', h, ARGV[4])
-redis.call('HSET', h, 'x:' .. conn, '1')
-if redis.call('HDEL', h, 'c:' .. conn) == 0 then return 'dup' end
-if redis.call('HINCRBY', h, 'n:' .. user, -1) > 0 then return 'more' end
-redis.call('HDEL', h, 'n:' .. user)
-redis.call('HSET', h, 'g:' .. user, ts)
-return 'gone'
+local outcome = 'new'
+if redis.call('ZSCORE', gone, conn) or redis.call('HSETNX', h, 'c:' .. conn, user) == 0 then
+  outcome = 'dup'
+elseif redis.call('HINCRBY', h, 'n:' .. user, 1) > 1 then
+  outcome = 'more'
+elseif redis.call('HDEL', h, 'g:' .. user) == 1 then
+  outcome = 'back'
+else
+  redis.call('HSET', here, user, ts)
+  redis.call('HSET', h, 'j:' .. user, ts)
+end
+touch(ARGV[4])
+return outcome
 """
+)
+
+# The tombstone of an ended subscription is kept ARGV[5] ms (and at most ARGV[6] per room):
+# long enough for any redelivery of its join to find it.
+_LEAVE_LUA = (
+    _TOUCH
+    + """
+local h, gone = KEYS[1], KEYS[2]
+local conn, user, ts = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('ZADD', gone, ts, conn)
+redis.call('ZREMRANGEBYSCORE', gone, '-inf', '(' .. string.format('%d', ts - tonumber(ARGV[5])))
+local extra = redis.call('ZCARD', gone) - tonumber(ARGV[6])
+if extra > 0 then redis.call('ZREMRANGEBYRANK', gone, 0, extra - 1) end
+local outcome = 'gone'
+if redis.call('HDEL', h, 'c:' .. conn) == 0 then
+  outcome = 'dup'
+elseif redis.call('HINCRBY', h, 'n:' .. user, -1) > 0 then
+  outcome = 'more'
+else
+  redis.call('HDEL', h, 'n:' .. user)
+  redis.call('HSET', h, 'g:' .. user, ARGV[3])
+end
+touch(ARGV[4])
+return outcome
+"""
+)
 
 # Ends a stay whose grace ran out: {'done', left, since, joined}, {'wait', left} or nil.
 _FINALIZE_LUA = """
-local h = KEYS[1]
+local h, here = KEYS[1], KEYS[2]
 local user, now, grace = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local left = redis.call('HGET', h, 'g:' .. user)
 if not left then return nil end
 if now < tonumber(left) + grace then return {'wait', left} end
-local since = redis.call('HGET', h, 'h:' .. user) or left
+local since = redis.call('HGET', here, user) or left
 local joined = redis.call('HGET', h, 'j:' .. user) or since
-redis.call('HDEL', h, 'g:' .. user, 'h:' .. user, 'j:' .. user)
+redis.call('HDEL', h, 'g:' .. user, 'j:' .. user)
+redis.call('HDEL', here, user)
 return {'done', left, since, joined}
 """
 
-# Credits every open stay up to now (or to its leave time, in grace): returns
-# {present, {user, seconds, joined, ...}, {users whose grace ran out}}.
-_CHECKPOINT_LUA = """
-local h = KEYS[1]
+# Credits the open stays of the users ARGV[3..] up to now (or to their leave time, in grace):
+# returns {{user, seconds, joined, ...}, {users whose grace ran out}}. The checkpoint calls it
+# for one batch of the "here" hash at a time, so no call walks a whole room.
+_CREDIT_LUA = """
+local h, here = KEYS[1], KEYS[2]
 local now, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
-local all = redis.call('HGETALL', h)
-local credits, expired, present = {}, {}, 0
-for i = 1, #all, 2 do
-  local f = all[i]
-  if string.sub(f, 1, 2) == 'h:' then
-    present = present + 1
-    local user = string.sub(f, 3)
-    local since = tonumber(all[i + 1])
+local credits, expired = {}, {}
+for i = 3, #ARGV do
+  local user = ARGV[i]
+  local since = tonumber(redis.call('HGET', here, user))
+  if since then
     local stop = now
     local left = redis.call('HGET', h, 'g:' .. user)
     if left then
@@ -120,15 +156,29 @@ for i = 1, #all, 2 do
     end
     if stop - since >= 1000 then
       local secs = math.floor((stop - since) / 1000)
-      redis.call('HSET', h, f, string.format('%d', since + secs * 1000))
+      redis.call('HSET', here, user, string.format('%d', since + secs * 1000))
       table.insert(credits, user)
       table.insert(credits, secs)
       table.insert(credits, redis.call('HGET', h, 'j:' .. user) or string.format('%d', since))
     end
   end
 end
-return {present, credits, expired}
+return {credits, expired}
 """
+
+#: How long (ms) and how many ended subscriptions a room remembers, to ignore late joins.
+TOMBSTONE_MS = 10 * 60 * 1000
+MAX_TOMBSTONES = 10_000
+#: Users credited per script call by a checkpoint.
+CHECKPOINT_BATCH = 500
+
+
+def presence_keys(room: Room) -> tuple[str, str, str]:
+    """The room's state hash, "here" hash and tombstones (one hash tag: one script slot)."""
+    return tuple(  # type: ignore[return-value]
+        keys.presence_key(part, room.cohort, room.session) for part in ("state", "here", "gone")
+    )
+
 
 # Credit only registered users, only while the session is live, only in the topic's cohort.
 _UPSERT = """
@@ -143,25 +193,13 @@ ON CONFLICT (session_id, user_id) DO UPDATE SET
 """
 
 
-async def ensure_group(ctx: WorkerContext) -> None:
-    """Create the consumer group at the start of the stream (not at its end, like the command
-    group): joins appended before the first worker started still count."""
-    try:
-        await ctx.redis.xgroup_create(
-            keys.PRESENCE_STREAM, keys.PRESENCE_GROUP, id="0", mkstream=True
-        )
-    except redis.exceptions.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
 class Scripts:
     def __init__(self, ctx: WorkerContext) -> None:
         r = ctx.redis
         self.join = r.register_script(_JOIN_LUA)
         self.leave = r.register_script(_LEAVE_LUA)
         self.finalize = r.register_script(_FINALIZE_LUA)
-        self.checkpoint = r.register_script(_CHECKPOINT_LUA)
+        self.credit = r.register_script(_CREDIT_LUA)
         self.due = DueQueue(r)
 
 
@@ -178,8 +216,13 @@ async def apply_entry(
     user, conn, ts = entry.user, entry.conn, entry.ts
     if room is None or not user or not conn or ts < 0:
         return "ignored"
-    script = scripts.join if entry.op is PresenceOp.JOIN else scripts.leave
-    outcome = as_text(await script(keys=[room.key("presence")], args=[conn, user, ts, ROOM_TTL_S]))
+    state, here, gone = presence_keys(room)
+    if entry.op is PresenceOp.JOIN:
+        result = await scripts.join(keys=[state, here, gone], args=[conn, user, ts, ROOM_TTL_S])
+    else:
+        args: list[str | int] = [conn, user, ts, ROOM_TTL_S, TOMBSTONE_MS, MAX_TOMBSTONES]
+        result = await scripts.leave(keys=[state, gone], args=args)
+    outcome = as_text(result)
     now = now_ms()
     if outcome == "new":
         await scripts.due.schedule(room.due_member("pres"), now + timings.presence_coalesce_ms)
@@ -208,7 +251,7 @@ async def finalize(ctx: WorkerContext, room: Room, user: str, timings: LiveTimin
     """End ``user``'s stay if the grace ran out without a new join."""
     scripts = Scripts(ctx)
     args: list[str | int] = [user, now_ms(), timings.presence_grace_ms]
-    result = await scripts.finalize(keys=[room.key("presence")], args=args)
+    result = await scripts.finalize(keys=list(presence_keys(room)[:2]), args=args)
     if not result:
         return  # back within the grace period
     outcome, left = as_text(result[0]), int(result[1])
@@ -225,27 +268,39 @@ async def finalize(ctx: WorkerContext, room: Room, user: str, timings: LiveTimin
     await scripts.due.schedule(room.due_member("pres"), now_ms() + timings.presence_coalesce_ms)
 
 
-async def checkpoint(ctx: WorkerContext, room: Room, timings: LiveTimings) -> None:
-    """Credit the open stays of a room; reschedule while anyone is here."""
-    scripts = Scripts(ctx)
-    args = [now_ms(), timings.presence_grace_ms]
-    present, credits, expired = await scripts.checkpoint(keys=[room.key("presence")], args=args)
-    rows: list[tuple[int, int, int | None, int]] = []
-    for i in range(0, len(credits), 3):
-        uid = db_id(as_text(credits[i]))
-        if uid is not None:
-            rows.append((uid, int(as_text(credits[i + 2])), None, int(credits[i + 1])))
-    await _credit(ctx, room, rows)
-    for user in expired:  # a finalize that was lost (e.g. a crash): schedule it again
-        await scripts.due.schedule(room.due_member("leave", as_text(user)), now_ms())
-    if int(present) > 0:
+async def checkpoint(
+    ctx: WorkerContext, room: Room, timings: LiveTimings, scripts: Scripts | None = None
+) -> None:
+    """Credit the open stays of a room, at most :data:`CHECKPOINT_BATCH` users per script call
+    (so a large room never holds Redis for long); reschedule while anyone is here."""
+    scripts = scripts or Scripts(ctx)
+    state, here, _ = presence_keys(room)
+    now = now_ms()
+    cursor = 0
+    while True:
+        cursor, found = await ctx.redis.hscan(here, cursor, count=CHECKPOINT_BATCH)
+        names = [as_text(user) for user in found]
+        for at in range(0, len(names), CHECKPOINT_BATCH):
+            users = names[at : at + CHECKPOINT_BATCH]
+            args: list[str | int] = [now, timings.presence_grace_ms, *users]
+            credits, expired = await scripts.credit(keys=[state, here], args=args)
+            rows: list[tuple[int, int, int | None, int]] = []
+            for i in range(0, len(credits), 3):
+                uid = db_id(as_text(credits[i]))
+                if uid is not None:
+                    rows.append((uid, int(as_text(credits[i + 2])), None, int(credits[i + 1])))
+            await _credit(ctx, room, rows)
+            for user in expired:  # a finalize that was lost (e.g. a crash): schedule it again
+                await scripts.due.schedule(room.due_member("leave", as_text(user)), now_ms())
+        if int(cursor) == 0:
+            break
+    if await ctx.redis.hlen(here) > 0:
         await scripts.due.schedule(room.due_member("ckpt"), now_ms() + timings.checkpoint_ms)
 
 
 async def present_users(redis: Any, room: Room) -> list[str]:
     """Who is here (stays in their grace period included), sorted."""
-    raw = await redis.hgetall(room.key("presence"))
-    users = [as_text(k)[2:] for k in raw if as_text(k).startswith("h:")]
+    users = [as_text(user) for user in await redis.hkeys(presence_keys(room)[1])]
     return sorted(users, key=lambda u: (len(u), u))
 
 
@@ -267,43 +322,27 @@ async def publish_presence(ctx: WorkerContext, room: Room) -> None:
 async def run_presence(ctx: WorkerContext) -> None:
     """Consume the presence stream until cancelled (see the module docstring)."""
     scripts = Scripts(ctx)
-    await ensure_group(ctx)
-    last_claim = 0.0
-    backoff = 0.1
+    reader = GroupReader(
+        ctx.redis,
+        keys.PRESENCE_GROUP,
+        ctx.consumer,
+        [keys.PRESENCE_STREAM],
+        # From the start of the stream (not its end, like the command group): joins appended
+        # before the first worker started still count.
+        start_id="0",
+        claim_idle_ms=ctx.settings.job_claim_idle_ms,
+        name="presence",
+    )
+    backoff = Backoff()
     while True:
+        batch = await reader.next_batch(500)
         try:
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-            if time.monotonic() - last_claim > ctx.settings.job_claim_idle_ms / 1000:
-                last_claim = time.monotonic()
-                claimed: Any = await ctx.redis.xautoclaim(
-                    keys.PRESENCE_STREAM,
-                    keys.PRESENCE_GROUP,
-                    ctx.consumer,
-                    min_idle_time=ctx.settings.job_claim_idle_ms,
-                    count=500,
-                )
-                entries.extend(claimed[1])
-            resp: Any = await ctx.redis.xreadgroup(
-                keys.PRESENCE_GROUP,
-                ctx.consumer,
-                {keys.PRESENCE_STREAM: ">"},
-                count=500,
-                block=1000,
-            )
-            for _, batch in resp or []:
-                entries.extend(batch)
-            done: list[bytes] = []
-            for entry_id, fields in entries:
-                if fields:
-                    await apply_entry(ctx, scripts, fields, TIMINGS[0])
-                done.append(entry_id)
-            if done:
-                await ctx.redis.xack(keys.PRESENCE_STREAM, keys.PRESENCE_GROUP, *done)
-            backoff = 0.1
+            for delivery in batch:
+                await apply_entry(ctx, scripts, delivery.fields, TIMINGS[0])
+            await reader.ack(keys.PRESENCE_STREAM, *(d.id for d in batch))
+            backoff.reset()
         except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
-            if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
-                await ensure_group(ctx)
-                continue
+            # Unacknowledged: the batch is reclaimed after job_claim_idle_ms and applied again
+            # (the scripts are idempotent).
             log.warning("presence consumer: %s", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await backoff.wait()

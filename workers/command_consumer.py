@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import redis.exceptions
 
 from config import keys, streams
 from config.streams import Command, Reply
 from workers import metrics
+from workers.consumer import Delivery, GroupReader
 from workers.context import WorkerContext
 
 log = logging.getLogger("lectern.workers.command_consumer")
@@ -92,7 +90,7 @@ async def execute(ctx: WorkerContext, cmd: Command) -> Reply:
 
 
 async def send_reply(ctx: WorkerContext, gateway: str, reply: Reply) -> None:
-    key = keys.reply_key(gateway)
+    key = keys.reply_key(gateway, ctx.settings.bus_shards)
     pipe = ctx.redis.pipeline(transaction=False)
     fields = streams.REPLY.encode(reply)
     pipe.xadd(key, fields, maxlen=REPLY_MAXLEN, approximate=True)  # type: ignore[arg-type]
@@ -100,75 +98,46 @@ async def send_reply(ctx: WorkerContext, gateway: str, reply: Reply) -> None:
     await pipe.execute()
 
 
-async def _handle(ctx: WorkerContext, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+async def _handle(ctx: WorkerContext, reader: GroupReader, delivery: Delivery) -> None:
     try:
-        cmd = streams.COMMAND.decode(fields)
+        cmd = streams.COMMAND.decode(delivery.fields)
     except streams.BadEntry:
         metrics.bad_entries.labels("Command").inc()
-        log.warning("malformed command entry dropped", extra={"entry": entry_id.decode()})
+        log.warning("malformed command entry dropped", extra={"entry": delivery.id.decode()})
     else:
         reply = await execute(ctx, cmd)
         metrics.commands.labels(cmd.name if cmd.name in HANDLERS else "?", reply.code or "ok").inc()
         if cmd.gateway:
             await send_reply(ctx, cmd.gateway, reply)
-    await ctx.redis.xack(keys.CMD_STREAM, keys.CMD_GROUP, entry_id)
-
-
-async def ensure_group(ctx: WorkerContext, stream: str, group: str) -> None:
-    try:
-        await ctx.redis.xgroup_create(stream, group, id="$", mkstream=True)
-    except redis.exceptions.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    await reader.ack(keys.CMD_STREAM, delivery.id)
 
 
 async def run_commands(ctx: WorkerContext, concurrency: int = 64) -> None:
     """Consume commands until cancelled. Up to ``concurrency`` are applied at once; commands of
     one room are not ordered with respect to each other beyond their stream order of arrival."""
-    await ensure_group(ctx, keys.CMD_STREAM, keys.CMD_GROUP)
+    reader = GroupReader(
+        ctx.redis,
+        keys.CMD_GROUP,
+        ctx.consumer,
+        [keys.CMD_STREAM],
+        # Commands sent before any worker ran were answered `timeout` long ago: start at the end.
+        start_id="$",
+        claim_idle_ms=ctx.settings.job_claim_idle_ms,
+        name="command",
+    )
+    await reader.ensure_groups()
     sem = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
-    last_claim = 0.0
 
-    async def guarded(entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    async def guarded(delivery: Delivery) -> None:
         try:
-            await _handle(ctx, entry_id, fields)
+            await _handle(ctx, reader, delivery)
         finally:
             sem.release()
 
-    backoff = 0.1
     while True:
-        try:
-            entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-            now = time.monotonic()
-            if now - last_claim > ctx.settings.job_claim_idle_ms / 1000:
-                last_claim = now
-                claimed: Any = await ctx.redis.xautoclaim(
-                    keys.CMD_STREAM,
-                    keys.CMD_GROUP,
-                    ctx.consumer,
-                    min_idle_time=ctx.settings.job_claim_idle_ms,
-                    count=100,
-                )
-                entries.extend(claimed[1])
-            resp: Any = await ctx.redis.xreadgroup(
-                keys.CMD_GROUP, ctx.consumer, {keys.CMD_STREAM: ">"}, count=100, block=1000
-            )
-            for _, batch in resp or []:
-                entries.extend(batch)
-            backoff = 0.1
-        except (redis.exceptions.RedisError, OSError) as exc:
-            if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
-                await ensure_group(ctx, keys.CMD_STREAM, keys.CMD_GROUP)
-                continue
-            log.warning("command read failed: %s", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-            continue
-        for entry_id, fields in entries:
-            if not fields:
-                continue  # deleted entry returned by XAUTOCLAIM
+        for delivery in await reader.next_batch(100):
             await sem.acquire()
-            task = asyncio.create_task(guarded(entry_id, fields))
+            task = asyncio.create_task(guarded(delivery))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import redis.asyncio as aioredis
 
+from config import redisconn
 from config.settings import Settings
 from gateway.publish import Publisher
 
@@ -24,8 +25,11 @@ class WorkerContext:
 
     @classmethod
     async def open(cls, settings: Settings, *, with_db: bool = True) -> WorkerContext:
-        redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=None
+        redis = redisconn.connect(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            socket_connect_timeout=2,
+            socket_timeout=None,
         )
         db = None
         if with_db and settings.database_url:

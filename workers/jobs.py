@@ -64,7 +64,7 @@ import redis.exceptions
 
 from config import keys, streams
 from config.streams import DeadLetter, JobEntry
-from workers import metrics
+from workers import consumer, metrics
 
 if TYPE_CHECKING:
     from workers.context import WorkerContext
@@ -232,7 +232,7 @@ return #due
 def backoff_ms(base_ms: int, failed: int) -> int:
     """Delay before the retry that follows ``failed`` failed attempts (>= 1), with jitter."""
     delay = min(base_ms * 2 ** max(0, failed - 1), MAX_BACKOFF_MS)
-    return int(delay * (1 + random.random() * 0.2))
+    return int(delay * (1 + random.random() * 0.2))  # nosec B311  # timing jitter, not security
 
 
 async def replay_dead_letters(redis: aioredis.Redis, queue: str, limit: int = 100) -> int:
@@ -284,14 +284,14 @@ def _entry(queue: str, entry_id: bytes, fields: dict[bytes, bytes], deliveries: 
     return _Entry(queue, entry_id, job, deliveries)
 
 
+#: The workers' group reads a job stream from its start, so jobs enqueued before any worker ran
+#: are not skipped.
+GROUP_START = "0"
+
+
 async def ensure_group(client: aioredis.Redis, stream: str) -> None:
-    """Create the workers' group on ``stream`` from its start, so jobs enqueued before any
-    worker ran are not skipped."""
-    try:
-        await client.xgroup_create(stream, keys.WORKER_GROUP, id="0", mkstream=True)
-    except redis.exceptions.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    """Create the workers' group on the job stream ``stream`` unless it exists."""
+    await consumer.ensure_group(client, stream, keys.WORKER_GROUP, GROUP_START)
 
 
 def load_handlers() -> None:
@@ -320,10 +320,22 @@ class JobRunner:
         self.retry_base_ms = settings.job_retry_base_ms
         #: Consecutive jobs of this process that met an outage (0 after any other outcome).
         self.outage = 0
+        self.reader = consumer.GroupReader(
+            ctx.redis,
+            keys.WORKER_GROUP,
+            ctx.consumer,
+            list(self.streams),
+            start_id=GROUP_START,
+            claim_idle_ms=self.claim_idle_ms,
+            claim_every_s=max(self.claim_idle_ms / 4000, 0.05),
+            # Wake up in time for the next reclaim round.
+            block_ms=int(min(1000, max(50, self.claim_idle_ms / 4))),
+            count_deliveries=True,
+            name="job",
+        )
 
     async def run(self) -> None:
-        for stream in self.streams:
-            await ensure_group(self.ctx.redis, stream)
+        await self.reader.ensure_groups()
         helpers = [
             asyncio.create_task(self._move_due_forever(), name="jobs-mover"),
             asyncio.create_task(self._heartbeat_forever(), name="jobs-heartbeat"),
@@ -349,9 +361,6 @@ class JobRunner:
     # The read loop.
 
     async def _consume_forever(self) -> None:
-        client = self.ctx.redis
-        backoff = 0.1
-        last_claim = 0.0
         while True:
             while len(self.running) >= self.concurrency:
                 self._slot_freed.clear()
@@ -359,38 +368,11 @@ class JobRunner:
             if self.backlog:
                 self._start(self.backlog.popleft())
                 continue
-            free = self.concurrency - len(self.running)
-            try:
-                entries: list[_Entry] = []
-                now = time.monotonic()
-                if now - last_claim >= max(self.claim_idle_ms / 4000, 0.05):
-                    last_claim = now
-                    entries = await self._reclaim(free)
-                if len(entries) < free:
-                    # COUNT applies per stream: the surplus waits in the backlog.
-                    resp: Any = await client.xreadgroup(
-                        keys.WORKER_GROUP,
-                        self.ctx.consumer,
-                        dict.fromkeys(self.streams, ">"),
-                        count=free - len(entries),
-                        block=None if entries else self._block_ms(),
-                    )
-                    for stream, batch in resp or []:
-                        queue = self.streams[stream.decode()]
-                        # An entry trimmed while pending comes back without fields.
-                        entries.extend(_entry(queue, eid, f) for eid, f in batch if f)
-                backoff = 0.1
-            except (redis.exceptions.RedisError, OSError) as exc:
-                if isinstance(exc, redis.exceptions.ResponseError) and "NOGROUP" in str(exc):
-                    for stream in self.streams:
-                        await ensure_group(client, stream)
-                    continue
-                log.warning("job read failed: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
+            # COUNT applies per stream: the surplus waits in the backlog.
+            batch = await self.reader.next_batch(self.concurrency - len(self.running))
             now_ms = time.time() * 1000
-            for entry in entries:
+            for d in batch:
+                entry = _entry(self.streams[d.stream], d.id, d.fields, d.deliveries)
                 with contextlib.suppress(ValueError):
                     lag = max(0.0, now_ms - int(entry.id.split(b"-")[0])) / 1000
                     metrics.queue_lag.labels(entry.queue).set(lag)
@@ -401,45 +383,9 @@ class JobRunner:
         self.running[task] = entry
         task.add_done_callback(self._finished)
 
-    def _block_ms(self) -> int:
-        # Wake up in time for the next reclaim round.
-        return int(min(1000, max(50, self.claim_idle_ms / 4)))
-
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.running.pop(task, None)
         self._slot_freed.set()
-
-    async def _reclaim(self, free: int) -> list[_Entry]:
-        """Entries idle for ``claim_idle_ms`` (their process died), with delivery counts."""
-        client = self.ctx.redis
-        found: list[_Entry] = []
-        for stream, queue in self.streams.items():
-            if len(found) >= free:
-                break
-            claimed: Any = await client.xautoclaim(
-                stream,
-                keys.WORKER_GROUP,
-                self.ctx.consumer,
-                min_idle_time=self.claim_idle_ms,
-                count=free - len(found),
-            )
-            for eid, fields in claimed[1]:
-                if eid is None:
-                    continue
-                info: Any = await client.xpending_range(
-                    stream, keys.WORKER_GROUP, min=eid, max=eid, count=1
-                )
-                deliveries = int(info[0]["times_delivered"]) if info else 2
-                if not fields:
-                    # Trimmed from the stream while pending: only the pending entry is left.
-                    await client.xack(stream, keys.WORKER_GROUP, eid)
-                    continue
-                found.append(_entry(queue, eid, fields, deliveries))
-                log.info(
-                    "job reclaimed",
-                    extra={"queue": queue, "entry": eid.decode(), "deliveries": deliveries},
-                )
-        return found
 
     # Helpers running beside the read loop.
 

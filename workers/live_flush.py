@@ -24,6 +24,7 @@ import logging
 import asyncpg
 import redis.exceptions
 
+from config.retry import Backoff
 from workers import attendance, live, live_polls
 from workers.context import WorkerContext
 from workers.live_state import TIMINGS, DueQueue, now_ms, parse_due_member
@@ -89,7 +90,7 @@ async def run_live_flusher(ctx: WorkerContext) -> None:
     due = DueQueue(ctx.redis)
     sem = asyncio.Semaphore(CONCURRENCY)
     tasks: set[asyncio.Task[None]] = set()
-    backoff = 0.1
+    backoff = Backoff()
 
     async def run(member: str) -> None:
         try:
@@ -101,11 +102,10 @@ async def run_live_flusher(ctx: WorkerContext) -> None:
         while True:
             try:
                 members = await due.pop(now_ms(), BATCH)
-                backoff = 0.1
+                backoff.reset()
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("live flusher: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.wait()
                 continue
             for member in members:
                 await sem.acquire()

@@ -45,7 +45,7 @@ PCOLS = (
 
 async def _poll(s: Ctx, pid: int, *, lock: bool = False) -> asyncpg.Record:
     row = await s.conn.fetchrow(
-        f"SELECT {PCOLS}, closes_at <= clock_timestamp() AS expired FROM polls"
+        f"SELECT {PCOLS}, closes_at <= clock_timestamp() AS expired FROM polls"  # nosec B608  # constant SQL text
         " WHERE id = $1 AND session_id = $2" + (" FOR UPDATE" if lock else ""),
         pid,
         s.room.session_id,
@@ -116,7 +116,7 @@ async def poll_open(ctx: WorkerContext, cmd: Command, args: lc.PollOpen) -> Any:
             raise CommandError("poll_already_open", f"poll {open_id} is still open; close it")
         row = await s.conn.fetchrow(
             "INSERT INTO polls (session_id, question, options, created_by, kind, anonymous,"
-            " results, closes_at) VALUES ($1, $2, $3::text::jsonb, $4, $5, $6, $7,"
+            " results, closes_at) VALUES ($1, $2, $3::text::jsonb, $4, $5, $6, $7,"  # nosec B608  # constant SQL text
             " now() + make_interval(secs => $8::float8)) RETURNING " + PCOLS,
             s.room.session_id,
             question,
@@ -183,7 +183,9 @@ async def flush_tally(ctx: WorkerContext, room: Room, poll_id: int) -> None:
     timings = TIMINGS[0]
     async with locked_room(ctx.db, room.session_id) as conn:
         poll = await conn.fetchrow(
-            f"SELECT {PCOLS} FROM polls WHERE id = $1 AND session_id = $2", poll_id, room.session_id
+            f"SELECT {PCOLS} FROM polls WHERE id = $1 AND session_id = $2",  # nosec B608  # constant SQL text
+            poll_id,
+            room.session_id,
         )
         if poll is None or poll["state"] != "open":
             return  # closing published the final tally
@@ -200,7 +202,7 @@ async def close(
     closes at ``closes_at``, anyone else now."""
     row = await conn.fetchrow(
         "UPDATE polls SET state = $2, closed_at = coalesce(closed_at,"
-        " CASE WHEN $3 = 'timer' THEN least(closes_at, now()) ELSE now() END),"
+        " CASE WHEN $3 = 'timer' THEN least(closes_at, now()) ELSE now() END),"  # nosec B608  # constant SQL text
         " closed_by = coalesce(closed_by, $3) WHERE id = $1 RETURNING " + PCOLS,
         poll["id"],
         state,
@@ -223,7 +225,8 @@ async def close(
 async def close_open(conn: asyncpg.Connection, room: Room, by: str) -> list[Event]:
     """Close the session's open poll, if any (the API's session end); returns the events."""
     poll = await conn.fetchrow(
-        f"SELECT {PCOLS} FROM polls WHERE session_id = $1 AND state = 'open' FOR UPDATE",
+        f"SELECT {PCOLS} FROM polls WHERE session_id = $1 AND state = 'open'"  # nosec B608  # constant SQL text
+        " FOR UPDATE",
         room.session_id,
     )
     if poll is None:
@@ -268,7 +271,7 @@ async def close_expired(ctx: WorkerContext, room: Room, poll_id: int) -> bool:
         async with conn.transaction():
             poll = await conn.fetchrow(
                 f"SELECT {PCOLS}, closes_at <= clock_timestamp() AS expired FROM polls"
-                " WHERE id = $1 AND session_id = $2 FOR UPDATE",
+                " WHERE id = $1 AND session_id = $2 FOR UPDATE",  # nosec B608  # constant SQL text
                 poll_id,
                 room.session_id,
             )
@@ -302,7 +305,7 @@ async def history(
     with the caller's choices and, when the caller may see it, its tally (and, for staff of
     a named poll, its voters)."""
     polls = await conn.fetch(
-        f"SELECT {PCOLS} FROM polls WHERE session_id = $1"
+        f"SELECT {PCOLS} FROM polls WHERE session_id = $1"  # nosec B608  # constant SQL text
         " ORDER BY opened_at DESC, id DESC LIMIT $2",
         session_id,
         poll_rules.HISTORY,

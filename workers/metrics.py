@@ -57,3 +57,37 @@ emails = Counter(
     ["outcome"],
     registry=registry,
 )
+queue_depth = Gauge(
+    "lectern_worker_queue_depth",
+    "Jobs in a queue's stream (waiting or running), sampled, by queue.",
+    ["queue"],
+    registry=registry,
+)
+queue_delayed = Gauge(
+    "lectern_worker_queue_delayed",
+    "Jobs waiting for a retry or their scheduled time, sampled, by queue.",
+    ["queue"],
+    registry=registry,
+)
+dead_letter_depth = Gauge(
+    "lectern_worker_dead_letter_depth",
+    "Entries in a queue's dead-letter stream (not run again until replayed), by queue.",
+    ["queue"],
+    registry=registry,
+)
+outbox_backlog = Gauge(
+    "lectern_worker_outbox_backlog",
+    "Outbox rows committed but not yet published, sampled.",
+    registry=registry,
+)
+outbox_oldest_seconds = Gauge(
+    "lectern_worker_outbox_oldest_seconds",
+    "Age of the oldest unpublished outbox row (0 when there is none), sampled.",
+    registry=registry,
+)
+backend_errors = Counter(
+    "lectern_worker_backend_errors_total",
+    "Failed backlog samples, by backend (redis, postgres): the workers cannot reach it.",
+    ["backend"],
+    registry=registry,
+)

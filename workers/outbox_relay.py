@@ -37,6 +37,7 @@ import asyncpg
 import msgspec
 import redis.exceptions
 
+from config.retry import Backoff
 from workers import metrics
 from workers.context import WorkerContext
 
@@ -144,7 +145,7 @@ async def run_outbox_relay(ctx: WorkerContext) -> None:
         return
     wake = asyncio.Event()
     listener = _Listener(ctx.settings.database_url, wake)
-    backoff = 0.1
+    backoff = Backoff()
     try:
         while True:
             await listener.ensure()
@@ -153,16 +154,16 @@ async def run_outbox_relay(ctx: WorkerContext) -> None:
             wake.clear()
             try:
                 await relay_all(ctx)
-                backoff = 0.1
+                backoff.reset()
             except (
                 redis.exceptions.RedisError,
                 OSError,
                 asyncpg.PostgresError,
                 asyncpg.InterfaceError,
             ) as exc:
-                log.warning("outbox relay failed, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                delay = backoff.next_delay()
+                log.warning("outbox relay failed, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
                 wake.set()
     finally:
         await listener.close()

@@ -33,13 +33,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
-import msgspec
 import redis.exceptions
 
 from config import keys
 from config.topics import staff_topic
 from workers import leaderboard, live_polls, outbox_relay
 from workers.context import WorkerContext
+from workers.dashboard import active_dashboards
 from workers.feedback import sweep_unnotified
 from workers.grade import SWEEP_REPEAT_S, sweep_pending
 from workers.jobs import enqueue, enqueue_at_most_every
@@ -120,70 +120,11 @@ async def refresh_leaderboards(ctx: WorkerContext) -> int:
     return len(rows)
 
 
-class Dashboard(msgspec.Struct, kw_only=True):
-    """Data of ``dashboard.update`` on ``staff:{cohort}``: the cohort at a glance."""
-
-    cohort_id: int
-    members: int
-    submissions_24h: int
-    #: Submissions not graded yet, plus those waiting in the hand-grading queue.
-    pending_grading: int
-    average_percentage: float | None
-    lessons_completed_24h: int
-    struggling: list[int]
-
-
-_DASHBOARD = """
-WITH active AS (
-    SELECT DISTINCT q.cohort_id FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
-    WHERE s.submitted_at > now() - make_interval(secs => $1)
-       OR s.graded_at > now() - make_interval(secs => $1)
-    UNION
-    SELECT DISTINCT l.cohort_id FROM lesson_progress p JOIN lessons l ON l.id = p.lesson_id
-    WHERE p.completed_at > now() - make_interval(secs => $1)
-)
-SELECT a.cohort_id,
-  (SELECT count(*) FROM enrollments e WHERE e.cohort_id = a.cohort_id AND e.kind = 'member')
-    AS members,
-  (SELECT count(*) FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
-   WHERE q.cohort_id = a.cohort_id AND s.submitted_at > now() - interval '1 day') AS subs,
-  (SELECT count(*) FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
-   WHERE q.cohort_id = a.cohort_id AND (s.status = 'pending' OR s.review = 'waiting'))
-    AS pending,
-  (SELECT avg(100 * s.score / nullif(s.max_score, 0))::float8
-   FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
-   WHERE q.cohort_id = a.cohort_id AND s.status = 'graded') AS avg_pct,
-  (SELECT count(*) FROM lesson_progress p JOIN lessons l ON l.id = p.lesson_id
-   WHERE l.cohort_id = a.cohort_id AND p.completed_at > now() - interval '1 day') AS lessons,
-  (SELECT coalesce(array_agg(x.user_id ORDER BY x.user_id), '{}') FROM (
-     SELECT s.user_id FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
-     WHERE q.cohort_id = a.cohort_id AND s.status = 'graded'
-     GROUP BY s.user_id HAVING avg(100 * s.score / nullif(s.max_score, 0)) < 50
-     LIMIT 50) x) AS struggling
-FROM active a
-"""
-
-
 async def refresh_dashboards(ctx: WorkerContext) -> int:
     """Publish a fresh ``dashboard.update`` for each cohort with recent activity."""
     assert ctx.db is not None
-    rows = await ctx.db.fetch(_DASHBOARD, DASHBOARD_REFRESH_S * 2)
-    events = [
-        (
-            staff_topic(r["cohort_id"]),
-            "dashboard.update",
-            Dashboard(
-                cohort_id=r["cohort_id"],
-                members=r["members"],
-                submissions_24h=r["subs"],
-                pending_grading=r["pending"],
-                average_percentage=(round(r["avg_pct"], 2) if r["avg_pct"] is not None else None),
-                lessons_completed_24h=r["lessons"],
-                struggling=list(r["struggling"]),
-            ),
-        )
-        for r in rows
-    ]
+    boards = await active_dashboards(ctx.db, DASHBOARD_REFRESH_S * 2)
+    events = [(staff_topic(d.cohort_id), "dashboard.update", d) for d in boards]
     if events:
         await ctx.publisher.publish_many(events)
     return len(events)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from workers.attendance import run_presence
+from workers.backlog import run_backlog_gauges
 from workers.command_consumer import run_commands
 from workers.context import WorkerContext
 from workers.jobs import run_jobs
@@ -20,4 +21,5 @@ SERVICES: list[Callable[[WorkerContext], Coroutine[Any, Any, None]]] = [
     run_scheduler,
     run_live_flusher,
     run_presence,
+    run_backlog_gauges,
 ]

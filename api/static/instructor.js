@@ -79,6 +79,12 @@ async function loadAnnouncements() {
   renderAnnouncements();
 }
 
+// The figures now (the scheduler's dashboard.update only comes when something happened).
+async function loadDashboard() {
+  page.dashboard = await api(`/api/v1/cohorts/${page.cohort.id}/dashboard`);
+  renderGlance();
+}
+
 async function loadPrivacy() {
   const feed = await api(`/api/v1/cohorts/${page.cohort.id}/activity?limit=1`);
   $("#activity-privacy").value = feed.privacy;
@@ -91,6 +97,7 @@ async function loadQueue() {
 
 function loadAll() {
   return Promise.all([
+    loadDashboard(),
     loadPrivacy(),
     loadQueue(),
     loadNames().then(loadProgress),
@@ -180,6 +187,7 @@ function renderGlance() {
       dash.average_percentage === null ? "–" : pct(dash.average_percentage);
     $("#kpi-subs").textContent = dash.submissions_24h;
     $("#kpi-pending").textContent = dash.pending_grading;
+    $("#kpi-active").textContent = `${dash.active_24h ?? 0} / ${dash.active_7d ?? 0}`;
     fill(
       $("#struggling"),
       dash.struggling.length

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
 
+from api.app import create_metrics_app
 from tests.api.conftest import Api
 
 
@@ -37,9 +39,16 @@ async def test_unknown_route_and_wrong_method_use_the_error_shape(api: Api) -> N
     assert "GET" in resp.headers["Allow"]
 
 
-async def test_metrics_count_requests_by_route(api: Api) -> None:
+async def test_metrics_count_requests_by_route_on_their_own_port(api: Api) -> None:
+    """The public port has no /metrics; the metrics app (on ``api_metrics_port``) counts the
+    requests by route."""
     await api.request("GET", "/healthz")
-    async with api.client.get("/metrics") as resp:
+    status, _, _ = await api.request("GET", "/metrics")
+    assert status == 404
+    async with (
+        TestClient(TestServer(create_metrics_app())) as client,
+        client.get("/metrics") as resp,
+    ):
         assert resp.status == 200
         body = await resp.text()
     assert 'lectern_api_request_duration_seconds_count{method="GET",route="/healthz"' in body

@@ -36,6 +36,7 @@ from gateway.app import shutdown_connections
 from gateway.auth import issue_access_token
 from gateway.publish import Publisher
 from gateway.server import app_runner as gateway_runner
+from gateway.sessions import register
 from workers.context import WorkerContext
 from workers.services import SERVICES
 
@@ -241,7 +242,7 @@ class Stack:
 
     async def live_session(self, cohort: int, title: str, state: str = "live") -> int:
         starts = datetime.now(UTC) - timedelta(minutes=5)
-        return int(
+        session = int(
             await self.db.fetchval(
                 "INSERT INTO live_sessions (cohort_id, title, starts_at, ends_at, state)"
                 " VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -252,3 +253,5 @@ class Stack:
                 state,
             )
         )
+        await register(self.redis, cohort, session, state)  # as the API does (gateway/sessions.py)
+        return session

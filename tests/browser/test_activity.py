@@ -32,6 +32,11 @@ def test_activity_feed_follows_the_privacy_switch(
     for page in (watcher, doer, instructor):
         pages.ready(page)
     expect(instructor.locator("#activity-privacy")).to_have_value("initials")
+    # A quiet day: the figures are there on load (the snapshot route), not dashes.
+    expect(instructor.locator("#kpi-students")).to_have_text("2")
+    expect(instructor.locator("#kpi-subs")).to_have_text("0")
+    expect(instructor.locator("#kpi-pending")).to_have_text("0")
+    expect(instructor.locator("#kpi-active")).to_have_text("0 / 0")
 
     doer.locator(f"#lessons li[data-id='{lesson}'] button.complete").click()
     item = watcher.locator("#activity-list li[data-kind='lesson.completed']")

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
 
+from config import redisconn
 from config.servers import free_port
 from config.settings import Settings
 from gateway.app import HUB, create_app
@@ -31,6 +32,7 @@ from gateway.auth import issue_access_token
 from gateway.hub import Hub
 from gateway.publish import Publisher
 from gateway.server import app_runner
+from tests.conftest import RedisTarget
 from tests.processes import until_metrics
 
 
@@ -87,8 +89,8 @@ async def make_gateway(settings: Settings) -> AsyncIterator[GatewayFactory]:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+async def redis(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    client = redisconn.connect(redis_target.url, cluster=redis_target.cluster)
     yield client
     await client.aclose()
 
@@ -173,7 +175,7 @@ async def _wait_ready(gw: GatewayProcess, processes: int) -> None:
 
 
 @pytest.fixture
-async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
+async def start_gateway_process(redis_target: RedisTarget) -> AsyncIterator[Starter]:
     """``await start(processes, **settings)``: ``python -m gateway`` on a free port, every
     process serving, with ``LECTERN_*`` variables for the given settings. Killed after the
     test (its children die with it)."""
@@ -183,7 +185,8 @@ async def start_gateway_process(redis_url: str) -> AsyncIterator[Starter]:
         port, supervisor_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
         env.update(
-            REDIS_URL=redis_url,
+            REDIS_URL=redis_target.url,
+            LECTERN_REDIS_CLUSTER=str(int(redis_target.cluster)),
             LECTERN_GATEWAY_METRICS_PORT="0",
             LECTERN_GATEWAY_SUPERVISOR_METRICS_PORT=str(supervisor_port),
             LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from gateway.publish import Publisher
+from gateway.sessions import register
 from tests.gateway.clients import SseClient, expect_silence, http_request, recv_json, ws_open
 from tests.gateway.conftest import Gateway
 
@@ -36,10 +38,11 @@ def _real(topic: str, uid: str) -> str:
 
 @pytest.mark.parametrize("who", list(ROLES))
 async def test_subscription_matrix(
-    gateway: Gateway, token, publisher: Publisher, uid, who: str
+    gateway: Gateway, token, publisher: Publisher, redis: aioredis.Redis, uid, who: str
 ) -> None:
     """One sub frame with every topic kind: allowed ones are acked and deliver events; each
     denied one gets an error naming it with code forbidden, without affecting the others."""
+    await register(redis, "c1" + uid, "s1" + uid, "live")
     role, cohorts, staff = ROLES[who]
     tok = token(
         f"me{uid}", role, cohorts=[c + uid for c in cohorts], staff=[c + uid for c in staff]
@@ -77,9 +80,10 @@ async def test_subscription_matrix(
 
 @pytest.mark.parametrize("path", ["/sse", "/poll"])
 async def test_http_transports_refuse_denied_topics(
-    gateway: Gateway, token, uid, path: str
+    gateway: Gateway, token, redis: aioredis.Redis, uid, path: str
 ) -> None:
     """SSE and poll name their topics up front: one denied topic refuses the request (403)."""
+    await register(redis, "c" + uid, "s", "scheduled")
     tok = token("u" + uid, cohorts=["c" + uid])
     resp = await http_request(gateway.port, f"{path}?topics=cohort:c{uid},staff:c{uid}&token={tok}")
     assert resp.status == 403

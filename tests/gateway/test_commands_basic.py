@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 
 import aiohttp
+import pytest
 
 from tests.gateway.conftest import Gateway
+
+#: Also on the Redis Cluster (docs/cluster.md).
+pytestmark = pytest.mark.redis_modes
 
 
 async def _hello(ws: aiohttp.ClientWebSocketResponse) -> dict:

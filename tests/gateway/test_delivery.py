@@ -8,8 +8,10 @@ import time
 
 import aiohttp
 import msgspec
+import redis.asyncio as aioredis
 
 from gateway.publish import Publisher
+from gateway.sessions import register
 from tests.gateway.clients import SseClient, expect_silence, recv_json, ws_open
 from tests.gateway.conftest import Gateway
 
@@ -65,11 +67,12 @@ async def test_one_event_reaches_every_transport(
 
 
 async def test_sse_multi_topic_id_is_the_compact_cursor(
-    gateway: Gateway, token, publisher: Publisher, uid
+    gateway: Gateway, token, publisher: Publisher, redis: aioredis.Redis, uid
 ) -> None:
     """With several topics, each event's id: is the cursor of the whole stream (the last ID
     per topic in the order of ?topics=, empty slots for topics with no event yet)."""
     a, b, c = f"user:u{uid}", f"cohort:c{uid}", f"live:c{uid}:s1"
+    await register(redis, f"c{uid}", "s1", "live")
     tok = token("u" + uid, cohorts=["c" + uid])
     sse = await SseClient.open(gateway.port, f"topics={a},{b},{c}&token={tok}")
     await sse.event_of("hello")

@@ -17,6 +17,7 @@ from config import keys
 from config.settings import Settings
 from gateway.publish import Publisher
 from gateway.record import Record
+from gateway.sessions import register
 from tests.gateway.clients import (
     SseClient,
     expect_silence,
@@ -26,6 +27,9 @@ from tests.gateway.clients import (
     ws_open,
 )
 from tests.gateway.conftest import Gateway, GatewayFactory
+
+#: Also on the Redis Cluster (docs/cluster.md).
+pytestmark = pytest.mark.redis_modes
 
 
 async def _history_after(
@@ -231,11 +235,12 @@ async def test_sse_resume_with_last_event_id(
 
 @pytest.mark.parametrize("how", ["query", "header"])
 async def test_sse_resume_multi_topic_cursor(
-    gateway: Gateway, token, publisher: Publisher, uid, how: str
+    gateway: Gateway, token, publisher: Publisher, redis: aioredis.Redis, uid, how: str
 ) -> None:
     """A compact multi-topic cursor (?cursor= or Last-Event-ID) resumes every topic from its
     own position; a topic with an empty slot starts live."""
     a, b, c = f"user:u{uid}", f"cohort:c{uid}", f"live:c{uid}:s"
+    await register(redis, f"c{uid}", "s", "live")
     tok = token("u" + uid, cohorts=["c" + uid])
     query = f"topics={a},{b},{c}&token={tok}"
     sse = await SseClient.open(gateway.port, query)

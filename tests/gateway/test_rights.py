@@ -1,5 +1,5 @@
 """Rights removed while tokens still claim them (gateway/rights.py), on the gateway alone: a
-gateway started after the removal knows it from ``rt:lost:<user>``, and one running learns it
+gateway started after the removal knows it from ``rt:{b0}:lost:<user>``, and one running learns it
 from the revocation stream and closes only the connections that claim the cohort."""
 
 from __future__ import annotations

@@ -6,8 +6,11 @@ import json
 
 import aiohttp
 import msgspec
+import pytest
 
 from tests.gateway.conftest import Gateway
+
+pytestmark = pytest.mark.redis_modes
 
 
 async def test_publish_reaches_ws_subscriber(gateway: Gateway, token, publisher, uid) -> None:

@@ -21,6 +21,7 @@ import pytest
 from config.settings import Settings, load_settings
 from gateway.auth import issue_access_token
 from tests.api.conftest import Api, api_settings, start_api
+from tests.conftest import RedisTarget
 from tests.gateway.conftest import Gateway, start_gateway
 from workers.attendance import run_presence
 from workers.command_consumer import run_commands
@@ -293,13 +294,15 @@ async def worker(settings: Settings, name: str) -> AsyncIterator[WorkerContext]:
 
 
 @pytest.fixture
-async def live(redis_url: str, database_url: str) -> AsyncIterator[LiveRoom]:
+async def live(redis_target: RedisTarget, database_url: str) -> AsyncIterator[LiveRoom]:
     previous = TIMINGS[0]
     configure(TEST_TIMINGS)
-    api = await start_api(api_settings(redis_url, database_url))
+    url, cluster = redis_target
+    api = await start_api(api_settings(url, database_url, redis_cluster=cluster))
     gw_settings = load_settings(
         {},
-        redis_url=redis_url,
+        redis_url=url,
+        redis_cluster=cluster,
         conn_rate_per_ip_per_s=10_000,
         conn_burst_per_ip=10_000,
         cmd_reply_timeout_s=5,

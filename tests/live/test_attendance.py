@@ -7,7 +7,12 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from tests.live.conftest import TEST_TIMINGS, LiveRoom
+
+#: Also on the Redis Cluster (docs/cluster.md).
+pytestmark = pytest.mark.redis_modes
 
 
 async def _attendance(live: LiveRoom, user: int) -> Any:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tests.live.conftest import LiveRoom, Member
+
+#: Also on the Redis Cluster (docs/cluster.md).
+pytestmark = pytest.mark.redis_modes
 
 
 async def test_poll_lifecycle(live: LiveRoom) -> None:

@@ -16,6 +16,7 @@ from config import keys
 from config.servers import free_port
 from gateway import presence_writer as gateway_presence
 from gateway.presence_writer import PresenceWriter
+from gateway.sessions import register
 from tests.live.conftest import LiveRoom
 
 
@@ -37,6 +38,7 @@ async def test_live_subscriptions_write_join_and_leave(live: LiveRoom, uid: str)
     live_topic = f"live:c{uid}:s1"
     tok = live.token_for(user, cohorts=[f"c{uid}"])
     redis = live.api.redis
+    await register(redis, f"c{uid}", "s1", "live")
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(f"{live.gateway.ws_url}?token={tok}")
         await ws.receive(timeout=5)

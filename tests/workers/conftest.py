@@ -8,10 +8,15 @@ import pytest
 
 from config.servers import SmtpCatcher
 from config.settings import Settings
+from tests.conftest import RedisTarget
 from tests.workers.helpers import worker_settings
 
 
 @pytest.fixture
-def wsettings(redis_url: str, database_url: str, smtp: SmtpCatcher) -> Iterator[Settings]:
-    yield worker_settings(redis_url, database_url, smtp.url)
+def wsettings(
+    redis_target: RedisTarget, database_url: str, smtp: SmtpCatcher
+) -> Iterator[Settings]:
+    yield worker_settings(
+        redis_target.url, database_url, smtp.url, redis_cluster=redis_target.cluster
+    )
     smtp.fail_next(0)

@@ -21,6 +21,9 @@ from tests.workers.helpers import Workers, eventually, steady
 from workers import jobs
 from workers.context import WorkerContext
 
+#: Also on the Redis Cluster (docs/cluster.md).
+pytestmark = pytest.mark.redis_modes
+
 Handler = Callable[[WorkerContext, dict[str, Any]], Awaitable[None]]
 
 

@@ -167,4 +167,6 @@ async def test_refreshes_rebuild_boards_and_publish_dashboards(wsettings: Settin
             "average_percentage": 25.0,
             "lessons_completed_24h": 0,
             "struggling": [students[0]],
+            "active_24h": 2,
+            "active_7d": 2,
         }

@@ -1,0 +1,53 @@
+"""GET /api/v1/cohorts/{id}/dashboard: the instructor's figures on load, on a quiet day too,
+the same as the scheduler's dashboard.update, for staff of the cohort only."""
+
+from __future__ import annotations
+
+from tests.api.conftest import Api, User
+from tests.api.test_feedback import TYPO, graded_submission
+from tests.api.test_quizzes import create_quiz, make_class
+
+
+async def test_the_snapshot_has_every_figure_and_only_staff_read_it(api: Api, admin: User) -> None:
+    c = await make_class(api)
+    path = f"/api/v1/cohorts/{c.cohort}/dashboard"
+    status, quiet, _ = await api.request("GET", path, c.teacher)
+    assert status == 200
+    assert quiet == {
+        "cohort_id": c.cohort,
+        "members": 2,
+        "submissions_24h": 0,
+        "pending_grading": 0,
+        "average_percentage": None,
+        "lessons_completed_24h": 0,
+        "struggling": [],
+        "active_24h": 0,
+        "active_7d": 0,
+    }
+
+    quiz = await create_quiz(api, c)
+    await graded_submission(api, quiz, c.students[0], {"q1": 0})  # 0 %: struggling
+    await graded_submission(api, quiz, c.students[1], TYPO)  # waits for hand grading
+    lesson = await api.db.fetchval(
+        "INSERT INTO lessons (cohort_id, position, title) VALUES ($1, 0, 'One') RETURNING id",
+        c.cohort,
+    )
+    status, _, _ = await api.request("PUT", f"/api/v1/lessons/{lesson}/complete", c.students[0])
+    assert status == 200
+    status, board, _ = await api.request("GET", path, c.teacher)
+    assert status == 200
+    assert board["submissions_24h"] == 2 and board["pending_grading"] == 1
+    assert board["average_percentage"] == 33.33  # (0 + 66.67) / 2
+    assert board["lessons_completed_24h"] == 1 and board["struggling"] == [c.students[0].id]
+    assert (board["active_24h"], board["active_7d"]) == (2, 2)
+
+    status, _, _ = await api.request("GET", path, admin)
+    assert status == 200
+    for who in (c.students[0], c.stranger):
+        status, data, _ = await api.request("GET", path, who)
+        assert status == 403 and data["error"]["code"] == "forbidden"
+    status, _, _ = await api.request("GET", path)
+    assert status == 401
+    for bad in ("/api/v1/cohorts/999999999/dashboard", "/api/v1/cohorts/abc/dashboard"):
+        status, _, _ = await api.request("GET", bad, admin)
+        assert status == 404
