@@ -232,7 +232,7 @@ return #due
 def backoff_ms(base_ms: int, failed: int) -> int:
     """Delay before the retry that follows ``failed`` failed attempts (>= 1), with jitter."""
     delay = min(base_ms * 2 ** max(0, failed - 1), MAX_BACKOFF_MS)
-    return int(delay * (1 + random.random() * 0.2))  # nosec B311  # timing jitter, not security
+    return int(delay * (1 + random.random() * 0.2))
 
 
 async def replay_dead_letters(redis: aioredis.Redis, queue: str, limit: int = 100) -> int:
