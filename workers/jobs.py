@@ -232,7 +232,7 @@ return #due
 def backoff_ms(base_ms: int, failed: int) -> int:
     """Delay before the retry that follows ``failed`` failed attempts (>= 1), with jitter."""
     delay = min(base_ms * 2 ** max(0, failed - 1), MAX_BACKOFF_MS)
-    return int(delay * (1 + random.random() * 0.2))  # nosec B311  # timing jitter, not security
+    return int(delay * (1 + random.random() * 0.2))
 
 
 async def replay_dead_letters(redis: aioredis.Redis, queue: str, limit: int = 100) -> int:
@@ -464,7 +464,7 @@ class JobRunner:
             self.outage += 1
             delay = min(OUTAGE_MAX_WAIT_MS, self.retry_base_ms * 2 ** min(self.outage, 20))
             outcome, error, attempt = "wait", f"{type(exc).__name__}: {exc}", attempt - 1
-            delay = int(delay * random.uniform(0.8, 1.2))
+            delay = int(delay * random.uniform(0.8, 1.2))  # nosec B311: retry jitter, not a secret
             log.warning("job waits for an outage", extra={"queue": queue, "error": error})
         except Exception as exc:
             outcome, error = "retry", f"{type(exc).__name__}: {exc}"
