@@ -143,6 +143,10 @@ COMMANDS: dict[str, str] = {
     "broadcast.clear": "staff",
     "recording.set": "staff",
     "screenshare.signal": "staff",
+    "quiz.start": "staff",
+    "quiz.next": "staff",
+    "quiz.end": "staff",
+    "quiz.answer": "enrolled",
     "sys.echo": "admin",
 }
 
