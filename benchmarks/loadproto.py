@@ -172,17 +172,21 @@ def mask_payload(payload: bytes, mask: bytes) -> bytes:
     )
 
 
-def build_client_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
-    """One final, masked client frame (a random mask unless one is given)."""
+def build_client_frame(
+    opcode: int, payload: bytes, mask: bytes | None = None, *, fin: bool = True
+) -> bytes:
+    """One masked client frame (a random mask unless one is given); final unless ``fin`` is
+    False (a fragment)."""
     if mask is None:
         mask = os.urandom(4)
     n = len(payload)
+    b0 = 0x80 | opcode if fin else opcode
     if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
+        header = bytes((b0, 0x80 | n))
     elif n < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + _pack_h(n)
+        header = bytes((b0, 0x80 | 126)) + _pack_h(n)
     else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + _pack_q(n)
+        header = bytes((b0, 0x80 | 127)) + _pack_q(n)
     return header + mask + mask_payload(payload, mask)
 
 

@@ -89,51 +89,62 @@ def unmask(mask: bytes, data: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-def parse(buf: bytes, max_payload: int) -> tuple[list[tuple[int, bool, bytes]], bytes]:
-    """Parse complete frames from ``buf``.
+_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+Frame = tuple[int, bool, bytes, int]
 
-    Returns ``([(opcode, fin, payload), ...], tail)`` where ``tail`` is the start of an
-    incomplete frame. Raises :class:`ProtocolViolation` for unmasked frames, reserved bits,
-    unknown opcodes, fragmented or oversized control frames, and payloads over ``max_payload``
-    (checked from the header, before the payload is buffered).
-    """
+
+def parse_one(buf: bytes, pos: int, max_payload: int) -> Frame | None:
+    """The client frame starting at ``pos``: ``(opcode, fin, payload, end)`` with ``end`` the
+    position after it, or None while it is incomplete. Raises :class:`ProtocolViolation` for
+    an unmasked frame, reserved bits, an unknown opcode, a fragmented or oversized control
+    frame, and a payload over ``max_payload`` (checked from the header, before the payload is
+    buffered). One frame at a time, so that a caller that stops (a connection that closes)
+    parses nothing after it."""
+    end = len(buf)
+    if end - pos < 2:
+        return None
+    b0 = buf[pos]
+    b1 = buf[pos + 1]
+    fin = bool(b0 & 0x80)
+    opcode = b0 & 0x0F
+    if b0 & 0x70:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+    if opcode not in _OPCODES:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "unknown opcode")
+    if not b1 & 0x80:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
+    length = b1 & 0x7F
+    head = 2
+    if length == 126:
+        if end - pos < 4:
+            return None
+        length = _unpack_h(buf, pos + 2)[0]
+        head = 4
+    elif length == 127:
+        if end - pos < 10:
+            return None
+        length = _unpack_q(buf, pos + 2)[0]
+        head = 10
+    if opcode >= OP_CLOSE:
+        if length > 125 or not fin:
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "bad control frame")
+    elif length > max_payload:
+        raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, "frame too big")
+    start = pos + head + 4
+    stop = start + length
+    if end < stop:
+        return None
+    return opcode, fin, unmask(buf[pos + head : start], buf[start:stop]), stop
+
+
+def parse(buf: bytes, max_payload: int) -> tuple[list[tuple[int, bool, bytes]], bytes]:
+    """Every complete frame in ``buf`` (see :func:`parse_one`) and the tail, the start of an
+    incomplete frame: ``([(opcode, fin, payload), ...], tail)``."""
     frames: list[tuple[int, bool, bytes]] = []
     pos = 0
-    end = len(buf)
-    while end - pos >= 2:
-        b0 = buf[pos]
-        b1 = buf[pos + 1]
-        fin = bool(b0 & 0x80)
-        opcode = b0 & 0x0F
-        if b0 & 0x70:
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set")
-        if opcode not in (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "unknown opcode")
-        if not b1 & 0x80:
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
-        length = b1 & 0x7F
-        head = 2
-        if length == 126:
-            if end - pos < 4:
-                break
-            length = _unpack_h(buf, pos + 2)[0]
-            head = 4
-        elif length == 127:
-            if end - pos < 10:
-                break
-            length = _unpack_q(buf, pos + 2)[0]
-            head = 10
-        if opcode >= OP_CLOSE:
-            if length > 125 or not fin:
-                raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "bad control frame")
-        elif length > max_payload:
-            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, "frame too big")
-        start = pos + head + 4
-        if end < start + length:
-            break
-        mask = buf[pos + head : start]
-        frames.append((opcode, fin, unmask(mask, buf[start : start + length])))
-        pos = start + length
+    while (frame := parse_one(buf, pos, max_payload)) is not None:
+        opcode, fin, payload, pos = frame
+        frames.append((opcode, fin, payload))
     return frames, buf[pos:] if pos else buf
 
 
