@@ -29,9 +29,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from config import keys
+from config import keys, redisconn
 from config.settings import Settings
 from config.topics import LIVE_PREFIX, authorize
 from gateway import metrics, protocol, rights
@@ -240,7 +239,7 @@ class Hub:
     ) -> None:
         try:
             found = await self.sessions.check(topics)
-        except (redis.exceptions.RedisError, OSError):
+        except redisconn.ERRORS:
             for topic in topics:
                 if not conn.closed:
                     message = "cannot check the session now; retry"
@@ -284,7 +283,7 @@ class Hub:
     ) -> None:
         try:
             recs, reset = await self.read_history(topic, cursor)
-        except (redis.exceptions.RedisError, OSError):
+        except redisconn.ERRORS:
             if not conn.closed:
                 conn.send(
                     protocol.Error(ErrorCode.UNAVAILABLE.value, "history unavailable", ref, topic)
@@ -300,7 +299,7 @@ class Hub:
             # live and silently skips what is published while the client is away).
             try:
                 position = await self._tail(topic)
-            except (redis.exceptions.RedisError, OSError):
+            except redisconn.ERRORS:
                 position = cursor  # another reset on reconnect, never a gap
             if conn.closed or topic not in conn.topics:
                 return
