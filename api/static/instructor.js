@@ -188,16 +188,35 @@ function renderGlance() {
     $("#kpi-subs").textContent = dash.submissions_24h;
     $("#kpi-pending").textContent = dash.pending_grading;
     $("#kpi-active").textContent = `${dash.active_24h ?? 0} / ${dash.active_7d ?? 0}`;
+    const alerts = dash.alerts || [];
     fill(
       $("#struggling"),
-      dash.struggling.length
+      alerts.length
         ? el(
             "div",
             { class: "alert" },
-            el("strong", {}, "Struggling (quiz average under 50%): "),
-            dash.struggling.map(nameOf).join(", "),
+            el("strong", {}, "May need help:"),
+            el(
+              "ul",
+              { class: "plain" },
+              alerts.map((a) =>
+                el(
+                  "li",
+                  { class: "struggling", dataset: { user: a.user_id, rule: a.rule } },
+                  el("strong", {}, a.name),
+                  ` · ${a.reason}`,
+                ),
+              ),
+            ),
           )
-        : null,
+        : dash.struggling.length
+          ? el(
+              "div",
+              { class: "alert" },
+              el("strong", {}, "Struggling (quiz average under 50%): "),
+              dash.struggling.map(nameOf).join(", "),
+            )
+          : null,
     );
   }
 }
