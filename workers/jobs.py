@@ -464,7 +464,7 @@ class JobRunner:
             self.outage += 1
             delay = min(OUTAGE_MAX_WAIT_MS, self.retry_base_ms * 2 ** min(self.outage, 20))
             outcome, error, attempt = "wait", f"{type(exc).__name__}: {exc}", attempt - 1
-            delay = int(delay * random.uniform(0.8, 1.2))  # nosec B311: retry jitter, not a secret
+            delay = int(delay * random.uniform(0.8, 1.2))  # jitter, not a secret
             log.warning("job waits for an outage", extra={"queue": queue, "error": error})
         except Exception as exc:
             outcome, error = "retry", f"{type(exc).__name__}: {exc}"
