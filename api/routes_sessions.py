@@ -20,16 +20,16 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
+from api.csv_export import to_csv
 from api.deps import body, current_user, is_staff, path_int, require_member, require_staff
 from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, PUBLISHER, REDIS, SETTINGS
-from config import keys
+from config import keys, redisconn
 from config.topics import cohort_topic
 from gateway import sessions as open_sessions
 from gateway.protocol import EMPTY_CURSOR
@@ -258,7 +258,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
         # Settle attendance up to now under the old state (see the module docstring).
         try:
             await attendance.checkpoint(_worker_context(request.app), room, TIMINGS[0])
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             log.warning("attendance checkpoint skipped: %s", exc)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_NAMESPACE | session_id)
@@ -407,6 +407,50 @@ async def list_attendance(request: web.Request) -> web.Response:
     return json_response([AttendanceOut(**dict(r)) for r in rows])
 
 
+ATTENDANCE_HEADER = ("student", "email", "attended", "minutes", "joined_at", "left_at")
+
+
+async def attendance_csv(request: web.Request) -> web.Response:
+    """The session's attendance for a spreadsheet: every member of the cohort, absent ones
+    included (attended "no", 0 minutes), by name (formula-safe, :mod:`api.csv_export`)."""
+    claims = await current_user(request)
+    session_id = path_int(request)
+    pool = request.app[DB]
+    row = await _session_or_404(pool, session_id)
+    require_staff(claims, row["cohort_id"])
+    rows = await pool.fetch(
+        "SELECT u.display_name, u.email, a.user_id IS NOT NULL AS attended,"
+        " coalesce(a.seconds_attended, 0) AS seconds, a.joined_at, a.left_at"
+        " FROM enrollments e JOIN users u ON u.id = e.user_id"
+        " LEFT JOIN attendance a ON a.session_id = $2 AND a.user_id = e.user_id"
+        " WHERE e.cohort_id = $1 AND e.kind = 'member' ORDER BY u.display_name, u.id",
+        row["cohort_id"],
+        session_id,
+    )
+    text = to_csv(
+        ATTENDANCE_HEADER,
+        (
+            (
+                r["display_name"],
+                r["email"],
+                r["attended"],
+                round(r["seconds"] / 60, 1),
+                rules.iso(r["joined_at"]),
+                rules.iso(r["left_at"]),
+            )
+            for r in rows
+        ),
+    )
+    return web.Response(
+        text=text,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="attendance-session-{session_id}.csv"'
+        },
+    )
+
+
 def setup(app: web.Application) -> None:
     r = Routes(app, tag="sessions")
     r.post(
@@ -453,6 +497,14 @@ def setup(app: web.Application) -> None:
         summary="The room's state for a late joiner, with the cursor of each topic",
         auth="member",
         response=RoomStateOut,
+    )
+    r.get(
+        "/api/v1/sessions/{id}/attendance.csv",
+        attendance_csv,
+        summary="Attendance as CSV: every member, minutes attended (staff)",
+        auth="staff",
+        response=bytes,
+        response_content_type="text/csv",
     )
     r.get(
         "/api/v1/sessions/{id}/attendance",

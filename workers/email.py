@@ -184,7 +184,7 @@ class MailerPool:
         """How long a job waits for an unreachable server: doubling with the outage, up to a
         minute, with jitter so that waiting jobs do not come back all at once."""
         delay = min(OUTAGE_MAX_WAIT_MS, base_ms * 2 ** min(self.outage, 20))
-        return int(delay * random.uniform(0.8, 1.2))  # nosec B311: retry jitter, not a secret
+        return int(delay * random.uniform(0.8, 1.2))  # jitter, not a secret
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[_Connection]:

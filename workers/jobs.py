@@ -62,7 +62,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys, streams
+from config import keys, redisconn, streams
 from config.streams import DeadLetter, JobEntry
 from workers import consumer, metrics
 
@@ -393,7 +393,7 @@ class JobRunner:
         while True:
             try:
                 await self.move_due()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except redisconn.ERRORS as exc:
                 log.debug("job mover: %s", exc)
             await asyncio.sleep(MOVER_INTERVAL_S)
 
@@ -428,7 +428,7 @@ class JobRunner:
                         message_ids=ids,
                         justid=True,
                     )
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except redisconn.ERRORS as exc:
                     log.debug("job heartbeat: %s", exc)
 
     # Running one entry.
@@ -464,7 +464,7 @@ class JobRunner:
             self.outage += 1
             delay = min(OUTAGE_MAX_WAIT_MS, self.retry_base_ms * 2 ** min(self.outage, 20))
             outcome, error, attempt = "wait", f"{type(exc).__name__}: {exc}", attempt - 1
-            delay = int(delay * random.uniform(0.8, 1.2))  # nosec B311: retry jitter, not a secret
+            delay = int(delay * random.uniform(0.8, 1.2))  # jitter, not a secret
             log.warning("job waits for an outage", extra={"queue": queue, "error": error})
         except Exception as exc:
             outcome, error = "retry", f"{type(exc).__name__}: {exc}"
@@ -481,7 +481,7 @@ class JobRunner:
             outcome = "dead"
         try:
             await self._settle(entry, outcome, error, attempt, delay)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             # The work is done (or will be retried); the entry is reclaimed and, the handler
             # being idempotent, settled on its next delivery.
             log.warning("job settle failed: %s", exc, extra={"queue": queue})

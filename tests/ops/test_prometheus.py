@@ -26,7 +26,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from config.servers import SmtpCatcher, free_port
+from config.servers import SmtpCatcher, free_port, port_free
+from tests.processes import child_env
 from tests.workers.helpers import migrated
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,20 +66,9 @@ def _metrics_used() -> set[str]:
 def _consecutive_free_ports(count: int) -> int:
     for _ in range(50):
         base = free_port()
-        if all(_port_free(base + i) for i in range(1, count)):
+        if all(port_free(base + i) for i in range(1, count)):
             return base
     raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_promtool_accepts_the_rules() -> None:
@@ -140,13 +130,10 @@ def targets(redis_url: str, database_url: str, smtp: SmtpCatcher) -> Iterator[di
     asyncio.run(migrated(database_url))
     gw_metrics, wk_metrics = _consecutive_free_ports(2), _consecutive_free_ports(2)
     gw_super, wk_super, api_metrics = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
-    env.update(
+    env = child_env(
         REDIS_URL=redis_url,
         DATABASE_URL=database_url,
         SMTP_URL=smtp.url,
-        LECTERN_DEV_MODE="1",
-        LECTERN_LOG_LEVEL="WARNING",
         LECTERN_GATEWAY_METRICS_PORT=str(gw_metrics),
         LECTERN_GATEWAY_SUPERVISOR_METRICS_PORT=str(gw_super),
         LECTERN_WORKER_METRICS_PORT=str(wk_metrics),
