@@ -154,7 +154,21 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(
             400, "invalid_field", "the input holds a character that cannot be stored"
         )
-    except (asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError):
+    except (
+        asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.AdminShutdownError,
+        asyncpg.exceptions.CrashShutdownError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+    ) as exc:
+        # PostgreSQL went away under the request (restart, failover, terminated backend) or
+        # cannot take it now: the client retries after Retry-After. A connection lost during
+        # COMMIT leaves the outcome unknown, which is why writes that matter carry keys
+        # (a quiz attempt's number, an invite's token) that make the retry safe.
+        log.warning(
+            "database unavailable",
+            extra={"request_id": request.get(REQUEST_ID), "error": repr(exc)},
+        )
         metrics.backend_errors.labels("postgres").inc()
         exc503 = errors.unavailable()
         return error_response(503, exc503.code, exc503.message, None, exc503.headers)

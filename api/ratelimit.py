@@ -1,4 +1,4 @@
-"""Fixed-window counters in Redis (``keys.ratelimit_key``), for login attempts.
+"""Fixed-window counters in Redis (``keys.ratelimit_key``), for registrations per IP.
 
 A window starts at the first hit and lasts ``window_s``; every hit counts, allowed or not, so a
 client that keeps hammering stays limited until it pauses for a whole window.

@@ -30,7 +30,6 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
@@ -39,6 +38,7 @@ from api.deps import current_user, is_staff, path_int, require_member, require_s
 from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB, REDIS
+from config import redisconn
 from config.topics import staff_topic, user_topic
 from workers import activity, review
 from workers import feedback as feedback_job
@@ -195,8 +195,19 @@ def _comment(raw: str) -> str:
         raise errors.bad_request(str(exc), {"field": "comment"}, "invalid_field") from None
 
 
+async def _require_grader(request: web.Request, conn: Any, lock: bool) -> asyncpg.Record:
+    """The submission, if the caller is staff of its cohort (404 / 403 otherwise)."""
+    claims = await current_user(request)
+    sub = await _visible_submission(conn, request, lock=lock)
+    if not is_staff(claims, sub["cohort_id"]):
+        raise errors.forbidden("only staff of this cohort give feedback")
+    return sub
+
+
 async def post_feedback(request: web.Request) -> web.Response:
     claims = await current_user(request)
+    # Rights first: whoever may not give feedback learns that, whatever the body holds.
+    await _require_grader(request, request.app[DB], lock=False)
     data = await read_body(request, FeedbackIn, MAX_FEEDBACK_BODY)
     comment = _comment(data.comment)
     if not comment and not data.question_points and data.score is None:
@@ -204,9 +215,7 @@ async def post_feedback(request: web.Request) -> web.Response:
             "feedback needs a comment, question points or a score", {"field": ""}, "empty_feedback"
         )
     async with request.app[DB].acquire() as conn, conn.transaction():
-        sub = await _visible_submission(conn, request, lock=True)
-        if not is_staff(claims, sub["cohort_id"]):
-            raise errors.forbidden("only staff of this cohort give feedback")
+        sub = await _require_grader(request, conn, lock=True)
         if data.client_key is not None:
             done = await conn.fetchrow(
                 f"{_FEEDBACK} WHERE f.submission_id = $1 AND f.client_key = $2",
@@ -285,7 +294,7 @@ async def post_feedback(request: web.Request) -> web.Response:
             )
     try:
         await enqueue(request.app[REDIS], feedback_job.QUEUE, {"feedback_id": out.id})
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except redisconn.ERRORS as exc:
         # Stored, and the event is in the outbox: the scheduler's sweep notifies later.
         log.warning(
             "feedback job not enqueued; the sweep will pick it up",

@@ -56,6 +56,8 @@ class Tally:
     retry_after_missing: int = 0
     status_5xx_other: int = 0
     errors: int = 0
+    #: The first few unexpected answers, "status body", for the report.
+    samples: list[str] = field(default_factory=list)
 
 
 class Listener:
@@ -122,11 +124,13 @@ async def _submit(
                         tally.retry_after_missing += 1
                     else:
                         wait = float(retry)
-                elif r.status >= 500:
-                    tally.status_5xx_other += 1
                 else:
-                    tally.errors += 1
-                    return
+                    if len(tally.samples) < 5:
+                        tally.samples.append(f"{r.status} {(await r.text())[:200]}")
+                    if r.status < 500:
+                        tally.errors += 1
+                        return
+                    tally.status_5xx_other += 1
         except (TimeoutError, aiohttp.ClientError, OSError):
             wait = 0.5
         await asyncio.sleep(wait)
@@ -281,5 +285,6 @@ async def _judge(stack: stacks.Stack, tally: Tally, fault_at: float) -> dict[str
         "retry_after_missing": tally.retry_after_missing,
         "status_5xx_other": tally.status_5xx_other,
         "client_errors": tally.errors,
+        "unexpected": tally.samples,
         "recovery_s": recovery,
     }

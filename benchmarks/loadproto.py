@@ -2,7 +2,8 @@
 
 Everything here is pure and cheap enough to run for tens of thousands of connections in one
 process: an HTTP response head reader, a chunked transfer decoder, a WebSocket client frame
-builder and server frame parser, an SSE line parser, the ``"sent":`` timestamp extraction used
+builder (the gateway's framer, :mod:`gateway.wsframe`, in the client role) and a server frame
+parser, an SSE line parser, the ``"sent":`` timestamp extraction used
 to measure latency, and percentile helpers. ``benchmarks.loadclient`` wires these to sockets;
 ``tests/unit/test_loadclient.py`` tests them with bytes alone.
 """
@@ -10,21 +11,22 @@ to measure latency, and percentile helpers. ``benchmarks.loadclient`` wires thes
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-OP_CONT = 0x0
-OP_TEXT = 0x1
-OP_BINARY = 0x2
-OP_CLOSE = 0x8
-OP_PING = 0x9
-OP_PONG = 0xA
+from gateway import wsframe
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# The opcodes, under the names the load clients import from here.
+OP_CONT = wsframe.OP_CONT
+OP_TEXT = wsframe.OP_TEXT
+OP_BINARY = wsframe.OP_BINARY
+OP_CLOSE = wsframe.OP_CLOSE
+OP_PING = wsframe.OP_PING
+OP_PONG = wsframe.OP_PONG
+
 _pack_h = struct.Struct("!H").pack
 _pack_q = struct.Struct("!Q").pack
 _unpack_h = struct.Struct("!H").unpack_from
@@ -52,7 +54,7 @@ def ws_key() -> str:
 
 def ws_accept(key: str) -> str:
     """The ``Sec-WebSocket-Accept`` a server must answer for ``key``."""
-    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+    return wsframe.accept_key(key)
 
 
 def build_request(
@@ -163,27 +165,15 @@ class ChunkedDecoder:
 
 def mask_payload(payload: bytes, mask: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` repeated (RFC 6455 section 5.3)."""
-    n = len(payload)
-    if n == 0:
-        return b""
-    repeated = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
-        n, "little"
-    )
+    return wsframe.unmask(mask, payload)
 
 
-def build_client_frame(opcode: int, payload: bytes, mask: bytes | None = None) -> bytes:
-    """One final, masked client frame (a random mask unless one is given)."""
-    if mask is None:
-        mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        header = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + _pack_h(n)
-    else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + _pack_q(n)
-    return header + mask + mask_payload(payload, mask)
+def build_client_frame(
+    opcode: int, payload: bytes, mask: bytes | None = None, *, fin: bool = True
+) -> bytes:
+    """One masked client frame (a random mask unless one is given); final unless ``fin`` is
+    False (a fragment). The gateway's framer in the client role."""
+    return wsframe.build(opcode, payload, mask or os.urandom(4), fin=fin)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

@@ -25,6 +25,7 @@ from config.servers import (
     RedisServer,
     SmtpCatcher,
     die_with_parent,
+    port_free,
 )
 from config.settings import PREFIX, Settings, load_settings
 
@@ -97,7 +98,7 @@ def run(settings: Settings) -> int:
             env["DATABASE_URL"] = pg.url
             say("stack", f"postgresql {pg.url} (embedded, data in {pg.data_dir})")
         if not settings.smtp_url:
-            smtp = SmtpCatcher(port=1025 if _port_free(1025) else None, mail_dir=data / "mail")
+            smtp = SmtpCatcher(port=1025 if port_free(1025) else None, mail_dir=data / "mail")
             smtp.start()
             servers.append(smtp)
             env["SMTP_URL"] = smtp.url
@@ -151,17 +152,6 @@ def read_stack_file(data_dir: str = ".lectern") -> dict[str, Any] | None:
     except (OSError, KeyError, ValueError):
         return None
     return info
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 async def _children(settings: Settings, env: dict[str, str], credentials: dict[str, Any]) -> int:

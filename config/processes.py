@@ -18,7 +18,9 @@ started it: systemd, Kubernetes, ``make run``):
   SIGTERM to the parent is for.
 * **Drain.** SIGTERM/SIGINT are forwarded to every child (each shuts down gracefully) and no
   child starts after that; :func:`run_processes` returns once all children have exited, with
-  the worst status of their last runs (a child killed by signal ``s`` counts as ``128 + s``).
+  the worst status of their last runs (a child killed by signal ``s`` counts as ``128 + s``,
+  except one ended by the forwarded signal itself, before it set up its own handling: it had
+  nothing to drain and counts as stopped cleanly).
 * **Observable.** With a metrics port, the parent serves ``/metrics``: the restart counter,
   ``lectern_<component>_processes`` (the copies it runs) and
   ``lectern_<component>_processes_ready`` (children that reported serving since their start).
@@ -142,6 +144,7 @@ class _Supervisor:
         self.metrics = _Metrics(component, len(args))
         self.http: HTTPServer | None = None
         self.stopping = False
+        self.stop_signal = 0
 
     def serve_metrics(self, host: str, port: int) -> None:
         handler = _ScrapeHandler.factory(self.metrics.registry)
@@ -183,10 +186,10 @@ class _Supervisor:
         slot.proc, slot.ready, slot.is_ready = proc, reader, False
         slot.started, slot.restart_at = time.monotonic(), None
         if self.stopping and proc.pid:  # the stop arrived while it was starting
-            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, self.stop_signal)
 
     def _forward(self, signum: int, _frame: object) -> None:
-        self.stopping = True
+        self.stopping, self.stop_signal = True, signum
         for slot in self.slots:
             if slot.proc is not None and slot.proc.pid and slot.proc.exitcode is None:
                 os.kill(slot.proc.pid, signum)
@@ -194,7 +197,8 @@ class _Supervisor:
     def _reap(self, slot: _Slot, now: float) -> None:
         assert slot.proc is not None
         code = slot.proc.exitcode
-        slot.last_status = exit_status(code)
+        stopped = self.stopping and code == -self.stop_signal
+        slot.last_status = 0 if stopped else exit_status(code)
         slot.proc, slot.is_ready = None, False
         if slot.ready is not None:
             slot.ready.close()

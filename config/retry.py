@@ -29,7 +29,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay to sleep now (jittered); doubles the following one, up to the cap."""
-        delay = self.delay_s * (0.5 + random.random()) if self.jitter else self.delay_s  # nosec B311  # jitter, not security
+        delay = self.delay_s * (0.5 + random.random()) if self.jitter else self.delay_s
         self.delay_s = min(self.delay_s * 2, self.cap_s)
         return delay
 

@@ -110,6 +110,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Workers.
     job_max_attempts: int = 5  # deliveries before a job goes to the dead-letter stream
+    email_give_up_after_s: int = 86400  # an unreachable SMTP server is waited for this long
     job_claim_idle_ms: int = 30_000  # a pending job idle this long is reclaimed
     job_retry_base_ms: int = 500  # retry backoff: base * 2**attempt
     reminder_lead_s: int = 15 * 60  # session reminders go out this long before the start
@@ -199,6 +200,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_read_concurrency",
         "out_buffer_limit_bytes",
         "history_maxlen",
+        "email_give_up_after_s",
         "publish_once_ttl_s",
         "bus_shards",
         "bus_read_count",

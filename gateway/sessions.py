@@ -12,12 +12,14 @@ gateway also asks whether the session is open:
   scheduled or live session when it starts (:func:`register_open`).
 * A gateway answers from a small local memory first (:class:`OpenSessions`): a session seen
   open stays "open" for :data:`OPEN_TTL_S`, one seen missing stays "missing" for
-  :data:`MISSING_TTL_S`; otherwise it asks Redis (one ``EXISTS`` per topic, pipelined), so a
+  :data:`MISSING_TTL_S`; otherwise it asks Redis (one ``EXISTS`` per topic, pipelined), and
+  callers asking about a topic while its question is in flight share that answer, so a
   connect storm into one room costs one round trip, not one per client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable
 
@@ -81,6 +83,8 @@ class OpenSessions:
         self.redis = redis
         #: topic -> (open?, until when the answer holds: monotonic seconds)
         self._known: dict[str, tuple[bool, float]] = {}
+        #: topic -> the answer being fetched now (shared by everyone who asks meanwhile)
+        self._asking: dict[str, asyncio.Future[bool]] = {}
 
     def known(self, topic: str, now: float | None = None) -> bool | None:
         """True/False when the answer is remembered, ``None`` when Redis must be asked."""
@@ -98,25 +102,48 @@ class OpenSessions:
         now = time.monotonic()
         out: dict[str, bool] = {}
         ask: list[tuple[str, str]] = []
+        waiting: dict[str, asyncio.Future[bool]] = {}
         for topic in live_topics:
             answer = self.known(topic, now)
             if answer is not None:
                 out[topic] = answer
-                continue
-            key = session_key(topic)
-            if key is None:
+            elif topic in self._asking:
+                waiting[topic] = self._asking[topic]
+            elif (key := session_key(topic)) is None:
                 out[topic] = False
             else:
                 ask.append((topic, key))
         if ask:
+            await self._ask(ask, out, now)
+        for topic, pending in waiting.items():
+            out[topic] = await asyncio.shield(pending)
+        return out
+
+    async def _ask(self, ask: list[tuple[str, str]], out: dict[str, bool], now: float) -> None:
+        loop = asyncio.get_running_loop()
+        mine = {topic: loop.create_future() for topic, _ in ask}
+        self._asking.update(mine)
+        try:
             pipe = self.redis.pipeline(transaction=False)
             for _, key in ask:
                 pipe.exists(key)
             found = await pipe.execute()
-            if len(self._known) + len(ask) > MAX_REMEMBERED:
-                self._known.clear()
-            for (topic, _), exists in zip(ask, found, strict=True):
-                is_open = bool(exists)
-                out[topic] = is_open
-                self._known[topic] = (is_open, now + (OPEN_TTL_S if is_open else MISSING_TTL_S))
-        return out
+        except Exception as exc:
+            for fut in mine.values():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: sharers re-raise it, nobody else must
+            raise
+        except BaseException:  # cancelled (shutdown): so are the sharers
+            for fut in mine.values():
+                fut.cancel()
+            raise
+        finally:
+            for topic in mine:
+                del self._asking[topic]
+        if len(self._known) + len(ask) > MAX_REMEMBERED:
+            self._known.clear()
+        for (topic, _), exists in zip(ask, found, strict=True):
+            is_open = bool(exists)
+            out[topic] = is_open
+            self._known[topic] = (is_open, now + (OPEN_TTL_S if is_open else MISSING_TTL_S))
+            mine[topic].set_result(is_open)

@@ -22,9 +22,10 @@ Guarantees:
   A peer's close is answered and the socket dropped. Our own close (:meth:`close`) waits up to
   ``close_timeout_s`` for the peer's close frame, then :meth:`expire` aborts. A protocol
   failure (RFC 6455 section 7.1.7) sends its close frame and drops the socket at once.
-* **Floods.** Client messages (commands included) pass a token bucket (``rate_per_s``,
-  ``burst``); a rejected message (malformed, wrong encoding, over the rate) is a strike, an
-  accepted one clears them, and more than ``max_strikes`` in a row close with 4005.
+* **Floods.** Client messages (commands included) and pings pass a token bucket
+  (``rate_per_s``, ``burst``); a rejected message (malformed, wrong encoding, over the rate)
+  or a ping over the rate (answered with no pong) is a strike, an accepted message clears
+  them, and more than ``max_strikes`` in a row close with 4005.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ class WsCore:
     # -- inputs --------------------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> Sequence[Output]:
-        """Bytes from the peer."""
+        """Bytes from the peer. Frames are parsed one at a time and none after the connection
+        closed: a flood cut off at its 65th fragment costs 65 frames, whatever the read size."""
         if self.state == CLOSED:
             return _NOTHING
         # Any traffic proves the peer is alive.
@@ -186,26 +188,29 @@ class WsCore:
                 return _NOTHING
             data = bytes(partial)
             self.partial = None
-        try:
-            frames, tail = wsframe.parse(data, self.limits.max_message_bytes)
-        except wsframe.ProtocolViolation as exc:
-            out: list[Output] = []
-            if exc.code == CloseCode.MESSAGE_TOO_BIG:
-                out.append(_error(ErrorCode.TOO_BIG, "frame larger than the limit"))
-            self._fail(exc.code, str(exc), out)
-            return out
-        if tail:
-            self.partial = bytearray(tail)
-            self.need = wsframe.frame_size(tail)
-        if not frames:
-            return _NOTHING
-        out = []
-        for opcode, fin, payload in frames:
+        out: list[Output] = []
+        pos = 0
+        max_payload = self.limits.max_message_bytes
+        while True:
+            try:
+                frame = wsframe.parse_one(data, pos, max_payload)
+            except wsframe.ProtocolViolation as exc:
+                if exc.code == CloseCode.MESSAGE_TOO_BIG:
+                    out.append(_error(ErrorCode.TOO_BIG, "frame larger than the limit"))
+                self._fail(exc.code, str(exc), out)
+                return out
+            if frame is None:
+                break
+            opcode, fin, payload, pos = frame
             self._frame(opcode, fin, payload, now, out)
             if self.state == CLOSED:
                 self._drop_input()
-                break
-        return out
+                return out
+        if pos < len(data):
+            tail = data[pos:]
+            self.partial = bytearray(tail)
+            self.need = wsframe.frame_size(tail)
+        return out or _NOTHING
 
     def heartbeat(self, now: float) -> Sequence[Output]:
         """The ping period came round: a ping, or close 4004 when too many went unanswered."""
@@ -259,7 +264,12 @@ class WsCore:
         if opcode == wsframe.OP_PONG:
             return
         if opcode == wsframe.OP_PING:
-            out.append(Send(wsframe.build(wsframe.OP_PONG, payload)))
+            # Pings share the messages' token bucket: each one costs a write, so a flood of
+            # them gets no pongs and is struck out like any other flood.
+            if self._allow(now):
+                out.append(Send(wsframe.build(wsframe.OP_PONG, payload)))
+            else:
+                self._strike(now, out)
             return
         if opcode == wsframe.OP_CLOSE:
             try:

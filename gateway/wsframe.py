@@ -1,8 +1,10 @@
-"""RFC 6455 framing for the server side: handshake, frame parsing and frame building.
+"""RFC 6455 framing: handshake, frame parsing and frame building, for either role.
 
-Pure functions over bytes. Parsing is stateless (``parse`` returns the frames found and the
-unconsumed tail) so a connection keeps no parser object, only the tail of a partial frame.
-Server frames are never masked and never fragmented; client frames must be masked.
+Pure functions over bytes, shared by the gateway (the server), the test clients
+(tests/gateway/clients.py) and the load clients (benchmarks/loadproto.py). The role is a
+parameter: a client masks what it builds (``build(..., mask=key)``) and a server reads masked
+frames (``parse_one(..., from_client=True)``); the gateway's own frames are never masked and
+never fragmented. Parsing is stateless (a caller keeps only the tail of a partial frame).
 """
 
 from __future__ import annotations
@@ -53,16 +55,24 @@ def handshake_response(client_key: str, subprotocol: str | None) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def build(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, final server frame."""
+def build(
+    opcode: int, payload: bytes, mask: bytes | None = None, *, fin: bool = True, rsv: int = 0
+) -> bytes:
+    """One frame, in either role: a server's is unmasked (``mask`` None), a client's carries
+    its 4-byte ``mask`` and the payload masked with it (RFC 6455 section 5.3). ``fin=False``
+    makes a fragment; ``rsv`` sets the reserved bits (only a test of a broken peer wants it)."""
     n = len(payload)
+    b0 = (0x80 if fin else 0) | rsv << 4 | opcode
+    masked = 0 if mask is None else 0x80
     if n < 126:
-        header = bytes((0x80 | opcode, n))
+        header = bytes((b0, masked | n))
     elif n < 65536:
-        header = bytes((0x80 | opcode, 126)) + _pack_h(n)
+        header = bytes((b0, masked | 126)) + _pack_h(n)
     else:
-        header = bytes((0x80 | opcode, 127)) + _pack_q(n)
-    return header + payload
+        header = bytes((b0, masked | 127)) + _pack_q(n)
+    if mask is None:
+        return header + payload
+    return header + mask + unmask(mask, payload)
 
 
 def build_close(code: int, reason: str = "") -> bytes:
@@ -80,7 +90,8 @@ class ProtocolViolation(Exception):
         self.code = code
 
 
-def unmask(mask: bytes, data: bytes) -> bytes:
+def unmask(mask: bytes | bytearray, data: bytes | bytearray) -> bytes:
+    """``data`` XOR the 4-byte ``mask`` repeated: unmasks, and masks (XOR is its own inverse)."""
     n = len(data)
     if n == 0:
         return b""
@@ -89,51 +100,69 @@ def unmask(mask: bytes, data: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
 
 
-def parse(buf: bytes, max_payload: int) -> tuple[list[tuple[int, bool, bytes]], bytes]:
-    """Parse complete frames from ``buf``.
+_OPCODES = frozenset((OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
+Frame = tuple[int, bool, bytes, int]
 
-    Returns ``([(opcode, fin, payload), ...], tail)`` where ``tail`` is the start of an
-    incomplete frame. Raises :class:`ProtocolViolation` for unmasked frames, reserved bits,
-    unknown opcodes, fragmented or oversized control frames, and payloads over ``max_payload``
-    (checked from the header, before the payload is buffered).
-    """
+
+def parse_one(
+    buf: bytes | bytearray, pos: int, max_payload: int, *, from_client: bool = True
+) -> Frame | None:
+    """The frame starting at ``pos``: ``(opcode, fin, payload, end)`` with ``end`` the
+    position after it, or None while it is incomplete. The role is ``from_client``: a server
+    reads client frames, which must be masked; a client reads server frames, which must not
+    be. Raises :class:`ProtocolViolation` for the wrong masking, reserved bits, an unknown
+    opcode, a fragmented or oversized control frame, and a payload over ``max_payload``
+    (checked from the header, before the payload is buffered). One frame at a time, so that
+    a caller that stops (a connection that closes) parses nothing after it."""
+    end = len(buf)
+    if end - pos < 2:
+        return None
+    b0 = buf[pos]
+    b1 = buf[pos + 1]
+    fin = bool(b0 & 0x80)
+    opcode = b0 & 0x0F
+    if b0 & 0x70:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set")
+    if opcode not in _OPCODES:
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "unknown opcode")
+    if bool(b1 & 0x80) != from_client:
+        wrong = "client frames must be masked" if from_client else "server frames are unmasked"
+        raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, wrong)
+    length = b1 & 0x7F
+    head = 2
+    if length == 126:
+        if end - pos < 4:
+            return None
+        length = _unpack_h(buf, pos + 2)[0]
+        head = 4
+    elif length == 127:
+        if end - pos < 10:
+            return None
+        length = _unpack_q(buf, pos + 2)[0]
+        head = 10
+    if opcode >= OP_CLOSE:
+        if length > 125 or not fin:
+            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "bad control frame")
+    elif length > max_payload:
+        raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, "frame too big")
+    if not from_client:
+        stop = pos + head + length
+        return None if end < stop else (opcode, fin, bytes(buf[pos + head : stop]), stop)
+    start = pos + head + 4
+    stop = start + length
+    if end < stop:
+        return None
+    return opcode, fin, unmask(buf[pos + head : start], buf[start:stop]), stop
+
+
+def parse(buf: bytes, max_payload: int) -> tuple[list[tuple[int, bool, bytes]], bytes]:
+    """Every complete frame in ``buf`` (see :func:`parse_one`) and the tail, the start of an
+    incomplete frame: ``([(opcode, fin, payload), ...], tail)``."""
     frames: list[tuple[int, bool, bytes]] = []
     pos = 0
-    end = len(buf)
-    while end - pos >= 2:
-        b0 = buf[pos]
-        b1 = buf[pos + 1]
-        fin = bool(b0 & 0x80)
-        opcode = b0 & 0x0F
-        if b0 & 0x70:
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "reserved bits set")
-        if opcode not in (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "unknown opcode")
-        if not b1 & 0x80:
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "client frames must be masked")
-        length = b1 & 0x7F
-        head = 2
-        if length == 126:
-            if end - pos < 4:
-                break
-            length = _unpack_h(buf, pos + 2)[0]
-            head = 4
-        elif length == 127:
-            if end - pos < 10:
-                break
-            length = _unpack_q(buf, pos + 2)[0]
-            head = 10
-        if opcode >= OP_CLOSE:
-            if length > 125 or not fin:
-                raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "bad control frame")
-        elif length > max_payload:
-            raise ProtocolViolation(CloseCode.MESSAGE_TOO_BIG, "frame too big")
-        start = pos + head + 4
-        if end < start + length:
-            break
-        mask = buf[pos + head : start]
-        frames.append((opcode, fin, unmask(mask, buf[start : start + length])))
-        pos = start + length
+    while (frame := parse_one(buf, pos, max_payload)) is not None:
+        opcode, fin, payload, pos = frame
+        frames.append((opcode, fin, payload))
     return frames, buf[pos:] if pos else buf
 
 

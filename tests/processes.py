@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import aiohttp
 import psutil
@@ -67,3 +68,20 @@ async def until_metrics(
             return samples
         assert time.monotonic() < deadline, f"not within {within}s: {what}; last {samples}"
         await asyncio.sleep(0.05)
+
+
+def child_env(**values: str) -> dict[str, str]:
+    """The environment of a Lectern process under test: this one's without its ``LECTERN_*``
+    variables, in dev mode, logging warnings, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env.update(LECTERN_DEV_MODE="1", LECTERN_LOG_LEVEL="WARNING")
+    env.update(values)
+    return env
+
+
+async def kill_all(procs: Iterable[asyncio.subprocess.Process]) -> None:
+    """SIGKILL each process still running (a supervisor takes its children along) and reap."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)

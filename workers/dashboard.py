@@ -5,7 +5,8 @@
 Figures (PostgreSQL, read when asked): members; submissions in the last 24 h; submissions
 waiting for grading (not graded yet, or in the hand-grading queue); the average graded
 percentage; lessons completed in the last 24 h; active students (a lesson completed or a quiz
-submitted) in the last 24 h and 7 days; struggling students (quiz average under 50 %).
+submitted) in the last 24 h and 7 days; struggling students (quiz average under 50 %); and
+the struggling-student alerts with their reasons (:mod:`workers.struggling`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import asyncpg
 import msgspec
+
+from workers.struggling import Alert, StudentStats, alerts
 
 
 class Dashboard(msgspec.Struct, kw_only=True):
@@ -29,6 +32,8 @@ class Dashboard(msgspec.Struct, kw_only=True):
     struggling: list[int]
     active_24h: int = 0
     active_7d: int = 0
+    #: Who may need help and why (every rule of :mod:`workers.struggling`).
+    alerts: list[Alert] = msgspec.field(default_factory=list)
 
 
 _FIGURES = """
@@ -97,14 +102,57 @@ def _dashboard(r: Any) -> Dashboard:
     )
 
 
+_STATS = """
+SELECT e.user_id, u.display_name AS name, now() AS now,
+  (SELECT avg(100 * s.score / nullif(s.max_score, 0))::float8
+   FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
+   WHERE q.cohort_id = $1 AND s.user_id = e.user_id AND s.status = 'graded') AS quiz_average,
+  greatest(e.created_at,
+    (SELECT max(p.completed_at) FROM lesson_progress p JOIN lessons l ON l.id = p.lesson_id
+     WHERE l.cohort_id = $1 AND p.user_id = e.user_id),
+    (SELECT max(s.submitted_at) FROM quiz_submissions s JOIN quizzes q ON q.id = s.quiz_id
+     WHERE q.cohort_id = $1 AND s.user_id = e.user_id)) AS last_active,
+  (SELECT count(*) FROM lesson_progress p JOIN lessons l ON l.id = p.lesson_id
+   WHERE l.cohort_id = $1 AND p.user_id = e.user_id) AS completed
+FROM enrollments e JOIN users u ON u.id = e.user_id
+WHERE e.cohort_id = $1 AND e.kind = 'member'
+"""
+
+
+async def cohort_alerts(db: asyncpg.Pool | asyncpg.Connection, cohort_id: int) -> list[Alert]:
+    """The struggling-student alerts of a cohort, now (the database's clock)."""
+    rows = await db.fetch(_STATS, cohort_id)
+    if not rows:
+        return []
+    total = await db.fetchval("SELECT count(*) FROM lessons WHERE cohort_id = $1", cohort_id)
+    stats = [
+        StudentStats(
+            user_id=r["user_id"],
+            name=r["name"],
+            quiz_average=r["quiz_average"],
+            last_active=r["last_active"],
+            completed=r["completed"],
+        )
+        for r in rows
+    ]
+    return alerts(stats, int(total), rows[0]["now"])
+
+
 async def active_dashboards(
     db: asyncpg.Pool | asyncpg.Connection, within_s: float
 ) -> list[Dashboard]:
     """The dashboards of cohorts with activity in the last ``within_s`` seconds."""
-    return [_dashboard(r) for r in await db.fetch(_ACTIVE + _FIGURES, within_s)]
+    boards = [_dashboard(r) for r in await db.fetch(_ACTIVE + _FIGURES, within_s)]
+    for board in boards:
+        board.alerts = await cohort_alerts(db, board.cohort_id)
+    return boards
 
 
 async def snapshot(db: asyncpg.Pool | asyncpg.Connection, cohort_id: int) -> Dashboard | None:
     """One cohort's dashboard now (None: no such cohort)."""
     row = await db.fetchrow(_ONE + _FIGURES, cohort_id)
-    return None if row is None else _dashboard(row)
+    if row is None:
+        return None
+    board = _dashboard(row)
+    board.alerts = await cohort_alerts(db, cohort_id)
+    return board

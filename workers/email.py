@@ -9,10 +9,14 @@ Guarantees:
   or later delivery of the job waits for that lock, sees ``sent`` and does nothing. The one
   window left, a process dying between the server's acceptance and the commit, sends the message
   again with the same ``Message-ID`` (derived from the key), which mail systems de-duplicate.
-* **Retries.** A refusal with a 4xx code, a dropped connection or an unreachable server is
-  retried by the job framework with backoff; each try increments ``attempts``. After
-  ``job_max_attempts`` tries, or at once on a 5xx refusal, the row becomes ``failed`` with the
-  last error and the job ends.
+* **Retries.** A refusal of the message with a 4xx code is retried by the job framework with
+  backoff; each try increments ``attempts``. After ``job_max_attempts`` tries, or at once on a
+  5xx refusal, the row becomes ``failed`` with the last error and the job ends.
+* **Outages lose nothing.** A server that cannot be reached (refused or dropped connection,
+  timeout, ``421``) is the server's problem, not the message's: the job waits and tries again
+  (``jobs.Unavailable``, backoff growing with the process's consecutive failures up to a
+  minute) without using up ``attempts``, for up to ``email_give_up_after_s`` after the
+  notification was queued; then the row becomes ``failed``.
 * **Preferences.** Nothing is sent when the recipient turned email off for the notification's
   kind (``notification_prefs``; no row means on).
 * **Connections are reused**: a small pool per process (:data:`POOL_SIZE`), each connection
@@ -35,6 +39,7 @@ import contextlib
 import hashlib
 import html
 import logging
+import random
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
@@ -47,12 +52,14 @@ import msgspec
 
 from workers import metrics
 from workers.context import WorkerContext
-from workers.jobs import PermanentError, job
+from workers.jobs import PermanentError, Unavailable, job
 from workers.notify import KIND_LABELS
 
 log = logging.getLogger("lectern.workers.email")
 
 POOL_SIZE = 4
+#: Longest wait between two tries of a job whose SMTP server is unreachable.
+OUTAGE_MAX_WAIT_MS = 60_000
 SMTP_TIMEOUT_S = 10.0
 DEFAULT_SENDER = "Lectern <no-reply@lectern.local>"
 
@@ -170,6 +177,14 @@ class MailerPool:
         self._free: asyncio.Queue[_Connection] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._size = size
+        #: Consecutive sends that found the server unreachable (0 once one gets through).
+        self.outage = 0
+
+    def wait_ms(self, base_ms: int) -> int:
+        """How long a job waits for an unreachable server: doubling with the outage, up to a
+        minute, with jitter so that waiting jobs do not come back all at once."""
+        delay = min(OUTAGE_MAX_WAIT_MS, base_ms * 2 ** min(self.outage, 20))
+        return int(delay * random.uniform(0.8, 1.2))  # jitter, not a secret
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[_Connection]:
@@ -277,6 +292,23 @@ WHERE n.id = $1
 """
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """The server could not be reached or hung up, as opposed to refusing this message."""
+    if isinstance(exc, SmtpTlsRequired):
+        return False
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return exc.code == 421  # "service not available, closing transmission channel"
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | aiosmtplib.SMTPConnectError
+        | aiosmtplib.SMTPConnectTimeoutError
+        | aiosmtplib.SMTPServerDisconnected
+        | aiosmtplib.SMTPTimeoutError,
+    )
+
+
 def _classify(exc: BaseException) -> tuple[bool, str]:
     """(transient?, description) of a send failure."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
@@ -328,28 +360,41 @@ async def send_notification_email(ctx: WorkerContext, payload: dict[str, Any]) -
     # Take an SMTP connection before a database connection, so that jobs waiting for SMTP
     # never hold database connections.
     async with pool.connection() as smtp:
-        error = await _send_once(ctx, smtp, key, msg)
-    if error:
+        outcome, error = await _send_once(ctx, smtp, key, msg)
+    if outcome == "wait":
+        pool.outage += 1
+        raise Unavailable(error, pool.wait_ms(ctx.settings.job_retry_base_ms))
+    pool.outage = 0
+    if outcome == "retry":
         raise _SendFailed(error)
 
 
-async def _send_once(ctx: WorkerContext, smtp: _Connection, key: str, msg: EmailMessage) -> str:
-    """Send under the delivery row's lock; returns an error to retry on, or "" when done."""
+async def _send_once(
+    ctx: WorkerContext, smtp: _Connection, key: str, msg: EmailMessage
+) -> tuple[str, str]:
+    """Send under the delivery row's lock; returns ("done" | "retry" | "wait", error)."""
     assert ctx.db is not None
     conn: asyncpg.Connection
     async with ctx.db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT id, status, attempts FROM email_deliveries "
-            "WHERE idempotency_key = $1 FOR UPDATE",
+            "SELECT id, status, attempts, extract(epoch FROM now() - created_at) AS age_s "
+            "FROM email_deliveries WHERE idempotency_key = $1 FOR UPDATE",
             key,
         )
         if row is None or row["status"] != "queued":
-            return ""
+            return "done", ""
         attempts = row["attempts"] + 1
         try:
             await smtp.send(msg)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             transient, error = _classify(exc)
+            if _unreachable(exc) and row["age_s"] < ctx.settings.email_give_up_after_s:
+                await conn.execute(
+                    "UPDATE email_deliveries SET last_error = $2 WHERE id = $1", row["id"], error
+                )
+                metrics.emails.labels("deferred").inc()
+                log.info("smtp server unreachable, email waits", extra={"key": key})
+                return "wait", error
             if transient and attempts < ctx.settings.job_max_attempts:
                 await conn.execute(
                     "UPDATE email_deliveries SET attempts = $2, last_error = $3 WHERE id = $1",
@@ -359,7 +404,7 @@ async def _send_once(ctx: WorkerContext, smtp: _Connection, key: str, msg: Email
                 )
                 metrics.emails.labels("retried").inc()
                 log.info("email will be retried", extra={"key": key, "error": error})
-                return error
+                return "retry", error
             await conn.execute(
                 "UPDATE email_deliveries SET status = 'failed', attempts = $2, last_error = $3 "
                 "WHERE id = $1",
@@ -369,7 +414,7 @@ async def _send_once(ctx: WorkerContext, smtp: _Connection, key: str, msg: Email
             )
             metrics.emails.labels("failed").inc()
             log.error("email failed permanently", extra={"key": key, "error": error})
-            return ""
+            return "done", ""
         await conn.execute(
             "UPDATE email_deliveries SET status = 'sent', sent_at = now(), attempts = $2, "
             "last_error = NULL WHERE id = $1",
@@ -377,4 +422,4 @@ async def _send_once(ctx: WorkerContext, smtp: _Connection, key: str, msg: Email
             attempts,
         )
     metrics.emails.labels("sent").inc()
-    return ""
+    return "done", ""

@@ -23,6 +23,11 @@ Guarantees, and what handlers must do for them:
   entry moves to the queue's delayed set (``keys.job_delayed_key``) and back onto the stream
   when due, atomically (a Lua script), whichever process moves it. :class:`RetryLater` picks
   the delay; :class:`PermanentError` skips the retries.
+* **Outages use no attempts.** A job that fails because PostgreSQL or Redis cannot be reached
+  (:data:`OUTAGE_ERRORS`), or whose handler raises :class:`Unavailable`, is rescheduled with
+  the attempt count it had: waiting (backoff doubling with the process's consecutive outage
+  failures, up to :data:`OUTAGE_MAX_WAIT_MS`) instead of being dead-lettered by an outage
+  longer than its retry budget.
 * **Dead letters.** After ``job_max_attempts`` attempts, counting both failures and deliveries
   that never finished (the stream's delivery counter, for processes that died), the entry moves
   to ``keys.dead_letter_stream(queue)`` with its payload, attempts and last error, and is not
@@ -52,11 +57,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys, streams
+from config import keys, redisconn, streams
 from config.streams import DeadLetter, JobEntry
 from workers import consumer, metrics
 
@@ -106,6 +112,32 @@ def job(queue: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Callable[[JobHan
 
 class PermanentError(Exception):
     """Raised by a handler for a job that can never succeed: dead-lettered without retries."""
+
+
+class Unavailable(Exception):
+    """Raised by a handler when a service the job needs is down (the job itself did not
+    fail): retried after ``delay_ms`` without counting an attempt, so an outage longer than
+    the retry budget loses nothing. The handler bounds how long it keeps waiting."""
+
+    def __init__(self, message: str, delay_ms: int) -> None:
+        super().__init__(message)
+        self.delay_ms = delay_ms
+
+
+#: What a service outage looks like from a handler: PostgreSQL down, restarting, shutting down
+#: or out of connection slots, Redis unreachable, a connection refused or reset. A statement
+#: timeout or a constraint violation is the job's own failure and is not in here.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    redis.exceptions.ConnectionError,
+    ConnectionError,
+)
+#: Longest wait between two tries of a job that met an outage.
+OUTAGE_MAX_WAIT_MS = 60_000
 
 
 class RetryLater(Exception):
@@ -200,7 +232,7 @@ return #due
 def backoff_ms(base_ms: int, failed: int) -> int:
     """Delay before the retry that follows ``failed`` failed attempts (>= 1), with jitter."""
     delay = min(base_ms * 2 ** max(0, failed - 1), MAX_BACKOFF_MS)
-    return int(delay * (1 + random.random() * 0.2))  # nosec B311  # timing jitter, not security
+    return int(delay * (1 + random.random() * 0.2))
 
 
 async def replay_dead_letters(redis: aioredis.Redis, queue: str, limit: int = 100) -> int:
@@ -285,6 +317,9 @@ class JobRunner:
         settings = ctx.settings
         self.claim_idle_ms = settings.job_claim_idle_ms
         self.max_attempts = max(1, settings.job_max_attempts)
+        self.retry_base_ms = settings.job_retry_base_ms
+        #: Consecutive jobs of this process that met an outage (0 after any other outcome).
+        self.outage = 0
         self.reader = consumer.GroupReader(
             ctx.redis,
             keys.WORKER_GROUP,
@@ -358,7 +393,7 @@ class JobRunner:
         while True:
             try:
                 await self.move_due()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except redisconn.ERRORS as exc:
                 log.debug("job mover: %s", exc)
             await asyncio.sleep(MOVER_INTERVAL_S)
 
@@ -393,7 +428,7 @@ class JobRunner:
                         message_ids=ids,
                         justid=True,
                     )
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except redisconn.ERRORS as exc:
                     log.debug("job heartbeat: %s", exc)
 
     # Running one entry.
@@ -422,6 +457,15 @@ class JobRunner:
             outcome, error = "dead", f"permanent: {exc}"
         except RetryLater as exc:
             outcome, error, delay = "retry", str(exc), exc.delay_ms
+        except Unavailable as exc:
+            # Rescheduled with the attempts it had before this delivery.
+            outcome, error, delay, attempt = "wait", str(exc), exc.delay_ms, attempt - 1
+        except OUTAGE_ERRORS as exc:
+            self.outage += 1
+            delay = min(OUTAGE_MAX_WAIT_MS, self.retry_base_ms * 2 ** min(self.outage, 20))
+            outcome, error, attempt = "wait", f"{type(exc).__name__}: {exc}", attempt - 1
+            delay = int(delay * random.uniform(0.8, 1.2))  # jitter, not a secret
+            log.warning("job waits for an outage", extra={"queue": queue, "error": error})
         except Exception as exc:
             outcome, error = "retry", f"{type(exc).__name__}: {exc}"
             log.warning(
@@ -431,11 +475,13 @@ class JobRunner:
             )
         finally:
             metrics.job_seconds.labels(queue).observe(time.perf_counter() - started)
+        if outcome != "wait":
+            self.outage = 0
         if outcome == "retry" and attempt >= self.max_attempts:
             outcome = "dead"
         try:
             await self._settle(entry, outcome, error, attempt, delay)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             # The work is done (or will be retried); the entry is reclaimed and, the handler
             # being idempotent, settled on its next delivery.
             log.warning("job settle failed: %s", exc, extra={"queue": queue})
@@ -446,12 +492,13 @@ class JobRunner:
         """Acknowledge ``entry`` and, for a failure, reschedule or dead-letter it, atomically."""
         stream = keys.job_stream(entry.queue)
         pipe = self.ctx.redis.pipeline(transaction=True)
-        if outcome == "retry":
+        if outcome in ("retry", "wait"):
             delay = delay_ms or backoff_ms(self.ctx.settings.job_retry_base_ms, attempts)
             payload = entry.job.payload if entry.job is not None else b"{}"
             member = _delayed_member(payload, attempts, entry.id.decode())
             pipe.zadd(keys.job_delayed_key(entry.queue), {member: int(time.time() * 1000) + delay})
-            metrics.job_retries.labels(entry.queue).inc()
+            counter = metrics.job_waits if outcome == "wait" else metrics.job_retries
+            counter.labels(entry.queue).inc()
         elif outcome == "dead":
             letter = DeadLetter(
                 payload=entry.job.payload if entry.job is not None else b"",

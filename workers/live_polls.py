@@ -57,15 +57,13 @@ async def _poll(s: Ctx, pid: int, *, lock: bool = False) -> asyncpg.Record:
 
 async def compute_tally(conn: asyncpg.Connection, poll: Mapping[str, Any]) -> PollTally:
     rows = await conn.fetch(
-        "SELECT option, count(*) AS n FROM poll_votes WHERE poll_id = $1 GROUP BY option",
+        "SELECT option, count(*) AS n, (SELECT count(DISTINCT user_id) FROM poll_votes"
+        " WHERE poll_id = $1) AS voters FROM poll_votes WHERE poll_id = $1 GROUP BY option",
         poll["id"],
-    )
-    voters = await conn.fetchval(
-        "SELECT count(DISTINCT user_id) FROM poll_votes WHERE poll_id = $1", poll["id"]
     )
     return poll_rules.tally(
         {r["option"]: r["n"] for r in rows},
-        int(voters),
+        int(rows[0]["voters"]) if rows else 0,
         len(rules.json_list(poll["options"])),
         poll["kind"],
     )
@@ -150,23 +148,19 @@ async def poll_vote(ctx: WorkerContext, cmd: Command, args: lc.PollVote) -> Any:
             raise CommandError("poll_closed", "this poll is closed")
         options = rules.json_list(poll["options"])
         picked = poll_rules.choices(args.option, args.options, len(options), poll["kind"])
-        before = await s.conn.fetch(
-            "SELECT option FROM poll_votes WHERE poll_id = $1 AND user_id = $2 ORDER BY option",
+        # One round trip: drop the voter's options that are no longer picked, add the new
+        # ones; the two touch disjoint rows, and the room lock serializes the voter's votes.
+        changed = await s.conn.fetchval(
+            "WITH gone AS (DELETE FROM poll_votes WHERE poll_id = $1 AND user_id = $2"
+            " AND NOT (option = ANY($3::int[])) RETURNING 1),"
+            " added AS (INSERT INTO poll_votes (poll_id, user_id, option)"
+            " SELECT $1, $2, o FROM unnest($3::int[]) AS o ON CONFLICT DO NOTHING RETURNING 1)"
+            " SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM added)",
             poll["id"],
             s.user_id,
+            list(picked),
         )
-        if tuple(r["option"] for r in before) != picked:
-            # Under the room lock: replacing the voter's rows cannot race another vote.
-            await s.conn.execute(
-                "DELETE FROM poll_votes WHERE poll_id = $1 AND user_id = $2", poll["id"], s.user_id
-            )
-            await s.conn.execute(
-                "INSERT INTO poll_votes (poll_id, user_id, option)"
-                " SELECT $1, $2, o FROM unnest($3::int[]) AS o",
-                poll["id"],
-                s.user_id,
-                list(picked),
-            )
+        if changed:
             throttle = TallyThrottle(ctx.redis)
             now = await throttle.offer(s.room, poll["id"], timings.tally_interval_ms)
             if now:

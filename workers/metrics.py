@@ -24,6 +24,12 @@ job_seconds = Histogram(
     ["queue"],
     registry=registry,
 )
+job_waits = Counter(
+    "lectern_worker_job_waits_total",
+    "Jobs rescheduled without using an attempt because a service they need was down.",
+    ["queue"],
+    registry=registry,
+)
 job_retries = Counter(
     "lectern_worker_job_retries_total",
     "Jobs scheduled for a retry, by queue.",
@@ -47,7 +53,7 @@ outbox_published = Counter(
 )
 emails = Counter(
     "lectern_worker_emails_total",
-    "Emails by outcome (sent, retried, failed).",
+    "Emails by outcome (sent, retried, deferred, failed).",
     ["outcome"],
     registry=registry,
 )

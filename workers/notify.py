@@ -35,12 +35,19 @@ from workers.jobs import PermanentError, enqueue, job
 from workers.outbox_write import emit_many
 
 #: The kinds of notification, each with its own email preference (``notification_prefs``).
-KINDS: tuple[str, ...] = ("quiz.graded", "feedback.posted", "announcement", "session.reminder")
+KINDS: tuple[str, ...] = (
+    "quiz.graded",
+    "feedback.posted",
+    "announcement",
+    "session.reminder",
+    "student.struggling",
+)
 KIND_LABELS: dict[str, str] = {
     "quiz.graded": "A quiz of yours was graded",
     "feedback.posted": "An instructor reviewed your work",
     "announcement": "Announcements in your cohorts",
     "session.reminder": "Live sessions about to start",
+    "student.struggling": "A student of yours may need help (staff)",
 }
 
 EMAIL_QUEUE = "email"

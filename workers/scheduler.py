@@ -16,11 +16,15 @@ Jobs:
   minute (``workers.grade.sweep_pending``), recent announcements some member was never
   notified of, and instructor feedback whose student was not notified
   (``workers.feedback.sweep_unnotified``); and close timed polls whose due entry was lost
-  (``workers.live_polls.close_overdue``).
+  (``workers.live_polls.close_overdue``) and live quiz questions whose deadline entry was lost
+  (``workers.live_quiz.close_overdue``).
 * ``leaderboards`` (every :data:`LEADERBOARD_REFRESH_S`): rebuild the boards of cohorts with
   grades from PostgreSQL, the source of truth, and announce them.
 * ``dashboards`` (every :data:`DASHBOARD_REFRESH_S`): publish ``dashboard.update`` to
   ``staff:{cohort}`` for cohorts with activity in the last interval.
+* ``struggling`` (every :data:`STRUGGLING_REFRESH_S`): the struggling-student rules
+  (:mod:`workers.struggling`) for every cohort with staff; each alert raises one
+  ``student.struggling`` notification per staff member, once ever per student and rule.
 * ``outbox_purge`` (hourly): delete outbox rows published a day ago.
 """
 
@@ -37,17 +41,19 @@ import redis.exceptions
 
 from config import keys
 from config.topics import staff_topic
-from workers import leaderboard, live_polls, outbox_relay
+from workers import leaderboard, live_polls, live_quiz, outbox_relay
 from workers.context import WorkerContext
-from workers.dashboard import active_dashboards
+from workers.dashboard import active_dashboards, cohort_alerts
 from workers.feedback import sweep_unnotified
 from workers.grade import SWEEP_REPEAT_S, sweep_pending
 from workers.jobs import enqueue, enqueue_at_most_every
+from workers.notify import create_notifications, enqueue_emails
 
 log = logging.getLogger("lectern.workers.scheduler")
 
 LEADERBOARD_REFRESH_S = 300.0
 DASHBOARD_REFRESH_S = 30.0
+STRUGGLING_REFRESH_S = 300.0
 ANNOUNCE_SWEEP_AFTER_S = 60
 
 
@@ -103,6 +109,7 @@ async def sweeps(ctx: WorkerContext) -> int:
         + await sweep_announcements(ctx)
         + await sweep_unnotified(ctx)
         + await live_polls.close_overdue(ctx)
+        + await live_quiz.close_overdue(ctx)
     )
 
 
@@ -130,6 +137,52 @@ async def refresh_dashboards(ctx: WorkerContext) -> int:
     return len(events)
 
 
+async def notify_struggling(ctx: WorkerContext) -> int:
+    """One ``student.struggling`` notification per staff member, student and rule (dedupe key
+    ``struggling:{cohort}:{student}:{rule}``: raised once, never repeated), with its email per
+    the staff member's preference; returns how many alerts were considered."""
+    assert ctx.db is not None
+    cohorts = await ctx.db.fetch(
+        "SELECT c.id, c.title FROM cohorts c WHERE EXISTS (SELECT 1 FROM enrollments e"
+        " WHERE e.cohort_id = c.id AND e.kind = 'staff') ORDER BY c.id"
+    )
+    seen = 0
+    for cohort in cohorts:
+        found = await cohort_alerts(ctx.db, cohort["id"])
+        if not found:
+            continue
+        seen += len(found)
+        async with ctx.db.acquire() as conn:
+            staff = [
+                r["user_id"]
+                for r in await conn.fetch(
+                    "SELECT user_id FROM enrollments WHERE cohort_id = $1 AND kind = 'staff'",
+                    cohort["id"],
+                )
+            ]
+            for alert in found:
+                key = f"struggling:{cohort['id']}:{alert.user_id}:{alert.rule}"
+                async with conn.transaction():
+                    await create_notifications(
+                        conn,
+                        staff,
+                        kind="student.struggling",
+                        dedupe_key=key,
+                        title=f"{alert.name} may need help ({cohort['title']})",
+                        body=alert.reason[:1].upper() + alert.reason[1:] + ".",
+                        data={
+                            "cohort_id": cohort["id"],
+                            "user_id": alert.user_id,
+                            "rule": alert.rule,
+                            "reason": alert.reason,
+                        },
+                    )
+                await enqueue_emails(
+                    conn, ctx.redis, staff, kind="student.struggling", dedupe_key=key
+                )
+    return seen
+
+
 async def purge_outbox(ctx: WorkerContext) -> int:
     return await outbox_relay.purge_published(ctx)
 
@@ -139,6 +192,7 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("sweeps", lambda ctx: ctx.settings.scheduler_tick_s, sweeps),
     Scheduled("leaderboards", lambda ctx: LEADERBOARD_REFRESH_S, refresh_leaderboards),
     Scheduled("dashboards", lambda ctx: DASHBOARD_REFRESH_S, refresh_dashboards),
+    Scheduled("struggling", lambda ctx: STRUGGLING_REFRESH_S, notify_struggling),
     Scheduled("outbox_purge", lambda ctx: 3600.0, purge_outbox),
 ]
 
@@ -171,7 +225,12 @@ async def run_scheduler(ctx: WorkerContext) -> None:
     while True:
         try:
             await run_due(ctx)
-        except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+        except (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+            asyncpg.PostgresError,
+        ) as exc:
             log.warning("scheduler tick failed: %s", exc)
         # Wake just after the next tick boundary.
         await asyncio.sleep(tick_s - time.time() % tick_s + 0.01)

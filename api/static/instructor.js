@@ -188,16 +188,35 @@ function renderGlance() {
     $("#kpi-subs").textContent = dash.submissions_24h;
     $("#kpi-pending").textContent = dash.pending_grading;
     $("#kpi-active").textContent = `${dash.active_24h ?? 0} / ${dash.active_7d ?? 0}`;
+    const alerts = dash.alerts || [];
     fill(
       $("#struggling"),
-      dash.struggling.length
+      alerts.length
         ? el(
             "div",
             { class: "alert" },
-            el("strong", {}, "Struggling (quiz average under 50%): "),
-            dash.struggling.map(nameOf).join(", "),
+            el("strong", {}, "May need help:"),
+            el(
+              "ul",
+              { class: "plain" },
+              alerts.map((a) =>
+                el(
+                  "li",
+                  { class: "struggling", dataset: { user: a.user_id, rule: a.rule } },
+                  el("strong", {}, a.name),
+                  ` · ${a.reason}`,
+                ),
+              ),
+            ),
           )
-        : null,
+        : dash.struggling.length
+          ? el(
+              "div",
+              { class: "alert" },
+              el("strong", {}, "Struggling (quiz average under 50%): "),
+              dash.struggling.map(nameOf).join(", "),
+            )
+          : null,
     );
   }
 }
@@ -272,6 +291,9 @@ function renderSessions() {
                 ? el("button", { class: "small secondary end", onclick: () => transition(s.id, "end") }, "End")
                 : null,
               s.state !== "ended" ? el("a", { href: `/live?session=${s.id}` }, "Run the room →") : null,
+              s.state !== "scheduled"
+                ? el("button", { class: "small secondary attendance-csv", onclick: () => attempt(() => downloadAttendance(s)) }, "Attendance CSV")
+                : null,
             ),
           );
         })
@@ -371,6 +393,16 @@ function renderAnnouncements() {
 }
 
 // -- actions --------------------------------------------------------------------------------
+
+async function downloadAttendance(s) {
+  const text = await api(`/api/v1/sessions/${s.id}/attendance.csv`, { as: "text" });
+  const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+  const link = el("a", { href: url, download: `attendance-session-${s.id}.csv`, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
 
 async function transition(sessionId, action) {
   await attempt(async () => {

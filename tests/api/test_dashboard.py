@@ -23,6 +23,7 @@ async def test_the_snapshot_has_every_figure_and_only_staff_read_it(api: Api, ad
         "struggling": [],
         "active_24h": 0,
         "active_7d": 0,
+        "alerts": [],
     }
 
     quiz = await create_quiz(api, c)
@@ -40,6 +41,15 @@ async def test_the_snapshot_has_every_figure_and_only_staff_read_it(api: Api, ad
     assert board["average_percentage"] == 33.33  # (0 + 66.67) / 2
     assert board["lessons_completed_24h"] == 1 and board["struggling"] == [c.students[0].id]
     assert (board["active_24h"], board["active_7d"]) == (2, 2)
+    # student 0: 0 % average; student 1 did no lesson while the median is 50 %: 50 points behind.
+    assert [(a["user_id"], a["rule"], a["reason"]) for a in board["alerts"]] == [
+        (c.students[0].id, "low_quiz_average", "quiz average 0% (under 50%)"),
+        (
+            c.students[1].id,
+            "behind",
+            "0 of 1 lessons done, 50 points behind the cohort's median (50%)",
+        ),
+    ]
 
     status, _, _ = await api.request("GET", path, admin)
     assert status == 200

@@ -235,6 +235,13 @@ async def test_only_staff_of_the_cohort_give_feedback_and_bad_input_loses_nothin
     for bad_path in ("/api/v1/submissions/999999999999/feedback", "/api/v1/submissions/x/feedback"):
         status, _, _ = await api.request("POST", bad_path, c.teacher, json=ok)
         assert status == 404
+    # Rights come before the body: a malformed or oversized body from someone who may not
+    # give feedback still gets 403/404, never a hint about the body.
+    for body in (b"{not json", b"x" * 70_000):
+        status, _, _ = await api.request("POST", path, student, data=body)
+        assert status == 403
+        status, _, _ = await api.request("POST", path, c.stranger, data=body)
+        assert status == 404
 
     refusals: list[tuple[Any, int, str]] = [
         (b"{not json", 400, "invalid_json"),

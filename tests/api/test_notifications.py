@@ -73,6 +73,7 @@ async def test_preferences_default_on_and_turn_email_off(api: Api, smtp: SmtpCat
         "feedback.posted": True,
         "announcement": True,
         "session.reminder": True,
+        "student.struggling": True,
     }
     status, data, _ = await api.request(
         "PUT",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_metrics_app
@@ -49,3 +52,38 @@ async def test_metrics_count_requests_by_route_on_their_own_port(api: Api) -> No
         assert resp.status == 200
         body = await resp.text()
     assert 'lectern_api_request_duration_seconds_count{method="GET",route="/healthz"' in body
+
+
+async def test_a_database_connection_ended_under_a_request_is_a_503(
+    api: Api, database_url: str
+) -> None:
+    """PostgreSQL ends the API's connection in the middle of a query (a restart, a failover,
+    an operator's pg_terminate_backend): that request gets 503 with Retry-After, not a 500,
+    and the next one is served on a fresh connection."""
+    student = await api.user()
+    path = "/api/v1/me/notification-prefs"
+    status, _, _ = await api.request("GET", path, student)
+    assert status == 200
+    admin = await asyncpg.connect(database_url)
+    try:
+        # Hold the request's query on a lock, then end its backend while it waits.
+        async with admin.transaction():
+            await admin.execute("LOCK TABLE notification_prefs IN ACCESS EXCLUSIVE MODE")
+            request = asyncio.create_task(api.request("GET", path, student))
+            for _ in range(200):
+                ended = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if ended:
+                    break
+                await asyncio.sleep(0.02)
+            assert ended == 1
+        status, data, resp = await request
+    finally:
+        await admin.close()
+    assert status == 503, data
+    assert data["error"]["code"] == "unavailable"
+    assert resp.headers["Retry-After"]
+    status, _, _ = await api.request("GET", path, student)
+    assert status == 200

@@ -11,56 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import aiohttp
 import pytest
 import pytest_asyncio
 
-from config.servers import free_port
+from tests.api.process import ApiProcess
 
 # One API process serves every test of the module (on the module's event loop).
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1.0
 WITHIN_S = 10.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def api_port(redis_url: str, database_url: str) -> AsyncIterator[int]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=database_url,
-        LECTERN_DEV_MODE="1",
-        LECTERN_LOG_LEVEL="WARNING",
-        LECTERN_API_KEEPALIVE_TIMEOUT_S=str(TIMEOUT_S),
-        LECTERN_API_BODY_TIMEOUT_S=str(TIMEOUT_S),
+    api = ApiProcess(
+        redis_url,
+        database_url,
+        api_keepalive_timeout_s=TIMEOUT_S,
+        api_body_timeout_s=TIMEOUT_S,
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "api", "serve", "--port", str(port), cwd=ROOT, env=env
-    )
-    try:
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert proc.returncode is None, f"api exited with {proc.returncode}"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                assert time.monotonic() < deadline, "api did not start"
-                await asyncio.sleep(0.1)
-        yield port
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await asyncio.wait_for(proc.wait(), 15)
+    yield api.port
+    api.stop()
 
 
 async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:

@@ -37,6 +37,7 @@ def test_activity_feed_follows_the_privacy_switch(
     expect(instructor.locator("#kpi-subs")).to_have_text("0")
     expect(instructor.locator("#kpi-pending")).to_have_text("0")
     expect(instructor.locator("#kpi-active")).to_have_text("0 / 0")
+    expect(instructor.locator("#struggling li.struggling")).to_have_count(0)
 
     doer.locator(f"#lessons li[data-id='{lesson}'] button.complete").click()
     item = watcher.locator("#activity-list li[data-kind='lesson.completed']")
@@ -44,6 +45,13 @@ def test_activity_feed_follows_the_privacy_switch(
     expect(item.locator(".actor")).to_have_text("A. S.")
     expect(item.locator(".what")).to_have_text("completed lesson “Streams”")
     shot(watcher, "student-activity")
+
+    # Ana did a lesson, Sam none: on the next load Sam is listed with the reason.
+    instructor.reload()
+    pages.ready(instructor)
+    alert = instructor.locator("#struggling li.struggling[data-rule='behind']")
+    expect(alert).to_contain_text("Sam Student")
+    expect(alert).to_contain_text("0 of 1 lessons done")
 
     instructor.select_option("#activity-privacy", "names")
     expect(item.locator(".actor")).to_have_text("Ana Smith")

@@ -24,6 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from gateway import wsframe
+
 TIMEOUT = 5.0
 
 
@@ -190,39 +192,18 @@ class SseClient:
 def client_frame(
     opcode: int, payload: bytes, *, mask: bool = True, fin: bool = True, rsv: int = 0
 ) -> bytes:
-    """One client frame, masked unless told otherwise."""
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload)
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = bytes((b0, mbit | n))
-    elif n < 65536:
-        head = bytes((b0, mbit | 126)) + struct.pack("!H", n)
-    else:
-        head = bytes((b0, mbit | 127)) + struct.pack("!Q", n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    """One client frame, masked unless told otherwise (the gateway's framer, client role)."""
+    return wsframe.build(opcode, payload, os.urandom(4) if mask else None, fin=fin, rsv=rsv)
 
 
 def parse_server_frame(buf: bytes) -> tuple[int, bytes, int] | None:
-    """``(opcode, payload, consumed)`` of the first complete server frame, or None."""
-    if len(buf) < 2:
+    """``(opcode, payload, consumed)`` of the first complete server frame, or None. A frame
+    the gateway must never send (masked, reserved bits...) raises ProtocolViolation."""
+    frame = wsframe.parse_one(buf, 0, 1 << 40, from_client=False)
+    if frame is None:
         return None
-    opcode, n, head = buf[0] & 0x0F, buf[1] & 0x7F, 2
-    assert not buf[1] & 0x80, "server frames must not be masked"
-    if n == 126:
-        if len(buf) < 4:
-            return None
-        n, head = struct.unpack_from("!H", buf, 2)[0], 4
-    elif n == 127:
-        if len(buf) < 10:
-            return None
-        n, head = struct.unpack_from("!Q", buf, 2)[0], 10
-    if len(buf) < head + n:
-        return None
-    return opcode, buf[head : head + n], head + n
+    opcode, _fin, payload, used = frame
+    return opcode, payload, used
 
 
 class RawWs:

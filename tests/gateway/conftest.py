@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -33,10 +32,12 @@ from gateway.hub import Hub
 from gateway.publish import Publisher
 from gateway.server import app_runner
 from tests.conftest import RedisTarget
-from tests.processes import until_metrics
+from tests.processes import child_env, kill_all, until_metrics
 
 
 def pytest_asyncio_loop_factories(config: Any, item: Any) -> Mapping[str, Callable[[], Any]]:
+    if item.get_closest_marker("one_loop"):
+        return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
@@ -183,8 +184,7 @@ async def start_gateway_process(redis_target: RedisTarget) -> AsyncIterator[Star
 
     async def start(processes: int, **settings: object) -> GatewayProcess:
         port, supervisor_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
-        env.update(
+        env = child_env(
             REDIS_URL=redis_target.url,
             LECTERN_REDIS_CLUSTER=str(int(redis_target.cluster)),
             LECTERN_GATEWAY_METRICS_PORT="0",
@@ -192,8 +192,6 @@ async def start_gateway_process(redis_target: RedisTarget) -> AsyncIterator[Star
             LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
             LECTERN_CONN_RATE_PER_IP_PER_S="10000",
             LECTERN_CONN_BURST_PER_IP="10000",
-            LECTERN_LOG_LEVEL="WARNING",
-            LECTERN_DEV_MODE="1",
         )
         env.update({f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()})
         args = ["-m", "gateway", "--processes", str(processes), "--port", str(port)]
@@ -206,7 +204,4 @@ async def start_gateway_process(redis_target: RedisTarget) -> AsyncIterator[Star
         return gw
 
     yield start
-    for gw in procs:
-        if gw.proc.returncode is None:
-            gw.proc.kill()
-            await asyncio.wait_for(gw.proc.wait(), 10)
+    await kill_all(gw.proc for gw in procs)

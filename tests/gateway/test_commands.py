@@ -85,7 +85,9 @@ async def test_no_worker_means_timeout(make_gateway: GatewayFactory, token, uid)
             "ok": False,
             "error": {"code": "timeout", "message": reply["error"]["message"]},
         }
-        assert 0.4 <= elapsed < 2.5  # the shared tick answers it within a second
+        # Not before the deadline (it starts after `start`); the exact moment is the unit test
+        # tests/unit/test_command_deadline.py, on an injected clock.
+        assert elapsed >= 0.5
         assert not gateway.hub.commands.pending
         await ws.close()
 
@@ -187,5 +189,5 @@ async def test_post_cmd_without_worker_times_out(make_gateway: GatewayFactory, t
             assert resp.status == 200
             body = await resp.json()
         assert body["ref"] == "h" and body["ok"] is False and body["error"]["code"] == "timeout"
-        assert 0.4 <= time.monotonic() - start < 2.5
+        assert time.monotonic() - start >= 0.5  # not before the deadline
         assert not gateway.hub.commands.pending

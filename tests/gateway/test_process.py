@@ -39,7 +39,6 @@ async def test_sigterm_closes_every_client_and_exits_zero(
         sses = [await SseClient.open(gw.port, f"topics=user:u{uid}&token={tok}") for _ in range(2)]
         for sse in sses:
             await sse.event_of("hello")
-        start = time.monotonic()
         gw.proc.send_signal(signal.SIGTERM)
         codes = await asyncio.gather(*(recv_close(ws, SHUTDOWN_TIMEOUT_S + 2) for ws in wss))
         assert codes == [4000] * len(wss)
@@ -54,7 +53,6 @@ async def test_sigterm_closes_every_client_and_exits_zero(
             assert await sse.at_eof(SHUTDOWN_TIMEOUT_S + 2)
             await sse.close()
         assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 5) == 0
-        assert time.monotonic() - start < SHUTDOWN_TIMEOUT_S + 5
 
 
 async def test_sigterm_with_a_client_that_never_reads(
@@ -75,8 +73,9 @@ async def test_sigterm_with_a_client_that_never_reads(
     start = time.monotonic()
     gw.proc.send_signal(signal.SIGTERM)
     assert await gw.wait_exit(SHUTDOWN_TIMEOUT_S + 8) == 0
-    elapsed = time.monotonic() - start
-    assert SHUTDOWN_TIMEOUT_S - 0.5 < elapsed < SHUTDOWN_TIMEOUT_S + 8, elapsed
+    # It waited for the stuck client: the shutdown timer starts after `start`, so an exit
+    # sooner than the timeout would mean the client was dropped without its chance to read.
+    assert time.monotonic() - start >= SHUTDOWN_TIMEOUT_S
     stuck.close()
 
 

@@ -114,6 +114,27 @@ def test_empty_fragment_flood_stops_at_the_fragment_limit() -> None:
     assert c.receive(masked(0, b""), 100.0) == ()
 
 
+def test_nothing_after_the_close_is_parsed() -> None:
+    """The frames that follow the one that closed the connection in the same read are not
+    even parsed (a 1.8 MB flood read in one piece costs the frames up to the cut-off): here
+    an unmasked frame after the cut-off would otherwise be a protocol error."""
+    c = core()
+    flood = masked(1, b"", fin=False) + masked(0, b"", fin=False) * 20 + b"\x81\x02hi"
+    out = c.receive(flood, 100.0)
+    assert close_code(closing(out).frame) == CloseCode.MESSAGE_TOO_BIG
+    assert error_codes(out) == ["too_big"]
+
+
+def test_a_ping_flood_gets_no_more_pongs_than_the_rate_and_is_struck_out() -> None:
+    """Pings spend the message bucket: ``burst`` pongs, then none; past ``max_strikes``
+    unanswered pings in a row, close 4005."""
+    c = core()
+    out = c.receive(masked(wsframe.OP_PING, b"") * (LIMITS.burst + LIMITS.max_strikes), 100.0)
+    assert kinds(out) == ["Send"] * LIMITS.burst
+    out = c.receive(masked(wsframe.OP_PING, b""), 100.0)
+    assert closing(out).code == CloseCode.TOO_MANY_ERRORS
+
+
 def test_frame_over_the_limit_is_refused_from_its_header() -> None:
     c = core()
     header = bytes((0x81, 0x80 | 126)) + struct.pack("!H", 1001)
@@ -213,7 +234,7 @@ def test_server_close_waits_for_the_client_close_then_drops() -> None:
     assert close_code(closing(out).frame) == CloseCode.TOKEN_EXPIRED
     assert c.close(CloseCode.SERVER_RESTART, None, 100.0) == ()  # once only
     # Messages after our close frame are dropped unread; the client's close completes it.
-    assert c.receive(text({"type": "ping"}), 101.0) == []
+    assert not c.receive(text({"type": "ping"}), 101.0)
     assert c.receive(masked(wsframe.OP_CLOSE, b""), 101.0) == [Disconnect()]
     assert c.expire(200.0) == ()
 

@@ -16,16 +16,7 @@ def masked(
     opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, key: bytes = b""
 ) -> bytes:
     """A client frame as a browser sends it (masked)."""
-    key = key or os.urandom(4)
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    n = len(payload)
-    if n < 126:
-        head = bytes((b0, 0x80 | n))
-    elif n < 65536:
-        head = bytes((b0, 0x80 | 126)) + struct.pack("!H", n)
-    else:
-        head = bytes((b0, 0x80 | 127)) + struct.pack("!Q", n)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return wsframe.build(opcode, payload, key or os.urandom(4), fin=fin, rsv=rsv)
 
 
 # -- handshake --------------------------------------------------------------------------------
@@ -218,3 +209,23 @@ def test_incomplete_headers_wait_for_more() -> None:
     frame = masked(1, b"x" * 70000)
     for cut in (1, 2, 5, 9, 10, 13):
         assert parse(frame[:cut], 1 << 20) == ([], frame[:cut])
+
+
+def test_one_framer_in_both_roles() -> None:
+    """A client builds masked frames that the server reads; the server builds unmasked ones
+    that the client reads; each role refuses the other's masking."""
+    payload = b"x" * 300
+    client = wsframe.build(wsframe.OP_TEXT, payload, b"k3y!", fin=False)
+    assert client[0] == wsframe.OP_TEXT and client[1] == 0x80 | 126
+    assert wsframe.parse_one(client, 0, 1000) == (wsframe.OP_TEXT, False, payload, len(client))
+    server = wsframe.build(wsframe.OP_BINARY, payload)
+    assert wsframe.parse_one(server, 0, 1000, from_client=False) == (
+        wsframe.OP_BINARY,
+        True,
+        payload,
+        len(server),
+    )
+    assert wsframe.parse_one(bytearray(server[:50]), 0, 1000, from_client=False) is None
+    for frame, from_client in [(client, False), (server, True)]:
+        with pytest.raises(ProtocolViolation):
+            wsframe.parse_one(frame, 0, 1000, from_client=from_client)

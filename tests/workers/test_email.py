@@ -21,7 +21,7 @@ from tests.workers.helpers import (
     steady,
     user_email,
 )
-from workers import jobs
+from workers import jobs, metrics
 from workers.context import WorkerContext
 from workers.email import SmtpTlsRequired, _Connection, message_id, parse_smtp_url, render
 from workers.notify import create_notifications
@@ -172,12 +172,66 @@ async def test_smtp_server_down_then_up(wsettings: Settings) -> None:
             user = await make_user(w.ctx.db)
             nid = await notify(w.ctx, user, "Patience", "The server was down")
             await jobs.enqueue(w.ctx.redis, "email", {"notification_id": nid})
-            await eventually(lambda: _when(delivery(w.ctx, nid), lambda r: r and r["attempts"]))
+            await eventually(lambda: _when(delivery(w.ctx, nid), lambda r: r and r["last_error"]))
             late.start()
             await eventually(lambda: sent(w.ctx, nid))
             assert len(late.received()) == 1
     finally:
         late.stop()
+
+
+async def test_an_outage_longer_than_the_retry_budget_loses_no_email(wsettings: Settings) -> None:
+    """The server stays down through many more tries than job_max_attempts (2) allows: the
+    email waits without using up attempts and goes out once, when the server is back."""
+    port = free_port()
+    settings = msgspec.structs.replace(
+        wsettings, smtp_url=f"smtp://127.0.0.1:{port}", job_max_attempts=2, job_retry_base_ms=20
+    )
+    late = SmtpCatcher(port=port)
+    try:
+        async with Workers(settings, email_runner) as w:
+            assert w.ctx.db is not None
+            user = await make_user(w.ctx.db)
+            nid = await notify(w.ctx, user, "Outage", "The server was down a long time")
+            before = _deferred()
+            await jobs.enqueue(w.ctx.redis, "email", {"notification_id": nid})
+            waits = await eventually(lambda: _deferrals_at_least(before, 5))
+            row = await delivery(w.ctx, nid)
+            assert row is not None and row["status"] == "queued" and row["attempts"] == 0
+            late.start()
+            await eventually(lambda: sent(w.ctx, nid))
+            assert len(late.received()) == 1
+            assert waits >= 5
+    finally:
+        late.stop()
+
+
+def _deferred() -> float:
+    return float(metrics.emails.labels("deferred")._value.get())
+
+
+async def _deferrals_at_least(before: float, count: int) -> float | None:
+    value = _deferred() - before
+    return value if value >= count else None
+
+
+async def test_an_outage_longer_than_give_up_after_fails_the_email(wsettings: Settings) -> None:
+    port = free_port()
+    settings = msgspec.structs.replace(
+        wsettings,
+        smtp_url=f"smtp://127.0.0.1:{port}",
+        job_retry_base_ms=20,
+        email_give_up_after_s=0,
+    )
+    async with Workers(settings, email_runner) as w:
+        assert w.ctx.db is not None
+        user = await make_user(w.ctx.db)
+        nid = await notify(w.ctx, user, "Lost cause", "Nobody listens")
+        await jobs.enqueue(w.ctx.redis, "email", {"notification_id": nid})
+        row = await eventually(
+            lambda: _when(delivery(w.ctx, nid), lambda r: r and r["status"] == "failed")
+        )
+        assert "Connect" in row["last_error"] or "refused" in row["last_error"].lower()
 
 
 def test_smtp_url_parsing() -> None:

@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 
 from config import keys
+from config.servers import free_port
 from config.settings import Settings
 from tests.workers.helpers import Workers, eventually, steady
 from workers import jobs
@@ -126,6 +128,34 @@ async def test_job_failing_every_time_is_dead_lettered(wsettings: Settings, queu
         assert await jobs.replay_dead_letters(w.ctx.redis, name) == 1
         await eventually(lambda: calls == 4)
         assert len(await eventually(lambda: dead(w.ctx, name))) == 1
+
+
+async def test_an_outage_longer_than_the_retry_budget_is_waited_out(
+    wsettings: Settings, queue: Any
+) -> None:
+    """PostgreSQL unreachable for more tries than job_max_attempts (3) allows: the job waits
+    without using attempts, is never dead-lettered, and runs once the database is back."""
+    calls, done = 0, []
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/lectern"
+
+    async def handler(ctx: WorkerContext, payload: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        # A real connection attempt: refused while the "outage" lasts.
+        conn = await asyncpg.connect(nowhere if calls <= 6 else wsettings.database_url)
+        try:
+            done.append(await conn.fetchval("SELECT 1"))
+        finally:
+            await conn.close()
+
+    name = queue(handler)
+    settings = msgspec.structs.replace(wsettings, job_retry_base_ms=10)
+    async with Workers(settings, runner(name)) as w:
+        await jobs.enqueue(w.ctx.redis, name, {})
+        await eventually(lambda: done == [1])
+        await eventually(lambda: _zero(w.ctx, name))
+        assert calls == 7
+        assert await dead(w.ctx, name) == []
 
 
 async def test_permanent_error_skips_the_retries(wsettings: Settings, queue: Any) -> None:

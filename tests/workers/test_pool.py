@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from config.servers import SmtpCatcher, free_port
-from tests.processes import alive, copies, until, until_metrics
+from tests.processes import alive, child_env, copies, kill_all, until, until_metrics
 from tests.workers.helpers import migrated
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,16 +49,13 @@ async def start_pool(
 
     async def start(processes: int) -> Pool:
         supervisor_port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
-        env.update(
+        env = child_env(
             REDIS_URL=redis_url,
             DATABASE_URL=database_url,
             SMTP_URL=smtp.url,
             LECTERN_WORKER_METRICS_PORT="0",
             LECTERN_WORKER_SUPERVISOR_METRICS_PORT=str(supervisor_port),
             LECTERN_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
-            LECTERN_LOG_LEVEL="WARNING",
-            LECTERN_DEV_MODE="1",
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -76,10 +73,7 @@ async def start_pool(
         return pool
 
     yield start
-    for pool in pools:
-        if pool.proc.returncode is None:
-            pool.proc.kill()
-            await asyncio.wait_for(pool.proc.wait(), 10)
+    await kill_all(pool.proc for pool in pools)
 
 
 async def test_a_killed_worker_is_replaced(start_pool: Starter) -> None:

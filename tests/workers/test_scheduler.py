@@ -169,4 +169,12 @@ async def test_refreshes_rebuild_boards_and_publish_dashboards(wsettings: Settin
             "struggling": [students[0]],
             "active_24h": 2,
             "active_7d": 2,
+            "alerts": [
+                {
+                    "user_id": students[0],
+                    "name": "Ada Lovelace",
+                    "rule": "low_quiz_average",
+                    "reason": "quiz average 25% (under 50%)",
+                }
+            ],
         }
