@@ -291,6 +291,9 @@ function renderSessions() {
                 ? el("button", { class: "small secondary end", onclick: () => transition(s.id, "end") }, "End")
                 : null,
               s.state !== "ended" ? el("a", { href: `/live?session=${s.id}` }, "Run the room →") : null,
+              s.state !== "scheduled"
+                ? el("button", { class: "small secondary attendance-csv", onclick: () => attempt(() => downloadAttendance(s)) }, "Attendance CSV")
+                : null,
             ),
           );
         })
@@ -390,6 +393,16 @@ function renderAnnouncements() {
 }
 
 // -- actions --------------------------------------------------------------------------------
+
+async function downloadAttendance(s) {
+  const text = await api(`/api/v1/sessions/${s.id}/attendance.csv`, { as: "text" });
+  const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+  const link = el("a", { href: url, download: `attendance-session-${s.id}.csv`, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
 
 async function transition(sessionId, action) {
   await attempt(async () => {
