@@ -20,7 +20,6 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
@@ -30,7 +29,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, PUBLISHER, REDIS, SETTINGS
-from config import keys
+from config import keys, redisconn
 from config.topics import cohort_topic
 from gateway import sessions as open_sessions
 from gateway.protocol import EMPTY_CURSOR
@@ -259,7 +258,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
         # Settle attendance up to now under the old state (see the module docstring).
         try:
             await attendance.checkpoint(_worker_context(request.app), room, TIMINGS[0])
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             log.warning("attendance checkpoint skipped: %s", exc)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_NAMESPACE | session_id)

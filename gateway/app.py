@@ -301,7 +301,7 @@ async def _not_open(hub: Hub, topics: list[str]) -> web.Response | None:
         return None
     try:
         found = await hub.sessions.check(live)
-    except (redis.exceptions.RedisError, OSError):
+    except redisconn.ERRORS:
         return json_error(503, "unavailable", "cannot check the session now; retry")
     for topic in live:
         if not found[topic]:
@@ -353,7 +353,7 @@ async def _poll(
                     waiters.discard(fut)
                     if not waiters:
                         del hub.waiters[topic]
-    except (redis.exceptions.RedisError, OSError):
+    except redisconn.ERRORS:
         return json_error(503, "unavailable", "try again shortly", **cors)
     return _poll_body(topics, positions, frames, cors)
 
@@ -438,7 +438,12 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     app = request.app
     try:
         await asyncio.wait_for(app[REDIS].ping(), 2)
-    except (redis.exceptions.RedisError, OSError, TimeoutError):
+    except (
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,
+        OSError,
+        TimeoutError,
+    ):
         return web.json_response({"status": "unavailable", "redis": False}, status=503)
     if not app[BUS].connected:
         return web.json_response({"status": "starting", "redis": True, "bus": False}, status=503)
@@ -513,7 +518,7 @@ async def _background(app: web.Application) -> Any:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+    with contextlib.suppress(*redisconn.ERRORS):
         await app[REDIS].delete(keys.reply_key(hub.gateway_id, app[SETTINGS].bus_shards))
     await app[REDIS].aclose()
 

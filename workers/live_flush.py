@@ -24,6 +24,7 @@ import logging
 import asyncpg
 import redis.exceptions
 
+from config import redisconn
 from config.retry import Backoff
 from workers import attendance, live, live_polls
 from workers.context import WorkerContext
@@ -79,7 +80,7 @@ async def _guarded(ctx: WorkerContext, due: DueQueue, member: str) -> None:
         log.warning("live work %s failed, retrying: %s", member[:100], exc)
         try:
             await due.schedule(member, now_ms() + RETRY_MS)
-        except (redis.exceptions.RedisError, OSError):
+        except redisconn.ERRORS:
             log.error("live work %s lost: Redis unavailable", member[:100])
     except Exception:
         log.exception("live work %s failed", member[:100])
@@ -103,7 +104,7 @@ async def run_live_flusher(ctx: WorkerContext) -> None:
             try:
                 members = await due.pop(now_ms(), BATCH)
                 backoff.reset()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except redisconn.ERRORS as exc:
                 log.warning("live flusher: %s", exc)
                 await backoff.wait()
                 continue

@@ -223,7 +223,12 @@ async def run_scheduler(ctx: WorkerContext) -> None:
     while True:
         try:
             await run_due(ctx)
-        except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+        except (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+            asyncpg.PostgresError,
+        ) as exc:
             log.warning("scheduler tick failed: %s", exc)
         # Wake just after the next tick boundary.
         await asyncio.sleep(tick_s - time.time() % tick_s + 0.01)
