@@ -13,10 +13,18 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from config.servers import PostgresServer, RedisClusterServer, RedisServer, SmtpCatcher
 from config.settings import Settings, load_settings
 from tests import leftovers
+
+# CI replays the same examples every run (derandomize): a property test that found a new
+# counterexample at random would turn CI red for a change that did not cause it. Runs on a
+# developer's machine keep exploring new examples, and each bug found gets a fix and a test.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 
 def pytest_configure(config: pytest.Config) -> None:
