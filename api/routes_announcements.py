@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
@@ -32,6 +31,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config import redisconn
 from config.topics import cohort_topic
 from workers.jobs import enqueue
 from workers.outbox_write import emit
@@ -90,7 +90,7 @@ async def create_announcement(request: web.Request) -> web.Response:
         await emit(conn, cohort_topic(cohort_id), "announcement.new", out)
     try:
         await enqueue(request.app[REDIS], "announce", {"announcement_id": out.id})
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except redisconn.ERRORS as exc:
         log.warning(
             "announcement fan-out not enqueued; the sweep will pick it up",
             extra={"announcement_id": out.id, "error": repr(exc)},

@@ -19,7 +19,6 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
@@ -38,6 +37,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Title, normalize_email
 from api.state import DB, REDIS, SETTINGS
+from config import redisconn
 from config.topics import cohort_topic, user_topic
 from gateway import rights
 from gateway import sessions as open_sessions
@@ -313,7 +313,7 @@ async def import_csv(request: web.Request) -> web.Response:
         )
     try:
         await enqueue(request.app[REDIS], csv_import.QUEUE, {"import_id": import_id})
-    except (redis.exceptions.RedisError, OSError):
+    except redisconn.ERRORS:
         await pool.execute(
             "UPDATE csv_imports SET status = 'failed', error = 'could not queue the import',"
             " finished_at = now() WHERE id = $1",

@@ -30,7 +30,6 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
@@ -39,6 +38,7 @@ from api.deps import current_user, is_staff, path_int, require_member, require_s
 from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB, REDIS
+from config import redisconn
 from config.topics import staff_topic, user_topic
 from workers import activity, review
 from workers import feedback as feedback_job
@@ -294,7 +294,7 @@ async def post_feedback(request: web.Request) -> web.Response:
             )
     try:
         await enqueue(request.app[REDIS], feedback_job.QUEUE, {"feedback_id": out.id})
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except redisconn.ERRORS as exc:
         # Stored, and the event is in the outbox: the scheduler's sweep notifies later.
         log.warning(
             "feedback job not enqueued; the sweep will pick it up",

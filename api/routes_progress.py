@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
@@ -15,6 +14,7 @@ from api.deps import current_user, path_int, require_member, require_staff, user
 from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB, REDIS, REQUEST_ID, SETTINGS
+from config import redisconn
 from workers import progress
 
 log = logging.getLogger("lectern.workers.progress")
@@ -39,7 +39,7 @@ async def complete(request: web.Request) -> web.Response:
             await progress.schedule_staff_progress(
                 request.app[REDIS], request.app[SETTINGS], state.cohort_id
             )
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             # The completion is committed; the next one (or the scheduled refresh) catches up.
             log.warning(
                 "could not schedule staff.progress",

@@ -25,7 +25,6 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
@@ -43,6 +42,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, REDIS
+from config import redisconn
 from config.topics import cohort_topic
 from gateway.auth import Claims
 from workers import grade as grade_job
@@ -412,7 +412,7 @@ async def submit(request: web.Request) -> web.Response:
         )
     try:
         await enqueue(request.app[REDIS], grade_job.QUEUE, {"submission_id": row["id"]})
-    except (redis.exceptions.RedisError, OSError) as exc:
+    except redisconn.ERRORS as exc:
         # Stored and pending: the scheduler's sweep grades it once Redis is back.
         log.warning(
             "grading job not enqueued; the sweep will pick it up",

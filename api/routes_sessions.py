@@ -7,8 +7,9 @@ room snapshot, and attendance.
   {session} to the room and to ``cohort:{id}`` through the outbox (not latency-critical).
 * Transitions take the room's advisory lock (:func:`workers.live_state.room_lock`'s key), so
   they wait for a command being applied in the room and no command lands after the end.
-  Ending closes an open poll. Both transitions credit attendance up to that moment first, so
-  time in the room before the start or after the end is not counted.
+  Ending closes an open poll and ends a running live quiz. Both transitions credit attendance
+  up to that moment first, so time in the room before the start or after the end is not
+  counted.
 * ``GET /api/v1/sessions/{id}/state``: see :func:`session_state`.
 """
 
@@ -20,20 +21,20 @@ from typing import Annotated, Any
 
 import asyncpg
 import msgspec
-import redis.exceptions
 from aiohttp import web
 
 from api import errors
+from api.csv_export import to_csv
 from api.deps import body, current_user, is_staff, path_int, require_member, require_staff
 from api.openapi import Routes
 from api.responses import json_response
 from api.schemas import Title
 from api.state import DB, PUBLISHER, REDIS, SETTINGS
-from config import keys
+from config import keys, redisconn
 from config.topics import cohort_topic
 from gateway import sessions as open_sessions
 from gateway.protocol import EMPTY_CURSOR
-from workers import attendance, live_polls
+from workers import attendance, live_polls, live_quiz
 from workers import live_rules as rules
 from workers.context import WorkerContext
 from workers.live_state import LOCK_NAMESPACE, TIMINGS, Room, get_meta, reaction_totals
@@ -156,6 +157,51 @@ class RoomStateOut(msgspec.Struct, kw_only=True):
     here: HereOut
     recording: StatusOut | None
     banner: BannerOut | None
+    #: The session's newest live quiz (running or ended), else null.
+    quiz: LiveQuizOut | None = None
+
+
+class QuizResultsOut(msgspec.Struct, kw_only=True):
+    live_quiz_id: int
+    index: int
+    question_id: str
+    answered: int
+    outcomes: dict[str, int]
+    #: Per option, how many picked it (choice questions).
+    counts: list[int] | None = None
+    #: The right options (choice questions of a quiz that reveals them).
+    correct: list[int] | None = None
+
+
+class QuizStandingsOut(msgspec.Struct, kw_only=True):
+    players: int
+    top: list[dict[str, Any]]
+    final: bool
+
+
+class LiveQuizOut(msgspec.Struct, kw_only=True):
+    """The session's newest live quiz (workers/live_quiz.py): the current question as
+    ``quiz.question`` showed it, with the time left on the server's clock."""
+
+    live_quiz_id: int
+    quiz_id: int
+    title: str
+    index: int
+    count: int
+    question: dict[str, Any]
+    time_limit_s: int
+    started_at: str
+    deadline: str
+    state: str
+    #: Answers are accepted now (running, before the deadline, results not out).
+    open: bool
+    time_left_ms: int
+    #: The current question's results, once it closed.
+    results: QuizResultsOut | None
+    leaderboard: QuizStandingsOut
+    my_answer: Any
+    my_score: int
+    my_rank: int | None
 
 
 class AttendanceOut(msgspec.Struct, kw_only=True):
@@ -258,7 +304,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
         # Settle attendance up to now under the old state (see the module docstring).
         try:
             await attendance.checkpoint(_worker_context(request.app), room, TIMINGS[0])
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             log.warning("attendance checkpoint skipped: %s", exc)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_NAMESPACE | session_id)
@@ -280,6 +326,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
         events: list[tuple[str, str, Any]] = []
         if new_state == "ended":
             events += await live_polls.close_open(conn, room, "session_end")
+            events += await live_quiz.end_running(conn, room, "session_end")
         events.append((room.topic, "session.state", {"session": view}))
         events.append((cohort_topic(row["cohort_id"]), "session.state", {"session": view}))
         await emit_many(conn, events)
@@ -368,6 +415,7 @@ async def session_state(request: web.Request) -> web.Response:
             session_id,
             rules.SNAPSHOT_CHAT,
         )
+        quiz = await live_quiz.room_quiz(conn, session_id, me)
     redis = app[REDIS]
     meta = await get_meta(redis, room)
     users = await attendance.present_users(redis, room)
@@ -388,6 +436,7 @@ async def session_state(request: web.Request) -> web.Response:
         "here": {"count": len(users), "users": users if staff else None},
         "recording": meta.get("recording"),
         "banner": meta.get("banner"),
+        "quiz": quiz,
     }
     return json_response(msgspec.convert(state, RoomStateOut))
 
@@ -405,6 +454,50 @@ async def list_attendance(request: web.Request) -> web.Response:
         session_id,
     )
     return json_response([AttendanceOut(**dict(r)) for r in rows])
+
+
+ATTENDANCE_HEADER = ("student", "email", "attended", "minutes", "joined_at", "left_at")
+
+
+async def attendance_csv(request: web.Request) -> web.Response:
+    """The session's attendance for a spreadsheet: every member of the cohort, absent ones
+    included (attended "no", 0 minutes), by name (formula-safe, :mod:`api.csv_export`)."""
+    claims = await current_user(request)
+    session_id = path_int(request)
+    pool = request.app[DB]
+    row = await _session_or_404(pool, session_id)
+    require_staff(claims, row["cohort_id"])
+    rows = await pool.fetch(
+        "SELECT u.display_name, u.email, a.user_id IS NOT NULL AS attended,"
+        " coalesce(a.seconds_attended, 0) AS seconds, a.joined_at, a.left_at"
+        " FROM enrollments e JOIN users u ON u.id = e.user_id"
+        " LEFT JOIN attendance a ON a.session_id = $2 AND a.user_id = e.user_id"
+        " WHERE e.cohort_id = $1 AND e.kind = 'member' ORDER BY u.display_name, u.id",
+        row["cohort_id"],
+        session_id,
+    )
+    text = to_csv(
+        ATTENDANCE_HEADER,
+        (
+            (
+                r["display_name"],
+                r["email"],
+                r["attended"],
+                round(r["seconds"] / 60, 1),
+                rules.iso(r["joined_at"]),
+                rules.iso(r["left_at"]),
+            )
+            for r in rows
+        ),
+    )
+    return web.Response(
+        text=text,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="attendance-session-{session_id}.csv"'
+        },
+    )
 
 
 def setup(app: web.Application) -> None:
@@ -453,6 +546,14 @@ def setup(app: web.Application) -> None:
         summary="The room's state for a late joiner, with the cursor of each topic",
         auth="member",
         response=RoomStateOut,
+    )
+    r.get(
+        "/api/v1/sessions/{id}/attendance.csv",
+        attendance_csv,
+        summary="Attendance as CSV: every member, minutes attended (staff)",
+        auth="staff",
+        response=bytes,
+        response_content_type="text/csv",
     )
     r.get(
         "/api/v1/sessions/{id}/attendance",

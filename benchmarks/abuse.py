@@ -88,13 +88,18 @@ class Target:
     async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 10)
 
-    async def upgraded(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """An upgraded WebSocket (its 101 read), or None when refused."""
+    async def upgraded(
+        self, stats: Counter[str]
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """An upgraded WebSocket (its 101 read), or None when refused (counted, after a
+        pause before the next try)."""
         reader, writer = await self.open()
         writer.write(self.upgrade())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         if not head.startswith(b"HTTP/1.1 101"):
             writer.close()
+            stats["refused"] += 1
+            await asyncio.sleep(0.5)
             return None
         return reader, writer
 
@@ -127,10 +132,8 @@ def fragment_flood(target: Target) -> Attack:
 
     async def attack(stop: asyncio.Event, stats: Counter[str]) -> None:
         while not stop.is_set():
-            opened = await target.upgraded()
+            opened = await target.upgraded(stats)
             if opened is None:
-                stats["refused"] += 1
-                await asyncio.sleep(0.5)
                 continue
             reader, writer = opened
             try:
@@ -216,10 +219,8 @@ def subscribe_churn(target: Target, cohort: str, seed: int) -> Attack:
 
     async def attack(stop: asyncio.Event, stats: Counter[str]) -> None:
         while not stop.is_set():
-            opened = await target.upgraded()
+            opened = await target.upgraded(stats)
             if opened is None:
-                stats["refused"] += 1
-                await asyncio.sleep(0.5)
                 continue
             reader, writer = opened
             reading = asyncio.ensure_future(_drain_until_eof(reader, 3600))

@@ -98,7 +98,7 @@ async def _claims(request: web.Request, *, ticket_ok: bool) -> Claims:
         return verify_access_token(settings, _token(request))
     try:
         claims = await ticket_mod.redeem(request.app[REDIS], ticket)
-    except redis.exceptions.RedisError:
+    except redisconn.ERRORS:
         raise Refusal(json_error(503, "unavailable", "cannot check the ticket now")) from None
     if claims is None:
         raise AuthError("invalid_ticket", "the connect ticket is unknown, used or expired")
@@ -329,7 +329,7 @@ async def _not_open(hub: Hub, topics: list[str]) -> web.Response | None:
         return None
     try:
         found = await hub.sessions.check(live)
-    except (redis.exceptions.RedisError, OSError):
+    except redisconn.ERRORS:
         return json_error(503, "unavailable", "cannot check the session now; retry")
     for topic in live:
         if not found[topic]:
@@ -381,7 +381,7 @@ async def _poll(
                     waiters.discard(fut)
                     if not waiters:
                         del hub.waiters[topic]
-    except (redis.exceptions.RedisError, OSError):
+    except redisconn.ERRORS:
         return json_error(503, "unavailable", "try again shortly", **cors)
     return _poll_body(topics, positions, frames, cors)
 
@@ -411,9 +411,12 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
         refusal.response.headers.update(cors)
         return refusal.response
     try:
-        body = await read_body(request, settings.max_frame_bytes)
+        body = await read_body(request, settings.max_frame_bytes, settings.http_idle_timeout_s)
     except BodyError as exc:
-        return json_error(exc.status, exc.code, exc.message, **cors)
+        refused = json_error(exc.status, exc.code, exc.message, **cors)
+        # The rest of the body is not read: the socket closes with the answer.
+        refused.force_close()
+        return refused
     try:
         frame = protocol.decode_client_frame(body, False)
     except protocol.FrameError as exc:
@@ -466,7 +469,12 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     app = request.app
     try:
         await asyncio.wait_for(app[REDIS].ping(), 2)
-    except (redis.exceptions.RedisError, OSError, TimeoutError):
+    except (
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,
+        OSError,
+        TimeoutError,
+    ):
         return web.json_response({"status": "unavailable", "redis": False}, status=503)
     if not app[BUS].connected:
         return web.json_response({"status": "starting", "redis": True, "bus": False}, status=503)
@@ -543,7 +551,7 @@ async def _background(app: web.Application) -> Any:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    with contextlib.suppress(redis.exceptions.RedisError, OSError):
+    with contextlib.suppress(*redisconn.ERRORS):
         await app[REDIS].delete(keys.reply_key(hub.gateway_id, app[SETTINGS].bus_shards))
     await app[REDIS].aclose()
 

@@ -20,9 +20,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from config import keys, streams, topics
+from config import keys, redisconn, streams, topics
 from gateway import metrics, protocol
 from gateway.auth import is_staff
 from gateway.protocol import ErrorCode
@@ -117,7 +116,7 @@ class CommandRouter:
                 pipe.xadd(keys.CMD_STREAM, fields, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
             try:
                 await pipe.execute()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except redisconn.ERRORS as exc:
                 log.warning("command append failed: %s", exc)
                 for key, _ in batch:
                     self._finish(key, False, None, ErrorCode.UNAVAILABLE, "try again shortly")

@@ -29,9 +29,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
-from config import keys
+from config import keys, redisconn
 from config.settings import Settings
 from config.topics import LIVE_PREFIX, authorize
 from gateway import metrics, protocol, rights
@@ -240,7 +239,7 @@ class Hub:
     ) -> None:
         try:
             found = await self.sessions.check(topics)
-        except (redis.exceptions.RedisError, OSError):
+        except redisconn.ERRORS:
             for topic in topics:
                 if not conn.closed:
                     message = "cannot check the session now; retry"
@@ -284,7 +283,7 @@ class Hub:
     ) -> None:
         try:
             recs, reset = await self.read_history(topic, cursor)
-        except (redis.exceptions.RedisError, OSError):
+        except redisconn.ERRORS:
             if not conn.closed:
                 conn.send(
                     protocol.Error(ErrorCode.UNAVAILABLE.value, "history unavailable", ref, topic)
@@ -300,7 +299,7 @@ class Hub:
             # live and silently skips what is published while the client is away).
             try:
                 position = await self._tail(topic)
-            except (redis.exceptions.RedisError, OSError):
+            except redisconn.ERRORS:
                 position = cursor  # another reset on reconnect, never a gap
             if conn.closed or topic not in conn.topics:
                 return
@@ -378,16 +377,34 @@ class Hub:
         """After losing the bus: replay every locally subscribed topic from its history.
 
         Topics that had dispatched nothing yet resume from ``since_ms`` (the last bus position);
-        a topic whose history no longer reaches back gets ``reset`` on every subscriber.
+        a topic whose history no longer reaches back, or no longer holds the last event
+        delivered (lost in a failover), gets ``reset`` on every subscriber, never silence.
         """
         for topic in list(self.topics):
-            after = self.last_ids.get(topic) or f"{since_ms}-0"
+            last = self.last_ids.get(topic)
+            after = last or f"{since_ms}-0"
             recs, reset = await self.read_history(topic, after)
-            if reset and topic in self.last_ids:
+            if reset and last is not None:
                 for conn in list(self.topics.get(topic, ())):
                     conn.send(protocol.Reset(topic, "gateway_fell_behind"))
+            elif last is not None and not await self._still_in_history(topic, last):
+                # The last event delivered here is gone from the history without having been
+                # trimmed: a Redis failover lost it (asynchronous replication) or a Redis without
+                # persistence restarted. The subscribers saw an event that no longer exists, and
+                # the new IDs may not be newer than it: reset them, and accept any ID from now.
+                metrics.bus_errors.inc()
+                log.warning("event %s of %s lost from its history; resetting", last, topic)
+                self.last_ids.pop(topic, None)
+                for conn in list(self.topics.get(topic, ())):
+                    conn.send(protocol.Reset(topic, "history_lost"))
+                if recs:
+                    self.dispatch(recs)
             elif recs:
                 self.dispatch(recs)
+
+    async def _still_in_history(self, topic: str, event_id: str) -> bool:
+        key = keys.history_key(topic, self.settings.bus_shards)
+        return bool(await self.redis.xrange(key, min=event_id, max=event_id, count=1))
 
     # -- revocation and expiry -----------------------------------------------------------------
 

@@ -22,10 +22,9 @@ import time
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from prometheus_client import Counter
 
-from config import keys, streams
+from config import keys, redisconn, streams
 from config.streams import Presence, PresenceOp
 from gateway import metrics
 
@@ -82,7 +81,7 @@ class PresenceWriter:
             pipe.xadd(keys.PRESENCE_STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
         try:
             await pipe.execute()
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             dropped.inc(len(batch))
             log.warning("presence records dropped: %s", exc)
 

@@ -341,7 +341,12 @@ async def run_presence(ctx: WorkerContext) -> None:
                 await apply_entry(ctx, scripts, delivery.fields, TIMINGS[0])
             await reader.ack(keys.PRESENCE_STREAM, *(d.id for d in batch))
             backoff.reset()
-        except (redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+        except (
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,
+            OSError,
+            asyncpg.PostgresError,
+        ) as exc:
             # Unacknowledged: the batch is reclaimed after job_claim_idle_ms and applied again
             # (the scripts are idempotent).
             log.warning("presence consumer: %s", exc)

@@ -13,9 +13,8 @@ import logging
 from typing import Any
 
 import asyncpg
-import redis.exceptions
 
-from config import keys
+from config import keys, redisconn
 from workers import metrics
 from workers.context import WorkerContext
 from workers.jobs import JOB_HANDLERS, load_handlers
@@ -63,7 +62,7 @@ async def run_backlog_gauges(ctx: WorkerContext) -> None:
     while True:
         try:
             await sample_queues(ctx)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             metrics.backend_errors.labels("redis").inc()
             log.warning("queue sample failed: %s", exc)
         try:

@@ -28,6 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from config import redisconn
 from config.retry import Backoff
 
 log = logging.getLogger("lectern.workers.consumer")
@@ -105,7 +106,7 @@ class GroupReader:
                     self._groups_ready = False
                     continue
                 await self._failed(exc)
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except redisconn.ERRORS as exc:
                 await self._failed(exc)
             else:
                 self.backoff.reset()

@@ -62,7 +62,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from config import keys, streams
+from config import keys, redisconn, streams
 from config.streams import DeadLetter, JobEntry
 from workers import consumer, metrics
 
@@ -393,7 +393,7 @@ class JobRunner:
         while True:
             try:
                 await self.move_due()
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except redisconn.ERRORS as exc:
                 log.debug("job mover: %s", exc)
             await asyncio.sleep(MOVER_INTERVAL_S)
 
@@ -428,7 +428,7 @@ class JobRunner:
                         message_ids=ids,
                         justid=True,
                     )
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except redisconn.ERRORS as exc:
                     log.debug("job heartbeat: %s", exc)
 
     # Running one entry.
@@ -481,7 +481,7 @@ class JobRunner:
             outcome = "dead"
         try:
             await self._settle(entry, outcome, error, attempt, delay)
-        except (redis.exceptions.RedisError, OSError) as exc:
+        except redisconn.ERRORS as exc:
             # The work is done (or will be retried); the entry is reclaimed and, the handler
             # being idempotent, settled on its next delivery.
             log.warning("job settle failed: %s", exc, extra={"queue": queue})

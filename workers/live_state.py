@@ -190,7 +190,12 @@ async def publish_events(
             else:
                 await ctx.publisher.publish_many(events)
         return
-    except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+    except (
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,
+        OSError,
+        TimeoutError,
+    ) as exc:
         log.warning("live publish failed, using the outbox: %s", exc)
     try:
         if conn is not None:

@@ -65,8 +65,9 @@ export function refreshTokens() {
   return refreshing;
 }
 
-/** Call the JSON API. Throws ApiError; an expired access token is refreshed once. */
-export async function api(path, { method = "GET", body, auth = true } = {}) {
+/** Call the JSON API. Throws ApiError; an expired access token is refreshed once. With
+ * `as: "text"` a successful answer is returned as text (a CSV export). */
+export async function api(path, { method = "GET", body, auth = true, as = "json" } = {}) {
   const send = () => {
     const session = loadSession();
     const headers = { Accept: "application/json" };
@@ -90,6 +91,7 @@ export async function api(path, { method = "GET", body, auth = true } = {}) {
     if (response.status === 401) return toLogin();
   }
   if (response.status === 204) return null;
+  if (as === "text" && response.ok) return response.text();
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     const err = (data && data.error) || {};

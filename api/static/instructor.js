@@ -248,7 +248,7 @@ function renderProgress() {
       el(
         "tr",
         { dataset: { user: s.user_id } },
-        el("td", {}, s.display_name),
+        el("td", {}, el("button", { class: "link small secondary drill", onclick: () => attempt(() => openStudent(s.user_id)) }, s.display_name)),
         el("td", {}, `${s.completed_count} / ${d.total}`),
         el("td", {}, pct(s.percentage)),
       ),
@@ -291,6 +291,9 @@ function renderSessions() {
                 ? el("button", { class: "small secondary end", onclick: () => transition(s.id, "end") }, "End")
                 : null,
               s.state !== "ended" ? el("a", { href: `/live?session=${s.id}` }, "Run the room →") : null,
+              s.state !== "scheduled"
+                ? el("button", { class: "small secondary attendance-csv", onclick: () => attempt(() => downloadAttendance(s)) }, "Attendance CSV")
+                : null,
             ),
           );
         })
@@ -390,6 +393,60 @@ function renderAnnouncements() {
 }
 
 // -- actions --------------------------------------------------------------------------------
+
+/** One student in detail: lessons, grades, attendance and why they may need help. */
+async function openStudent(userId) {
+  const d = await api(`/api/v1/cohorts/${page.cohort.id}/students/${userId}`);
+  const p = d.progress;
+  fill(
+    $("#student-detail"),
+    el(
+      "div",
+      { class: "card-inset", dataset: { user: d.user_id } },
+      el("h3", {}, d.display_name, el("span", { class: "muted" }, ` · ${d.email}`)),
+      el("p", { class: "detail-progress" }, `${p.completed_count} of ${p.total} lessons done (${pct(p.percentage)})`),
+      d.alerts.length
+        ? el("ul", { class: "plain alert" }, d.alerts.map((a) => el("li", { class: "detail-alert" }, a.reason)))
+        : null,
+      el("h4", {}, "Quiz submissions"),
+      el(
+        "ul",
+        { class: "plain" },
+        d.submissions.length
+          ? d.submissions.map((x) =>
+              el(
+                "li",
+                { dataset: { submission: x.submission_id } },
+                `${x.quiz_title} · attempt ${x.attempt} · `,
+                x.status === "graded" ? `${x.score} / ${x.max_score}` : "grading…",
+                x.review === "waiting" ? " · waiting for grading" : "",
+              ),
+            )
+          : el("li", { class: "muted" }, "None yet."),
+      ),
+      el("h4", {}, "Live sessions"),
+      el(
+        "ul",
+        { class: "plain" },
+        d.attendance.length
+          ? d.attendance.map((a) =>
+              el("li", {}, `${a.title}: `, a.attended ? `${Math.round(a.seconds_attended / 60)} min` : "absent"),
+            )
+          : el("li", { class: "muted" }, "No session held yet."),
+      ),
+    ),
+  );
+}
+
+async function downloadAttendance(s) {
+  const text = await api(`/api/v1/sessions/${s.id}/attendance.csv`, { as: "text" });
+  const url = URL.createObjectURL(new Blob([text], { type: "text/csv" }));
+  const link = el("a", { href: url, download: `attendance-session-${s.id}.csv`, hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
 
 async function transition(sessionId, action) {
   await attempt(async () => {

@@ -152,3 +152,12 @@ def test_instructor_controls_reach_the_student(
     expect(student.locator(session)).to_have_attribute("data-state", "live")
     expect(student.locator(f"{session} a")).to_have_text("Join now")
     shot(teacher, "instructor")
+    # A started session's attendance downloads as CSV (every member, absent ones too).
+    with teacher.expect_download() as info:
+        teacher.locator(f"{session} button.attendance-csv").click()
+    download = info.value
+    assert download.suggested_filename == f"attendance-session-{course.session}.csv"
+    with open(download.path(), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "student,email,attended,minutes,joined_at,left_at"
+    assert lines[1].startswith(f"Sam Student,{course.student.email},")

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from config import keys
@@ -77,3 +78,34 @@ async def test_malformed_bus_and_revocation_entries_are_dropped(
         assert frame["id"] == event_id and frame["data"] == {"i": 1}
         await ws.close()
     assert metrics.bad_entries.labels("BusEntry")._value.get() == before + 2
+
+
+@pytest.mark.redis_modes
+async def test_event_lost_from_history_ends_in_reset(
+    gateway: Gateway, token, redis: aioredis.Redis, publisher: Publisher, uid: str
+) -> None:
+    """After a bus loss, a topic whose last delivered event is gone from its history (a
+    failover lost it: the promoted replica never had it) gets ``reset``, not silence; a later
+    event that reuses a lost ID (the new master numbers on from its own last entry) is
+    delivered, not dropped as old."""
+    topic = f"cohort:{uid}"
+    history = keys.history_key(topic, gateway.hub.settings.bus_shards)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(gateway.ws_url + f"?token={token('u' + uid, cohorts=[uid])}")
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
+        await ws.send_json({"type": "sub", "topics": [topic]})
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "subscribed"
+        ids = [await publisher.publish(topic, "n", {"i": i}) for i in range(3)]
+        got = [json.loads((await ws.receive(timeout=5)).data)["id"] for _ in ids]
+        assert got == ids
+        # What the promoted replica holds: the first event only.
+        await redis.xdel(history, ids[1], ids[2])
+        await gateway.hub.recover(0)
+        frame = json.loads((await ws.receive(timeout=5)).data)
+        assert frame == {"type": "reset", "topic": topic, "reason": "history_lost"}
+        shard = keys.bus_key(keys.shard_of(topic, gateway.hub.settings.bus_shards))
+        fields = {"p": topic, "i": ids[1], "t": "n", "d": b'{"i":9}', "m": b"\x81\xa1i\x09"}
+        await redis.xadd(shard, fields)  # type: ignore[arg-type]
+        frame = json.loads((await ws.receive(timeout=5)).data)
+        assert frame["type"] == "event" and frame["id"] == ids[1] and frame["data"] == {"i": 9}
+        await ws.close()
