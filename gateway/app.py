@@ -97,7 +97,7 @@ async def _claims(request: web.Request, *, ticket_ok: bool) -> Claims:
         return verify_access_token(settings, _token(request))
     try:
         claims = await ticket_mod.redeem(request.app[REDIS], ticket)
-    except redis.exceptions.RedisError:
+    except redisconn.ERRORS:
         raise Refusal(json_error(503, "unavailable", "cannot check the ticket now")) from None
     if claims is None:
         raise AuthError("invalid_ticket", "the connect ticket is unknown, used or expired")

@@ -42,6 +42,7 @@ SHUTDOWN_S = 5.0
 
 TRANSIENT = (
     redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
