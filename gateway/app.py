@@ -383,9 +383,12 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
         refusal.response.headers.update(cors)
         return refusal.response
     try:
-        body = await read_body(request, settings.max_frame_bytes)
+        body = await read_body(request, settings.max_frame_bytes, settings.http_idle_timeout_s)
     except BodyError as exc:
-        return json_error(exc.status, exc.code, exc.message, **cors)
+        refused = json_error(exc.status, exc.code, exc.message, **cors)
+        # The rest of the body is not read: the socket closes with the answer.
+        refused.force_close()
+        return refused
     try:
         frame = protocol.decode_client_frame(body, False)
     except protocol.FrameError as exc:
