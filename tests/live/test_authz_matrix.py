@@ -109,6 +109,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/cohorts/{id}/feedback"): "member",
     ("GET", "/api/v1/cohorts/{id}/grading-queue"): "staff",
     ("GET", "/api/v1/cohorts/{id}/dashboard"): "staff",
+    ("GET", "/api/v1/cohorts/{id}/students/{user_id}"): "staff",
     ("GET", "/api/v1/cohorts/{id}/activity"): "member",
     ("PUT", "/api/v1/cohorts/{id}/activity-settings"): "staff",
     ("GET", "/api/v1/notifications"): "user",
