@@ -115,6 +115,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/notifications/{id}/read"): "own",
     ("GET", "/api/v1/me/notification-prefs"): "user",
     ("PUT", "/api/v1/me/notification-prefs"): "user",
+    ("GET", "/api/v1/me/notification-settings"): "user",
+    ("PUT", "/api/v1/me/notification-settings"): "user",
     ("POST", "/api/v1/cohorts/{id}/announcements"): "staff",
     ("GET", "/api/v1/cohorts/{id}/announcements"): "member",
     ("GET", "/api/v1/announcements/{id}"): "member",
