@@ -136,8 +136,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         headers = {h: exc.headers[h] for h in _KEEP_HEADERS if h in exc.headers}
         code = _STATUS_CODES.get(exc.status, "error" if exc.status < 500 else "internal")
         return error_response(exc.status, code, exc.reason, None, headers)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        backend = "redis" if isinstance(exc, redis.exceptions.RedisError) else "network"
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        # The cluster client's "no node reachable" / "slot not covered".
+        redis.exceptions.RedisClusterException,
+        OSError,
+    ) as exc:
+        backend = "network" if isinstance(exc, OSError) else "redis"
         metrics.backend_errors.labels(backend).inc()
         log.warning(
             "backing service unavailable",

@@ -7,8 +7,9 @@ room snapshot, and attendance.
   {session} to the room and to ``cohort:{id}`` through the outbox (not latency-critical).
 * Transitions take the room's advisory lock (:func:`workers.live_state.room_lock`'s key), so
   they wait for a command being applied in the room and no command lands after the end.
-  Ending closes an open poll. Both transitions credit attendance up to that moment first, so
-  time in the room before the start or after the end is not counted.
+  Ending closes an open poll and ends a running live quiz. Both transitions credit attendance
+  up to that moment first, so time in the room before the start or after the end is not
+  counted.
 * ``GET /api/v1/sessions/{id}/state``: see :func:`session_state`.
 """
 
@@ -33,7 +34,7 @@ from config import keys, redisconn
 from config.topics import cohort_topic
 from gateway import sessions as open_sessions
 from gateway.protocol import EMPTY_CURSOR
-from workers import attendance, live_polls
+from workers import attendance, live_polls, live_quiz
 from workers import live_rules as rules
 from workers.context import WorkerContext
 from workers.live_state import LOCK_NAMESPACE, TIMINGS, Room, get_meta, reaction_totals
@@ -156,6 +157,51 @@ class RoomStateOut(msgspec.Struct, kw_only=True):
     here: HereOut
     recording: StatusOut | None
     banner: BannerOut | None
+    #: The session's newest live quiz (running or ended), else null.
+    quiz: LiveQuizOut | None = None
+
+
+class QuizResultsOut(msgspec.Struct, kw_only=True):
+    live_quiz_id: int
+    index: int
+    question_id: str
+    answered: int
+    outcomes: dict[str, int]
+    #: Per option, how many picked it (choice questions).
+    counts: list[int] | None = None
+    #: The right options (choice questions of a quiz that reveals them).
+    correct: list[int] | None = None
+
+
+class QuizStandingsOut(msgspec.Struct, kw_only=True):
+    players: int
+    top: list[dict[str, Any]]
+    final: bool
+
+
+class LiveQuizOut(msgspec.Struct, kw_only=True):
+    """The session's newest live quiz (workers/live_quiz.py): the current question as
+    ``quiz.question`` showed it, with the time left on the server's clock."""
+
+    live_quiz_id: int
+    quiz_id: int
+    title: str
+    index: int
+    count: int
+    question: dict[str, Any]
+    time_limit_s: int
+    started_at: str
+    deadline: str
+    state: str
+    #: Answers are accepted now (running, before the deadline, results not out).
+    open: bool
+    time_left_ms: int
+    #: The current question's results, once it closed.
+    results: QuizResultsOut | None
+    leaderboard: QuizStandingsOut
+    my_answer: Any
+    my_score: int
+    my_rank: int | None
 
 
 class AttendanceOut(msgspec.Struct, kw_only=True):
@@ -280,6 +326,7 @@ async def _transition(request: web.Request, action: str) -> web.Response:
         events: list[tuple[str, str, Any]] = []
         if new_state == "ended":
             events += await live_polls.close_open(conn, room, "session_end")
+            events += await live_quiz.end_running(conn, room, "session_end")
         events.append((room.topic, "session.state", {"session": view}))
         events.append((cohort_topic(row["cohort_id"]), "session.state", {"session": view}))
         await emit_many(conn, events)
@@ -368,6 +415,7 @@ async def session_state(request: web.Request) -> web.Response:
             session_id,
             rules.SNAPSHOT_CHAT,
         )
+        quiz = await live_quiz.room_quiz(conn, session_id, me)
     redis = app[REDIS]
     meta = await get_meta(redis, room)
     users = await attendance.present_users(redis, room)
@@ -388,6 +436,7 @@ async def session_state(request: web.Request) -> web.Response:
         "here": {"count": len(users), "users": users if staff else None},
         "recording": meta.get("recording"),
         "banner": meta.get("banner"),
+        "quiz": quiz,
     }
     return json_response(msgspec.convert(state, RoomStateOut))
 

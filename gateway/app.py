@@ -36,6 +36,7 @@ from gateway.polling import BodyError, PollSlots, poll_read, read_body, tails
 from gateway.protocol import ErrorCode
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
+from gateway.wsecho import EchoConn
 
 log = logging.getLogger("lectern.gateway")
 
@@ -97,7 +98,7 @@ async def _claims(request: web.Request, *, ticket_ok: bool) -> Claims:
         return verify_access_token(settings, _token(request))
     try:
         claims = await ticket_mod.redeem(request.app[REDIS], ticket)
-    except redis.exceptions.RedisError:
+    except redisconn.ERRORS:
         raise Refusal(json_error(503, "unavailable", "cannot check the ticket now")) from None
     if claims is None:
         raise AuthError("invalid_ticket", "the connect ticket is unknown, used or expired")
@@ -166,7 +167,8 @@ def _topics_and_cursors(
 # -- WebSocket --------------------------------------------------------------------------------
 
 
-async def ws_handler(request: web.Request) -> web.StreamResponse:
+def _upgrade_refusal(request: web.Request) -> web.Response | None:
+    """The HTTP error for a request that is not a valid WebSocket version 13 upgrade."""
     headers = request.headers
     if (
         headers.get("Upgrade", "").lower() != "websocket"
@@ -177,9 +179,17 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         return json_error(
             426, "bad_version", "WebSocket version 13 required", **{"Sec-WebSocket-Version": "13"}
         )
-    key = headers.get("Sec-WebSocket-Key", "")
-    if not wsframe.valid_client_key(key):
+    if not wsframe.valid_client_key(headers.get("Sec-WebSocket-Key", "")):
         return json_error(400, "bad_key", "invalid Sec-WebSocket-Key")
+    return None
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    headers = request.headers
+    not_upgrade = _upgrade_refusal(request)
+    if not_upgrade is not None:
+        return not_upgrade
+    key = headers["Sec-WebSocket-Key"]
     try:
         claims = await _admit(request, connection=True, ticket_ok=True)
         topics, cursors = _topics_and_cursors(request, request.query.get("cursor"))
@@ -203,6 +213,24 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         hub.subscribe(conn, topics, cursors, None)
     if tail:
         # Frames the client sent with its upgrade request, after the hello as if read later.
+        conn.data_received(tail)
+    return detached()
+
+
+async def ws_echo_handler(request: web.Request) -> web.StreamResponse:
+    """``/ws-echo`` (only with ``ws_echo``, dev mode only): the WebSocket connection core with
+    every message echoed, for RFC 6455 conformance runs (gateway/wsecho.py). No token."""
+    not_upgrade = _upgrade_refusal(request)
+    if not_upgrade is not None:
+        return not_upgrade
+    hub = request.app[HUB]
+    if not hub.accepting:
+        return json_error(503, "shutting_down", "gateway restarting; reconnect elsewhere")
+    conn = EchoConn(hub, _client_ip(request))
+    tail = detach(
+        request, conn, wsframe.handshake_response(request.headers["Sec-WebSocket-Key"], None)
+    )
+    if tail:
         conn.data_received(tail)
     return detached()
 
@@ -383,9 +411,12 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
         refusal.response.headers.update(cors)
         return refusal.response
     try:
-        body = await read_body(request, settings.max_frame_bytes)
+        body = await read_body(request, settings.max_frame_bytes, settings.http_idle_timeout_s)
     except BodyError as exc:
-        return json_error(exc.status, exc.code, exc.message, **cors)
+        refused = json_error(exc.status, exc.code, exc.message, **cors)
+        # The rest of the body is not read: the socket closes with the answer.
+        refused.force_close()
+        return refused
     try:
         frame = protocol.decode_client_frame(body, False)
     except protocol.FrameError as exc:
@@ -485,6 +516,8 @@ def create_app(
     app[CMD_BUCKETS] = KeyedBuckets(settings.cmd_rate_per_s, settings.cmd_burst)
     app[POLLS] = PollSlots(hub, settings.max_held_polls, settings.poll_read_concurrency)
     app.router.add_get("/ws", ws_handler)
+    if settings.ws_echo:
+        app.router.add_get("/ws-echo", ws_echo_handler)
     app.router.add_get("/sse", sse_handler)
     app.router.add_get("/poll", poll_handler)
     app.router.add_post("/cmd", cmd_handler)

@@ -53,14 +53,18 @@ def _after(a: bytes, b: bytes) -> bool:
     return (int(ams), int(aseq)) > (int(bms), int(bseq))
 
 
-def _decode(codec: streams.EntryCodec[T], fields: dict[bytes, bytes]) -> T | None:
+def _decode(codec: streams.Codec[T], fields: dict[bytes, bytes]) -> T | None:
     """The entry, or ``None`` for a malformed one (dropped and counted, never fatal)."""
     try:
         return codec.decode(fields)
     except streams.BadEntry as exc:
-        metrics.bad_entries.labels(codec.type.__name__).inc()
-        log.warning("%s dropped", exc)
+        _dropped(exc, codec.type.__name__)
         return None
+
+
+def _dropped(exc: streams.BadEntry, kind: str) -> None:
+    metrics.bad_entries.labels(kind).inc()
+    log.warning("%s dropped", exc)
 
 
 class BusReader:
@@ -284,8 +288,12 @@ class BusReader:
                             hub.rights_lost(lost.user, lost.cohort, lost.at_ms)
                 else:
                     for _, fields in entries:
-                        if (e := _decode(streams.BUS, fields)) is not None:
-                            records.append(Record(e.topic, e.id, e.type, e.json, e.msgpack))
+                        try:
+                            e = streams.decode_bus(fields)
+                        except streams.BadEntry as exc:
+                            _dropped(exc, "BusEntry")
+                            continue
+                        records.append(Record(e.topic, e.id, e.type, e.json, e.msgpack))
             if records:
                 metrics.bus_batch.observe(len(records))
                 start = time.perf_counter()

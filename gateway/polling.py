@@ -95,7 +95,7 @@ async def poll_read(
 
 
 class BodyError(Exception):
-    """The request body is too big (413) or incomplete (400)."""
+    """The request body is too big (413), incomplete (400) or too slow (408)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -104,8 +104,9 @@ class BodyError(Exception):
         self.message = message
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole request body, or :class:`BodyError`: never a prefix of it.
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The whole request body within ``timeout_s``, or :class:`BodyError`: never a prefix of
+    it, and never a handler held by a body that trickles in (408 ``body_timeout``).
 
     ``StreamReader.read(n)`` returns whatever has arrived so far, so one call may cut a body
     that comes in several TCP segments; read to the end instead, and check the total against
@@ -116,17 +117,24 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise BodyError(413, "too_big", "command larger than the limit")
     parts: list[bytes] = []
     size = 0
-    while True:
-        try:
-            chunk = await request.content.read(limit + 1 - size)
-        except Exception as exc:  # aiohttp's payload errors: cut short, peer gone
-            raise BodyError(400, "incomplete_body", "the request body was cut short") from exc
-        if not chunk:
-            break
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise BodyError(413, "too_big", "command larger than the limit")
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                try:
+                    chunk = await request.content.read(limit + 1 - size)
+                except Exception as exc:  # aiohttp's payload errors: cut short, peer gone
+                    raise BodyError(
+                        400, "incomplete_body", "the request body was cut short"
+                    ) from exc
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise BodyError(413, "too_big", "command larger than the limit")
+    except TimeoutError:
+        message = f"the request body did not arrive within {timeout_s:g} s"
+        raise BodyError(408, "body_timeout", message) from None
     if declared is not None and size != declared:
         raise BodyError(400, "incomplete_body", "the request body was cut short")
     return b"".join(parts)

@@ -40,14 +40,18 @@ def app_runner(app: web.Application, settings: Settings) -> web.AppRunner:
     socket connects and again after each response, and closes the socket when it fires while
     no complete request has arrived: with ``http_idle_timeout_s`` instead of aiohttp's 3,630 s
     default, an idle or slow-loris socket (half a request line, headers one byte at a time) is
-    closed within that time. A request being handled and a detached (upgraded) socket are left
-    alone (tests/gateway/test_hostile.py and test_detach_contract.py)."""
+    closed within that time; a command body that trickles gets 408 and the socket closes
+    within twice that. A request being handled and a detached (upgraded) socket are left alone
+    (tests/gateway/test_hostile.py and test_detach_contract.py)."""
     return web.AppRunner(
         app,
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout_s,
         keepalive_timeout=settings.http_idle_timeout_s,
+        # After an answer that left a body unread (413, 408), how long aiohttp keeps reading
+        # it before closing: a trickling body is dropped within the same bound.
+        lingering_time=settings.http_idle_timeout_s,
     )
 
 

@@ -278,9 +278,12 @@ class WsCore:
                 self._fail(exc.code, str(exc), out)
                 return
             normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
-            ours = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
+            # The answer is 1000 whatever the peer's code (RFC 6455 section 5.5.1 allows it or
+            # an echo; Autobahn 7.7.*): the handshake completed normally. The code counted
+            # (metrics) says whether the peer ended normally, and stays one of two values.
+            ended = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
             self.state = CLOSED
-            out.append(Closing(ours, 0.0, _close_frame(ours, None)))
+            out.append(Closing(ended, 0.0, _close_frame(CloseCode.NORMAL, None)))
             out.append(Disconnect())
             return
         frag = self.frag

@@ -47,6 +47,16 @@ Commands (``data`` -> reply; (S) = staff only; other error codes besides ``inval
                        url?: https <= 2048, stopped}
 ``screenshare.signal`` {kind: [a-z][a-z0-9_.-]{0,31},  {}
 (S)                    payload: JSON <= 16 KiB}
+``quiz.start`` (S)     {quiz_id, time_limit_s?: 1-600,  {live_quiz_id, count};
+                       time_limits_s?: [per question],  ``quiz_already_running``
+                       reveal?: bool}
+``quiz.next`` (S)      {live_quiz_id}                  {live_quiz_id, index};
+                                                       ``quiz_no_more_questions``
+``quiz.end`` (S)       {live_quiz_id}                  {live_quiz_id, state}
+``quiz.answer``        {live_quiz_id, question: index, {live_quiz_id, question, accepted};
+(students)             answer}                         ``already_answered``,
+                                                       ``quiz_deadline_passed``
+                                                       (``quiz_not_running`` for all four)
 =====================  ==============================  =======================================
 
 Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers.live_rules`):
@@ -68,6 +78,8 @@ Events (``live:{cohort}:{session}`` unless noted; payload views in :mod:`workers
   shown); ``recording.status`` {state, url, by, at} (url: null
   unless a stopped recording named where to watch it);
   ``screenshare.signal`` {kind, payload, from}.
+* ``quiz.question``, ``quiz.results``, ``quiz.leaderboard``, ``quiz.ended`` (and
+  ``quiz.answered`` {answered} on ``staff:{cohort}``): :mod:`workers.live_quiz`.
 * From elsewhere: ``presence.count`` {session_id, count} (and ``presence`` {session_id, users,
   count} on ``staff:{cohort}``) from :mod:`workers.attendance`; ``session.state`` {session} from
   the API on start and end.
@@ -84,6 +96,7 @@ from workers import live_rules as rules
 from workers.command_consumer import HANDLERS, Command, CommandError
 from workers.context import WorkerContext
 from workers.live_polls import poll_close, poll_open, poll_reveal, poll_vote
+from workers.live_quiz import quiz_answer, quiz_end, quiz_next, quiz_start
 from workers.live_room import Ctx, in_room, room_of
 from workers.live_state import (
     TIMINGS,
@@ -453,6 +466,14 @@ async def dispatch(ctx: WorkerContext, cmd: Command) -> Any:
             return await recording_set(ctx, cmd, args)
         case lc.ScreenshareSignal() as args:
             return await screenshare_signal(ctx, cmd, args)
+        case lc.QuizStart() as args:
+            return await quiz_start(ctx, cmd, args)
+        case lc.QuizNext() as args:
+            return await quiz_next(ctx, cmd, args)
+        case lc.QuizEnd() as args:
+            return await quiz_end(ctx, cmd, args)
+        case lc.QuizAnswer() as args:
+            return await quiz_answer(ctx, cmd, args)
     raise CommandError("internal", f"{cmd.name} has no handler")  # a Struct without a case
 
 

@@ -22,8 +22,9 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 
 from config.streams import Command
+from workers import grading, poll_rules
+from workers import live_quiz_rules as quiz_rules
 from workers import live_rules as rules
-from workers import poll_rules
 from workers.command_consumer import CommandError
 from workers.tallies import canonical_reaction
 
@@ -231,6 +232,63 @@ class ScreenshareSignal(_Live, tag="screenshare.signal"):
         rules.check_signal_payload(self.payload)
 
 
+# -- live quiz ---------------------------------------------------------------------------------
+
+_LIMIT_S = Annotated[int, msgspec.Meta(ge=quiz_rules.LIMIT_MIN_S, le=quiz_rules.LIMIT_MAX_S)]
+
+
+class QuizStart(_Live, tag="quiz.start"):
+    """Run quiz ``quiz_id`` of the room's cohort. Time limits: ``time_limits_s`` (one per
+    question; its length is the handler's check), else ``time_limit_s`` for every question.
+    ``reveal`` (default true) puts the right options in ``quiz.results``; false keeps the
+    answer key hidden (a quiz students will also submit for a grade)."""
+
+    audience = STAFF
+    quiz_id: EntityId
+    time_limit_s: _LIMIT_S | None = None
+    time_limits_s: (
+        Annotated[list[_LIMIT_S], msgspec.Meta(min_length=1, max_length=grading.MAX_QUESTIONS)]
+        | None
+    ) = None
+    reveal: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.reveal = self.reveal is not False
+
+
+class QuizNext(_Live, tag="quiz.next"):
+    """Close the current question (its results go out now if its deadline had not passed)
+    and show the next one."""
+
+    audience = STAFF
+    live_quiz_id: EntityId
+
+
+class QuizEnd(_Live, tag="quiz.end"):
+    audience = STAFF
+    live_quiz_id: EntityId
+
+
+#: An answer as JSON allows it: an option index, a list of them, a number, or a short text
+#: (whether it fits the question is the handler's check, with :func:`workers.grading.grade`).
+QuizAnswerValue = (
+    int
+    | float
+    | Annotated[str, msgspec.Meta(max_length=grading.MAX_TEXT_ANSWER)]
+    | Annotated[list[int], msgspec.Meta(max_length=grading.MAX_OPTIONS)]
+)
+
+
+class QuizAnswer(_Live, tag="quiz.answer"):
+    """One answer per student and question; ``question`` is the index the student saw, so an
+    answer meant for a question that has since closed is refused, never filed under the next."""
+
+    audience = STUDENTS
+    live_quiz_id: EntityId
+    question: Annotated[int, msgspec.Meta(ge=0, lt=grading.MAX_QUESTIONS)]
+    answer: QuizAnswerValue
+
+
 LiveCommand = (
     QaAsk
     | QaSimilar
@@ -252,6 +310,10 @@ LiveCommand = (
     | BroadcastClear
     | RecordingSet
     | ScreenshareSignal
+    | QuizStart
+    | QuizNext
+    | QuizEnd
+    | QuizAnswer
 )
 
 #: Command name -> its Struct.
@@ -268,7 +330,7 @@ def decode(cmd: Command) -> LiveCommand:
     if kind.audience == STAFF and not cmd.staff:
         raise CommandError("forbidden", f"{cmd.name} is for the instructors of this cohort")
     if kind.audience == STUDENTS and cmd.staff:
-        raise CommandError("forbidden", "instructors do not vote in their own polls")
+        raise CommandError("forbidden", f"{cmd.name} is for the students of this cohort")
     try:
         return msgspec.convert({**cmd.data, "cmd": cmd.name}, LiveCommand)
     except msgspec.ValidationError as exc:

@@ -5,6 +5,7 @@ one process) every :data:`POLL_S` and runs them:
 
 * ``tally|c|s|poll``: the trailing poll tally of a burst of votes (:func:`live.flush_tally`);
 * ``pclose|c|s|poll``: a poll's timer ran out (:func:`live_polls.close_expired`);
+* ``qclose|c|s|quiz.index``: a live quiz question's deadline (:func:`live_quiz.close_expired`);
 * ``react|c|s``: the room's reaction window that just ended (:func:`live.flush_reactions`);
 * ``pres|c|s``: the coalesced "who is here" publish (:func:`attendance.publish_presence`);
 * ``ckpt|c|s``: the periodic attendance credit (:func:`attendance.checkpoint`);
@@ -26,7 +27,7 @@ import redis.exceptions
 
 from config import redisconn
 from config.retry import Backoff
-from workers import attendance, live, live_polls
+from workers import attendance, live, live_polls, live_quiz
 from workers.context import WorkerContext
 from workers.live_state import TIMINGS, DueQueue, now_ms, parse_due_member
 
@@ -41,6 +42,7 @@ SHUTDOWN_S = 5.0
 
 TRANSIENT = (
     redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
@@ -61,6 +63,8 @@ async def run_due(ctx: WorkerContext, member: str) -> None:
         await live_polls.flush_tally(ctx, room, int(extra))
     elif kind == "pclose" and extra.isdigit():
         await live_polls.close_expired(ctx, room, int(extra))
+    elif kind == "qclose" and (target := live_quiz.parse_due_extra(extra)) is not None:
+        await live_quiz.close_expired(ctx, room, *target)
     elif kind == "react":
         await live.flush_reactions(ctx, room)
     elif kind == "pres":

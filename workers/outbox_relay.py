@@ -157,6 +157,7 @@ async def run_outbox_relay(ctx: WorkerContext) -> None:
                 backoff.reset()
             except (
                 redis.exceptions.RedisError,
+                redis.exceptions.RedisClusterException,
                 OSError,
                 asyncpg.PostgresError,
                 asyncpg.InterfaceError,

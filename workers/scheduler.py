@@ -16,7 +16,8 @@ Jobs:
   minute (``workers.grade.sweep_pending``), recent announcements some member was never
   notified of, and instructor feedback whose student was not notified
   (``workers.feedback.sweep_unnotified``); and close timed polls whose due entry was lost
-  (``workers.live_polls.close_overdue``).
+  (``workers.live_polls.close_overdue``) and live quiz questions whose deadline entry was lost
+  (``workers.live_quiz.close_overdue``).
 * ``leaderboards`` (every :data:`LEADERBOARD_REFRESH_S`): rebuild the boards of cohorts with
   grades from PostgreSQL, the source of truth, and announce them.
 * ``dashboards`` (every :data:`DASHBOARD_REFRESH_S`): publish ``dashboard.update`` to
@@ -42,7 +43,7 @@ import redis.exceptions
 
 from config import keys
 from config.topics import staff_topic
-from workers import digest, leaderboard, live_polls, outbox_relay
+from workers import digest, leaderboard, live_polls, live_quiz, outbox_relay
 from workers.context import WorkerContext
 from workers.dashboard import active_dashboards, cohort_alerts
 from workers.feedback import sweep_unnotified
@@ -110,6 +111,7 @@ async def sweeps(ctx: WorkerContext) -> int:
         + await sweep_announcements(ctx)
         + await sweep_unnotified(ctx)
         + await live_polls.close_overdue(ctx)
+        + await live_quiz.close_overdue(ctx)
     )
 
 

@@ -249,7 +249,7 @@ function renderProgress() {
       el(
         "tr",
         { dataset: { user: s.user_id } },
-        el("td", {}, s.display_name),
+        el("td", {}, el("button", { class: "link small secondary drill", onclick: () => attempt(() => openStudent(s.user_id)) }, s.display_name)),
         el("td", {}, `${s.completed_count} / ${d.total}`),
         el("td", {}, pct(s.percentage)),
       ),
@@ -394,6 +394,50 @@ function renderAnnouncements() {
 }
 
 // -- actions --------------------------------------------------------------------------------
+
+/** One student in detail: lessons, grades, attendance and why they may need help. */
+async function openStudent(userId) {
+  const d = await api(`/api/v1/cohorts/${page.cohort.id}/students/${userId}`);
+  const p = d.progress;
+  fill(
+    $("#student-detail"),
+    el(
+      "div",
+      { class: "card-inset", dataset: { user: d.user_id } },
+      el("h3", {}, d.display_name, el("span", { class: "muted" }, ` · ${d.email}`)),
+      el("p", { class: "detail-progress" }, `${p.completed_count} of ${p.total} lessons done (${pct(p.percentage)})`),
+      d.alerts.length
+        ? el("ul", { class: "plain alert" }, d.alerts.map((a) => el("li", { class: "detail-alert" }, a.reason)))
+        : null,
+      el("h4", {}, "Quiz submissions"),
+      el(
+        "ul",
+        { class: "plain" },
+        d.submissions.length
+          ? d.submissions.map((x) =>
+              el(
+                "li",
+                { dataset: { submission: x.submission_id } },
+                `${x.quiz_title} · attempt ${x.attempt} · `,
+                x.status === "graded" ? `${x.score} / ${x.max_score}` : "grading…",
+                x.review === "waiting" ? " · waiting for grading" : "",
+              ),
+            )
+          : el("li", { class: "muted" }, "None yet."),
+      ),
+      el("h4", {}, "Live sessions"),
+      el(
+        "ul",
+        { class: "plain" },
+        d.attendance.length
+          ? d.attendance.map((a) =>
+              el("li", {}, `${a.title}: `, a.attended ? `${Math.round(a.seconds_attended / 60)} min` : "absent"),
+            )
+          : el("li", { class: "muted" }, "No session held yet."),
+      ),
+    ),
+  );
+}
 
 async function downloadAttendance(s) {
   const text = await api(`/api/v1/sessions/${s.id}/attendance.csv`, { as: "text" });

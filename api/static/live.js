@@ -4,6 +4,7 @@
 // Late joiner: GET /api/v1/sessions/{id}/state gives the room and, per topic, the cursor it
 // was taken at; subscribing with that cursor replays exactly what happened since.
 import { $, api, attempt, el, fill, gateway, requireUser, toast, when } from "./app.js";
+import { liveQuiz } from "./live_quiz.js";
 
 const REACTIONS = ["👍", "👏", "❤️", "😂", "😮", "🎉", "🤔", "🙋"];
 const CHAT_KEEP = 200;
@@ -28,6 +29,7 @@ const room = {
 
 let me = null;
 let client = null;
+let quizCard = null; // live_quiz.js: the live quiz card
 let names = new Map();
 const myQuestions = new Set(); // ids of questions asked here (anonymous ones name nobody)
 
@@ -63,11 +65,13 @@ function load(state) {
   room.here = state.here;
   room.banner = state.banner;
   room.recording = state.recording;
+  quizCard.load(state.quiz);
   renderAll();
 }
 
 function apply(ev) {
   const d = ev.data || {};
+  if (ev.event.startsWith("quiz.") && quizCard.apply(ev)) return;
   switch (ev.event) {
     case "qa.updated": {
       const q = d.question;
@@ -713,6 +717,7 @@ async function main() {
     const people = await api(`/api/v1/cohorts/${cohortId}/enrollments`).catch(() => []);
     names = new Map(people.map((p) => [String(p.user_id), p.display_name]));
   }
+  quizCard = liveQuiz({ command, staff: room.staff, cohortId, meId: me.id });
   wire();
   load(state);
   // Reset (history trimmed while we were away): take a new snapshot; its cursor tells the

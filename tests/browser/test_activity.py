@@ -52,6 +52,11 @@ def test_activity_feed_follows_the_privacy_switch(
     alert = instructor.locator("#struggling li.struggling[data-rule='behind']")
     expect(alert).to_contain_text("Sam Student")
     expect(alert).to_contain_text("0 of 1 lessons done")
+    # The drill-down: Sam's row opens his lessons, grades, sessions and the same reason.
+    instructor.locator(f"#student-rows tr[data-user='{sam.id}'] button.drill").click()
+    detail = instructor.locator(f"#student-detail [data-user='{sam.id}']")
+    expect(detail.locator(".detail-progress")).to_have_text("0 of 1 lessons done (0%)")
+    expect(detail.locator(".detail-alert")).to_contain_text("points behind the cohort's median")
 
     instructor.select_option("#activity-privacy", "names")
     expect(item.locator(".actor")).to_have_text("Ana Smith")

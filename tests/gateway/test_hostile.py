@@ -141,9 +141,10 @@ async def test_slow_loris_and_idle_sockets_are_closed(
     start_gateway_process: Starter, token, uid
 ) -> None:
     """Half a request line then silence, headers trickling in one byte per 0.2 s, a socket
-    that sends nothing, and a keep-alive socket idle after its response: each is closed
-    within ``http_idle_timeout_s`` (before the fix aiohttp held them for an hour). A long-poll
-    held longer than that timeout is still answered."""
+    that sends nothing, a keep-alive socket idle after its response, and a ``POST /cmd`` whose
+    body stops half way: each is closed within ``http_idle_timeout_s`` (before the fix aiohttp
+    held them for an hour; the body one gets 408 ``body_timeout``). A long-poll held longer
+    than that timeout is still answered."""
     gw = await start_gateway_process(1, http_idle_timeout_s=1)
     loop = asyncio.get_running_loop()
 
@@ -167,13 +168,30 @@ async def test_slow_loris_and_idle_sockets_are_closed(
                 await asyncio.sleep(0.2)
 
     dripper = loop.create_task(drip())
+    # A command whose body never completes: 408 body_timeout, and the socket closes.
+    body_head = (
+        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token('u' + uid)}\r\nContent-Length: 100\r\n\r\n"
+    )
+    slow_body = await connect(body_head.encode() + b'{"type":')
+    answer = bytearray()
+
+    async def read_answer() -> float:
+        start = time.monotonic()
+        async with asyncio.timeout(4):
+            while chunk := await loop.sock_recv(slow_body, 4096):
+                answer.extend(chunk)
+        return time.monotonic() - start
+
     elapsed = await asyncio.gather(
-        *(_closed_within(s, 4) for s in (half, silent, keepalive, trickle))
+        *(_closed_within(s, 4) for s in (half, silent, keepalive, trickle)), read_answer()
     )
     dripper.cancel()
-    for sock in (half, silent, keepalive, trickle):
+    for sock in (half, silent, keepalive, trickle, slow_body):
         sock.close()
     assert max(elapsed) < 4, elapsed
+    assert answer.startswith(b"HTTP/1.1 408"), bytes(answer)
+    assert b'"body_timeout"' in answer
     async with aiohttp.ClientSession() as http:
         topic = f"user:u{uid}"
         query = f"topics={topic}&cursor=0-0&timeout_s=2.5&token={token('u' + uid)}"

@@ -94,6 +94,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/sessions/{id}/end"): "staff",
     ("GET", "/api/v1/sessions/{id}/state"): "member",
     ("GET", "/api/v1/sessions/{id}/attendance"): "staff",
+    ("GET", "/api/v1/sessions/{id}/attendance.csv"): "staff",
     ("POST", "/api/v1/cohorts/{id}/quizzes"): "staff",
     ("GET", "/api/v1/cohorts/{id}/quizzes"): "member",
     ("GET", "/api/v1/quizzes/{id}"): "member",
@@ -108,6 +109,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/cohorts/{id}/feedback"): "member",
     ("GET", "/api/v1/cohorts/{id}/grading-queue"): "staff",
     ("GET", "/api/v1/cohorts/{id}/dashboard"): "staff",
+    ("GET", "/api/v1/cohorts/{id}/students/{user_id}"): "staff",
     ("GET", "/api/v1/cohorts/{id}/activity"): "member",
     ("PUT", "/api/v1/cohorts/{id}/activity-settings"): "staff",
     ("GET", "/api/v1/notifications"): "user",
@@ -145,6 +147,10 @@ COMMANDS: dict[str, str] = {
     "broadcast.clear": "staff",
     "recording.set": "staff",
     "screenshare.signal": "staff",
+    "quiz.start": "staff",
+    "quiz.next": "staff",
+    "quiz.end": "staff",
+    "quiz.answer": "enrolled",
     "sys.echo": "admin",
 }
 

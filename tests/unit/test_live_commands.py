@@ -44,6 +44,10 @@ def test_every_command_name_has_its_struct() -> None:
         "broadcast.clear",
         "recording.set",
         "screenshare.signal",
+        "quiz.start",
+        "quiz.next",
+        "quiz.end",
+        "quiz.answer",
     }
 
 
@@ -54,6 +58,9 @@ def test_audience_is_checked_before_the_data() -> None:
             assert refused(name, {"junk": True}) == "forbidden", name
     assert refused("poll.vote", {"poll_id": 1, "option": 0}, staff=True) == "forbidden"
     assert refused("poll.vote", {}, staff=True) == "forbidden"
+    assert refused("quiz.answer", {"live_quiz_id": 1, "question": 0, "answer": 1}, staff=True) == (
+        "forbidden"
+    )
 
 
 def test_text_is_stripped_and_bounded() -> None:

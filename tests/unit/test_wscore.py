@@ -217,8 +217,18 @@ def test_client_close_is_answered_and_the_socket_dropped() -> None:
     out = c.receive(masked(wsframe.OP_CLOSE, struct.pack("!H", 1000) + b"bye"), 100.0)
     assert kinds(out) == ["Closing", "Disconnect"]
     assert closing(out).code == close_code(closing(out).frame) == CloseCode.NORMAL
-    out = core().receive(masked(wsframe.OP_CLOSE, struct.pack("!H", 4000)), 100.0)
-    assert closing(out).code == CloseCode.GOING_AWAY
+
+
+def test_a_client_close_with_any_valid_code_is_answered_with_1000() -> None:
+    """Autobahn 7.7.3-7.7.13: the answer is 1000 or the peer's code, never another one (the
+    gateway used to answer 1001). The code the connection ended with is still counted as
+    1001, "the peer went away", so that the metric's label stays bounded."""
+    for code in (1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999):
+        frame = masked(wsframe.OP_CLOSE, struct.pack("!H", code) + b"why")
+        out = core().receive(frame, 100.0)
+        assert kinds(out) == ["Closing", "Disconnect"]
+        assert close_code(closing(out).frame) == CloseCode.NORMAL, code
+        assert closing(out).code == CloseCode.GOING_AWAY
 
 
 def test_malformed_client_close_is_a_protocol_error() -> None:
