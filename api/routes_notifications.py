@@ -39,8 +39,8 @@ DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 _SELECT = "SELECT id, kind, title, body, data::text AS data, created_at, read_at FROM notifications"
-#: Hidden rows (a kind switched off in-app) exist only for the email channel and idempotency.
-_VISIBLE = "NOT hidden"
+# Every query below reads only rows with ``NOT hidden``: hidden rows (a kind switched off
+# in-app) exist only for the email channel and idempotency.
 
 
 class NotificationPage(msgspec.Struct, kw_only=True):
@@ -83,7 +83,7 @@ async def _unread(conn: Any, uid: int) -> int:
     return int(
         await conn.fetchval(
             "SELECT count(*) FROM notifications"
-            f" WHERE user_id = $1 AND read_at IS NULL AND {_VISIBLE}",
+            " WHERE user_id = $1 AND read_at IS NULL AND NOT hidden",
             uid,
         )
     )
@@ -96,7 +96,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     unread_only = request.query.get("unread", "").lower() in ("1", "true", "yes")
     pool = request.app[DB]
     rows = await pool.fetch(
-        f"{_SELECT} WHERE user_id = $1 AND {_VISIBLE} AND ($2::bigint IS NULL OR id < $2)"
+        f"{_SELECT} WHERE user_id = $1 AND NOT hidden AND ($2::bigint IS NULL OR id < $2)"
         " AND (NOT $3 OR read_at IS NULL) ORDER BY id DESC LIMIT $4",
         uid,
         before,
@@ -120,12 +120,12 @@ async def mark_read(request: web.Request) -> web.Response:
     async with request.app[DB].acquire() as conn, conn.transaction():
         changed = await conn.fetchval(
             "UPDATE notifications SET read_at = now()"
-            f" WHERE id = $1 AND user_id = $2 AND read_at IS NULL AND {_VISIBLE} RETURNING id",
+            " WHERE id = $1 AND user_id = $2 AND read_at IS NULL AND NOT hidden RETURNING id",
             notification_id,
             uid,
         )
         row = await conn.fetchrow(
-            f"{_SELECT} WHERE id = $1 AND user_id = $2 AND {_VISIBLE}", notification_id, uid
+            f"{_SELECT} WHERE id = $1 AND user_id = $2 AND NOT hidden", notification_id, uid
         )
         if row is None:
             raise errors.not_found(f"notification {notification_id} does not exist")
@@ -145,7 +145,7 @@ async def mark_all_read(request: web.Request) -> web.Response:
     async with request.app[DB].acquire() as conn, conn.transaction():
         result = await conn.execute(
             "UPDATE notifications SET read_at = now()"
-            f" WHERE user_id = $1 AND read_at IS NULL AND {_VISIBLE}",
+            " WHERE user_id = $1 AND read_at IS NULL AND NOT hidden",
             uid,
         )
         updated = int(result.split()[-1])
