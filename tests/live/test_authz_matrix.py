@@ -119,6 +119,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/me/notification-prefs"): "user",
     ("GET", "/api/v1/me/notification-settings"): "user",
     ("PUT", "/api/v1/me/notification-settings"): "user",
+    ("POST", "/api/v1/sync"): "user",
     ("POST", "/api/v1/cohorts/{id}/announcements"): "staff",
     ("GET", "/api/v1/cohorts/{id}/announcements"): "member",
     ("GET", "/api/v1/announcements/{id}"): "member",
