@@ -21,6 +21,7 @@ import {
   toast,
   when,
 } from "./app.js";
+import { mountNotificationSettings } from "./notify-settings.js";
 
 const page = {
   me: null,
@@ -517,6 +518,9 @@ async function main() {
   $("#read-all").addEventListener("click", () =>
     attempt(() => api("/api/v1/notifications/read-all", { method: "POST" })),
   );
+  $("#notification-settings").addEventListener("toggle", (e) => {
+    if (e.target.open) attempt(() => mountNotificationSettings($("#notify-settings")));
+  });
   if (!page.cohort) {
     $("#load-error").textContent = "You are not enrolled in a cohort yet.";
     return;
