@@ -39,9 +39,10 @@ KNOWN: frozenset[str] = frozenset(
         "api/routes_sessions.py",
         "api/routes_sessions.py:session_state",
         "api/seed.py:seed",
+        "api/routes_sync.py:sync",
+        "api/sync_apply.py:apply",
         "workers/grade.py:grade_submission",
         "workers/jobs.py",
-        "workers/progress.py:complete_lesson",
         "config/devstack.py:_children",
     }
 )
