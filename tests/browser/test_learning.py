@@ -15,8 +15,9 @@ from workers.leaderboard import EVENT_TOP
 
 HOSTILE = """# Streams <script>window.pwned = 1</script>
 
-Read **this** and *that*, see [the docs](https://example.com/docs), [a script](javascript:window.pwned=2),
-[shouting](JaVaScRiPt:window.pwned=5) and [data](data:text/html,hi) and [next](/student#x).
+Read **this** and *that*, see [the docs](https://example.com/docs),
+[a script](javascript:window.pwned=2), [shouting](JaVaScRiPt:window.pwned=5)
+and [data](data:text/html,hi) and [next](/student#x).
 
 "><img src=x onerror="window.pwned=3">
 
@@ -73,13 +74,20 @@ def test_lesson_reader_renders_markdown_safely_and_follows_edits(
     # The instructor edits the lesson: the open reader shows the new text without a reload.
     token = teacher.session["access_token"]
     stack.call(
-        stack.api("PATCH", f"/api/v1/lessons/{lesson}", token, {"body": "## Resume\n\nFrom `Last-Event-ID`."})
+        stack.api(
+            "PATCH",
+            f"/api/v1/lessons/{lesson}",
+            token,
+            {"body": "## Resume\n\nFrom `Last-Event-ID`."},
+        )
     )
     expect(body.locator("h2")).to_have_text("Resume")
     expect(body.locator("code")).to_have_text("Last-Event-ID")
     # A new lesson appears in the list; deleting the open one closes the reader.
     added = stack.call(
-        stack.api("POST", f"/api/v1/cohorts/{cohort}/lessons", token, {"title": "Scale", "body": "x"})
+        stack.api(
+            "POST", f"/api/v1/cohorts/{cohort}/lessons", token, {"title": "Scale", "body": "x"}
+        )
     )
     expect(page.locator("#lessons li")).to_have_count(2)
     expect(page.locator(f"#lessons li[data-id='{added['id']}'] .title")).to_have_text("Scale")
@@ -155,7 +163,9 @@ def test_leaderboard_keeps_my_row_below_the_top(pages: Pages, stack: Stack) -> N
         for person in (me, *others):
             await stack.enroll(cohort, person)
             await stack.login(person)
-        questions = (SingleChoice(id="q1", prompt="Which one pushes?", options=("FTP", "SSE"), correct=1),)
+        questions = (
+            SingleChoice(id="q1", prompt="Which one pushes?", options=("FTP", "SSE"), correct=1),
+        )
         quiz = await stack.db.fetchval(
             "INSERT INTO quizzes (cohort_id, title, questions, max_attempts)"
             " VALUES ($1, 'Basics', $2::jsonb, 1) RETURNING id",
@@ -163,7 +173,10 @@ def test_leaderboard_keeps_my_row_below_the_top(pages: Pages, stack: Stack) -> N
             questions_to_json(questions).decode(),
         )
         await stack.api(
-            "POST", f"/api/v1/quizzes/{quiz}/submissions", me.session["access_token"], {"answers": {"q1": 0}}
+            "POST",
+            f"/api/v1/quizzes/{quiz}/submissions",
+            me.session["access_token"],
+            {"answers": {"q1": 0}},
         )
         return me, others, int(quiz)
 
