@@ -25,6 +25,7 @@ import {
   when,
 } from "./app.js";
 import { renderMarkdown } from "./markdown.js";
+import { mountNotificationSettings } from "./notify-settings.js";
 
 const page = {
   me: null,
@@ -621,6 +622,9 @@ async function main() {
   $("#read-all").addEventListener("click", () =>
     attempt(() => api("/api/v1/notifications/read-all", { method: "POST" })),
   );
+  $("#notification-settings").addEventListener("toggle", (e) => {
+    if (e.target.open) attempt(() => mountNotificationSettings($("#notify-settings")));
+  });
   if (!page.cohort) {
     $("#load-error").textContent = "You are not enrolled in a cohort yet.";
     // Still listen: the first enrollment loads the dashboard.
