@@ -26,6 +26,7 @@ import {
 } from "./app.js";
 import { renderMarkdown } from "./markdown.js";
 import { mountNotificationSettings } from "./notify-settings.js";
+import { enqueue, startOfflineQueue, unreachable } from "./offline-queue.js";
 
 const page = {
   me: null,
@@ -254,7 +255,9 @@ function renderProgress() {
         ),
         l.completed
           ? el("span", { class: "muted" }, "done")
-          : el(
+          : l.pending
+            ? el("span", { class: "muted pending" }, "saved offline")
+            : el(
               "button",
               { class: "small secondary complete", onclick: () => complete(l.lesson_id) },
               "Mark complete",
@@ -262,6 +265,7 @@ function renderProgress() {
       ),
     ),
   );
+  renderLessonActions();
 }
 
 function scoreText(s) {
@@ -455,11 +459,17 @@ async function openLesson(id) {
   const body = $("#lesson-body");
   body.replaceChildren(renderMarkdown(lesson.body));
   if (!lesson.body.trim()) body.append(el("p", { class: "muted" }, "This lesson has no text yet."));
-  const mark = page.progress && page.progress.lessons.find((l) => l.lesson_id === lesson.id);
+  renderLessonActions();
+}
+
+/** The reader's "Mark complete": only for an open lesson not done (nor queued offline). */
+function renderLessonActions() {
+  const id = page.lessonId;
+  const mark = id && page.progress && page.progress.lessons.find((l) => l.lesson_id === id);
   fill(
     $("#lesson-actions"),
-    mark && !mark.completed
-      ? el("button", { class: "small complete", onclick: () => complete(lesson.id) }, "Mark complete")
+    mark && !mark.completed && !mark.pending
+      ? el("button", { class: "small complete", onclick: () => complete(id) }, "Mark complete")
       : null,
   );
 }
@@ -471,7 +481,7 @@ function closeLesson(message) {
   delete card.dataset.id;
   $("#lesson-title").textContent = "Lesson";
   fill($("#lesson-body"), message ? el("p", { class: "muted" }, message) : null);
-  fill($("#lesson-actions"));
+  renderLessonActions();
 }
 
 // -- enrollment -----------------------------------------------------------------------------
@@ -499,12 +509,37 @@ async function onEnrollment(d) {
 // -- actions --------------------------------------------------------------------------------
 
 async function complete(lessonId) {
+  if (!navigator.onLine) return completeOffline(lessonId);
   await attempt(async () => {
-    const state = await api(`/api/v1/lessons/${lessonId}/complete`, { method: "PUT" });
-    // The progress.update event updates every tab; this makes this one snappy.
-    onUserEvent({ event: "progress.update", data: state });
-    if (page.lessonId === lessonId) fill($("#lesson-actions"));
+    try {
+      const state = await api(`/api/v1/lessons/${lessonId}/complete`, { method: "PUT" });
+      // The progress.update event updates every tab; this makes this one snappy.
+      onUserEvent({ event: "progress.update", data: state });
+    } catch (err) {
+      if (!unreachable(err)) throw err;
+      await completeOffline(lessonId);
+    }
   });
+}
+
+// Offline: queue the completion (one key per lesson: completing is for good) and show it as
+// pending; the queue sends it when the browser is back online (offline-queue.js).
+async function completeOffline(lessonId) {
+  await enqueue({ type: "lesson.complete", key: `complete-${lessonId}`, lesson_id: lessonId });
+  const mark = page.progress && page.progress.lessons.find((l) => l.lesson_id === lessonId);
+  if (mark) mark.pending = true;
+  renderProgress();
+}
+
+function onSynced(results) {
+  for (const r of results) {
+    if (r.type !== "lesson.complete" || !page.progress) continue;
+    const mark = page.progress.lessons.find((l) => `complete-${l.lesson_id}` === r.key);
+    if (mark) mark.pending = false;
+    if (r.status === "rejected") toast(`Not saved: ${r.error}`);
+    else onUserEvent({ event: "progress.update", data: r.data });
+  }
+  if (page.progress) renderProgress();
 }
 
 async function markRead(id) {
@@ -634,6 +669,7 @@ async function main() {
     return;
   }
   fill($("#cohort"), cohortPicker(page.me, ["member"], page.cohort));
+  startOfflineQueue(page.me.id, onSynced);
   const client = await gateway($("#conn"));
   await follow(
     client,
