@@ -21,6 +21,8 @@ import {
   toast,
   when,
 } from "./app.js";
+import { mountNotificationSettings } from "./notify-settings.js";
+import { enqueue, startOfflineQueue, unreachable } from "./offline-queue.js";
 
 const page = {
   me: null,
@@ -214,7 +216,9 @@ function renderProgress() {
         el("span", { class: "title" }, l.title),
         l.completed
           ? el("span", { class: "muted" }, "done")
-          : el(
+          : l.pending
+            ? el("span", { class: "muted pending" }, "saved offline")
+            : el(
               "button",
               { class: "small secondary complete", onclick: () => complete(l.lesson_id) },
               "Mark complete",
@@ -395,11 +399,37 @@ function renderSessions() {
 // -- actions --------------------------------------------------------------------------------
 
 async function complete(lessonId) {
+  if (!navigator.onLine) return completeOffline(lessonId);
   await attempt(async () => {
-    const state = await api(`/api/v1/lessons/${lessonId}/complete`, { method: "PUT" });
-    // The progress.update event updates every tab; this makes this one snappy.
-    onUserEvent({ event: "progress.update", data: state });
+    try {
+      const state = await api(`/api/v1/lessons/${lessonId}/complete`, { method: "PUT" });
+      // The progress.update event updates every tab; this makes this one snappy.
+      onUserEvent({ event: "progress.update", data: state });
+    } catch (err) {
+      if (!unreachable(err)) throw err;
+      await completeOffline(lessonId);
+    }
   });
+}
+
+// Offline: queue the completion (one key per lesson: completing is for good) and show it as
+// pending; the queue sends it when the browser is back online (offline-queue.js).
+async function completeOffline(lessonId) {
+  await enqueue({ type: "lesson.complete", key: `complete-${lessonId}`, lesson_id: lessonId });
+  const mark = page.progress && page.progress.lessons.find((l) => l.lesson_id === lessonId);
+  if (mark) mark.pending = true;
+  renderProgress();
+}
+
+function onSynced(results) {
+  for (const r of results) {
+    if (r.type !== "lesson.complete" || !page.progress) continue;
+    const mark = page.progress.lessons.find((l) => `complete-${l.lesson_id}` === r.key);
+    if (mark) mark.pending = false;
+    if (r.status === "rejected") toast(`Not saved: ${r.error}`);
+    else onUserEvent({ event: "progress.update", data: r.data });
+  }
+  if (page.progress) renderProgress();
 }
 
 async function markRead(id) {
@@ -517,11 +547,15 @@ async function main() {
   $("#read-all").addEventListener("click", () =>
     attempt(() => api("/api/v1/notifications/read-all", { method: "POST" })),
   );
+  $("#notification-settings").addEventListener("toggle", (e) => {
+    if (e.target.open) attempt(() => mountNotificationSettings($("#notify-settings")));
+  });
   if (!page.cohort) {
     $("#load-error").textContent = "You are not enrolled in a cohort yet.";
     return;
   }
   fill($("#cohort"), cohortPicker(page.me, ["member"], page.cohort));
+  startOfflineQueue(page.me.id, onSynced);
   const client = await gateway($("#conn"));
   await follow(
     client,
