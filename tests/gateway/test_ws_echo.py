@@ -68,7 +68,9 @@ async def test_echo_reassembles_fragments_and_fails_invalid_utf8(
 
 @pytest.mark.one_loop
 @pytest.mark.timeout(300)
-async def test_autobahn_cases_pass_on_the_echo(make_gateway: GatewayFactory, tmp_path: Path) -> None:
+async def test_autobahn_cases_pass_on_the_echo(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
     """The RFC 6455 conformance run (benchmarks.conformance, docs/benchmarks.md) as a test:
     the Autobahn cases outside 9.*, 12.* and 13.*, run by kosoku in a child process (its
     runtime stays out of the test process) against /ws-echo under the shipped limits, and
