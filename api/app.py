@@ -67,6 +67,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_activity",
     "api.routes_dashboard",
     "api.routes_notifications",
+    "api.routes_sync",
     "api.routes_announcements",
     "api.routes_pages",
 ]

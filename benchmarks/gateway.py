@@ -71,6 +71,7 @@ def gateway_env(redis_url: str, metrics_port: int, extra: Mapping[str, str]) -> 
         {
             "REDIS_URL": redis_url,
             "LECTERN_GATEWAY_METRICS_PORT": str(metrics_port),
+            "LECTERN_GATEWAY_SUPERVISOR_METRICS_PORT": "0",
             "LECTERN_LOG_LEVEL": "WARNING",
             "LECTERN_DEV_MODE": "1",  # a private local stack with the shipped JWT secret
         }

@@ -85,6 +85,10 @@ async def start(
         "LECTERN_GATEWAY_PORT": str(gw_port),
         "LECTERN_GATEWAY_METRICS_PORT": str(free_port()),
         "LECTERN_WORKER_METRICS_PORT": str(free_port()),
+        # No fixed ports: a `make run` or another benchmark may hold the defaults.
+        "LECTERN_API_METRICS_PORT": str(free_port()),
+        "LECTERN_GATEWAY_SUPERVISOR_METRICS_PORT": "0",
+        "LECTERN_WORKER_SUPERVISOR_METRICS_PORT": "0",
         "LECTERN_LOG_LEVEL": "WARNING",
         "LECTERN_DEV_MODE": "1",  # a private local stack with the shipped JWT secret
         **(extra_env or {}),

@@ -85,6 +85,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ping_interval_s: float = 25.0  # WebSocket ping period (one shared timer)
     missed_pongs: int = 2  # unanswered pings before close 4004
     ws_close_timeout_s: float = 5.0  # after our close frame, wait this long for the peer's
+    ws_echo: bool = False  # dev mode only: /ws-echo echoes messages (RFC 6455 conformance runs)
     http_idle_timeout_s: float = 10.0  # gateway socket without a complete request: closed
     sse_heartbeat_s: float = 15.0  # SSE comment heartbeat period
     sse_retry_ms: int = 2000  # SSE `retry:` hint
@@ -147,12 +148,21 @@ def _raw_from_env(env: Mapping[str, str]) -> dict[str, object]:
 
 
 def require_production_posture(settings: Settings) -> None:
-    """Refuse to run with a guessable token key: raise :class:`SettingsError` naming the
-    setting when HS256 is in use with the shipped secret or one shorter than
-    :data:`MIN_JWT_SECRET_BYTES`, unless ``dev_mode`` is on (``make run`` and the tests).
+    """Refuse to run with a guessable token key or a development-only endpoint: raise
+    :class:`SettingsError` naming the setting when HS256 is in use with the shipped secret or
+    one shorter than :data:`MIN_JWT_SECRET_BYTES`, or when ``ws_echo`` (an endpoint that takes
+    no token) is on, unless ``dev_mode`` is on (``make run`` and the tests).
 
     Every process (gateway, api, workers) calls it at start-up."""
-    if settings.dev_mode or settings.jwt_public_key:
+    if settings.dev_mode:
+        return
+    if settings.ws_echo:
+        raise SettingsError(
+            f"refusing to start: {PREFIX}WS_ECHO=1 opens /ws-echo, an unauthenticated echo"
+            f" endpoint for conformance runs; unset it (or set {PREFIX}DEV_MODE=1 for"
+            " development only)"
+        )
+    if settings.jwt_public_key:
         return
     name = f"{PREFIX}JWT_SECRET"
     if settings.jwt_secret == DEV_JWT_SECRET:

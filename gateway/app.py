@@ -36,6 +36,7 @@ from gateway.polling import BodyError, PollSlots, poll_read, read_body, tails
 from gateway.protocol import ErrorCode
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
+from gateway.wsecho import EchoConn
 
 log = logging.getLogger("lectern.gateway")
 
@@ -166,7 +167,8 @@ def _topics_and_cursors(
 # -- WebSocket --------------------------------------------------------------------------------
 
 
-async def ws_handler(request: web.Request) -> web.StreamResponse:
+def _upgrade_refusal(request: web.Request) -> web.Response | None:
+    """The HTTP error for a request that is not a valid WebSocket version 13 upgrade."""
     headers = request.headers
     if (
         headers.get("Upgrade", "").lower() != "websocket"
@@ -177,9 +179,17 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         return json_error(
             426, "bad_version", "WebSocket version 13 required", **{"Sec-WebSocket-Version": "13"}
         )
-    key = headers.get("Sec-WebSocket-Key", "")
-    if not wsframe.valid_client_key(key):
+    if not wsframe.valid_client_key(headers.get("Sec-WebSocket-Key", "")):
         return json_error(400, "bad_key", "invalid Sec-WebSocket-Key")
+    return None
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    headers = request.headers
+    not_upgrade = _upgrade_refusal(request)
+    if not_upgrade is not None:
+        return not_upgrade
+    key = headers["Sec-WebSocket-Key"]
     try:
         claims = await _admit(request, connection=True, ticket_ok=True)
         topics, cursors = _topics_and_cursors(request, request.query.get("cursor"))
@@ -203,6 +213,24 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         hub.subscribe(conn, topics, cursors, None)
     if tail:
         # Frames the client sent with its upgrade request, after the hello as if read later.
+        conn.data_received(tail)
+    return detached()
+
+
+async def ws_echo_handler(request: web.Request) -> web.StreamResponse:
+    """``/ws-echo`` (only with ``ws_echo``, dev mode only): the WebSocket connection core with
+    every message echoed, for RFC 6455 conformance runs (gateway/wsecho.py). No token."""
+    not_upgrade = _upgrade_refusal(request)
+    if not_upgrade is not None:
+        return not_upgrade
+    hub = request.app[HUB]
+    if not hub.accepting:
+        return json_error(503, "shutting_down", "gateway restarting; reconnect elsewhere")
+    conn = EchoConn(hub, _client_ip(request))
+    tail = detach(
+        request, conn, wsframe.handshake_response(request.headers["Sec-WebSocket-Key"], None)
+    )
+    if tail:
         conn.data_received(tail)
     return detached()
 
@@ -488,6 +516,8 @@ def create_app(
     app[CMD_BUCKETS] = KeyedBuckets(settings.cmd_rate_per_s, settings.cmd_burst)
     app[POLLS] = PollSlots(hub, settings.max_held_polls, settings.poll_read_concurrency)
     app.router.add_get("/ws", ws_handler)
+    if settings.ws_echo:
+        app.router.add_get("/ws-echo", ws_echo_handler)
     app.router.add_get("/sse", sse_handler)
     app.router.add_get("/poll", poll_handler)
     app.router.add_post("/cmd", cmd_handler)
@@ -544,5 +574,5 @@ async def shutdown_connections(app: web.Application) -> None:
     deadline = time.monotonic() + app[SETTINGS].shutdown_timeout_s
     while hub.pending_flush() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    for conn in list(hub._closing):
+    for conn in list(hub.registry.closing):
         conn.abort()

@@ -19,6 +19,10 @@ Guarantees:
   notification was queued; then the row becomes ``failed``.
 * **Preferences.** Nothing is sent when the recipient turned email off for the notification's
   kind (``notification_prefs``; no row means on).
+* **Quiet hours delay, never drop.** A job that runs inside the recipient's quiet hours
+  (``notification_settings``, :mod:`workers.quiet_hours`) is put back on the job scheduler
+  (``jobs.schedule``) for the end of the window and sends then; repeats of the job while it
+  waits coalesce into that one scheduled entry (its key is ``quiet:<idempotency key>``).
 * **Connections are reused**: a small pool per process (:data:`POOL_SIZE`), each connection
   opened on first use and dropped (then reopened) after any error.
 
@@ -41,6 +45,7 @@ import html
 import logging
 import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from typing import Any
@@ -52,8 +57,9 @@ import msgspec
 
 from workers import metrics
 from workers.context import WorkerContext
-from workers.jobs import PermanentError, Unavailable, job
+from workers.jobs import PermanentError, Unavailable, job, schedule
 from workers.notify import KIND_LABELS
+from workers.quiet_hours import quiet_until
 
 log = logging.getLogger("lectern.workers.email")
 
@@ -261,7 +267,13 @@ def message_id(key: str, sender: str) -> str:
 
 
 def build_message(
-    *, sender: str, to_addr: str, to_name: str, content: Rendered, key: str, notification_id: int
+    *,
+    sender: str,
+    to_addr: str,
+    to_name: str,
+    content: Rendered,
+    key: str,
+    notification_id: int | None = None,
 ) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
@@ -269,7 +281,8 @@ def build_message(
     msg["Subject"] = content.subject
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = message_id(key, sender)
-    msg["X-Lectern-Notification"] = str(notification_id)
+    if notification_id is not None:
+        msg["X-Lectern-Notification"] = str(notification_id)
     msg.set_content(content.text)
     msg.add_alternative(content.html, subtype="html")
     return msg
@@ -284,10 +297,12 @@ class _EmailJob(msgspec.Struct):
 
 _LOAD = """
 SELECT n.id, n.kind, n.title, n.body, u.email, u.display_name,
-       coalesce(p.email, true) AS wants_email
+       coalesce(p.email, true) AS wants_email,
+       s.quiet_start, s.quiet_end, coalesce(s.time_zone, 'UTC') AS time_zone
 FROM notifications n
 JOIN users u ON u.id = n.user_id
 LEFT JOIN notification_prefs p ON p.user_id = n.user_id AND p.kind = n.kind
+LEFT JOIN notification_settings s ON s.user_id = n.user_id
 WHERE n.id = $1
 """
 
@@ -337,25 +352,69 @@ async def send_notification_email(ctx: WorkerContext, payload: dict[str, Any]) -
     note = await ctx.db.fetchrow(_LOAD, task.notification_id)
     if note is None or not note["wants_email"]:
         return
-    pool = mailer_for(ctx.settings.smtp_url)
     key = f"notification:{note['id']}"
+    if await defer_if_quiet(ctx, "email", payload, key, note):
+        return
     content = render(note["kind"], note["title"], note["body"], note["display_name"])
+    await deliver(
+        ctx,
+        key=key,
+        to_addr=note["email"],
+        to_name=note["display_name"],
+        content=content,
+        notification_id=note["id"],
+    )
+
+
+async def defer_if_quiet(
+    ctx: WorkerContext, queue: str, payload: dict[str, Any], key: str, row: Any
+) -> bool:
+    """Put the job back on the scheduler for the end of the recipient's quiet hours when now is
+    inside them (``row`` has ``quiet_start``, ``quiet_end``, ``time_zone``); returns whether
+    it did, i.e. whether the caller must stop here."""
+    now = datetime.now(UTC)
+    until = quiet_until(now, row["quiet_start"], row["quiet_end"], row["time_zone"])
+    if until is None:
+        return False
+    delay_ms = int((until - now).total_seconds() * 1000) + 1
+    await schedule(ctx.redis, queue, payload, delay_ms=delay_ms, key=f"quiet:{key}")
+    metrics.emails.labels("quiet").inc()
+    log.info("recipient in quiet hours, email waits", extra={"key": key, "until": until})
+    return True
+
+
+async def deliver(
+    ctx: WorkerContext,
+    *,
+    key: str,
+    to_addr: str,
+    to_name: str,
+    content: Rendered,
+    notification_id: int | None = None,
+    user_id: int | None = None,
+) -> None:
+    """Send one message at most once per idempotency ``key`` (its ``email_deliveries`` row),
+    with the retry and outage rules of the module docstring."""
+    assert ctx.db is not None
+    pool = mailer_for(ctx.settings.smtp_url)
     await ctx.db.execute(
-        "INSERT INTO email_deliveries (notification_id, idempotency_key, to_addr, subject, body) "
-        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        note["id"],
+        "INSERT INTO email_deliveries"
+        " (notification_id, user_id, idempotency_key, to_addr, subject, body)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        notification_id,
+        user_id,
         key,
-        note["email"],
+        to_addr,
         content.subject,
         content.text,
     )
     msg = build_message(
         sender=pool.config.sender,
-        to_addr=note["email"],
-        to_name=note["display_name"],
+        to_addr=to_addr,
+        to_name=to_name,
         content=content,
         key=key,
-        notification_id=note["id"],
+        notification_id=notification_id,
     )
     # Take an SMTP connection before a database connection, so that jobs waiting for SMTP
     # never hold database connections.

@@ -87,6 +87,7 @@ HANDLER_MODULES: list[str] = [
     "workers.grade",
     "workers.feedback",
     "workers.email",
+    "workers.digest",
     "workers.notify",
     "workers.leaderboard",
     "workers.csv_import",

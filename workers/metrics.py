@@ -53,7 +53,7 @@ outbox_published = Counter(
 )
 emails = Counter(
     "lectern_worker_emails_total",
-    "Emails by outcome (sent, retried, deferred, failed).",
+    "Emails by outcome (sent, retried, deferred, quiet, failed).",
     ["outcome"],
     registry=registry,
 )

@@ -2,9 +2,13 @@
 
 A notification is a row of ``notifications`` plus a ``notification.new`` event on the
 recipient's ``user:{id}`` topic (through the outbox, in the same transaction) plus an email job
-(after the commit). Creating one is idempotent: the row's unique ``(user_id, kind,
-dedupe_key)`` turns a repeat into a no-op that emits nothing, and the key is derived from the
-cause (``submission:42``, ``announcement:7``, ``session:3``).
+(after the commit). Each channel follows the recipient's preference for the kind
+(``notification_prefs``, no row: on): with in-app off the row is still stored but ``hidden``
+(never listed, counted or put in a digest) and no ``notification.new`` is emitted, so the email
+channel and the idempotency of the cause still work; with email off no email job is enqueued.
+Creating one is idempotent: the row's unique ``(user_id, kind, dedupe_key)`` turns a repeat
+into a no-op that emits nothing, and the key is derived from the cause (``submission:42``,
+``announcement:7``, ``session:3``).
 
 Email jobs are enqueued after the transaction commits, so a process that dies in between would
 lose them; the jobs that create notifications therefore re-enqueue, on every delivery, the
@@ -34,7 +38,8 @@ from workers.context import WorkerContext
 from workers.jobs import PermanentError, enqueue, job
 from workers.outbox_write import emit_many
 
-#: The kinds of notification, each with its own email preference (``notification_prefs``).
+#: The kinds of notification, each with its own in-app and email preference
+#: (``notification_prefs``).
 KINDS: tuple[str, ...] = (
     "quiz.graded",
     "feedback.posted",
@@ -83,10 +88,12 @@ def notification_from_row(row: asyncpg.Record) -> NotificationOut:
 
 
 _INSERT = """
-INSERT INTO notifications (user_id, kind, dedupe_key, title, body, data)
-SELECT u, $2, $3, $4, $5, $6::jsonb FROM unnest($1::bigint[]) AS u
+INSERT INTO notifications (user_id, kind, dedupe_key, title, body, data, hidden)
+SELECT t.u, $2, $3, $4, $5, $6::jsonb, NOT coalesce(p.in_app, true)
+FROM unnest($1::bigint[]) AS t(u)
+LEFT JOIN notification_prefs p ON p.user_id = t.u AND p.kind = $2
 ON CONFLICT (user_id, kind, dedupe_key) DO NOTHING
-RETURNING id, user_id, kind, title, body, data::text AS data, created_at, read_at
+RETURNING id, user_id, kind, title, body, data::text AS data, created_at, read_at, hidden
 """
 
 
@@ -101,7 +108,9 @@ async def create_notifications(
     data: dict[str, Any] | None = None,
 ) -> list[int]:
     """Create one notification per user (skipping those that exist) with their
-    ``notification.new`` events; returns the new ids. Must run inside a transaction."""
+    ``notification.new`` events, except for recipients who turned the kind off in-app (their
+    row is stored hidden, without an event); returns the new ids, hidden ones included. Must
+    run inside a transaction."""
     if kind not in KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
     if not user_ids:
@@ -118,7 +127,11 @@ async def create_notifications(
     rows = sorted(rows, key=lambda r: r["id"])
     await emit_many(
         conn,
-        [(user_topic(r["user_id"]), "notification.new", notification_from_row(r)) for r in rows],
+        [
+            (user_topic(r["user_id"]), "notification.new", notification_from_row(r))
+            for r in rows
+            if not r["hidden"]
+        ],
     )
     return [r["id"] for r in rows]
 

@@ -17,6 +17,7 @@ import {
   toast,
   when,
 } from "./app.js";
+import { mountNotificationSettings } from "./notify-settings.js";
 
 const page = {
   me: null,
@@ -585,6 +586,7 @@ async function main() {
   page.cohort = pickCohort(page.me, ["staff"]);
   $("#who").textContent = page.me.display_name;
   wire();
+  attempt(() => mountNotificationSettings($("#notify-settings")));
   if (!page.cohort) {
     $("#load-error").textContent = "You do not teach a cohort yet.";
     return;

@@ -14,13 +14,19 @@ import {
   fill,
   follow,
   gateway,
+  loadSession,
   logout,
   pct,
   pickCohort,
+  refreshTokens,
   requireUser,
+  saveSession,
   toast,
   when,
 } from "./app.js";
+import { renderMarkdown } from "./markdown.js";
+import { mountNotificationSettings } from "./notify-settings.js";
+import { enqueue, startOfflineQueue, unreachable } from "./offline-queue.js";
 
 const page = {
   me: null,
@@ -36,6 +42,7 @@ const page = {
   sessions: new Map(),
   feedback: [], // newest first
   activity: { privacy: "initials", items: [] }, // the cohort feed, newest first
+  lessonId: null, // the lesson open in the reader
 };
 
 // -- loading --------------------------------------------------------------------------------
@@ -143,6 +150,9 @@ function onUserEvent(ev) {
       }
       break;
     }
+    case "enrollment.changed":
+      attempt(() => onEnrollment(d));
+      break;
     case "notification.new":
       if (!page.notifications.some((n) => n.id === d.id)) {
         page.notifications.unshift(d);
@@ -170,8 +180,7 @@ function onCohortEvent(ev) {
       }
       break;
     case "leaderboard.update":
-      page.board = { ...d, me: d.entries.find((e) => e.user_id === page.me.id) || null };
-      renderBoard();
+      onBoardUpdate(d);
       break;
     case "session.state":
       page.sessions.set(d.session.id, d.session);
@@ -179,6 +188,15 @@ function onCohortEvent(ev) {
       break;
     case "quiz.published":
       loadQuizzes();
+      break;
+    case "lesson.changed":
+      // Titles, order and the lesson list come with the progress snapshot; the open lesson
+      // is fetched again (or closed when deleted).
+      attempt(loadProgress);
+      if (d.lesson_id === page.lessonId) {
+        if (d.op === "deleted") closeLesson("This lesson was removed.");
+        else attempt(() => openLesson(d.lesson_id));
+      }
       break;
     case "activity":
       if (!page.activity.items.some((a) => a.id === d.id)) {
@@ -193,6 +211,25 @@ function onCohortEvent(ev) {
     default:
       break;
   }
+}
+
+// The event carries only the top entries: a student below them keeps their row (the rank
+// they had) at once, then the API gives their current rank. `boardSeq` drops a stale answer
+// when another update arrived while it was in flight.
+let boardSeq = 0;
+
+function onBoardUpdate(d) {
+  const seq = ++boardSeq;
+  const mine = d.entries.find((e) => e.user_id === page.me.id) || null;
+  page.board = { ...d, me: mine || (page.board && page.board.me) || null };
+  renderBoard();
+  if (mine) return;
+  attempt(async () => {
+    const fresh = await api(`/api/v1/cohorts/${page.cohort.id}/leaderboard?limit=1`);
+    if (seq !== boardSeq) return;
+    page.board = { ...page.board, me: fresh.me };
+    renderBoard();
+  });
 }
 
 // -- rendering ------------------------------------------------------------------------------
@@ -211,10 +248,16 @@ function renderProgress() {
       el(
         "li",
         { class: `lesson${l.completed ? " done" : ""}`, dataset: { id: l.lesson_id } },
-        el("span", { class: "title" }, l.title),
+        el(
+          "button",
+          { class: "link title open-lesson", onclick: () => attempt(() => openLesson(l.lesson_id)) },
+          l.title,
+        ),
         l.completed
           ? el("span", { class: "muted" }, "done")
-          : el(
+          : l.pending
+            ? el("span", { class: "muted pending" }, "saved offline")
+            : el(
               "button",
               { class: "small secondary complete", onclick: () => complete(l.lesson_id) },
               "Mark complete",
@@ -222,6 +265,7 @@ function renderProgress() {
       ),
     ),
   );
+  renderLessonActions();
 }
 
 function scoreText(s) {
@@ -366,7 +410,13 @@ function renderBoard() {
   );
   if (b.me && !b.entries.some((e) => e.user_id === page.me.id)) {
     rows.push(
-      el("tr", { class: "me" }, el("td", {}, b.me.rank), el("td", {}, "You"), el("td", {}, b.me.score)),
+      el(
+        "tr",
+        { class: "me", dataset: { user: page.me.id } },
+        el("td", {}, b.me.rank),
+        el("td", {}, "You"),
+        el("td", {}, b.me.score),
+      ),
     );
   }
   if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: 3, class: "muted" }, "No grades yet.")));
@@ -392,14 +442,104 @@ function renderSessions() {
   );
 }
 
+// -- the lesson reader ---------------------------------------------------------------------
+
+let lessonSeq = 0;
+
+/** Show lesson `id` (title and Markdown body); a newer call wins over a slower older one. */
+async function openLesson(id) {
+  const seq = ++lessonSeq;
+  const lesson = await api(`/api/v1/lessons/${id}`);
+  if (seq !== lessonSeq) return;
+  page.lessonId = lesson.id;
+  const card = $("#lesson");
+  card.dataset.id = String(lesson.id);
+  card.dataset.version = String(lesson.version);
+  $("#lesson-title").textContent = lesson.title;
+  const body = $("#lesson-body");
+  body.replaceChildren(renderMarkdown(lesson.body));
+  if (!lesson.body.trim()) body.append(el("p", { class: "muted" }, "This lesson has no text yet."));
+  renderLessonActions();
+}
+
+/** The reader's "Mark complete": only for an open lesson not done (nor queued offline). */
+function renderLessonActions() {
+  const id = page.lessonId;
+  const mark = id && page.progress && page.progress.lessons.find((l) => l.lesson_id === id);
+  fill(
+    $("#lesson-actions"),
+    mark && !mark.completed && !mark.pending
+      ? el("button", { class: "small complete", onclick: () => complete(id) }, "Mark complete")
+      : null,
+  );
+}
+
+function closeLesson(message) {
+  lessonSeq += 1;
+  page.lessonId = null;
+  const card = $("#lesson");
+  delete card.dataset.id;
+  $("#lesson-title").textContent = "Lesson";
+  fill($("#lesson-body"), message ? el("p", { class: "muted" }, message) : null);
+  renderLessonActions();
+}
+
+// -- enrollment -----------------------------------------------------------------------------
+
+/** Enrollment changed: take a token with the new claims, then the new /me. Losing this cohort
+ * says so and stops the page; any other change updates the cohort picker. */
+async function onEnrollment(d) {
+  await refreshTokens();
+  const me = await api("/api/v1/me");
+  saveSession({ ...loadSession(), me });
+  page.me = me;
+  if (!page.cohort) {
+    if (d.enrolled) location.reload(); // the first cohort: load the whole dashboard
+    return;
+  }
+  const still = me.cohorts.some((c) => c.id === page.cohort.id);
+  if (!still) {
+    $("#load-error").textContent =
+      `You are no longer enrolled in ${page.cohort.title}. Pick another cohort or ask your instructor.`;
+    document.querySelector("main").classList.add("hidden");
+  }
+  fill($("#cohort"), cohortPicker(me, ["member"], still ? page.cohort : null));
+}
+
 // -- actions --------------------------------------------------------------------------------
 
 async function complete(lessonId) {
+  if (!navigator.onLine) return completeOffline(lessonId);
   await attempt(async () => {
-    const state = await api(`/api/v1/lessons/${lessonId}/complete`, { method: "PUT" });
-    // The progress.update event updates every tab; this makes this one snappy.
-    onUserEvent({ event: "progress.update", data: state });
+    try {
+      const state = await api(`/api/v1/lessons/${lessonId}/complete`, { method: "PUT" });
+      // The progress.update event updates every tab; this makes this one snappy.
+      onUserEvent({ event: "progress.update", data: state });
+    } catch (err) {
+      if (!unreachable(err)) throw err;
+      await completeOffline(lessonId);
+    }
   });
+}
+
+// Offline: queue the completion (one key per lesson: completing is for good) and show it as
+// pending; the queue sends it when the browser is back online (offline-queue.js).
+async function completeOffline(lessonId) {
+  await enqueue({ type: "lesson.complete", key: `complete-${lessonId}`, lesson_id: lessonId });
+  const mark = page.progress && page.progress.lessons.find((l) => l.lesson_id === lessonId);
+  if (mark) mark.pending = true;
+  renderProgress();
+}
+
+function onSynced(results) {
+  for (const r of results) {
+    if (r.type !== "lesson.complete" || !page.progress) continue;
+    const mark = page.progress.lessons.find((l) => `complete-${l.lesson_id}` === r.key);
+    if (mark) mark.pending = false;
+    if (r.status === "rejected") toast(`Not saved: ${r.error}`);
+    else onUserEvent({ event: "progress.update", data: r.data });
+  }
+  if (page.progress) renderProgress();
 }
 
 async function markRead(id) {
@@ -517,11 +657,19 @@ async function main() {
   $("#read-all").addEventListener("click", () =>
     attempt(() => api("/api/v1/notifications/read-all", { method: "POST" })),
   );
+  $("#notification-settings").addEventListener("toggle", (e) => {
+    if (e.target.open) attempt(() => mountNotificationSettings($("#notify-settings")));
+  });
   if (!page.cohort) {
     $("#load-error").textContent = "You are not enrolled in a cohort yet.";
+    // Still listen: the first enrollment loads the dashboard.
+    const waiting = await gateway($("#conn"));
+    await follow(waiting, { [`user:${page.me.id}`]: onUserEvent }, async () => {}, "your account");
+    document.body.dataset.ready = "true";
     return;
   }
   fill($("#cohort"), cohortPicker(page.me, ["member"], page.cohort));
+  startOfflineQueue(page.me.id, onSynced);
   const client = await gateway($("#conn"));
   await follow(
     client,

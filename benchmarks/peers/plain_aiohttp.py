@@ -2,8 +2,9 @@
 
 ``GET /ws`` (``web.WebSocketResponse``) and ``GET /sse`` (``web.StreamResponse``) join the
 room; ``POST /broadcast`` with ``{"count": N, "size": bytes}`` sends N events to everyone,
-encoding each event once and awaiting every send in turn, then answers with what it did. The
-``"sent"`` time is taken once per event, before its fan-out, so latency includes the fan-out.
+encoding each event once and awaiting every send in turn, then answers with what it did.
+``GET /echo`` echoes every WebSocket message (``benchmarks.conformance``). The ``"sent"``
+time is taken once per event, before its fan-out, so latency includes the fan-out.
 Defaults everywhere (asyncio loop unless ``--uvloop``, listen backlog 128, no write limits).
 
     python -m benchmarks.peers.plain_aiohttp --port 8090
@@ -17,7 +18,7 @@ import json
 import resource
 import time
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 WS_CLIENTS = web.AppKey("ws_clients", set[web.WebSocketResponse])
 SSE_CLIENTS = web.AppKey("sse_clients", set[web.StreamResponse])
@@ -33,6 +34,18 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             pass
     finally:
         clients.discard(ws)
+    return ws
+
+
+async def echo_handler(request: web.Request) -> web.WebSocketResponse:
+    """Every text or binary message back as it came, with aiohttp's defaults."""
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            await ws.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await ws.send_bytes(msg.data)
     return ws
 
 
@@ -108,6 +121,7 @@ def make_app() -> web.Application:
     app[SSE_CLIENTS] = set()
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/sse", sse_handler)
+    app.router.add_get("/echo", echo_handler)
     app.router.add_post("/broadcast", broadcast_handler)
     app.router.add_get("/healthz", healthz)
     return app

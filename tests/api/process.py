@@ -30,6 +30,8 @@ class ApiProcess:
             DATABASE_URL=database_url,
             LECTERN_DEV_MODE="1",
             LECTERN_LOG_LEVEL="WARNING",
+            # No fixed ports: another stack on this machine may hold the defaults.
+            LECTERN_API_METRICS_PORT="0",
         )
         env.update({f"LECTERN_{k.upper()}": str(v) for k, v in settings.items()})
         self.proc = subprocess.Popen(

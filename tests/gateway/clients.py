@@ -216,7 +216,13 @@ class RawWs:
 
     @classmethod
     async def connect(
-        cls, port: int, query: str, *, protocols: str | None = None, rcvbuf: int | None = None
+        cls,
+        port: int,
+        query: str,
+        *,
+        protocols: str | None = None,
+        rcvbuf: int | None = None,
+        path: str = "/ws",
     ) -> RawWs:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -228,7 +234,7 @@ class RawWs:
         headers = ws_headers()
         if protocols:
             headers["Sec-WebSocket-Protocol"] = protocols
-        await loop.sock_sendall(sock, _request_bytes(f"/ws?{query}", headers, port))
+        await loop.sock_sendall(sock, _request_bytes(f"{path}?{query}", headers, port))
         buf = b""
         while b"\r\n\r\n" not in buf:
             chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), TIMEOUT)

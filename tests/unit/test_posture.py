@@ -51,3 +51,39 @@ def test_every_process_refuses_to_start_with_the_default_secret(module: str) -> 
     )
     assert done.returncode == 2
     assert "LECTERN_JWT_SECRET" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"LECTERN_WS_ECHO": "1", "LECTERN_JWT_SECRET": "k" * 32},
+        {"LECTERN_WS_ECHO": "1", "LECTERN_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----"},
+    ],
+)
+def test_the_echo_endpoint_is_refused_outside_dev_mode(env: dict[str, str]) -> None:
+    """/ws-echo takes no token: a strong secret or EdDSA keys do not make it acceptable."""
+    with pytest.raises(SettingsError) as err:
+        require_production_posture(load_settings(env))
+    assert "LECTERN_WS_ECHO" in str(err.value) and "DEV_MODE" in str(err.value)
+    require_production_posture(load_settings(env | {"LECTERN_DEV_MODE": "1"}))
+
+
+def test_the_gateway_refuses_to_start_with_the_echo_endpoint() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_")}
+    env |= {
+        "LECTERN_WS_ECHO": "1",
+        "LECTERN_JWT_SECRET": "k" * 32,
+        "LECTERN_LOG_LEVEL": "INFO",
+        "REDIS_URL": "redis://127.0.0.1:1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "LECTERN_WS_ECHO" in done.stdout + done.stderr

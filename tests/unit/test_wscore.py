@@ -164,6 +164,27 @@ def test_invalid_utf8_text_fails_with_1007() -> None:
     assert close_code(closing(out).frame) == CloseCode.INVALID_PAYLOAD
 
 
+def test_invalid_utf8_in_a_fragment_fails_at_that_fragment() -> None:
+    """Fail fast (RFC 6455 section 8.1, Autobahn 6.4.1/6.4.2): the fragment that makes a text
+    message invalid (here the code point 0x110000, out of range) fails the connection, before
+    the rest arrives; a character split across fragments is fine."""
+    c = core()
+    assert c.receive(masked(wsframe.OP_TEXT, "κό".encode() + b"\xcf", fin=False), 100.0) == ()
+    assert c.receive(masked(wsframe.OP_CONT, b"\x83", fin=False), 100.0) == ()
+    out = c.receive(masked(wsframe.OP_CONT, b"\xf4\x90\x80\x80", fin=False), 100.0)
+    assert kinds(out) == ["Reject", "Closing", "Disconnect"]
+    assert error_codes(out) == ["bad_frame"]
+    assert close_code(closing(out).frame) == CloseCode.INVALID_PAYLOAD
+    assert c.state == CLOSED and c.buffered() == 0
+    first = core().receive(masked(wsframe.OP_TEXT, b"\xff", fin=False), 100.0)
+    assert close_code(closing(first).frame) == CloseCode.INVALID_PAYLOAD
+    # A message that ends inside a character is invalid as a whole.
+    c = core()
+    c.receive(masked(wsframe.OP_TEXT, b'["x", "\xce', fin=False), 100.0)
+    out = c.receive(masked(wsframe.OP_CONT, b"", fin=True), 100.0)
+    assert close_code(closing(out).frame) == CloseCode.INVALID_PAYLOAD
+
+
 def test_wrong_encoding_and_bad_frames_are_rejected_not_closed() -> None:
     c = core()
     out = c.receive(masked(wsframe.OP_BINARY, msgspec.msgpack.encode({"type": "ping"})), 100.0)
@@ -217,8 +238,18 @@ def test_client_close_is_answered_and_the_socket_dropped() -> None:
     out = c.receive(masked(wsframe.OP_CLOSE, struct.pack("!H", 1000) + b"bye"), 100.0)
     assert kinds(out) == ["Closing", "Disconnect"]
     assert closing(out).code == close_code(closing(out).frame) == CloseCode.NORMAL
-    out = core().receive(masked(wsframe.OP_CLOSE, struct.pack("!H", 4000)), 100.0)
-    assert closing(out).code == CloseCode.GOING_AWAY
+
+
+def test_a_client_close_with_any_valid_code_is_answered_with_1000() -> None:
+    """Autobahn 7.7.3-7.7.13: the answer is 1000 or the peer's code, never another one (the
+    gateway used to answer 1001). The code the connection ended with is still counted as
+    1001, "the peer went away", so that the metric's label stays bounded."""
+    for code in (1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999):
+        frame = masked(wsframe.OP_CLOSE, struct.pack("!H", code) + b"why")
+        out = core().receive(frame, 100.0)
+        assert kinds(out) == ["Closing", "Disconnect"]
+        assert close_code(closing(out).frame) == CloseCode.NORMAL, code
+        assert closing(out).code == CloseCode.GOING_AWAY
 
 
 def test_malformed_client_close_is_a_protocol_error() -> None:
