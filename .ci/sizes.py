@@ -30,9 +30,7 @@ REASON = "Long because"
 KNOWN: frozenset[str] = frozenset(
     {
         "gateway/app.py",
-        "api/routes_feedback.py:post_feedback",
         "api/routes_quizzes.py",
-        "api/routes_quizzes.py:submit",
         "api/routes_sessions.py",
         "api/routes_sessions.py:session_state",
         "api/routes_sync.py:sync",
