@@ -32,8 +32,6 @@ KNOWN: frozenset[str] = frozenset(
         "gateway/app.py",
         "api/routes_quizzes.py",
         "api/routes_sessions.py",
-        "api/routes_sync.py:sync",
-        "api/sync_apply.py:apply",
         "workers/jobs.py",
     }
 )
