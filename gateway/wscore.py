@@ -278,45 +278,12 @@ class WsCore:
                 self._strike(now, out)
             return
         if opcode == wsframe.OP_CLOSE:
-            try:
-                code = wsframe.peer_close_code(payload)
-            except wsframe.ProtocolViolation as exc:
-                self._fail(exc.code, str(exc), out)
-                return
-            normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
-            # The answer is 1000 whatever the peer's code (RFC 6455 section 5.5.1 allows it or
-            # an echo; Autobahn 7.7.*): the handshake completed normally. The code counted
-            # (metrics) says whether the peer ended normally, and stays one of two values.
-            ended = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
-            self.state = CLOSED
-            out.append(Closing(ended, 0.0, _close_frame(CloseCode.NORMAL, None)))
-            out.append(Disconnect())
+            self._peer_close(payload, out)
             return
-        frag = self.frag
         if opcode == wsframe.OP_CONT:
-            if frag is None:
-                self._fail(CloseCode.PROTOCOL_ERROR, "unexpected continuation", out)
-                return
-            frag.parts.append(payload)
-            frag.size += len(payload)
-            limits = self.limits
-            if frag.size > limits.max_message_bytes:
-                out.append(_error(ErrorCode.TOO_BIG, "message larger than the limit"))
-                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
-                return
-            if len(frag.parts) > limits.max_fragments:
-                n = limits.max_fragments
-                out.append(_error(ErrorCode.TOO_BIG, f"message in more than {n} fragments"))
-                self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", out)
-                return
-            if not self._valid_text(frag, payload, fin, out):
-                return
-            if not fin:
-                return
-            self.frag = None
-            self._message(frag.binary, b"".join(frag.parts), now, out)
+            self._continuation(fin, payload, now, out)
             return
-        if frag is not None:
+        if self.frag is not None:
             self._fail(CloseCode.PROTOCOL_ERROR, "interleaved message", out)
             return
         if not fin:
@@ -325,6 +292,47 @@ class WsCore:
                 self.frag = frag
             return
         self._message(opcode == wsframe.OP_BINARY, payload, now, out)
+
+    def _peer_close(self, payload: bytes, out: list[Output]) -> None:
+        """The peer's close frame: answer it (or fail on a malformed one) and disconnect."""
+        try:
+            code = wsframe.peer_close_code(payload)
+        except wsframe.ProtocolViolation as exc:
+            self._fail(exc.code, str(exc), out)
+            return
+        normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
+        # The answer is 1000 whatever the peer's code (RFC 6455 section 5.5.1 allows it or
+        # an echo; Autobahn 7.7.*): the handshake completed normally. The code counted
+        # (metrics) says whether the peer ended normally, and stays one of two values.
+        ended = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
+        self.state = CLOSED
+        out.append(Closing(ended, 0.0, _close_frame(CloseCode.NORMAL, None)))
+        out.append(Disconnect())
+
+    def _continuation(self, fin: bool, payload: bytes, now: float, out: list[Output]) -> None:
+        """A continuation frame: add it to the message in progress, within the limits."""
+        frag = self.frag
+        if frag is None:
+            self._fail(CloseCode.PROTOCOL_ERROR, "unexpected continuation", out)
+            return
+        frag.parts.append(payload)
+        frag.size += len(payload)
+        limits = self.limits
+        if frag.size > limits.max_message_bytes:
+            out.append(_error(ErrorCode.TOO_BIG, "message larger than the limit"))
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
+            return
+        if len(frag.parts) > limits.max_fragments:
+            n = limits.max_fragments
+            out.append(_error(ErrorCode.TOO_BIG, f"message in more than {n} fragments"))
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", out)
+            return
+        if not self._valid_text(frag, payload, fin, out):
+            return
+        if not fin:
+            return
+        self.frag = None
+        self._message(frag.binary, b"".join(frag.parts), now, out)
 
     def _valid_text(self, frag: _Fragments, payload: bytes, fin: bool, out: list[Output]) -> bool:
         """Whether a fragment keeps a text message valid UTF-8 so far (the whole of it when
