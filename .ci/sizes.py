@@ -32,7 +32,6 @@ KNOWN: frozenset[str] = frozenset(
         "gateway/app.py",
         "api/routes_quizzes.py",
         "api/routes_sessions.py",
-        "workers/jobs.py",
     }
 )
 

@@ -17,7 +17,8 @@ import asyncpg
 from config import keys, redisconn
 from workers import metrics
 from workers.context import WorkerContext
-from workers.jobs import JOB_HANDLERS, load_handlers
+from workers.job_runner import load_handlers
+from workers.jobs import JOB_HANDLERS
 
 log = logging.getLogger("lectern.workers.backlog")
 

@@ -9,7 +9,7 @@ from workers.attendance import run_presence
 from workers.backlog import run_backlog_gauges
 from workers.command_consumer import run_commands
 from workers.context import WorkerContext
-from workers.jobs import run_jobs
+from workers.job_runner import run_jobs
 from workers.live_flush import run_live_flusher
 from workers.outbox_relay import run_outbox_relay
 from workers.scheduler import run_scheduler

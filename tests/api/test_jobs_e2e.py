@@ -1,4 +1,4 @@
-"""The API's background work through the real job runner (workers.jobs.run_jobs): a CSV
+"""The API's background work through the real job runner (workers.job_runner.run_jobs): a CSV
 import and the debounced staff aggregates, from HTTP request to outbox row."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import workers.csv_import
 import workers.staff_progress  # registers the staff_progress queue
 from tests.api.conftest import Api
 from workers.context import WorkerContext
-from workers.jobs import run_jobs
+from workers.job_runner import run_jobs
 from workers.progress import STAFF_PROGRESS_QUEUE
 
 

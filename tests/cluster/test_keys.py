@@ -25,7 +25,7 @@ from config.settings import Settings, load_settings
 from gateway.bus import BusReader
 from gateway.hub import Hub
 from gateway.publish import Publisher
-from workers import attendance, jobs, live_state
+from workers import attendance, job_runner, jobs, live_state
 from workers.context import WorkerContext
 from workers.live_rules import LiveTimings
 
@@ -74,7 +74,8 @@ def test_every_script_and_transaction_is_covered() -> None:
         "api/login_limits.py": 2,  # test_api_transactions
         "api/cache.py": 1,  # test_api_transactions
         "workers/leaderboard.py": 1,  # one key: DEL + ZADD of the board (test_single_key_multi)
-        "workers/jobs.py": 3,  # test_job_scripts_and_transactions
+        "workers/jobs.py": 1,  # test_job_scripts_and_transactions
+        "workers/job_runner.py": 2,  # test_job_scripts_and_transactions
         "workers/live_state.py": 4,  # test_live_room_scripts
         "workers/attendance.py": 4,  # test_attendance_scripts
     }
@@ -156,9 +157,9 @@ async def test_job_scripts_and_transactions(ctx: WorkerContext, rc: aioredis.Red
     q1, q2 = "c1" + uuid.uuid4().hex[:6], "c2" + uuid.uuid4().hex[:6]
     await jobs.enqueue(rc, q1, {"n": 1})
     assert await jobs.schedule(rc, q2, {"n": 2}, delay_ms=0)
-    runner = jobs.JobRunner(ctx, [q1, q2], concurrency=4)
+    runner = job_runner.JobRunner(ctx, [q1, q2], concurrency=4)
     for stream in runner.streams:
-        await jobs.ensure_group(rc, stream)
+        await job_runner.ensure_group(rc, stream)
     assert await runner.move_due() == 1
     resp: Any = await rc.xreadgroup(
         keys.WORKER_GROUP, "t", dict.fromkeys(runner.streams, ">"), count=10
@@ -166,12 +167,12 @@ async def test_job_scripts_and_transactions(ctx: WorkerContext, rc: aioredis.Red
     assert sorted(s.decode() for s, _ in resp) == sorted(runner.streams)
     stream, batch = resp[0]
     queue = runner.streams[stream.decode()]
-    retry = jobs._entry(queue, batch[0][0], batch[0][1])
+    retry = job_runner._entry(queue, batch[0][0], batch[0][1])
     await runner._settle(retry, "retry", "later", 1, delay_ms=60_000)
     assert await rc.zcard(keys.job_delayed_key(queue)) == 1
     stream, batch = resp[1]
     queue = runner.streams[stream.decode()]
-    dead = jobs._entry(queue, batch[0][0], batch[0][1])
+    dead = job_runner._entry(queue, batch[0][0], batch[0][1])
     await runner._settle(dead, "dead", "boom", 3)
     assert await rc.xlen(keys.dead_letter_stream(queue)) == 1
     assert await jobs.replay_dead_letters(rc, queue) == 1

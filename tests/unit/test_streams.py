@@ -112,8 +112,8 @@ def test_publish_script_writes_bus_entry_fields() -> None:
 
 
 def test_retry_mover_writes_job_entry_fields() -> None:
-    assert _lua_xadd_fields(jobs._MOVER_LUA, "KEYS[2]") == streams.JOB.names
-    member = jobs._delayed_member(b'{"x":1}', 2, "k")
+    assert _lua_xadd_fields(jobs.MOVER_LUA, "KEYS[2]") == streams.JOB.names
+    member = jobs.delayed_member(b'{"x":1}', 2, "k")
     assert member == b'{"k":"k","a":"2","p":"{\\"x\\":1}"}'
 
 

@@ -271,7 +271,7 @@ async def listening(
 def classroom_workers(settings: Settings, smtp_url: str, **kw: Any) -> Workers:
     """The job runner and the outbox relay, with fast timers, on ``settings``' Redis and
     PostgreSQL (e.g. the API's under test)."""
-    from workers.jobs import run_jobs
+    from workers.job_runner import run_jobs
     from workers.outbox_relay import run_outbox_relay
 
     fast = worker_settings(settings.redis_url, settings.database_url, smtp_url, **kw)

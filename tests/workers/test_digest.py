@@ -12,7 +12,7 @@ from config.servers import SmtpCatcher
 from config.settings import Settings
 from tests.workers.helpers import Workers, eventually, make_user, parts, received_by, steady
 from tests.workers.helpers import user_email as email_of
-from workers import digest, jobs
+from workers import digest, job_runner, jobs
 from workers.context import WorkerContext
 from workers.notify import create_notifications
 from workers.scheduler import run_scheduler
@@ -38,7 +38,7 @@ async def test_email_in_quiet_hours_is_sent_when_the_window_ends(
 ) -> None:
     """Quiet until ``end``: the job is scheduled for ``end`` (repeats coalesce into that one
     entry), nothing is sent before it, and exactly one message is sent after it."""
-    async with Workers(wsettings, lambda ctx: jobs.run_jobs(ctx, queues=["email"])) as w:
+    async with Workers(wsettings, lambda ctx: job_runner.run_jobs(ctx, queues=["email"])) as w:
         assert w.ctx.db is not None
         user = await make_user(w.ctx.db)
         address = await email_of(w.ctx.db, user)
@@ -71,7 +71,7 @@ async def test_daily_digest_lists_unread_in_app_notifications_once_a_day(
     """The scheduler enqueues the digest of the opted-in user (due since 00:00 local): one email
     with the unread notifications shown in-app, none for a user who did not opt in, and no
     second one however often the job comes again."""
-    async with Workers(wsettings, run_scheduler, jobs.run_jobs) as w:
+    async with Workers(wsettings, run_scheduler, job_runner.run_jobs) as w:
         db = w.ctx.db
         assert db is not None
         reader, other = await make_user(db, name="Reader <R>"), await make_user(db)

@@ -21,7 +21,7 @@ from tests.workers.helpers import (
     steady,
     user_email,
 )
-from workers import jobs, metrics
+from workers import job_runner, jobs, metrics
 from workers.context import WorkerContext
 from workers.email import SmtpTlsRequired, _Connection, message_id, parse_smtp_url, render
 from workers.notify import create_notifications
@@ -54,7 +54,7 @@ async def sent(ctx: WorkerContext, notification: int) -> bool:
 
 
 def email_runner(ctx: WorkerContext) -> Any:
-    return jobs.run_jobs(ctx, queues=["email"])
+    return job_runner.run_jobs(ctx, queues=["email"])
 
 
 async def test_email_content_reaches_the_smtp_server(

@@ -25,7 +25,7 @@ from tests.workers.helpers import (
     steady,
     user_email,
 )
-from workers import jobs, leaderboard
+from workers import job_runner, jobs, leaderboard
 from workers.context import WorkerContext
 from workers.outbox_relay import run_outbox_relay
 
@@ -66,13 +66,13 @@ async def test_killed_worker_and_duplicate_job_give_one_grade_and_one_email(
         quiz = await make_quiz(db, cohort)
         submission = await make_submission(db, quiz, student, RIGHT_TWO)
         stream = keys.job_stream("grade")
-        await jobs.ensure_group(w.ctx.redis, stream)
+        await job_runner.ensure_group(w.ctx.redis, stream)
         entry = await jobs.enqueue(w.ctx.redis, "grade", {"submission_id": submission})
         # The process that dies: it takes every undelivered entry, ours included.
         got: Any = await w.ctx.redis.xreadgroup(keys.WORKER_GROUP, "dies", {stream: ">"}, 10_000)
         assert entry.encode() in [eid for eid, _ in got[0][1]]
         await jobs.enqueue(w.ctx.redis, "grade", {"submission_id": submission})
-        w.start(jobs.run_jobs, run_outbox_relay)
+        w.start(job_runner.run_jobs, run_outbox_relay)
 
         row = await eventually(lambda: graded(w.ctx, submission))
         assert (float(row["score"]), float(row["max_score"])) == (2.0, 3.0)
@@ -112,7 +112,7 @@ async def test_leaderboard_updates_are_throttled_and_the_last_one_is_kept(
     """Three changes in a burst: one update at once, one trailing update at the end of the
     window carrying the final board; nothing more."""
     monkeypatch.setattr(leaderboard, "INTERVAL_S", 0.4)
-    runner = lambda ctx: jobs.run_jobs(ctx, queues=["leaderboard"])  # noqa: E731
+    runner = lambda ctx: job_runner.run_jobs(ctx, queues=["leaderboard"])  # noqa: E731
     async with Workers(wsettings, runner) as w:
         db = w.ctx.db
         assert db is not None

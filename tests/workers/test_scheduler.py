@@ -23,7 +23,7 @@ from tests.workers.helpers import (
     steady,
     user_email,
 )
-from workers import jobs, scheduler
+from workers import job_runner, scheduler
 from workers.context import WorkerContext
 from workers.grade import sweep_pending
 from workers.outbox_relay import run_outbox_relay
@@ -68,7 +68,7 @@ async def test_session_reminder_reaches_every_member_once(
             now + timedelta(minutes=5),
             now + timedelta(hours=3),
         )
-        w.start(scheduler.run_scheduler, jobs.run_jobs, run_outbox_relay)
+        w.start(scheduler.run_scheduler, job_runner.run_jobs, run_outbox_relay)
         for member in members:
             address = await user_email(db, member)
             await eventually(lambda a=address: received_by(smtp, a))
@@ -112,7 +112,7 @@ async def test_lost_grading_job_is_swept_once(wsettings: Settings) -> None:
             "UPDATE quiz_submissions SET submitted_at = now() - interval '2 minutes' WHERE id = $1",
             sid,
         )
-        w.start(jobs.run_jobs)
+        w.start(job_runner.run_jobs)
         assert await sweep_pending(w.ctx) >= 1
         await eventually(
             lambda: db.fetchval("SELECT status = 'graded' FROM quiz_submissions WHERE id = $1", sid)
