@@ -7,6 +7,8 @@ at 100 % issues the certificate. Each newly unlocked milestone creates one notif
 ``certificate.milestone``, dedupe key ``{cohort}:{milestone}``), so it reaches the bell once.
 Milestones are never taken back: a lesson added later lowers the percentage, not what was
 earned; one deleted may complete a milestone, which the student's next completion unlocks.
+After the commit, :func:`send_emails` queues the emails of those notifications (per the
+student's email preference); it may run any number of times, as only unsent ones are queued.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
+import redis.asyncio as aioredis
 
-from workers.notify import create_notifications
+from workers import notify
 
 MILESTONES = (25, 50, 75, 100)
 NOTIFICATION_KIND = "certificate.milestone"
@@ -75,7 +78,7 @@ async def unlock(
                 user_id,
                 cohort_id,
             )
-        await create_notifications(
+        await notify.create_notifications(
             conn,
             [user_id],
             kind=NOTIFICATION_KIND,
@@ -112,3 +115,16 @@ async def progress_of(
         milestones=[Milestone(m, m in unlocked, unlocked.get(m)) for m in MILESTONES],
         certificate=Certificate(**dict(cert)) if cert else None,
     )
+
+
+async def send_emails(
+    db: asyncpg.Pool | asyncpg.Connection, redis: aioredis.Redis, user_id: int, cohort_id: int
+) -> int:
+    """Queue the email of every milestone notification of the student in the cohort that has
+    none sent yet (after the completion committed); returns how many were queued."""
+    queued = 0
+    for m in MILESTONES:
+        queued += await notify.enqueue_emails(
+            db, redis, [user_id], kind=NOTIFICATION_KIND, dedupe_key=f"{cohort_id}:{m}"
+        )
+    return queued

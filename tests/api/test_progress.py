@@ -7,6 +7,7 @@ import json
 from config import keys
 from gateway.publish import Publisher
 from tests.api.conftest import Api, User
+from workers import certificates
 from workers.certificates import reached
 from workers.context import WorkerContext
 from workers.progress import STAFF_PROGRESS_QUEUE
@@ -161,6 +162,16 @@ async def test_certificate_progress_keeps_what_was_earned(api: Api, cohort: int)
         student.id,
     )
     assert [int(r["m"]) for r in kinds] == [25, 50, 75, 100]
+    # Their emails: queued while unsent (any number of times), none once email is off.
+    assert await certificates.send_emails(api.db, api.redis, student.id, cohort) == 4
+    status, _, _ = await api.request(
+        "PUT",
+        "/api/v1/me/notification-prefs",
+        student,
+        json={"prefs": [{"kind": "certificate.milestone", "email": False}]},
+    )
+    assert status == 200
+    assert await certificates.send_emails(api.db, api.redis, student.id, cohort) == 0
     # Members only.
     outsider = await api.user()
     assert (await api.request("GET", path, outsider))[0] == 403
