@@ -38,6 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/bandit -c pyproject.toml -q -r gateway api workers config
+	$(PY) .ci/sizes.py
 	$(PY) .ci/audit.py
 
 format: $(STAMP)

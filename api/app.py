@@ -146,13 +146,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         OSError,
     ) as exc:
         backend = "network" if isinstance(exc, OSError) else "redis"
-        metrics.backend_errors.labels(backend).inc()
-        log.warning(
-            "backing service unavailable",
-            extra={"request_id": request.get(REQUEST_ID), "error": repr(exc)},
-        )
-        exc503 = errors.unavailable()
-        return error_response(503, exc503.code, exc503.message, None, exc503.headers)
+        return _unavailable(request, backend, "backing service unavailable", exc)
     except (
         asyncpg.exceptions.CharacterNotInRepertoireError,
         asyncpg.exceptions.UntranslatableCharacterError,
@@ -173,13 +167,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         # cannot take it now: the client retries after Retry-After. A connection lost during
         # COMMIT leaves the outcome unknown, which is why writes that matter carry keys
         # (a quiz attempt's number, an invite's token) that make the retry safe.
-        log.warning(
-            "database unavailable",
-            extra={"request_id": request.get(REQUEST_ID), "error": repr(exc)},
-        )
-        metrics.backend_errors.labels("postgres").inc()
-        exc503 = errors.unavailable()
-        return error_response(503, exc503.code, exc503.message, None, exc503.headers)
+        return _unavailable(request, "postgres", "database unavailable", exc)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -188,6 +176,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             extra={"request_id": request.get(REQUEST_ID), "path": request.path},
         )
         return error_response(500, "internal", "internal server error")
+
+
+def _unavailable(request: web.Request, backend: str, message: str, exc: Exception) -> web.Response:
+    """503 with Retry-After for a backing service that failed under the request (counted)."""
+    metrics.backend_errors.labels(backend).inc()
+    log.warning(message, extra={"request_id": request.get(REQUEST_ID), "error": repr(exc)})
+    exc503 = errors.unavailable()
+    return error_response(503, exc503.code, exc503.message, None, exc503.headers)
 
 
 async def healthz(request: web.Request) -> web.Response:

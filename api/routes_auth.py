@@ -416,6 +416,10 @@ async def register(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    """Register this module's routes with their OpenAPI descriptions.
+
+    Long because a route table reads best as one list.
+    """
     r = Routes(app, "auth")
     r.post(
         "/api/v1/auth/login",

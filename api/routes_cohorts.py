@@ -351,6 +351,10 @@ async def get_import(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    """Register this module's routes with their OpenAPI descriptions.
+
+    Long because a route table reads best as one list.
+    """
     r = Routes(app, "cohorts")
     r.post(
         "/api/v1/cohorts",

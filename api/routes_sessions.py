@@ -501,6 +501,10 @@ async def attendance_csv(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    """Register this module's routes with their OpenAPI descriptions.
+
+    Long because a route table reads best as one list.
+    """
     r = Routes(app, tag="sessions")
     r.post(
         "/api/v1/cohorts/{id}/sessions",

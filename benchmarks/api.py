@@ -13,7 +13,10 @@ Starts a private stack (benchmarks.stack) or uses the one `make run` runs, creat
   WebSocket, open loop at ``--feedback-rate`` (default 50/s), p99 target 500 ms;
 * ``command_reply``: ``qa.ask`` sent over WebSocket -> its reply, and -> the room event received
   by every other member, with ``--room`` (default 2,000) connections in the room (listeners run
-  in separate processes); ``room_event`` holds the second figure.
+  in separate processes); ``room_event`` holds the second figure;
+* ``live_quiz_results``: a live quiz of ``--quiz-questions`` questions in the same room; per
+  member and question, the question's deadline (the server closes it, nobody acting) ->
+  ``quiz.results`` at that member, p99 target 50 ms (:mod:`benchmarks.live_quiz`).
 
 Open-loop latencies are measured from each request's scheduled start, so a stall is not hidden
 by the requests it delayed. Prints one JSON object; stops everything it started.
@@ -35,6 +38,7 @@ import aiohttp
 import asyncpg
 
 from benchmarks import stack as stacks
+from benchmarks.live_quiz import live_quiz_results
 from benchmarks.loadproto import WSParser, build_request, parse_response_head, percentile, ws_key
 from config.settings import load_settings
 from gateway.auth import issue_access_token
@@ -351,6 +355,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["feedback_e2e"] = await feedback_e2e(stack, fixture, tokens, http, args)
         _progress("command_reply")
         results["command_reply"] = await command_reply(stack, fixture, tokens, args.room, args.asks)
+        _progress("live_quiz_results")
+        results["live_quiz_results"] = await live_quiz_results(
+            stack, fixture, tokens, args.room, args.quiz_questions, summary
+        )
     finally:
         if not args.use_running:
             stack.stop()
@@ -549,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logins", type=int, default=100)
     parser.add_argument("--room", type=int, default=2000)
     parser.add_argument("--asks", type=int, default=100)
+    parser.add_argument("--quiz-questions", type=int, default=10)
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=None if args.json else 2))

@@ -154,26 +154,8 @@ def read_stack_file(data_dir: str = ".lectern") -> dict[str, Any] | None:
     return info
 
 
-async def _children(settings: Settings, env: dict[str, str], credentials: dict[str, Any]) -> int:
-    py = sys.executable
-    commands = {
-        "gateway": [py, "-m", "gateway"],
-        "api": [py, "-m", "api"],
-        "workers": [py, "-m", "workers"],
-    }
-    procs: dict[str, asyncio.subprocess.Process] = {}
-    pumps = []
-    for role, cmd in commands.items():
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-        procs[role] = proc
-        assert proc.stdout is not None
-        pumps.append(asyncio.create_task(_pump(role, proc.stdout)))
+def _announce(settings: Settings, credentials: dict[str, Any]) -> None:
+    """Print where everything listens and the demo accounts."""
     host = settings.host
     say("stack", "")
     say(
@@ -201,6 +183,29 @@ async def _children(settings: Settings, env: dict[str, str], credentials: dict[s
         'token      POST /api/v1/auth/login {"email","password"} -> access_token; '
         "or: .venv/bin/python -m api token --user ID",
     )
+
+
+async def _children(settings: Settings, env: dict[str, str], credentials: dict[str, Any]) -> int:
+    py = sys.executable
+    commands = {
+        "gateway": [py, "-m", "gateway"],
+        "api": [py, "-m", "api"],
+        "workers": [py, "-m", "workers"],
+    }
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    pumps = []
+    for role, cmd in commands.items():
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        procs[role] = proc
+        assert proc.stdout is not None
+        pumps.append(asyncio.create_task(_pump(role, proc.stdout)))
+    _announce(settings, credentials)
     say("stack", "Ctrl-C stops everything.")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -86,6 +86,10 @@ class Command(msgspec.Struct, frozen=True, gc=False, rename={"gateway": "gw", "t
     staff: bool
     data: dict[str, Any]
     ts_ms: int
+    #: The command's entry ID in ``rt:cmd``, filled in by the consumer when it reads the entry
+    #: (Redis assigns it; the gateway writes it empty). The same on every redelivery, so it is
+    #: the idempotency key of the command's effects (workers/live_once.py).
+    id: str = ""
 
     @property
     def cohort(self) -> str:

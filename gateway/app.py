@@ -574,5 +574,5 @@ async def shutdown_connections(app: web.Application) -> None:
     deadline = time.monotonic() + app[SETTINGS].shutdown_timeout_s
     while hub.pending_flush() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    for conn in list(hub._closing):
+    for conn in list(hub.registry.closing):
         conn.abort()

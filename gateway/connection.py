@@ -73,7 +73,7 @@ class Conn(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, hence the cast.
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
-        transport.set_write_buffer_limits(high=self.hub.settings.out_buffer_limit_bytes)
+        transport.set_write_buffer_limits(high=self.hub.out_buffer_limit)
         self.hub.register(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -157,7 +157,7 @@ class Conn(asyncio.Protocol):
         """Write ``parts`` (``step`` parts per event) with one call when they fit under the
         buffer limit; otherwise in groups that fit, so that the buffer passes the limit by at
         most one event before :meth:`pause_writing` closes the connection and drops the rest."""
-        limit = self.hub.settings.out_buffer_limit_bytes
+        limit = self.hub.out_buffer_limit
         total = sum(map(len, parts))
         Hot.bytes_sent += total
         if t.get_write_buffer_size() + total <= limit:

@@ -16,6 +16,13 @@ Guarantees:
   reads on from there (``dispatched``: the newest event ID dispatched per topic).
 * **Bounded.** At most ``concurrency`` reads hit Redis at once per process; the rest wait.
   A waiter that goes away (its connection closed) does not cancel the read others share.
+* **Resume without gap or duplicate** (:func:`replay`). A subscription with a cursor is
+  registered *before* its history is read; live events that arrive during the read are held
+  for that connection and topic, then written after the replayed ones, minus those the replay
+  already covered; events the history read saw before the bus did are dropped when the bus
+  brings them. A cursor older than the topic's floor (trimmed history) gets a ``reset`` instead.
+* **No silence after a bus loss** (:func:`recover`): every locally subscribed topic is read
+  again from history, or its subscribers get ``reset``.
 """
 
 from __future__ import annotations
@@ -27,8 +34,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from config import keys
+from config import keys, redisconn
 from gateway import metrics, protocol
+from gateway.connection import Conn
+from gateway.fanout import FanOut
+from gateway.protocol import CloseCode, ErrorCode
 from gateway.record import Record
 
 log = logging.getLogger("lectern.gateway.history")
@@ -106,6 +116,87 @@ class HistoryReader:
                 if len(entries) < self._page:
                     return recs, False
                 last = recs[-1].id
+
+    async def tail(self, topic: str) -> str:
+        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
+        key = keys.history_key(topic, self._shards)
+        last: Any = await self._redis.xrevrange(key, count=1)
+        return last[0][0].decode() if last else protocol.EMPTY_CURSOR
+
+    async def holds(self, topic: str, event_id: str) -> bool:
+        """Whether ``topic``'s history still holds ``event_id``."""
+        key = keys.history_key(topic, self._shards)
+        return bool(await self._redis.xrange(key, min=event_id, max=event_id, count=1))
+
+
+async def replay(
+    reader: HistoryReader, conn: Conn, topic: str, cursor: str, ref: str | None, quiet: bool
+) -> None:
+    """Write ``topic``'s events after ``cursor`` to ``conn`` (subscribed already, its live
+    events held meanwhile), or ``reset``; ``quiet`` skips the ``subscribed`` ack."""
+    try:
+        recs, reset = await reader.read(topic, cursor)
+    except redisconn.ERRORS:
+        if not conn.closed:
+            conn.send(
+                protocol.Error(ErrorCode.UNAVAILABLE.value, "history unavailable", ref, topic)
+            )
+            conn.close(CloseCode.SERVER_RESTART, "history unavailable, reconnect")
+        return
+    if conn.closed or topic not in conn.topics:
+        return
+    if reset:
+        metrics.resumes.labels("reset").inc()
+        # Later SSE cursors carry the position of the reset, so that a reconnect resumes
+        # from there: not the stale one (another reset), nor an empty slot (which starts
+        # live and silently skips what is published while the client is away).
+        try:
+            position = await reader.tail(topic)
+        except redisconn.ERRORS:
+            position = cursor  # another reset on reconnect, never a gap
+        if conn.closed or topic not in conn.topics:
+            return
+        conn.topics[topic] = position
+        conn.send(protocol.Reset(topic))
+        if not quiet:
+            # The sub's ref still gets its answer; the reset says what it means.
+            conn.send(protocol.Subscribed(topic, ref, 0))
+        conn.deliver_replayed(topic, [], position)
+    else:
+        metrics.resumes.labels("recovered").inc()
+        if not quiet:
+            conn.send(protocol.Subscribed(topic, ref, len(recs)))
+        conn.deliver_replayed(topic, recs, cursor)
+
+
+async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:
+    """After losing the bus: replay every locally subscribed topic from its history.
+
+    Topics that had dispatched nothing yet resume from ``since_ms`` (the last bus position);
+    a topic whose history no longer reaches back, or no longer holds the last event
+    delivered (lost in a failover), gets ``reset`` on every subscriber, never silence.
+    """
+    for topic in list(fanout.topics):
+        last = fanout.last_ids.get(topic)
+        after = last or f"{since_ms}-0"
+        recs, reset = await reader.read(topic, after)
+        if reset and last is not None:
+            for conn in list(fanout.topics.get(topic, ())):
+                conn.send(protocol.Reset(topic, "gateway_fell_behind"))
+        elif last is not None and not await reader.holds(topic, last):
+            # The last event delivered here is gone from the history without having been
+            # trimmed: a Redis failover lost it (asynchronous replication) or a Redis without
+            # persistence restarted. The subscribers saw an event that no longer exists, and
+            # the new IDs may not be newer than it: reset them, and accept any ID from now.
+            metrics.bus_errors.inc()
+            log.warning("event %s of %s lost from its history; resetting", last, topic)
+            fanout.last_ids.pop(topic, None)
+            for conn in list(fanout.topics.get(topic, ())):
+                conn.send(protocol.Reset(topic, "history_lost"))
+            if recs:
+                fanout.dispatch(recs)
+        elif recs:
+            fanout.dispatch(recs)
 
 
 def _behind(cursor: str, floor: str) -> bool:

@@ -14,7 +14,8 @@ Guarantees:
   ``max_message_bytes``; a fragmented message holds at most ``max_message_bytes`` in at most
   ``max_fragments`` frames. Past either: ``too_big`` and close 1009. Work is O(1) per
   fragment and linear in the bytes received (a frame trickling in byte by byte is not
-  re-parsed per byte).
+  re-parsed per byte). Text that is not UTF-8 fails with 1007, a fragmented message at the
+  fragment that breaks it.
 * **Control frames.** A ping is answered with a pong, also between fragments. Any bytes from
   the peer prove it alive: :meth:`heartbeat` closes with 4004 after ``missed_pongs`` pings in a
   row went unanswered.
@@ -30,6 +31,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 
 import msgspec
@@ -113,19 +115,23 @@ class Disconnect(msgspec.Struct, gc=False):
 Output = Message | Reject | Send | Closing | Disconnect
 
 _NOTHING: Sequence[Output] = ()
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _PING: Sequence[Output] = (Send(wsframe.PING_FRAME),)
 
 
 class _Fragments:
     """A fragmented message being reassembled: a running total and a count, so that each
-    fragment costs O(1) and empty ones are bounded too."""
+    fragment costs O(1) and empty ones are bounded too. A text message's UTF-8 is checked
+    fragment by fragment (``text``), so that the fragment that breaks it fails the connection
+    (RFC 6455 section 8.1: fail fast; Autobahn 6.4.1, 6.4.2) before the rest is buffered."""
 
-    __slots__ = ("binary", "parts", "size")
+    __slots__ = ("binary", "parts", "size", "text")
 
     def __init__(self, binary: bool, first: bytes) -> None:
         self.binary = binary
         self.parts = [first]
         self.size = len(first)
+        self.text = None if binary else _utf8_decoder()
 
 
 class WsCore:
@@ -272,49 +278,79 @@ class WsCore:
                 self._strike(now, out)
             return
         if opcode == wsframe.OP_CLOSE:
-            try:
-                code = wsframe.peer_close_code(payload)
-            except wsframe.ProtocolViolation as exc:
-                self._fail(exc.code, str(exc), out)
-                return
-            normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
-            # The answer is 1000 whatever the peer's code (RFC 6455 section 5.5.1 allows it or
-            # an echo; Autobahn 7.7.*): the handshake completed normally. The code counted
-            # (metrics) says whether the peer ended normally, and stays one of two values.
-            ended = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
-            self.state = CLOSED
-            out.append(Closing(ended, 0.0, _close_frame(CloseCode.NORMAL, None)))
-            out.append(Disconnect())
+            self._peer_close(payload, out)
             return
-        frag = self.frag
         if opcode == wsframe.OP_CONT:
-            if frag is None:
-                self._fail(CloseCode.PROTOCOL_ERROR, "unexpected continuation", out)
-                return
-            frag.parts.append(payload)
-            frag.size += len(payload)
-            limits = self.limits
-            if frag.size > limits.max_message_bytes:
-                out.append(_error(ErrorCode.TOO_BIG, "message larger than the limit"))
-                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
-                return
-            if len(frag.parts) > limits.max_fragments:
-                n = limits.max_fragments
-                out.append(_error(ErrorCode.TOO_BIG, f"message in more than {n} fragments"))
-                self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", out)
-                return
-            if not fin:
-                return
-            self.frag = None
-            self._message(frag.binary, b"".join(frag.parts), now, out)
+            self._continuation(fin, payload, now, out)
             return
-        if frag is not None:
+        if self.frag is not None:
             self._fail(CloseCode.PROTOCOL_ERROR, "interleaved message", out)
             return
         if not fin:
-            self.frag = _Fragments(opcode == wsframe.OP_BINARY, payload)
+            frag = _Fragments(opcode == wsframe.OP_BINARY, payload)
+            if self._valid_text(frag, payload, False, out):
+                self.frag = frag
             return
         self._message(opcode == wsframe.OP_BINARY, payload, now, out)
+
+    def _peer_close(self, payload: bytes, out: list[Output]) -> None:
+        """The peer's close frame: answer it (or fail on a malformed one) and disconnect."""
+        try:
+            code = wsframe.peer_close_code(payload)
+        except wsframe.ProtocolViolation as exc:
+            self._fail(exc.code, str(exc), out)
+            return
+        normal = code in (CloseCode.NORMAL, wsframe.NO_STATUS)
+        # The answer is 1000 whatever the peer's code (RFC 6455 section 5.5.1 allows it or
+        # an echo; Autobahn 7.7.*): the handshake completed normally. The code counted
+        # (metrics) says whether the peer ended normally, and stays one of two values.
+        ended = CloseCode.NORMAL if normal else CloseCode.GOING_AWAY
+        self.state = CLOSED
+        out.append(Closing(ended, 0.0, _close_frame(CloseCode.NORMAL, None)))
+        out.append(Disconnect())
+
+    def _continuation(self, fin: bool, payload: bytes, now: float, out: list[Output]) -> None:
+        """A continuation frame: add it to the message in progress, within the limits."""
+        frag = self.frag
+        if frag is None:
+            self._fail(CloseCode.PROTOCOL_ERROR, "unexpected continuation", out)
+            return
+        frag.parts.append(payload)
+        frag.size += len(payload)
+        limits = self.limits
+        if frag.size > limits.max_message_bytes:
+            out.append(_error(ErrorCode.TOO_BIG, "message larger than the limit"))
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big", out)
+            return
+        if len(frag.parts) > limits.max_fragments:
+            n = limits.max_fragments
+            out.append(_error(ErrorCode.TOO_BIG, f"message in more than {n} fragments"))
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", out)
+            return
+        if not self._valid_text(frag, payload, fin, out):
+            return
+        if not fin:
+            return
+        self.frag = None
+        self._message(frag.binary, b"".join(frag.parts), now, out)
+
+    def _valid_text(self, frag: _Fragments, payload: bytes, fin: bool, out: list[Output]) -> bool:
+        """Whether a fragment keeps a text message valid UTF-8 so far (the whole of it when
+        ``fin``); when not, the connection fails."""
+        if frag.text is None:
+            return True
+        try:
+            frag.text.decode(payload, fin)
+        except UnicodeDecodeError:
+            self._invalid_text(out)
+            return False
+        return True
+
+    def _invalid_text(self, out: list[Output]) -> None:
+        """A text message is not UTF-8: say so, and fail with 1007 (RFC 6455 section 8.1)."""
+        bad = protocol.InvalidText()
+        out.append(_error(bad.code, bad.message))
+        self._fail(CloseCode.INVALID_PAYLOAD, "invalid payload", out)
 
     def _allow(self, now: float) -> bool:
         """Token bucket over all client messages (commands included)."""
@@ -342,11 +378,10 @@ class WsCore:
         try:
             frame = protocol.decode_client_frame(payload, binary)
         except protocol.FrameError as exc:
-            out.append(_error(exc.code, exc.message, exc.ref))
             if isinstance(exc, protocol.InvalidText):
-                # RFC 6455 section 8.1: invalid UTF-8 must fail the connection.
-                self._fail(CloseCode.INVALID_PAYLOAD, "invalid payload", out)
+                self._invalid_text(out)
                 return
+            out.append(_error(exc.code, exc.message, exc.ref))
             self._strike(now, out)
             return
         if not self._allow(now):

@@ -39,12 +39,16 @@ class EchoCore(WsCore):
 
     __slots__ = ()
 
+    def _invalid_text(self, out: list[Output]) -> None:
+        # Fail with 1007 as /ws does, without its JSON error frame (an echo peer expects none).
+        self._fail(CloseCode.INVALID_PAYLOAD, "invalid payload", out)
+
     def _message(self, binary: bool, payload: bytes, now: float, out: list[Output]) -> None:
         if not binary:
             try:
                 payload.decode()
             except UnicodeDecodeError:
-                self._fail(CloseCode.INVALID_PAYLOAD, "invalid payload", out)
+                self._invalid_text(out)
                 return
         if not self._allow(now):
             self._strike(now, out)

@@ -10,7 +10,11 @@ Contract:
   itself if the reply is late).
 * Entries left pending by a crashed worker are reclaimed with ``XAUTOCLAIM`` after
   ``job_claim_idle_ms``; the gateway has long answered ``timeout`` by then, so a reclaimed
-  command is applied (handlers are idempotent) but its late reply is dropped by the gateway.
+  command's late reply is dropped by the gateway.
+* **Effects once.** Each command carries its entry ID as :attr:`Command.id`, the same on every
+  redelivery and reclaim; live-room handlers record their result under it in the transaction
+  of their change and answer a redelivery with that result, changing nothing
+  (workers/live_once.py).
 * Identity comes from the gateway's stamps (``user``, ``role``, ``staff``), never from ``data``.
 """
 
@@ -20,6 +24,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import msgspec
 
 from config import keys, streams
 from config.streams import Command, Reply
@@ -100,7 +106,9 @@ async def send_reply(ctx: WorkerContext, gateway: str, reply: Reply) -> None:
 
 async def _handle(ctx: WorkerContext, reader: GroupReader, delivery: Delivery) -> None:
     try:
-        cmd = streams.COMMAND.decode(delivery.fields)
+        cmd = msgspec.structs.replace(
+            streams.COMMAND.decode(delivery.fields), id=delivery.id.decode()
+        )
     except streams.BadEntry:
         metrics.bad_entries.labels("Command").inc()
         log.warning("malformed command entry dropped", extra={"entry": delivery.id.decode()})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from config.topics import staff_topic, user_topic
@@ -100,69 +101,7 @@ async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
             if row is None:
                 return  # deleted with its quiz
             if row["status"] == "pending":
-                try:
-                    questions = questions_from_json(row["questions"])
-                except QuizDefinitionError as exc:
-                    raise PermanentError(f"quiz {row['quiz_id']} is not gradable") from exc
-                result = grade(questions, msgspec.json.decode(row["answers"]))
-                waiting = review.waiting_questions(questions, result)
-                await conn.execute(
-                    _STORE,
-                    row["id"],
-                    result.score,
-                    result.max_score,
-                    _json.encode(result).decode(),
-                    "waiting" if waiting else "none",
-                )
-                if waiting:
-                    await emit(
-                        conn,
-                        staff_topic(row["cohort_id"]),
-                        "grading.waiting",
-                        {
-                            "submission_id": row["id"],
-                            "quiz_id": row["quiz_id"],
-                            "user_id": row["user_id"],
-                            "question_ids": waiting,
-                        },
-                    )
-                event = GradedEvent(
-                    submission_id=row["id"],
-                    quiz_id=row["quiz_id"],
-                    attempt=row["attempt"],
-                    score=result.score,
-                    max_score=result.max_score,
-                    percentage=result.percentage,
-                    feedback=result.feedback,
-                    results=result.results,
-                )
-                await emit(conn, user_topic(row["user_id"]), "quiz.graded", event)
-                if result.percentage >= activity.PASS_PERCENTAGE:
-                    await activity.record(
-                        conn,
-                        row["cohort_id"],
-                        row["user_id"],
-                        "quiz.passed",
-                        row["quiz_id"],
-                        row["title"],
-                    )
-                title, body = notification_text(row["title"], result)
-                await create_notifications(
-                    conn,
-                    [row["user_id"]],
-                    kind="quiz.graded",
-                    dedupe_key=key,
-                    title=title,
-                    body=body,
-                    data={
-                        "submission_id": row["id"],
-                        "quiz_id": row["quiz_id"],
-                        "cohort_id": row["cohort_id"],
-                        "score": result.score,
-                        "max_score": result.max_score,
-                        "percentage": result.percentage,
-                    },
-                )
+                await _grade_pending(conn, row, key)
         await enqueue_emails(conn, ctx.redis, [row["user_id"]], kind="quiz.graded", dedupe_key=key)
         await leaderboard.record(conn, ctx.redis, row["cohort_id"], row["user_id"])
     await leaderboard.changed(ctx, row["cohort_id"])
@@ -180,3 +119,78 @@ async def sweep_pending(ctx: WorkerContext, older_than_s: int = SWEEP_AFTER_S) -
     )
     payloads = [(str(r["id"]), {"submission_id": r["id"]}) for r in rows]
     return await enqueue_at_most_every(ctx.redis, QUEUE, payloads, SWEEP_REPEAT_S)
+
+
+async def _grade_pending(conn: asyncpg.Connection, row: asyncpg.Record, key: str) -> None:
+    """Grade a pending submission in the caller's transaction: store the result, emit its
+    events, record a pass, notify the learner (``key`` dedupes the notification)."""
+    try:
+        questions = questions_from_json(row["questions"])
+    except QuizDefinitionError as exc:
+        raise PermanentError(f"quiz {row['quiz_id']} is not gradable") from exc
+    result = grade(questions, msgspec.json.decode(row["answers"]))
+    waiting = review.waiting_questions(questions, result)
+    await conn.execute(
+        _STORE,
+        row["id"],
+        result.score,
+        result.max_score,
+        _json.encode(result).decode(),
+        "waiting" if waiting else "none",
+    )
+    if waiting:
+        await emit(
+            conn,
+            staff_topic(row["cohort_id"]),
+            "grading.waiting",
+            {
+                "submission_id": row["id"],
+                "quiz_id": row["quiz_id"],
+                "user_id": row["user_id"],
+                "question_ids": waiting,
+            },
+        )
+    event = GradedEvent(
+        submission_id=row["id"],
+        quiz_id=row["quiz_id"],
+        attempt=row["attempt"],
+        score=result.score,
+        max_score=result.max_score,
+        percentage=result.percentage,
+        feedback=result.feedback,
+        results=result.results,
+    )
+    await emit(conn, user_topic(row["user_id"]), "quiz.graded", event)
+    if result.percentage >= activity.PASS_PERCENTAGE:
+        await activity.record(
+            conn,
+            row["cohort_id"],
+            row["user_id"],
+            "quiz.passed",
+            row["quiz_id"],
+            row["title"],
+        )
+    await _notify_graded(conn, row, result, key)
+
+
+async def _notify_graded(
+    conn: asyncpg.Connection, row: asyncpg.Record, result: GradeResult, key: str
+) -> None:
+    """The learner's ``quiz.graded`` notification (deduplicated by ``key``)."""
+    title, body = notification_text(row["title"], result)
+    await create_notifications(
+        conn,
+        [row["user_id"]],
+        kind="quiz.graded",
+        dedupe_key=key,
+        title=title,
+        body=body,
+        data={
+            "submission_id": row["id"],
+            "quiz_id": row["quiz_id"],
+            "cohort_id": row["cohort_id"],
+            "score": result.score,
+            "max_score": result.max_score,
+            "percentage": result.percentage,
+        },
+    )

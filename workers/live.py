@@ -12,7 +12,9 @@ gateway has already checked that the sender is a member or staff of that cohort 
    transaction, checks that the session exists in that cohort (``not_found``) and is live
    (``session_not_live``), and applies the change: ``not_found`` for unknown or foreign
    question/poll/message ids;
-3. after commit, publishes the room's events (:func:`workers.live_state.publish_events`) and
+3. in that transaction, records its result under the command's id (a redelivered command
+   replies with it and changes nothing: :mod:`workers.live_once`) and its events in the
+   outbox; after commit, publishes them (:func:`workers.live_state.publish_recorded`) and
    replies ok with a small result.
 
 Commands (``data`` -> reply; (S) = staff only; other error codes besides ``invalid``,
@@ -160,10 +162,11 @@ async def qa_ask(ctx: WorkerContext, cmd: Command, args: lc.QaAsk) -> Any:
 
     room = room_of(cmd)
     per_minute = ctx.settings.qa_asks_per_minute
-    if not await within_rate(ctx.redis, "qa", f"{room.session}:{cmd.user}", per_minute, 60):
-        raise CommandError("rate_limited", "too many questions; wait a minute")
 
     async def op(s: Ctx) -> Any:
+        # Counted here, after the redelivery check: a redelivered ask is not counted twice.
+        if not await within_rate(ctx.redis, "qa", f"{room.session}:{cmd.user}", per_minute, 60):
+            raise CommandError("rate_limited", "too many questions; wait a minute")
         board = await s.qa_board()
         row = await s.conn.fetchrow(
             f"INSERT INTO questions (session_id, user_id, body, anonymous) "
@@ -198,7 +201,7 @@ async def qa_similar(ctx: WorkerContext, cmd: Command, args: lc.QaSimilar) -> An
             ]
         }
 
-    return await in_room(ctx, cmd, op, lock=False)
+    return await in_room(ctx, cmd, op, lock=False, once=False)
 
 
 async def qa_upvote(ctx: WorkerContext, cmd: Command, args: lc.QaUpvote) -> Any:
@@ -298,10 +301,10 @@ async def qa_clear_answered(ctx: WorkerContext, cmd: Command) -> Any:
 async def chat_send(ctx: WorkerContext, cmd: Command, args: lc.ChatSend) -> Any:
     room = room_of(cmd)
     ident = f"{room.session}:{cmd.user}"
-    if not await within_rate(ctx.redis, "chat", ident, rules.CHAT_RATE, rules.CHAT_WINDOW_S):
-        raise CommandError("rate_limited", "too many messages; slow down")
 
     async def op(s: Ctx) -> Any:
+        if not await within_rate(ctx.redis, "chat", ident, rules.CHAT_RATE, rules.CHAT_WINDOW_S):
+            raise CommandError("rate_limited", "too many messages; slow down")
         row = await s.conn.fetchrow(
             "INSERT INTO chat_messages (session_id, user_id, body) VALUES ($1, $2, $3) "
             "RETURNING id, session_id, user_id, body, created_at, "
@@ -349,11 +352,16 @@ async def react(ctx: WorkerContext, cmd: Command, args: lc.React) -> Any:
     """Count a reaction in the room's current window (no lock: counting commutes)."""
     reaction = args.emoji
     room = room_of(cmd)
-    if not await within_rate(ctx.redis, "react", f"{room.session}:{cmd.user}", rules.REACT_RATE, 1):
-        raise CommandError("rate_limited", "too many reactions; slow down")
     timings = TIMINGS[0]
 
     async def op(s: Ctx) -> Any:
+        # The count lives in Redis, outside the transaction: take the command id first, so a
+        # concurrent redelivery waits and then finds it.
+        await s.claim()
+        if not await within_rate(
+            ctx.redis, "react", f"{room.session}:{cmd.user}", rules.REACT_RATE, 1
+        ):
+            raise CommandError("rate_limited", "too many reactions; slow down")
         await add_reaction(ctx.redis, s.room, reaction, timings.reaction_window_ms, now_ms())
         return {"emoji": reaction}
 

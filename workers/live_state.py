@@ -22,12 +22,17 @@ or board order overwrite a newer one, and the late-joiner argument of
 ``GET /api/v1/sessions/{id}/state`` holds (an event is published only after its change is
 visible). The lock is per session, so rooms never wait for each other.
 
-Publishing. Room events are published directly after commit (:func:`publish_events`), not
-through the outbox: command to room event must stay under ~50 ms, and the outbox relay adds a
-poll interval and a second database round trip to every event. The cost is a small window: a
-worker that dies between commit and publish loses those events (the state is still right in
-PostgreSQL, and ``GET /state`` shows it). When Redis refuses or times out, the events are
-written to the outbox instead, so the relay delivers them once Redis is back.
+Publishing. The outbox is the path of record of a command's room events: they are inserted
+into ``outbox`` in the command's transaction (:func:`record_events`), so they commit with the
+change or not at all. Right after commit, still under the room lock, the worker publishes them
+itself (:func:`publish_recorded`), command to room event must stay under ~50 ms and the relay
+would add a poll interval, with the outbox rows' idempotency tokens (``outbox:<id>``), and
+marks them published. A worker that dies between commit and publish, or whose publish fails,
+leaves the rows unpublished and the relay (:mod:`workers.outbox_relay`, polling every
+second) publishes them with the same tokens: whichever publishes first wins and the other
+appends nothing, so each event reaches Redis exactly once. Events that no command causes
+(throttled tallies, reaction windows, presence) go out with :func:`publish_events`, the outbox
+as a fallback only: they are recomputed from state that is already durable.
 """
 
 from __future__ import annotations
@@ -205,6 +210,66 @@ async def publish_events(
                 await _to_outbox(own, events)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         log.exception("live events lost: neither Redis nor the outbox took them")
+
+
+_RECORD_SQL = """
+INSERT INTO outbox (topic, type, data)
+SELECT topic, type, data::jsonb FROM unnest($1::text[], $2::text[], $3::text[])
+    WITH ORDINALITY AS e(topic, type, data, n)
+ORDER BY n
+RETURNING id
+"""
+
+# Rows the relay holds (it is publishing them with the same tokens) are skipped: it marks them.
+_MARK_SQL = """
+UPDATE outbox SET published_at = now() WHERE id IN (
+    SELECT id FROM outbox WHERE id = ANY($1::bigint[]) AND published_at IS NULL
+    FOR UPDATE SKIP LOCKED)
+"""
+
+
+async def record_events(conn: asyncpg.Connection, events: Sequence[Event]) -> list[int]:
+    """Insert ``events`` into the outbox in the caller's transaction, in order, in one round
+    trip; their row ids, in the same order (identity values follow the insert order). No
+    NOTIFY: the direct publish after commit normally gets there first, and the relay's poll
+    catches what it missed."""
+    if not events:
+        return []
+    if not conn.is_in_transaction():
+        raise RuntimeError("record_events must run inside the transaction of the change")
+    rows = await conn.fetch(
+        _RECORD_SQL,
+        [topic for topic, _, _ in events],
+        [type_ for _, type_, _ in events],
+        [_json.encode(data).decode() for _, _, data in events],
+    )
+    return sorted(row["id"] for row in rows)
+
+
+async def publish_recorded(
+    ctx: WorkerContext, conn: asyncpg.Connection, events: Sequence[Event], ids: Sequence[int]
+) -> None:
+    """Publish events committed by :func:`record_events` (call right after commit) with their
+    rows' tokens, then mark the rows published. On failure the rows stay for the relay; never
+    raises for Redis or PostgreSQL trouble."""
+    if not events:
+        return
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            await ctx.publisher.publish_many(events, [f"outbox:{i}" for i in ids])
+    except (
+        redis.exceptions.RedisError,
+        redis.exceptions.RedisClusterException,
+        OSError,
+        TimeoutError,
+    ) as exc:
+        log.warning("live publish failed, the outbox relay will publish: %s", exc)
+        return
+    try:
+        await conn.execute(_MARK_SQL, list(ids))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        # Published but not marked: the relay publishes them again, appending nothing.
+        log.warning("live events published but not marked: %s", exc)
 
 
 async def _to_outbox(conn: asyncpg.Connection, events: Sequence[Event]) -> None:

@@ -145,33 +145,43 @@ async def complete_lesson(
         )
         if inserted is None:
             return state, False
-        topic = user_topic(user_id)
-        events: list[tuple[str, str, Any]] = [
-            (
-                topic,
-                "progress.update",
-                {
-                    "lesson_id": lesson_id,
-                    "cohort_id": cohort_id,
-                    "completed": True,
-                    "completed_count": done,
-                    "total": total,
-                    "percentage": state.percentage,
-                },
-            )
-        ]
-        events += [
-            (
-                topic,
-                "certificate.progress",
-                {"cohort_id": cohort_id, "percentage": state.percentage, "milestone": m},
-            )
-            for m in await certificates.unlock(conn, user_id, cohort_id, done, total)
-        ]
+        milestones = await certificates.unlock(conn, user_id, cohort_id, done, total)
+        events = _completion_events(user_id, state, milestones)
         await emit_many(conn, events)
         title = await conn.fetchval("SELECT title FROM lessons WHERE id = $1", lesson_id)
         await activity.record(conn, cohort_id, user_id, "lesson.completed", lesson_id, title)
     return state, True
+
+
+def _completion_events(
+    user_id: int, state: CompletionState, milestones: list[int]
+) -> list[tuple[str, str, Any]]:
+    """The learner's ``progress.update`` and a ``certificate.progress`` per newly unlocked
+    milestone."""
+    topic = user_topic(user_id)
+    events: list[tuple[str, str, Any]] = [
+        (
+            topic,
+            "progress.update",
+            {
+                "lesson_id": state.lesson_id,
+                "cohort_id": state.cohort_id,
+                "completed": True,
+                "completed_count": state.completed_count,
+                "total": state.total,
+                "percentage": state.percentage,
+            },
+        )
+    ]
+    events += [
+        (
+            topic,
+            "certificate.progress",
+            {"cohort_id": state.cohort_id, "percentage": state.percentage, "milestone": m},
+        )
+        for m in milestones
+    ]
+    return events
 
 
 async def my_progress(conn: asyncpg.Connection, user_id: int, cohort_id: int) -> MyProgress:

@@ -28,6 +28,8 @@ Jobs:
 * ``digests`` (every ``scheduler_tick_s``): enqueue the daily digest emails that are due
   (:func:`workers.digest.due_digests`; at most one per user and local day).
 * ``outbox_purge`` (hourly): delete outbox rows published a day ago.
+* ``command_results_purge`` (hourly): delete live command results a day old
+  (:mod:`workers.live_once`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import redis.exceptions
 
 from config import keys
 from config.topics import staff_topic
-from workers import digest, leaderboard, live_polls, live_quiz, outbox_relay
+from workers import digest, leaderboard, live_once, live_polls, live_quiz, outbox_relay
 from workers.context import WorkerContext
 from workers.dashboard import active_dashboards, cohort_alerts
 from workers.feedback import sweep_unnotified
@@ -189,6 +191,10 @@ async def purge_outbox(ctx: WorkerContext) -> int:
     return await outbox_relay.purge_published(ctx)
 
 
+async def purge_command_results(ctx: WorkerContext) -> int:
+    return await live_once.purge(ctx)
+
+
 SCHEDULE: list[Scheduled] = [
     Scheduled("reminders", lambda ctx: ctx.settings.scheduler_tick_s, due_reminders),
     Scheduled("sweeps", lambda ctx: ctx.settings.scheduler_tick_s, sweeps),
@@ -197,6 +203,7 @@ SCHEDULE: list[Scheduled] = [
     Scheduled("struggling", lambda ctx: STRUGGLING_REFRESH_S, notify_struggling),
     Scheduled("digests", lambda ctx: ctx.settings.scheduler_tick_s, digest.due_digests),
     Scheduled("outbox_purge", lambda ctx: 3600.0, purge_outbox),
+    Scheduled("command_results_purge", lambda ctx: 3600.0, purge_command_results),
 ]
 
 

@@ -157,6 +157,23 @@ async def test_reader_follows_a_resharded_bus_slot(
         await client.aclose()
 
 
+async def _replicated(port: int, within: float = 15) -> None:
+    """Wait until every replica of the master on ``port`` acknowledged all it was sent (a
+    fixed sleep was not enough on a loaded machine: replicas acknowledge once a second)."""
+    node = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                info: Any = await asyncio.to_thread(node.info, "replication")
+                offset = info["master_repl_offset"]
+                replicas = [v for k, v in info.items() if k.startswith("slave") and k[5:].isdigit()]
+                if replicas and all(r["offset"] >= offset for r in replicas):
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        node.close()
+
+
 async def test_reader_survives_a_master_killed_and_its_replica_promoted(
     cluster: RedisClusterServer, gateway: Gateway, csettings: Settings
 ) -> None:
@@ -171,7 +188,7 @@ async def test_reader_survives_a_master_killed_and_its_replica_promoted(
                 await _publish(publisher, topic, n)
             assert await _events(ws, 3) == [0, 1, 2]
             victim = _owner(cluster, slot)
-            await asyncio.sleep(0.5)  # let the replica catch up: this test is not about loss
+            await _replicated(victim)  # this test is about the reader, not replication loss
             cluster.kill_node(victim)
             for n in range(3, 6):
                 await _publish(publisher, topic, n)

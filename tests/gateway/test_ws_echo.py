@@ -3,10 +3,16 @@ and when on, the real connection core with messages echoed."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import struct
+import sys
+from pathlib import Path
 
 import aiohttp
+import pytest
 
+from benchmarks.conformance import SLOW_GROUPS, summarize
 from gateway import wsframe
 from tests.gateway.clients import RawWs, http_request, until, ws_headers
 from tests.gateway.conftest import Gateway, GatewayFactory
@@ -57,4 +63,30 @@ async def test_echo_reassembles_fragments_and_fails_invalid_utf8(
         assert await ws.at_eof()
     finally:
         ws.close()
+    await until(lambda: not gw.hub.ws)
+
+
+@pytest.mark.one_loop
+@pytest.mark.timeout(300)
+async def test_autobahn_cases_pass_on_the_echo(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    """The RFC 6455 conformance run (benchmarks.conformance, docs/benchmarks.md) as a test:
+    the Autobahn cases outside 9.*, 12.* and 13.*, run by kosoku in a child process (its
+    runtime stays out of the test process) against /ws-echo under the shipped limits, and
+    none fails."""
+    gw = await make_gateway(ws_echo=True, dev_mode=True)
+    out = tmp_path / "rows.json"
+    argv = ["-m", "benchmarks.conformance", "--drive", f"ws://127.0.0.1:{gw.port}/ws-echo"]
+    argv += ["--out", str(out), *(f"--exclude={g}" for g in SLOW_GROUPS)]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *argv)
+    try:
+        await asyncio.wait_for(proc.wait(), 280)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    summary = summarize(json.loads(out.read_text()))
+    assert summary["cases"] == 247 and summary["failed_cases"] == []
+    assert summary["unimplemented"] == 0
     await until(lambda: not gw.hub.ws)

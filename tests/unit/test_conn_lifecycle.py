@@ -201,7 +201,7 @@ def test_no_registration_survives_a_disconnect(
         hub.tick()
         assert transport.lost
         assert {k: v for k, v in registered(hub).items() if v} == {}
-        assert not hub._closing
+        assert not hub.registry.closing
         assert conn.closed and conn.transport is None
         assert ws_gauge() == before
 

@@ -164,6 +164,27 @@ def test_invalid_utf8_text_fails_with_1007() -> None:
     assert close_code(closing(out).frame) == CloseCode.INVALID_PAYLOAD
 
 
+def test_invalid_utf8_in_a_fragment_fails_at_that_fragment() -> None:
+    """Fail fast (RFC 6455 section 8.1, Autobahn 6.4.1/6.4.2): the fragment that makes a text
+    message invalid (here the code point 0x110000, out of range) fails the connection, before
+    the rest arrives; a character split across fragments is fine."""
+    c = core()
+    assert c.receive(masked(wsframe.OP_TEXT, "κό".encode() + b"\xcf", fin=False), 100.0) == ()
+    assert c.receive(masked(wsframe.OP_CONT, b"\x83", fin=False), 100.0) == ()
+    out = c.receive(masked(wsframe.OP_CONT, b"\xf4\x90\x80\x80", fin=False), 100.0)
+    assert kinds(out) == ["Reject", "Closing", "Disconnect"]
+    assert error_codes(out) == ["bad_frame"]
+    assert close_code(closing(out).frame) == CloseCode.INVALID_PAYLOAD
+    assert c.state == CLOSED and c.buffered() == 0
+    first = core().receive(masked(wsframe.OP_TEXT, b"\xff", fin=False), 100.0)
+    assert close_code(closing(first).frame) == CloseCode.INVALID_PAYLOAD
+    # A message that ends inside a character is invalid as a whole.
+    c = core()
+    c.receive(masked(wsframe.OP_TEXT, b'["x", "\xce', fin=False), 100.0)
+    out = c.receive(masked(wsframe.OP_CONT, b"", fin=True), 100.0)
+    assert close_code(closing(out).frame) == CloseCode.INVALID_PAYLOAD
+
+
 def test_wrong_encoding_and_bad_frames_are_rejected_not_closed() -> None:
     c = core()
     out = c.receive(masked(wsframe.OP_BINARY, msgspec.msgpack.encode({"type": "ping"})), 100.0)

@@ -1,0 +1,93 @@
+"""Who is connected to this gateway process: the open connections by transport, login session,
+user and token expiry, and the ended ones whose sockets still flush their last bytes.
+
+Guarantee: a connection is in these maps from :meth:`Registry.add` (its ``connection_made``)
+until :meth:`Registry.forget` (its one ``_end``), and in none of them afterwards; a key whose
+set empties is deleted, so the maps never grow with connections that have gone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from gateway import metrics
+from gateway.connection import Conn
+from gateway.sseconn import SseConn
+from gateway.wsconn import WsConn
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.ws: set[WsConn] = set()
+        self.sse: set[SseConn] = set()
+        self.by_sid: dict[str, set[Conn]] = defaultdict(set)
+        self.by_user: dict[str, int] = defaultdict(int)
+        #: The open connections of each user (for removals of their rights).
+        self.user_conns: dict[str, set[Conn]] = {}
+        #: Token expiry (epoch seconds) -> the connections whose token lapses then.
+        self.expiry: dict[int, set[Conn]] = defaultdict(set)
+        #: Ended connections -> when their socket is aborted (monotonic).
+        self.closing: dict[Conn, float] = {}
+
+    def add(self, conn: Conn) -> None:
+        """Count a connection in (from its ``connection_made``)."""
+        claims = conn.claims
+        if isinstance(conn, WsConn):
+            self.ws.add(conn)
+        elif isinstance(conn, SseConn):
+            self.sse.add(conn)
+        if claims.sid:
+            self.by_sid[claims.sid].add(conn)
+        self.by_user[claims.sub] += 1
+        self.user_conns.setdefault(claims.sub, set()).add(conn)
+        self.expiry[claims.exp].add(conn)
+        metrics.connects.labels(conn.transport_name).inc()
+        metrics.connections.labels(conn.transport_name).inc()
+
+    def remove_transport(self, conn: Conn) -> bool:
+        """Take ``conn`` out of its transport's set; False when it was not there (ended
+        already), so that the rest of :meth:`forget` runs once per connection."""
+        if isinstance(conn, WsConn):
+            if conn not in self.ws:
+                return False
+            self.ws.discard(conn)
+        elif isinstance(conn, SseConn):
+            if conn not in self.sse:
+                return False
+            self.sse.discard(conn)
+        return True
+
+    def forget(self, conn: Conn, code: int) -> None:
+        """Take ``conn`` out of the session, user and expiry maps (after
+        :meth:`remove_transport` said it was there)."""
+        claims = conn.claims
+        if claims.sid:
+            peers = self.by_sid.get(claims.sid)
+            if peers is not None:
+                peers.discard(conn)
+                if not peers:
+                    del self.by_sid[claims.sid]
+        mine = self.user_conns.get(claims.sub)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self.user_conns[claims.sub]
+        left = self.by_user[claims.sub] - 1
+        if left > 0:
+            self.by_user[claims.sub] = left
+        else:
+            self.by_user.pop(claims.sub, None)
+        bucket = self.expiry.get(claims.exp)
+        if bucket is not None:
+            bucket.discard(conn)
+            if not bucket:
+                del self.expiry[claims.exp]
+        metrics.connections.labels(conn.transport_name).dec()
+        metrics.disconnects.labels(conn.transport_name, str(int(code))).inc()
+
+    def user_connections(self, user: str) -> int:
+        return self.by_user.get(user, 0)
+
+    def pending_flush(self) -> int:
+        """Ended connections whose socket is still open (flushing or closing)."""
+        return sum(1 for c in self.closing if c.transport is not None)
