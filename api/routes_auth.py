@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 import msgspec
 from aiohttp import web
 
-from api import errors, login_limits, login_sessions, metrics, ratelimit
+from api import errors, invites, login_limits, login_sessions, metrics, ratelimit
 from api.deps import body, current_user, path_int, require_admin, require_staff, user_id
 from api.openapi import Routes
 from api.passwords import MAX_LENGTH, MIN_LENGTH, needs_rehash
 from api.responses import json_response
 from api.schemas import Email, Id, Kind, Name, Role, UserOut, normalize_email
 from api.state import DB, HASHER, REDIS, REQUEST_ID, SETTINGS
-from config.topics import user_topic
-from workers import activity
-from workers.outbox_write import emit
 
 log = logging.getLogger("lectern.api.auth")
 
@@ -306,32 +303,6 @@ async def create_invite(request: web.Request) -> web.Response:
     return json_response(out, 201)
 
 
-async def _valid_invite(conn: Any, token_hash: bytes, email: str, lock: bool) -> Any:
-    """The invite row when it may register ``email`` now; 403 otherwise."""
-    invite = await conn.fetchrow(
-        "SELECT id, email, role, cohort_id, kind, expires_at, used_at FROM invites"
-        " WHERE token_hash = $1" + (" FOR UPDATE" if lock else ""),  # nosec B608  # constant SQL text
-        token_hash,
-    )
-    if invite is None or invite["used_at"] is not None:
-        raise errors.forbidden("the invitation is not valid", "invalid_invite")
-    if invite["expires_at"] <= datetime.now(UTC):
-        raise errors.forbidden("the invitation has expired", "invite_expired")
-    if invite["email"] is not None and invite["email"] != email:
-        raise errors.forbidden("the invitation is for another email", "invalid_invite")
-    return invite
-
-
-def _refuse_taken(existing: Any, invite: Any) -> None:
-    """409 unless the email is free or names a passwordless account this invite may claim.
-
-    Only an invite addressed to this email may claim an existing (passwordless) account: an
-    open invite would hand anyone that account's tokens. The answer is the same as for an
-    account with a password, so it reveals nothing more."""
-    if existing is not None and (existing["password_hash"] is not None or invite["email"] is None):
-        raise errors.conflict("a user with this email exists", {"field": "email"}, "email_taken")
-
-
 async def register(request: web.Request) -> web.Response:
     """Redeem an invite: create the account (or set the password of a passwordless account
     with the invite's email), enroll it when the invite names a cohort, and sign in.
@@ -355,55 +326,21 @@ async def register(request: web.Request) -> web.Response:
     token_hash = login_sessions.hash_token(data.invite_token)
     pool = request.app[DB]
     async with pool.acquire() as conn:
-        invite = await _valid_invite(conn, token_hash, email, lock=False)
+        invite = await invites.valid_invite(conn, token_hash, email, lock=False)
         existing = await conn.fetchrow("SELECT password_hash FROM users WHERE email = $1", email)
-        _refuse_taken(existing, invite)
+        invites.refuse_taken(existing, invite)
     password_hash = await request.app[HASHER].hash(data.password)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            invite = await _valid_invite(conn, token_hash, email, lock=True)
+            invite = await invites.valid_invite(conn, token_hash, email, lock=True)
             existing = await conn.fetchrow(
                 "SELECT id, password_hash FROM users WHERE email = $1 FOR UPDATE", email
             )
-            _refuse_taken(existing, invite)
-            if existing is not None:
-                uid = existing["id"]
-                await conn.execute(
-                    "UPDATE users SET password_hash = $1, display_name = $2 WHERE id = $3",
-                    password_hash,
-                    data.display_name.strip(),
-                    uid,
-                )
-            else:
-                uid = await conn.fetchval(
-                    "INSERT INTO users (email, display_name, role, password_hash)"
-                    " VALUES ($1, $2, $3, $4) RETURNING id",
-                    email,
-                    data.display_name.strip(),
-                    invite["role"],
-                    password_hash,
-                )
-            if invite["cohort_id"] is not None:
-                added = await conn.fetchval(
-                    "INSERT INTO enrollments (cohort_id, user_id, kind) VALUES ($1, $2, $3)"
-                    " ON CONFLICT DO NOTHING RETURNING user_id",
-                    invite["cohort_id"],
-                    uid,
-                    invite["kind"],
-                )
-                if added is not None:
-                    await emit(
-                        conn,
-                        user_topic(uid),
-                        "enrollment.changed",
-                        {
-                            "cohort_id": invite["cohort_id"],
-                            "kind": invite["kind"],
-                            "enrolled": True,
-                        },
-                    )
-                    if invite["kind"] == "member":
-                        await activity.record(conn, invite["cohort_id"], uid, "member.joined")
+            invites.refuse_taken(existing, invite)
+            uid = await invites.upsert_user(
+                conn, existing, invite, email, data.display_name, password_hash
+            )
+            await invites.enroll_invited(conn, invite, uid)
             await conn.execute(
                 "UPDATE invites SET used_at = now(), used_by = $1 WHERE id = $2", uid, invite["id"]
             )

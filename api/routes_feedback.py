@@ -204,6 +204,63 @@ async def _require_grader(request: web.Request, conn: Any, lock: bool) -> asyncp
     return sub
 
 
+def _review(sub: Any, data: FeedbackIn) -> tuple[dict[str, float], float | None, GradeResult, str]:
+    """The submission's points after ``data``: (manual points, score override, effective
+    result, review state); 400 when the points do not fit the quiz."""
+    questions = questions_from_json(sub["questions"])
+    auto = _grade_decoder.decode(sub["feedback"])
+    problems = review.point_problems(questions, data.question_points)
+    if data.score is not None and data.score > auto.max_score:
+        problems.append(f"score must be between 0 and {auto.max_score:g}")
+    if problems:
+        raise errors.bad_request(
+            "the points cannot be applied",
+            {"field": "question_points", "problems": problems},
+            "invalid_points",
+        )
+    manual = {**_points_decoder.decode(sub["manual_points"]), **data.question_points}
+    override = sub["score_override"]
+    if data.score is not None:
+        override = data.score
+    elif data.question_points:
+        override = None
+    effective = review.apply_review(auto, manual, override)
+    state = sub["review"]
+    waiting = review.waiting_questions(questions, auto)
+    if state == "waiting" and review.resolves(waiting, manual, override):
+        state = "done"
+    return manual, override, effective, state
+
+
+async def _announce(
+    conn: asyncpg.Connection,
+    sub: Any,
+    out: FeedbackOut,
+    effective: GradeResult,
+    state: str,
+    by: int,
+) -> None:
+    """Tell the learner (``feedback.posted``, a pass in the activity feed) and the staff
+    (``grading.resolved`` when this feedback resolved a waiting review)."""
+    await emit(
+        conn,
+        user_topic(sub["user_id"]),
+        "feedback.posted",
+        FeedbackPosted(feedback=out, results=effective.results),
+    )
+    if effective.percentage >= activity.PASS_PERCENTAGE:
+        await activity.record(
+            conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
+        )
+    if state != sub["review"]:
+        await emit(
+            conn,
+            staff_topic(sub["cohort_id"]),
+            "grading.resolved",
+            {"submission_id": sub["id"], "quiz_id": sub["quiz_id"], "by": by},
+        )
+
+
 async def post_feedback(request: web.Request) -> web.Response:
     claims = await current_user(request)
     # Rights first: whoever may not give feedback learns that, whatever the body holds.
@@ -230,28 +287,7 @@ async def post_feedback(request: web.Request) -> web.Response:
                 {"status": sub["status"]},
                 "not_graded",
             )
-        questions = questions_from_json(sub["questions"])
-        auto = _grade_decoder.decode(sub["feedback"])
-        problems = review.point_problems(questions, data.question_points)
-        if data.score is not None and data.score > auto.max_score:
-            problems.append(f"score must be between 0 and {auto.max_score:g}")
-        if problems:
-            raise errors.bad_request(
-                "the points cannot be applied",
-                {"field": "question_points", "problems": problems},
-                "invalid_points",
-            )
-        manual = {**_points_decoder.decode(sub["manual_points"]), **data.question_points}
-        override = sub["score_override"]
-        if data.score is not None:
-            override = data.score
-        elif data.question_points:
-            override = None
-        effective = review.apply_review(auto, manual, override)
-        state = sub["review"]
-        waiting = review.waiting_questions(questions, auto)
-        if state == "waiting" and review.resolves(waiting, manual, override):
-            state = "done"
+        manual, override, effective, state = _review(sub, data)
         await conn.execute(
             "UPDATE quiz_submissions SET manual_points = $2::jsonb, score_override = $3,"
             " score = $4, review = $5 WHERE id = $1",
@@ -275,23 +311,7 @@ async def post_feedback(request: web.Request) -> web.Response:
             data.client_key,
         )
         out = _feedback_out(await conn.fetchrow(f"{_FEEDBACK} WHERE f.id = $1", fid))
-        await emit(
-            conn,
-            user_topic(sub["user_id"]),
-            "feedback.posted",
-            FeedbackPosted(feedback=out, results=effective.results),
-        )
-        if effective.percentage >= activity.PASS_PERCENTAGE:
-            await activity.record(
-                conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
-            )
-        if state != sub["review"]:
-            await emit(
-                conn,
-                staff_topic(sub["cohort_id"]),
-                "grading.resolved",
-                {"submission_id": sub["id"], "quiz_id": sub["quiz_id"], "by": user_id(claims)},
-            )
+        await _announce(conn, sub, out, effective, state, user_id(claims))
     try:
         await enqueue(request.app[REDIS], feedback_job.QUEUE, {"feedback_id": out.id})
     except redisconn.ERRORS as exc:

@@ -345,6 +345,60 @@ async def list_quizzes(request: web.Request) -> web.Response:
 # -- submissions ------------------------------------------------------------------------------
 
 
+def _check_answers(quiz: asyncpg.Record, answers: dict[str, Any]) -> None:
+    """400 when ``answers`` name questions the quiz does not have."""
+    known = {q.id for q in questions_from_json(quiz["questions"])}
+    unknown = sorted(set(answers) - known)
+    if unknown:
+        raise errors.bad_request(
+            "answers name questions that are not in this quiz",
+            {"field": "answers", "unknown": unknown[:20]},
+            "unknown_questions",
+        )
+
+
+async def _next_attempt(
+    conn: asyncpg.Connection, quiz: asyncpg.Record, uid: int, data: SubmitIn
+) -> tuple[int, asyncpg.Record | None]:
+    """(attempts used, the stored submission when ``data`` repeats one exactly); 409 when the
+    attempt is taken with other answers, out of order, or none is left. Holds the student's
+    per-quiz lock until the caller's transaction ends."""
+    # One submit at a time per student and quiz, so attempts are counted exactly.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('submit:' || $1 || ':' || $2, 0))",
+        str(quiz["id"]),
+        str(uid),
+    )
+    used = await _attempts_used(conn, quiz["id"], uid)
+    if data.attempt is not None and data.attempt <= used:
+        row = await conn.fetchrow(
+            f"{_SUBMISSION} WHERE quiz_id = $1 AND user_id = $2 AND attempt = $3",
+            quiz["id"],
+            uid,
+            data.attempt,
+        )
+        if row is not None and _result_decoder.decode(row["answers"]) == data.answers:
+            return used, row
+        raise errors.conflict(
+            f"attempt {data.attempt} was already submitted with other answers",
+            {"field": "attempt", "next_attempt": used + 1},
+            "attempt_taken",
+        )
+    if used >= quiz["max_attempts"]:
+        raise errors.conflict(
+            f"all {quiz['max_attempts']} attempts are used",
+            {"max_attempts": quiz["max_attempts"]},
+            "attempts_exhausted",
+        )
+    if data.attempt is not None and data.attempt != used + 1:
+        raise errors.conflict(
+            f"the next attempt is {used + 1}",
+            {"field": "attempt", "next_attempt": used + 1},
+            "attempt_out_of_order",
+        )
+    return used, None
+
+
 async def submit(request: web.Request) -> web.Response:
     claims = await current_user(request)
     quiz_id = path_int(request)
@@ -359,47 +413,10 @@ async def submit(request: web.Request) -> web.Response:
         require_member(claims, cohort_id)
         if not is_student(claims, cohort_id):
             raise errors.forbidden("only students of the cohort submit answers", "not_a_student")
-        known = {q.id for q in questions_from_json(quiz["questions"])}
-        unknown = sorted(set(data.answers) - known)
-        if unknown:
-            raise errors.bad_request(
-                "answers name questions that are not in this quiz",
-                {"field": "answers", "unknown": unknown[:20]},
-                "unknown_questions",
-            )
-        # One submit at a time per student and quiz, so attempts are counted exactly.
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('submit:' || $1 || ':' || $2, 0))",
-            str(quiz_id),
-            str(uid),
-        )
-        used = await _attempts_used(conn, quiz_id, uid)
-        if data.attempt is not None and data.attempt <= used:
-            row = await conn.fetchrow(
-                f"{_SUBMISSION} WHERE quiz_id = $1 AND user_id = $2 AND attempt = $3",
-                quiz_id,
-                uid,
-                data.attempt,
-            )
-            if row is not None and _result_decoder.decode(row["answers"]) == data.answers:
-                return json_response(submission_out(row), 200)
-            raise errors.conflict(
-                f"attempt {data.attempt} was already submitted with other answers",
-                {"field": "attempt", "next_attempt": used + 1},
-                "attempt_taken",
-            )
-        if used >= quiz["max_attempts"]:
-            raise errors.conflict(
-                f"all {quiz['max_attempts']} attempts are used",
-                {"max_attempts": quiz["max_attempts"]},
-                "attempts_exhausted",
-            )
-        if data.attempt is not None and data.attempt != used + 1:
-            raise errors.conflict(
-                f"the next attempt is {used + 1}",
-                {"field": "attempt", "next_attempt": used + 1},
-                "attempt_out_of_order",
-            )
+        _check_answers(quiz, data.answers)
+        used, replayed = await _next_attempt(conn, quiz, uid, data)
+        if replayed is not None:
+            return json_response(submission_out(replayed), 200)
         row = await conn.fetchrow(
             "INSERT INTO quiz_submissions (quiz_id, user_id, attempt, answers)"
             " VALUES ($1, $2, $3, $4::jsonb) RETURNING id, quiz_id, user_id, attempt, status,"

@@ -359,6 +359,46 @@ async def _cursors(app: web.Application, topics: list[str]) -> dict[str, str]:
     }
 
 
+async def _room_questions(
+    conn: asyncpg.Connection, session_id: int, me: int
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The room's question board (ranked, undismissed, ``mine`` marked) and the ids of the
+    questions ``me`` voted for."""
+    qrows = await conn.fetch(
+        "SELECT q.id, q.session_id, q.user_id, q.body, q.created_at, q.answer,"
+        " q.answered_by, q.answered_at, q.pinned, q.dismissed, q.votes, q.anonymous,"
+        " u.display_name AS name, a.display_name AS answered_by_name FROM questions q"
+        " JOIN users u ON u.id = q.user_id LEFT JOIN users a ON a.id = q.answered_by"
+        " WHERE q.session_id = $1 AND NOT q.dismissed",
+        session_id,
+    )
+    my_votes = await conn.fetch(
+        "SELECT v.question_id FROM question_votes v JOIN questions q ON q.id = v.question_id"
+        " WHERE q.session_id = $1 AND v.user_id = $2 AND NOT q.dismissed"
+        " ORDER BY v.question_id",
+        session_id,
+        me,
+    )
+    by_id = {r["id"]: r for r in qrows}
+    board = [
+        {**rules.question_view(by_id[item.id]), "mine": by_id[item.id]["user_id"] == me}
+        for item in rank(rules.qa_item(r) for r in qrows)
+    ]
+    return board, [r["question_id"] for r in my_votes]
+
+
+async def _recent_chat(conn: asyncpg.Connection, session_id: int) -> list[dict[str, Any]]:
+    """The room's last ``SNAPSHOT_CHAT`` undeleted chat messages, oldest first."""
+    chat = await conn.fetch(
+        "SELECT m.id, m.session_id, m.user_id, m.body, m.created_at, u.display_name AS name"
+        " FROM chat_messages m JOIN users u ON u.id = m.user_id"
+        " WHERE m.session_id = $1 AND m.deleted_at IS NULL ORDER BY m.id DESC LIMIT $2",
+        session_id,
+        rules.SNAPSHOT_CHAT,
+    )
+    return [rules.message_view(r) for r in reversed(chat)]
+
+
 async def session_state(request: web.Request) -> web.Response:
     """The room as a late joiner needs it, and the cursor per topic it was taken at.
 
@@ -392,46 +432,21 @@ async def session_state(request: web.Request) -> web.Response:
 
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         row = await _session_or_404(conn, session_id)
-        qrows = await conn.fetch(
-            "SELECT q.id, q.session_id, q.user_id, q.body, q.created_at, q.answer,"
-            " q.answered_by, q.answered_at, q.pinned, q.dismissed, q.votes, q.anonymous,"
-            " u.display_name AS name, a.display_name AS answered_by_name FROM questions q"
-            " JOIN users u ON u.id = q.user_id LEFT JOIN users a ON a.id = q.answered_by"
-            " WHERE q.session_id = $1 AND NOT q.dismissed",
-            session_id,
-        )
-        my_votes = await conn.fetch(
-            "SELECT v.question_id FROM question_votes v JOIN questions q ON q.id = v.question_id"
-            " WHERE q.session_id = $1 AND v.user_id = $2 AND NOT q.dismissed"
-            " ORDER BY v.question_id",
-            session_id,
-            me,
-        )
+        board, my_votes = await _room_questions(conn, session_id, me)
         polls = await live_polls.history(conn, session_id, me, staff)
-        chat = await conn.fetch(
-            "SELECT m.id, m.session_id, m.user_id, m.body, m.created_at, u.display_name AS name"
-            " FROM chat_messages m JOIN users u ON u.id = m.user_id"
-            " WHERE m.session_id = $1 AND m.deleted_at IS NULL ORDER BY m.id DESC LIMIT $2",
-            session_id,
-            rules.SNAPSHOT_CHAT,
-        )
+        chat = await _recent_chat(conn, session_id)
         quiz = await live_quiz.room_quiz(conn, session_id, me)
     redis = app[REDIS]
     meta = await get_meta(redis, room)
     users = await attendance.present_users(redis, room)
-    by_id = {r["id"]: r for r in qrows}
-    board = [
-        {**rules.question_view(by_id[item.id]), "mine": by_id[item.id]["user_id"] == me}
-        for item in rank(rules.qa_item(r) for r in qrows)
-    ]
     state = {
         "session": rules.session_view(row),
         "cursors": cursors,
         "questions": board,
-        "my_votes": [r["question_id"] for r in my_votes],
+        "my_votes": my_votes,
         "poll": polls[0] if polls else None,
         "polls": polls,
-        "chat": [rules.message_view(r) for r in reversed(chat)],
+        "chat": chat,
         "reactions": await reaction_totals(redis, room),
         "here": {"count": len(users), "users": users if staff else None},
         "recording": meta.get("recording"),

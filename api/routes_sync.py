@@ -25,6 +25,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -71,45 +72,10 @@ async def sync(request: web.Request) -> web.Response:
             if op.client_ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
                 results.append(rejected(op, "client_ts is in the future"))
                 continue
-            async with conn.transaction():
-                claimed = await conn.fetchval(
-                    "INSERT INTO sync_operations (user_id, idempotency_key, op, client_ts, result)"
-                    " VALUES ($1, $2, $3, $4, '{}') ON CONFLICT DO NOTHING RETURNING true",
-                    uid,
-                    op.key,
-                    op_type(op),
-                    op.client_ts,
-                )
-                if not claimed:
-                    stored = await conn.fetchval(
-                        "SELECT result::text FROM sync_operations"
-                        " WHERE user_id = $1 AND idempotency_key = $2",
-                        uid,
-                        op.key,
-                    )
-                    replay = _result.decode(stored)
-                    replay.replayed = True
-                    results.append(replay)
-                    continue
-                result, cohort = await apply(conn, uid, op)
-                if result.status == "rejected":
-                    # Nothing applied: forget the key, so a corrected resend can use it.
-                    await conn.execute(
-                        "DELETE FROM sync_operations WHERE user_id = $1 AND idempotency_key = $2",
-                        uid,
-                        op.key,
-                    )
-                else:
-                    await conn.execute(
-                        "UPDATE sync_operations SET result = $3::jsonb"
-                        " WHERE user_id = $1 AND idempotency_key = $2",
-                        uid,
-                        op.key,
-                        _encode.encode(result).decode(),
-                    )
-                results.append(result)
-                if cohort is not None:
-                    cohorts.add(cohort)
+            result, cohort = await _apply_once(conn, uid, op)
+            results.append(result)
+            if cohort is not None:
+                cohorts.add(cohort)
     for cohort_id in sorted(cohorts):
         try:
             await progress.schedule_staff_progress(
@@ -123,6 +89,49 @@ async def sync(request: web.Request) -> web.Response:
                 extra={"request_id": request[REQUEST_ID], "error": repr(exc)},
             )
     return json_response(SyncOut(results=results))
+
+
+async def _apply_once(
+    conn: asyncpg.Connection, uid: int, op: Operation
+) -> tuple[OpResult, int | None]:
+    """Apply ``op`` in its own transaction, recorded under its idempotency key: a repeat
+    (in this batch, a later one or a concurrent request) returns the stored result, marked
+    ``replayed``; a rejected operation leaves no record, so a corrected resend may reuse it."""
+    async with conn.transaction():
+        claimed = await conn.fetchval(
+            "INSERT INTO sync_operations (user_id, idempotency_key, op, client_ts, result)"
+            " VALUES ($1, $2, $3, $4, '{}') ON CONFLICT DO NOTHING RETURNING true",
+            uid,
+            op.key,
+            op_type(op),
+            op.client_ts,
+        )
+        if not claimed:
+            stored = await conn.fetchval(
+                "SELECT result::text FROM sync_operations"
+                " WHERE user_id = $1 AND idempotency_key = $2",
+                uid,
+                op.key,
+            )
+            replay = _result.decode(stored)
+            replay.replayed = True
+            return replay, None
+        result, cohort = await apply(conn, uid, op)
+        if result.status == "rejected":
+            await conn.execute(
+                "DELETE FROM sync_operations WHERE user_id = $1 AND idempotency_key = $2",
+                uid,
+                op.key,
+            )
+        else:
+            await conn.execute(
+                "UPDATE sync_operations SET result = $3::jsonb"
+                " WHERE user_id = $1 AND idempotency_key = $2",
+                uid,
+                op.key,
+                _encode.encode(result).decode(),
+            )
+        return result, cohort
 
 
 def setup(app: web.Application) -> None:

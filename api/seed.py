@@ -79,6 +79,49 @@ async def _user(conn: asyncpg.Connection, email: str, name: str, role: str, pass
     return int(row["id"])
 
 
+async def _lessons(conn: asyncpg.Connection, cohort: int) -> list[int]:
+    """The demo lessons' ids, each created when missing."""
+    lessons = []
+    for position, (title, body) in enumerate(LESSONS):
+        lesson = await conn.fetchval(
+            "SELECT id FROM lessons WHERE cohort_id = $1 AND position = $2",
+            cohort,
+            position,
+        )
+        if lesson is None:
+            lesson = await conn.fetchval(
+                "INSERT INTO lessons (cohort_id, position, title, body)"
+                " VALUES ($1, $2, $3, $4) RETURNING id",
+                cohort,
+                position,
+                title,
+                body,
+            )
+        lessons.append(lesson)
+    return lessons
+
+
+async def _session(conn: asyncpg.Connection, cohort: int) -> int:
+    """The demo live session's id (an unended one, else a new one starting in an hour)."""
+    session = await conn.fetchval(
+        "SELECT id FROM live_sessions WHERE cohort_id = $1 AND title = $2"
+        " AND state <> 'ended' ORDER BY id LIMIT 1",
+        cohort,
+        SESSION_TITLE,
+    )
+    if session is None:
+        starts = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+        session = await conn.fetchval(
+            "INSERT INTO live_sessions (cohort_id, title, starts_at, ends_at)"
+            " VALUES ($1, $2, $3, $4) RETURNING id",
+            cohort,
+            SESSION_TITLE,
+            starts,
+            starts + timedelta(hours=1),
+        )
+    return int(session)
+
+
 async def seed(pool: asyncpg.Pool) -> dict[str, Any]:
     """Create the demo data when missing; return ids and credentials."""
     async with pool.acquire() as conn:
@@ -96,23 +139,7 @@ async def seed(pool: asyncpg.Pool) -> dict[str, Any]:
                 " ON CONFLICT DO NOTHING",
                 [(cohort, instructor, "staff")] + [(cohort, s, "member") for s in students],
             )
-            lessons = []
-            for position, (title, body) in enumerate(LESSONS):
-                lesson = await conn.fetchval(
-                    "SELECT id FROM lessons WHERE cohort_id = $1 AND position = $2",
-                    cohort,
-                    position,
-                )
-                if lesson is None:
-                    lesson = await conn.fetchval(
-                        "INSERT INTO lessons (cohort_id, position, title, body)"
-                        " VALUES ($1, $2, $3, $4) RETURNING id",
-                        cohort,
-                        position,
-                        title,
-                        body,
-                    )
-                lessons.append(lesson)
+            lessons = await _lessons(conn, cohort)
             quiz = await conn.fetchval(
                 "SELECT id FROM quizzes WHERE cohort_id = $1 AND title = $2", cohort, QUIZ_TITLE
             )
@@ -125,22 +152,7 @@ async def seed(pool: asyncpg.Pool) -> dict[str, Any]:
                     questions_to_json(QUESTIONS).decode(),
                     instructor,
                 )
-            session = await conn.fetchval(
-                "SELECT id FROM live_sessions WHERE cohort_id = $1 AND title = $2"
-                " AND state <> 'ended' ORDER BY id LIMIT 1",
-                cohort,
-                SESSION_TITLE,
-            )
-            if session is None:
-                starts = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
-                session = await conn.fetchval(
-                    "INSERT INTO live_sessions (cohort_id, title, starts_at, ends_at)"
-                    " VALUES ($1, $2, $3, $4) RETURNING id",
-                    cohort,
-                    SESSION_TITLE,
-                    starts,
-                    starts + timedelta(hours=1),
-                )
+            session = await _session(conn, cohort)
     users = [
         {"id": uid, "email": email, "password": password, "role": role}
         for uid, (email, _, role, password) in zip(ids, USERS, strict=True)

@@ -104,58 +104,79 @@ def rejected(op: Operation, error: str) -> OpResult:
 async def apply(conn: asyncpg.Connection, uid: int, op: Operation) -> tuple[OpResult, int | None]:
     """Apply ``op`` for user ``uid``; returns its result and, for a newly completed lesson, the
     cohort whose staff progress must be refreshed after the commit."""
+    match op:
+        case LessonComplete():
+            return await _complete(conn, uid, op)
+        case QuizDraft():
+            return await _draft(conn, uid, op), None
+        case NoteSave():
+            return await _note(conn, uid, op), None
+
+
+async def _complete(
+    conn: asyncpg.Connection, uid: int, op: LessonComplete
+) -> tuple[OpResult, int | None]:
+    """Server wins: a lesson already completed keeps the server's time (``server_kept``)."""
+    try:
+        done = await progress.complete_lesson(conn, uid, op.lesson_id)
+    except progress.NotEnrolled:
+        return rejected(op, "not a member of the lesson's cohort"), None
+    if done is None:
+        return rejected(op, f"lesson {op.lesson_id} does not exist"), None
+    state, changed = done
+    return (
+        OpResult(
+            key=op.key,
+            type=op_type(op),
+            status="applied" if changed else "server_kept",
+            data=msgspec.to_builtins(state),
+        ),
+        state.cohort_id if changed else None,
+    )
+
+
+async def _draft(conn: asyncpg.Connection, uid: int, op: QuizDraft) -> OpResult:
+    """Last write wins, by client timestamp (a tie keeps the server's draft)."""
     kind = op_type(op)
-    if isinstance(op, LessonComplete):
-        try:
-            done = await progress.complete_lesson(conn, uid, op.lesson_id)
-        except progress.NotEnrolled:
-            return rejected(op, "not a member of the lesson's cohort"), None
-        if done is None:
-            return rejected(op, f"lesson {op.lesson_id} does not exist"), None
-        state, changed = done
-        return (
-            OpResult(
-                key=op.key,
-                type=kind,
-                status="applied" if changed else "server_kept",
-                data=msgspec.to_builtins(state),
-            ),
-            state.cohort_id if changed else None,
-        )
-    if isinstance(op, QuizDraft):
-        answers = _json.encode(op.answers)
-        if len(answers) > MAX_DRAFT_BYTES:
-            return rejected(op, f"answers over {MAX_DRAFT_BYTES} bytes"), None
-        cohort = await conn.fetchval("SELECT cohort_id FROM quizzes WHERE id = $1", op.quiz_id)
-        if not await _member_of(conn, cohort, uid):
-            return rejected(op, f"quiz {op.quiz_id} is not one of your cohorts'"), None
-        stored = await conn.fetchrow(
-            "SELECT answers::text AS answers, client_ts FROM quiz_drafts"
-            " WHERE user_id = $1 AND quiz_id = $2 FOR UPDATE",
-            uid,
-            op.quiz_id,
-        )
-        if not lww_applies(stored["client_ts"] if stored else None, op.client_ts):
-            assert stored is not None
-            data = {
-                "answers": msgspec.json.decode(stored["answers"]),
-                "client_ts": stored["client_ts"],
-            }
-            return OpResult(key=op.key, type=kind, status="server_kept", data=data), None
-        await conn.execute(
-            "INSERT INTO quiz_drafts (user_id, quiz_id, answers, client_ts)"
-            " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (user_id, quiz_id) DO UPDATE"
-            " SET answers = excluded.answers, client_ts = excluded.client_ts, updated_at = now()",
-            uid,
-            op.quiz_id,
-            answers.decode(),
-            op.client_ts,
-        )
-        data = {"answers": op.answers, "client_ts": op.client_ts}
-        return OpResult(key=op.key, type=kind, status="applied", data=data), None
+    answers = _json.encode(op.answers)
+    if len(answers) > MAX_DRAFT_BYTES:
+        return rejected(op, f"answers over {MAX_DRAFT_BYTES} bytes")
+    cohort = await conn.fetchval("SELECT cohort_id FROM quizzes WHERE id = $1", op.quiz_id)
+    if not await _member_of(conn, cohort, uid):
+        return rejected(op, f"quiz {op.quiz_id} is not one of your cohorts'")
+    stored = await conn.fetchrow(
+        "SELECT answers::text AS answers, client_ts FROM quiz_drafts"
+        " WHERE user_id = $1 AND quiz_id = $2 FOR UPDATE",
+        uid,
+        op.quiz_id,
+    )
+    if not lww_applies(stored["client_ts"] if stored else None, op.client_ts):
+        assert stored is not None
+        data = {
+            "answers": msgspec.json.decode(stored["answers"]),
+            "client_ts": stored["client_ts"],
+        }
+        return OpResult(key=op.key, type=kind, status="server_kept", data=data)
+    await conn.execute(
+        "INSERT INTO quiz_drafts (user_id, quiz_id, answers, client_ts)"
+        " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (user_id, quiz_id) DO UPDATE"
+        " SET answers = excluded.answers, client_ts = excluded.client_ts, updated_at = now()",
+        uid,
+        op.quiz_id,
+        answers.decode(),
+        op.client_ts,
+    )
+    data = {"answers": op.answers, "client_ts": op.client_ts}
+    return OpResult(key=op.key, type=kind, status="applied", data=data)
+
+
+async def _note(conn: asyncpg.Connection, uid: int, op: NoteSave) -> OpResult:
+    """An edit made on an older version than the server's goes to manual review (both texts
+    kept in ``sync_conflicts``); otherwise it is saved as the next version."""
+    kind = op_type(op)
     cohort = await conn.fetchval("SELECT cohort_id FROM lessons WHERE id = $1", op.lesson_id)
     if not await _member_of(conn, cohort, uid):
-        return rejected(op, f"lesson {op.lesson_id} is not one of your cohorts'"), None
+        return rejected(op, f"lesson {op.lesson_id} is not one of your cohorts'")
     note = await conn.fetchrow(
         "SELECT body, version FROM lesson_notes WHERE user_id = $1 AND lesson_id = $2 FOR UPDATE",
         uid,
@@ -180,7 +201,7 @@ async def apply(conn: asyncpg.Connection, uid: int, op: Operation) -> tuple[OpRe
             "body": note["body"] if note else "",
             "version": server_version,
         }
-        return OpResult(key=op.key, type=kind, status="review", data=data), None
+        return OpResult(key=op.key, type=kind, status="review", data=data)
     version = await conn.fetchval(
         "INSERT INTO lesson_notes (user_id, lesson_id, body, client_ts) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (user_id, lesson_id) DO UPDATE SET body = excluded.body,"
@@ -192,4 +213,4 @@ async def apply(conn: asyncpg.Connection, uid: int, op: Operation) -> tuple[OpRe
         op.client_ts,
     )
     data = {"body": op.body, "version": version}
-    return OpResult(key=op.key, type=kind, status="applied", data=data), None
+    return OpResult(key=op.key, type=kind, status="applied", data=data)

@@ -39,7 +39,8 @@ import asyncpg
 
 from benchmarks import stack as stacks
 from benchmarks.live_quiz import live_quiz_results
-from benchmarks.loadproto import WSParser, build_request, parse_response_head, percentile, ws_key
+from benchmarks.loadproto import percentile
+from benchmarks.roomlisten import listen
 from config.settings import load_settings
 from gateway.auth import issue_access_token
 from loadtest.fixture import Fixture, create
@@ -144,60 +145,13 @@ async def _set_passwords(database_url: str, user_ids: list[int]) -> None:
 # -- command_reply listeners (separate processes) ---------------------------------------------
 
 
-class _Member(asyncio.Protocol):
-    """A raw room member: no client library, no JSON parsing, so the listeners cost little
-    next to the server they measure. Records when each benchmark question's event arrived."""
-
-    def __init__(self, request: bytes, received: dict[str, list[float]], opened: list[int]):
-        self.request = request
-        self.received = received
-        self.opened = opened
-        self.head = b""
-        self.parser: WSParser | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        at = time.time()
-        if self.parser is None:
-            self.head += data
-            parsed = parse_response_head(self.head)
-            if parsed is None:
-                return
-            self.parser, data = WSParser(), self.head[parsed[1] :]
-            self.opened[0] += 1
-        for _, payload in self.parser.feed(data):
-            start = payload.find(b'"body":"bench-')
-            if start >= 0 and b'"qa.updated"' in payload:
-                start += 8
-                body = payload[start : payload.index(b'"', start)].decode()
-                self.received.setdefault(body, []).append(at)
-
-
-def _listen(port: int, paths: list[str], seconds: float, ready: Any, out: Any) -> None:
-    import uvloop
-
-    received: dict[str, list[float]] = {}
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        opened = [0]
-        transports = []
-        for path in paths:
-            request = build_request("127.0.0.1", port, path, ws_key_value=ws_key())
-            member = _Member(request, received, opened)
-            t, _ = await loop.create_connection(lambda m=member: m, "127.0.0.1", port)  # type: ignore[misc]
-            transports.append(t)
-        while opened[0] < len(paths):
-            await asyncio.sleep(0.05)
-        ready.set()
-        await asyncio.sleep(seconds)
-        for t in transports:
-            t.close()
-        out.put(received)
-
-    uvloop.run(main())
+def _qa_body(payload: bytes) -> str | None:
+    """The benchmark question's body in a ``qa.updated`` event (None for other frames)."""
+    start = payload.find(b'"body":"bench-')
+    if start >= 0 and b'"qa.updated"' in payload:
+        start += 8
+        return payload[start : payload.index(b'"', start)].decode()
+    return None
 
 
 async def command_reply(
@@ -214,7 +168,7 @@ async def command_reply(
         ready = ctx.Event()
         port = int(stack.gateway_url.rsplit(":", 1)[1])
         paths = [f"/ws?token={tokens[u]}&topics={topic}" for u in part]
-        proc = ctx.Process(target=_listen, args=(port, paths, listen_s, ready, out))
+        proc = ctx.Process(target=listen, args=(port, paths, listen_s, ready, out, _qa_body))
         proc.start()
         procs.append(proc)
         events.append(ready)

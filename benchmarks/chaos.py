@@ -27,8 +27,9 @@ Scenarios (``--scenarios``, default all):
 * ``reconnect_storm``: ``--storm`` clients reconnect at once after a gateway restart, each
   resuming the events published while the gateway was down: ``all_resumed_s``, Redis CPU.
 
-``--json`` prints ``{"scenarios": [{"name": ..., ...}, ...]}`` as its last stdout line; the same
-object goes to ``benchmarks/results/chaos-latest.json``. Exit status 0 when every scenario has
+``--json`` prints ``{"scenarios": [{"name": ..., ...}, ...]}`` as its last stdout line; its
+scenarios replace those of the same name in ``benchmarks/results/chaos-latest.json``, which keeps
+the latest result of every scenario. Exit status 0 when every scenario has
 ``lost`` = 0 and ``duplicated`` = 0. Everything started here is stopped before it returns; only
 127.0.0.1 is used.
 """
@@ -575,6 +576,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"scenarios": out}
 
 
+def _record(report: dict[str, Any]) -> None:
+    """Write this run's scenarios into RESULTS, keeping the other scenarios' latest results:
+    a run of one scenario does not erase the figures of the rest."""
+    try:
+        kept = json.loads(RESULTS.read_text())["scenarios"]
+    except (OSError, ValueError, KeyError):
+        kept = []
+    fresh = {s["name"]: s for s in report["scenarios"]}
+    merged = [fresh.pop(s["name"], s) for s in kept if s.get("name") in SCENARIOS]
+    merged += [fresh[name] for name in SCENARIOS if name in fresh]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"scenarios": merged}, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__)
     parser.add_argument("--scenarios", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
@@ -593,8 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = asyncio.run(run(args))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    _record(report)
     print(json.dumps(report))
     ok = all(s.get("lost") == 0 and s.get("duplicated") == 0 for s in report["scenarios"])
     return 0 if ok else 1

@@ -23,7 +23,7 @@ import aiohttp
 import asyncpg
 
 from benchmarks import stack as stacks
-from benchmarks.loadproto import WSParser, build_request, parse_response_head, ws_key
+from benchmarks.roomlisten import listen
 from config.settings import load_settings
 from gateway.auth import issue_access_token
 from loadtest.fixture import Fixture
@@ -33,57 +33,11 @@ LIMIT_S = 1
 SENDERS = 5
 
 
-class _Member(asyncio.Protocol):
-    """A raw room member that records when each question's ``quiz.results`` arrived."""
-
-    def __init__(self, request: bytes, received: dict[int, list[float]], opened: list[int]):
-        self.request = request
-        self.received = received
-        self.opened = opened
-        self.head = b""
-        self.parser: WSParser | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def data_received(self, data: bytes) -> None:
-        at = time.time()
-        if self.parser is None:
-            self.head += data
-            parsed = parse_response_head(self.head)
-            if parsed is None:
-                return
-            self.parser, data = WSParser(), self.head[parsed[1] :]
-            self.opened[0] += 1
-        for _, payload in self.parser.feed(data):
-            if b'"quiz.results"' in payload:
-                index = json.loads(payload)["data"]["index"]
-                self.received.setdefault(index, []).append(at)
-
-
-def _listen(port: int, paths: list[str], seconds: float, ready: Any, out: Any) -> None:
-    import uvloop
-
-    received: dict[int, list[float]] = {}
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        opened = [0]
-        transports = []
-        for path in paths:
-            request = build_request("127.0.0.1", port, path, ws_key_value=ws_key())
-            member = _Member(request, received, opened)
-            t, _ = await loop.create_connection(lambda m=member: m, "127.0.0.1", port)  # type: ignore[misc]
-            transports.append(t)
-        while opened[0] < len(paths):
-            await asyncio.sleep(0.05)
-        ready.set()
-        await asyncio.sleep(seconds)
-        for t in transports:
-            t.close()
-        out.put(received)
-
-    uvloop.run(main())
+def _results_index(payload: bytes) -> int | None:
+    """The question index of a ``quiz.results`` event (None for other frames)."""
+    if b'"quiz.results"' in payload:
+        return int(json.loads(payload)["data"]["index"])
+    return None
 
 
 async def _make_quiz(database_url: str, cohort: int, count: int) -> int:
@@ -142,7 +96,7 @@ async def live_quiz_results(
     for part in (listeners[: len(listeners) // 2], listeners[len(listeners) // 2 :]):
         ready = ctx.Event()
         paths = [f"/ws?token={tokens[u]}&topics={topic}" for u in part]
-        proc = ctx.Process(target=_listen, args=(port, paths, listen_s, ready, out))
+        proc = ctx.Process(target=listen, args=(port, paths, listen_s, ready, out, _results_index))
         proc.start()
         procs.append(proc)
         events.append(ready)
