@@ -60,6 +60,7 @@ ROUTE_MODULES: list[str] = [
     "api.routes_cohorts",
     "api.routes_lessons",
     "api.routes_progress",
+    "api.routes_certificates",
     "api.routes_sessions",
     "api.routes_quizzes",
     "api.routes_quiz_stats",

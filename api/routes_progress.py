@@ -15,7 +15,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB, REDIS, REQUEST_ID, SETTINGS
 from config import redisconn
-from workers import progress
+from workers import certificates, progress
 
 log = logging.getLogger("lectern.workers.progress")
 
@@ -39,10 +39,13 @@ async def complete(request: web.Request) -> web.Response:
             await progress.schedule_staff_progress(
                 request.app[REDIS], request.app[SETTINGS], state.cohort_id
             )
+            await certificates.send_emails(
+                request.app[DB], request.app[REDIS], user_id(claims), state.cohort_id
+            )
         except redisconn.ERRORS as exc:
             # The completion is committed; the next one (or the scheduled refresh) catches up.
             log.warning(
-                "could not schedule staff.progress",
+                "could not schedule staff.progress or milestone emails",
                 extra={"request_id": request[REQUEST_ID], "error": repr(exc)},
             )
     return json_response(state)

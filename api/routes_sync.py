@@ -36,7 +36,7 @@ from api.responses import json_response
 from api.state import DB, REDIS, REQUEST_ID, SETTINGS
 from api.sync_apply import Operation, OpResult, apply, op_type, rejected
 from config import redisconn
-from workers import progress
+from workers import certificates, progress
 
 log = logging.getLogger("lectern.api.sync")
 
@@ -81,10 +81,11 @@ async def sync(request: web.Request) -> web.Response:
             await progress.schedule_staff_progress(
                 request.app[REDIS], request.app[SETTINGS], cohort_id
             )
+            await certificates.send_emails(request.app[DB], request.app[REDIS], uid, cohort_id)
         except redisconn.ERRORS as exc:
             # Committed; the next completion (or the scheduled refresh) catches up.
             log.warning(
-                "could not schedule staff.progress",
+                "could not schedule staff.progress or milestone emails",
                 extra={"request_id": request[REQUEST_ID], "error": repr(exc)},
             )
     return json_response(SyncOut(results=results))

@@ -46,6 +46,7 @@ KINDS: tuple[str, ...] = (
     "announcement",
     "session.reminder",
     "student.struggling",
+    "certificate.milestone",
 )
 KIND_LABELS: dict[str, str] = {
     "quiz.graded": "A quiz of yours was graded",
@@ -53,6 +54,7 @@ KIND_LABELS: dict[str, str] = {
     "announcement": "Announcements in your cohorts",
     "session.reminder": "Live sessions about to start",
     "student.struggling": "A student of yours may need help (staff)",
+    "certificate.milestone": "Course milestones and your certificate",
 }
 
 EMAIL_QUEUE = "email"

@@ -6,7 +6,8 @@ Plain functions on an asyncpg connection, shared by the API routes and the worke
 by one student in one cohort serialize and the milestone arithmetic sees every earlier one. A
 second completion of the same lesson changes nothing and emits nothing. A first one emits, in
 the same transaction: ``progress.update`` to ``user:{id}`` and, for each milestone (25, 50, 75,
-100 %) crossed, ``certificate.progress``, and the cohort's activity entry
+100 %) newly unlocked, ``certificate.progress`` (the milestone, its notification and at 100 %
+the certificate are stored by :mod:`workers.certificates`), and the cohort's activity entry
 (:mod:`workers.activity`).
 
 **Staff aggregates** (``staff.progress`` to ``staff:{cohort}``) are debounced: each completion
@@ -30,11 +31,10 @@ import redis.asyncio as aioredis
 
 from config.settings import Settings
 from config.topics import staff_topic, user_topic
-from workers import activity
+from workers import activity, certificates
 from workers.jobs import schedule
 from workers.outbox_write import emit, emit_many
 
-MILESTONES = (25, 50, 75, 100)
 STAFF_PROGRESS_QUEUE = "staff_progress"
 
 
@@ -99,13 +99,6 @@ def percentage(done: int, total: int) -> float:
     return round(100.0 * done / total, 1) if total else 0.0
 
 
-def milestones_crossed(before: int, after: int, total: int) -> list[int]:
-    """Milestones ``m`` with ``before/total < m% <= after/total`` (exact integer arithmetic)."""
-    if not total:
-        return []
-    return [m for m in MILESTONES if before * 100 < m * total <= after * 100]
-
-
 async def _counts(conn: asyncpg.Connection, user_id: int, cohort_id: int) -> tuple[int, int]:
     row = await conn.fetchrow(
         "SELECT count(*) AS total, count(p.lesson_id) AS done FROM lessons l"
@@ -152,7 +145,8 @@ async def complete_lesson(
         )
         if inserted is None:
             return state, False
-        events = _completion_events(user_id, state, done - 1)
+        milestones = await certificates.unlock(conn, user_id, cohort_id, done, total)
+        events = _completion_events(user_id, state, milestones)
         await emit_many(conn, events)
         title = await conn.fetchval("SELECT title FROM lessons WHERE id = $1", lesson_id)
         await activity.record(conn, cohort_id, user_id, "lesson.completed", lesson_id, title)
@@ -160,9 +154,10 @@ async def complete_lesson(
 
 
 def _completion_events(
-    user_id: int, state: CompletionState, done_before: int
+    user_id: int, state: CompletionState, milestones: list[int]
 ) -> list[tuple[str, str, Any]]:
-    """The learner's ``progress.update`` and any ``certificate.progress`` milestones crossed."""
+    """The learner's ``progress.update`` and a ``certificate.progress`` per newly unlocked
+    milestone."""
     topic = user_topic(user_id)
     events: list[tuple[str, str, Any]] = [
         (
@@ -184,7 +179,7 @@ def _completion_events(
             "certificate.progress",
             {"cohort_id": state.cohort_id, "percentage": state.percentage, "milestone": m},
         )
-        for m in milestones_crossed(done_before, state.completed_count, state.total)
+        for m in milestones
     ]
     return events
 

@@ -43,6 +43,7 @@ const page = {
   feedback: [], // newest first
   activity: { privacy: "initials", items: [] }, // the cohort feed, newest first
   lessonId: null, // the lesson open in the reader
+  certificate: null, // milestones with unlocked_at, and the certificate once complete
 };
 
 // -- loading --------------------------------------------------------------------------------
@@ -50,6 +51,11 @@ const page = {
 async function loadProgress() {
   page.progress = await api(`/api/v1/cohorts/${page.cohort.id}/progress`);
   renderProgress();
+}
+
+async function loadCertificate() {
+  page.certificate = await api(`/api/v1/cohorts/${page.cohort.id}/certificate`);
+  renderCertificate();
 }
 
 async function loadQuizzes() {
@@ -104,6 +110,7 @@ function loadAll() {
     loadActivity(),
     loadFeedback(),
     loadProgress(),
+    loadCertificate(),
     loadQuizzes(),
     loadNotifications(),
     loadAnnouncements(),
@@ -130,7 +137,13 @@ function onUserEvent(ev) {
       break;
     }
     case "certificate.progress":
-      if (d.cohort_id === page.cohort.id) toast(`Milestone: ${pct(d.milestone)} of the course done!`);
+      if (d.cohort_id !== page.cohort.id) return;
+      toast(
+        d.milestone === 100
+          ? "Course complete: your certificate is ready!"
+          : `Milestone: ${pct(d.milestone)} of the course done!`,
+      );
+      attempt(loadCertificate); // unlocked_at and the certificate come from the server
       break;
     case "quiz.graded":
       page.graded.set(d.submission_id, d);
@@ -266,6 +279,40 @@ function renderProgress() {
     ),
   );
   renderLessonActions();
+}
+
+function renderCertificate() {
+  const c = page.certificate;
+  fill(
+    $("#milestones"),
+    c.milestones.map((m) =>
+      el(
+        "li",
+        {
+          class: `milestone${m.unlocked ? " unlocked" : ""}`,
+          dataset: { milestone: m.milestone, unlocked: String(m.unlocked) },
+          title: m.unlocked ? `Unlocked ${when(m.unlocked_at)}` : "Not yet",
+        },
+        el("strong", {}, `${m.milestone}%`),
+        el("span", { class: "muted when" }, m.unlocked ? when(m.unlocked_at) : "locked"),
+      ),
+    ),
+  );
+  const cert = c.certificate;
+  fill(
+    $("#certificate"),
+    cert
+      ? el(
+          "div",
+          { class: "certificate", dataset: { code: cert.code } },
+          el("h3", {}, "Certificate of completion"),
+          el("p", {}, "This certifies that ", el("strong", { class: "cert-name" }, cert.student_name)),
+          el("p", {}, "completed ", el("strong", { class: "cert-course" }, cert.cohort_title), ` on ${new Date(cert.issued_at).toLocaleDateString()}.`),
+          el("p", { class: "muted" }, "Certificate code ", el("code", { class: "cert-code" }, cert.code)),
+          el("button", { class: "small secondary", onclick: () => window.print() }, "Print"),
+        )
+      : null,
+  );
 }
 
 function scoreText(s) {

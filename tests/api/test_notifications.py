@@ -75,6 +75,7 @@ async def test_preferences_default_on_and_turn_email_off(api: Api, smtp: SmtpCat
         "announcement": True,
         "session.reminder": True,
         "student.struggling": True,
+        "certificate.milestone": True,
     }
     status, data, _ = await api.request(
         "PUT",

@@ -7,8 +7,10 @@ import json
 from config import keys
 from gateway.publish import Publisher
 from tests.api.conftest import Api, User
+from workers import certificates
+from workers.certificates import reached
 from workers.context import WorkerContext
-from workers.progress import STAFF_PROGRESS_QUEUE, milestones_crossed
+from workers.progress import STAFF_PROGRESS_QUEUE
 from workers.staff_progress import handle_staff_progress
 
 
@@ -30,13 +32,13 @@ async def course(api: Api, cohort: int, lessons: int) -> tuple[User, User, list[
     return teacher, student, ids
 
 
-def test_milestones() -> None:
-    assert milestones_crossed(0, 1, 4) == [25]
-    assert milestones_crossed(0, 1, 1) == [25, 50, 75, 100]
-    assert milestones_crossed(1, 2, 3) == [50]
-    assert milestones_crossed(2, 3, 3) == [75, 100]
-    assert milestones_crossed(0, 1, 5) == []
-    assert milestones_crossed(0, 0, 0) == []
+def test_milestones_reached() -> None:
+    assert reached(1, 4) == [25]
+    assert reached(1, 1) == [25, 50, 75, 100]
+    assert reached(2, 3) == [25, 50]
+    assert reached(3, 3) == [25, 50, 75, 100]
+    assert reached(1, 5) == []
+    assert reached(0, 0) == []
 
 
 async def test_complete_is_idempotent_and_emits_once(api: Api, cohort: int) -> None:
@@ -123,3 +125,53 @@ async def test_staff_aggregates_are_debounced(api: Api, cohort: int) -> None:
     assert data["average_percentage"] == 100.0 and data["students"] == 1
     assert [lesson["completed_count"] for lesson in data["lessons"]] == [1, 1, 1]
     assert "per_student" not in data
+
+
+async def test_certificate_progress_keeps_what_was_earned(api: Api, cohort: int) -> None:
+    teacher, student, lessons = await course(api, cohort, 2)
+    path = f"/api/v1/cohorts/{cohort}/certificate"
+    status, cert, _ = await api.request("GET", path, student)
+    assert status == 200
+    assert [(m["milestone"], m["unlocked"], m["unlocked_at"]) for m in cert["milestones"]] == [
+        (25, False, None),
+        (50, False, None),
+        (75, False, None),
+        (100, False, None),
+    ]
+    assert cert["certificate"] is None
+    for lesson in lessons:
+        assert (await api.request("PUT", f"/api/v1/lessons/{lesson}/complete", student))[0] == 200
+    _, cert, _ = await api.request("GET", path, student)
+    assert all(m["unlocked"] and m["unlocked_at"] for m in cert["milestones"])
+    code = cert["certificate"]["code"]
+    # A lesson added afterwards lowers the percentage, not what was earned; completing it
+    # unlocks nothing new, so no milestone event or notification comes twice.
+    status, added, _ = await api.request(
+        "POST", f"/api/v1/cohorts/{cohort}/lessons", teacher, json={"title": "Extra"}
+    )
+    assert status == 201
+    _, cert, _ = await api.request("GET", path, student)
+    assert cert["certificate"]["code"] == code
+    assert all(m["unlocked"] for m in cert["milestones"])
+    assert (await api.request("PUT", f"/api/v1/lessons/{added['id']}/complete", student))[0] == 200
+    certs = await api.outbox(f"user:{student.id}", "certificate.progress")
+    assert [c["data"]["milestone"] for c in certs] == [25, 50, 75, 100]
+    kinds = await api.db.fetch(
+        "SELECT data->>'milestone' AS m FROM notifications"
+        " WHERE user_id = $1 AND kind = 'certificate.milestone' ORDER BY id",
+        student.id,
+    )
+    assert [int(r["m"]) for r in kinds] == [25, 50, 75, 100]
+    # Their emails: queued while unsent (any number of times), none once email is off.
+    assert await certificates.send_emails(api.db, api.redis, student.id, cohort) == 4
+    status, _, _ = await api.request(
+        "PUT",
+        "/api/v1/me/notification-prefs",
+        student,
+        json={"prefs": [{"kind": "certificate.milestone", "email": False}]},
+    )
+    assert status == 200
+    assert await certificates.send_emails(api.db, api.redis, student.id, cohort) == 0
+    # Members only.
+    outsider = await api.user()
+    assert (await api.request("GET", path, outsider))[0] == 403

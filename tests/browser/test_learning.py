@@ -201,3 +201,58 @@ def test_leaderboard_keeps_my_row_below_the_top(pages: Pages, stack: Stack) -> N
     expect(page.locator("#leaderboard-rows tr.me")).to_have_count(1)
     expect(mine.locator("td").nth(0)).to_have_text(str(EVENT_TOP + 1))
     expect(mine.locator("td").nth(1)).to_have_text("You")
+
+
+def test_certificate_milestones_reach_the_bell_and_the_certificate(
+    pages: Pages, stack: Stack, shot: Callable[[Any, str], None]
+) -> None:
+    async def make() -> tuple[Any, list[int], str]:
+        cohort = await stack.cohort()
+        student = await stack.person("student", "Sam Student")
+        await stack.enroll(cohort, student)
+        lessons = [await stack.lesson(cohort, i, t) for i, t in enumerate(("Streams", "Resume"))]
+        title = await stack.db.fetchval("SELECT title FROM cohorts WHERE id = $1", cohort)
+        return student, lessons, str(title)
+
+    student, lessons, title = stack.call(make())
+    page = pages.open(student, "/student")
+    pages.ready(page)
+    chips = page.locator("#milestones li")
+    expect(chips).to_have_count(4)
+    expect(page.locator("#milestones li.unlocked")).to_have_count(0)
+    expect(page.locator("#certificate .certificate")).to_have_count(0)
+
+    page.locator(f"#lessons li[data-id='{lessons[0]}'] button.complete").click()
+    expect(page.locator("#milestones li.unlocked")).to_have_count(2)
+    expect(page.locator("#milestones li[data-milestone='50']")).to_have_attribute(
+        "data-unlocked", "true"
+    )
+    expect(page.locator("#milestones li[data-milestone='75']")).to_have_attribute(
+        "data-unlocked", "false"
+    )
+    # Each milestone reaches the bell once.
+    expect(page.locator("#unread")).to_have_text("2")
+    page.locator("#bell").click()
+    expect(page.locator("#notification-list li .body").first).to_have_text(
+        f"Milestone: 50% of {title} done"
+    )
+    expect(page.locator("#certificate .certificate")).to_have_count(0)
+
+    page.locator(f"#lessons li[data-id='{lessons[1]}'] button.complete").click()
+    expect(page.locator("#milestones li.unlocked")).to_have_count(4)
+    cert = page.locator("#certificate .certificate")
+    expect(cert.locator(".cert-name")).to_have_text("Sam Student")
+    expect(cert.locator(".cert-course")).to_have_text(title)
+    expect(page.locator("#unread")).to_have_text("4")
+    expect(page.locator("#notification-list li .body").first).to_have_text(
+        f"Course complete: your certificate for {title} is ready"
+    )
+    code = cert.locator(".cert-code").inner_text()
+    assert len(code) == 32
+    shot(page, "student-certificate")
+
+    # What was earned is stored: a reload shows the same certificate and milestones.
+    page.reload()
+    pages.ready(page)
+    expect(page.locator("#milestones li.unlocked")).to_have_count(4)
+    expect(page.locator("#certificate .cert-code")).to_have_text(code)

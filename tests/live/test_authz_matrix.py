@@ -104,6 +104,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/submissions/{id}"): "member",
     ("GET", "/api/v1/quizzes/{id}/stats"): "staff",
     ("GET", "/api/v1/cohorts/{id}/leaderboard"): "member",
+    ("GET", "/api/v1/cohorts/{id}/certificate"): "member",
     ("POST", "/api/v1/submissions/{id}/feedback"): "staff",
     ("GET", "/api/v1/submissions/{id}/feedback"): "member",
     ("GET", "/api/v1/cohorts/{id}/feedback"): "member",
