@@ -58,8 +58,12 @@ async def test_email_in_quiet_hours_is_sent_when_the_window_ends(
         due = await eventually(lambda: waiting(w.ctx, "email", payload))
         assert len(due) == 1 and end.timestamp() <= due[0] / 1000 < end.timestamp() + 1
         await eventually(lambda: received_by(smtp, address), within=12)
-        sent_at = await w.ctx.db.fetchval(
-            "SELECT sent_at FROM email_deliveries WHERE notification_id = $1", nid
+        # The server has the message before the job commits `sent` (same transaction, after
+        # the server accepted it), so wait for the row rather than read it once.
+        sent_at = await eventually(
+            lambda: w.ctx.db.fetchval(
+                "SELECT sent_at FROM email_deliveries WHERE notification_id = $1", nid
+            )
         )
         assert sent_at >= end  # not a moment inside quiet hours
         await steady(lambda: len(received_by(smtp, address)), 1, 0.6)
