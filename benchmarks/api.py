@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -366,54 +367,24 @@ async def quiz_e2e(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     students = fixture.student_ids[:200]
-    graded: dict[int, float] = {}
     started: dict[int, float] = {}
-    # limit=0: each open WebSocket holds a connector slot (100 by default).
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as ws_http:
-        sockets = []
-        for uid in students:
-            ws = await ws_http.ws_connect(f"{stack.ws_url}?token={tokens[uid]}&topics=user:{uid}")
-            await ws.receive(timeout=10)
-            await ws.receive(timeout=10)
-            sockets.append(ws)
 
-        async def listen(ws: aiohttp.ClientWebSocketResponse) -> None:
-            async for msg in ws:
-                at = time.time()
-                frame = json.loads(msg.data)
-                if frame.get("event") == "quiz.graded":
-                    graded[frame["data"]["submission_id"]] = at
+    async def submit(i: int) -> bool:
+        uid = students[i % len(students)]
+        began = time.time()
+        async with http.post(
+            f"/api/v1/quizzes/{fixture.quiz_id}/submissions",
+            json={"answers": {"q1": 1, "q2": 60}},
+            headers={"Authorization": f"Bearer {tokens[uid]}"},
+        ) as r:
+            body = await r.json()
+            if r.status not in (200, 201, 202):
+                return False
+            started[body["id"]] = began
+            return True
 
-        readers = [asyncio.create_task(listen(ws)) for ws in sockets]
-        loop = asyncio.get_running_loop()
-
-        async def submit(i: int) -> bool:
-            uid = students[i % len(students)]
-            began = time.time()
-            async with http.post(
-                f"/api/v1/quizzes/{fixture.quiz_id}/submissions",
-                json={"answers": {"q1": 1, "q2": 60}},
-                headers={"Authorization": f"Bearer {tokens[uid]}"},
-            ) as r:
-                body = await r.json()
-                if r.status not in (200, 201, 202):
-                    return False
-                started[body["id"]] = began
-                return True
-
-        t0 = loop.time()
-        load = await open_loop(args.submit_rate, args.duration / 2, submit)
-        deadline = loop.time() + 30
-        while len(graded) < len(started) and loop.time() < deadline:
-            await asyncio.sleep(0.1)
-        for task in readers:
-            task.cancel()
-        for ws in sockets:
-            await ws.close()
-    lat = [(graded[s] - t) * 1000 for s, t in started.items() if s in graded]
-    result = summary(lat, load["errors"] + len(started) - len(lat), loop.time() - t0)
-    result["rps"] = load["rps"]
-    return result
+    async with _user_streams(stack, tokens, students, "quiz.graded", _submission_id) as graded:
+        return await _measure(args.submit_rate, args.duration / 2, submit, started, graded)
 
 
 async def feedback_e2e(
@@ -446,8 +417,46 @@ async def feedback_e2e(
     )
     headers = {"Authorization": f"Bearer {staff}"}
     students = sorted({r["user_id"] for r in rows})
-    posted: dict[int, float] = {}
     started: dict[int, float] = {}
+
+    async def give(i: int) -> bool:
+        sub = rows[i % len(rows)]["id"]
+        began = time.time()
+        async with http.post(
+            f"/api/v1/submissions/{sub}/feedback",
+            json={"comment": f"Well argued ({i}).", "client_key": f"bench-{sub}-{i}"},
+            headers=headers,
+        ) as r:
+            body = await r.json()
+            if r.status not in (200, 201):
+                return False
+            started[body["id"]] = began
+            return True
+
+    async with _user_streams(stack, tokens, students, "feedback.posted", _feedback_id) as posted:
+        return await _measure(args.feedback_rate, args.duration / 2, give, started, posted)
+
+
+def _submission_id(data: dict[str, Any]) -> int:
+    return int(data["submission_id"])
+
+
+def _feedback_id(data: dict[str, Any]) -> int:
+    return int(data["feedback"]["id"])
+
+
+@contextlib.asynccontextmanager
+async def _user_streams(
+    stack: stacks.Stack,
+    tokens: dict[int, str],
+    students: list[int],
+    event: str,
+    key: Callable[[dict[str, Any]], int],
+) -> AsyncIterator[dict[int, float]]:
+    """Each student's ``user:{id}`` WebSocket; yields ``{key(data): arrival time}`` for every
+    ``event`` they receive, until the block ends (then every socket is closed)."""
+    arrived: dict[int, float] = {}
+    # limit=0: each open WebSocket holds a connector slot (100 by default).
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as ws_http:
         sockets = []
         for uid in students:
@@ -460,36 +469,35 @@ async def feedback_e2e(
             async for msg in ws:
                 at = time.time()
                 frame = json.loads(msg.data)
-                if frame.get("event") == "feedback.posted":
-                    posted[frame["data"]["feedback"]["id"]] = at
+                if frame.get("event") == event:
+                    arrived[key(frame["data"])] = at
 
         readers = [asyncio.create_task(listen(ws)) for ws in sockets]
-        loop = asyncio.get_running_loop()
+        try:
+            yield arrived
+        finally:
+            for task in readers:
+                task.cancel()
+            for ws in sockets:
+                await ws.close()
 
-        async def give(i: int) -> bool:
-            sub = rows[i % len(rows)]["id"]
-            began = time.time()
-            async with http.post(
-                f"/api/v1/submissions/{sub}/feedback",
-                json={"comment": f"Well argued ({i}).", "client_key": f"bench-{sub}-{i}"},
-                headers=headers,
-            ) as r:
-                body = await r.json()
-                if r.status not in (200, 201):
-                    return False
-                started[body["id"]] = began
-                return True
 
-        t0 = loop.time()
-        load = await open_loop(args.feedback_rate, args.duration / 2, give)
-        deadline = loop.time() + 30
-        while len(posted) < len(started) and loop.time() < deadline:
-            await asyncio.sleep(0.1)
-        for task in readers:
-            task.cancel()
-        for ws in sockets:
-            await ws.close()
-    lat = [(posted[f] - t) * 1000 for f, t in started.items() if f in posted]
+async def _measure(
+    rate: float,
+    seconds: float,
+    call: Callable[[int], Awaitable[bool]],
+    started: dict[int, float],
+    arrived: dict[int, float],
+) -> dict[str, Any]:
+    """Run ``call`` open loop, wait up to 30 s for every started operation's event, and
+    summarise request -> event latency (an operation whose event never came is an error)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    load = await open_loop(rate, seconds, call)
+    deadline = loop.time() + 30
+    while len(arrived) < len(started) and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    lat = [(arrived[k] - t) * 1000 for k, t in started.items() if k in arrived]
     result = summary(lat, load["errors"] + len(started) - len(lat), loop.time() - t0)
     result["rps"] = load["rps"]
     return result
