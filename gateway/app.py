@@ -205,12 +205,14 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     conn = WsConn(hub, claims, _client_ip(request), binary)
     # From here the connection is registered (Conn.connection_made) until it ends.
-    tail = detach(request, conn, wsframe.handshake_response(key, chosen))
+    tail = detach(request, conn, b"")
     if tail is None:
         return detached()
+    conn.cork(wsframe.handshake_response(key, chosen))
     conn.send(_hello(hub, conn, "msgpack" if binary else "json"))
     if topics:
         hub.subscribe(conn, topics, cursors, None)
+    conn.uncork()
     if tail:
         # Frames the client sent with its upgrade request, after the hello as if read later.
         conn.data_received(tail)
@@ -272,10 +274,12 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     for name, value in cors.items():
         head += f"{name}: {value}\r\n".encode()
     first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
-    if detach(request, conn, first) is None:  # an SSE client's later bytes are ignored
+    if detach(request, conn, b"") is None:  # an SSE client's later bytes are ignored
         return detached()
+    conn.cork(first)
     conn.send(_hello(hub, conn, "json"))
     hub.subscribe(conn, topics, cursors, None, quiet=True)
+    conn.uncork()
     return detached()
 
 
