@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -34,6 +35,7 @@ from gateway.hub import Hub
 from gateway.limits import KeyedBuckets, origin_allowed
 from gateway.polling import BodyError, PollSlots, poll_read, read_body, tails
 from gateway.protocol import ErrorCode
+from gateway.record import WS_MSGPACK
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
 from gateway.wsecho import EchoConn
@@ -58,13 +60,14 @@ def json_error(status: int, code: str, message: str, **headers: str) -> web.Resp
     )
 
 
-def _token(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
+def token_of(headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """The access token: a Bearer ``Authorization`` header, else the ``token`` parameter."""
+    auth = headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     # No cookie path: a browser attaches cookies to cross-site WebSocket handshakes, so cookie
     # auth would let any page the user visits open a socket as them.
-    return request.query.get("token", "")
+    return query.get("token", "")
 
 
 def _client_ip(request: web.Request) -> str:
@@ -72,8 +75,8 @@ def _client_ip(request: web.Request) -> str:
     return str(peer[0]) if peer else "?"
 
 
-def _cors(request: web.Request, settings: Settings) -> dict[str, str]:
-    origin = request.headers.get("Origin")
+def cors_headers(headers: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    origin = headers.get("Origin")
     if origin and origin_allowed(origin, settings.allowed_origins, False):
         return {
             "Access-Control-Allow-Origin": origin,
@@ -95,7 +98,7 @@ async def _claims(request: web.Request, *, ticket_ok: bool) -> Claims:
     settings = request.app[SETTINGS]
     ticket = request.query.get("ticket") if ticket_ok else None
     if ticket is None:
-        return verify_access_token(settings, _token(request))
+        return verify_access_token(settings, token_of(request.headers, request.query))
     try:
         claims = await ticket_mod.redeem(request.app[REDIS], ticket)
     except redisconn.ERRORS:
@@ -150,9 +153,16 @@ async def _admit(request: web.Request, *, connection: bool, ticket_ok: bool = Fa
 def _topics_and_cursors(
     request: web.Request, cursor: str | None
 ) -> tuple[list[str], dict[str, str]]:
-    raw = request.query.get("topics", "")
+    return topics_and_cursors(request.app[SETTINGS], request.query.get("topics", ""), cursor)
+
+
+def topics_and_cursors(
+    settings: Settings, raw: str, cursor: str | None
+) -> tuple[list[str], dict[str, str]]:
+    """The ``topics`` parameter's topics (in order, once each) and their cursor positions;
+    :class:`Refusal` for too many, a malformed topic or a malformed cursor."""
     topics = list(dict.fromkeys(t for t in raw.split(",") if t))
-    if len(topics) > request.app[SETTINGS].max_topics_per_conn:
+    if len(topics) > settings.max_topics_per_conn:
         raise Refusal(json_error(400, "too_many_topics", "too many topics"))
     for topic in topics:
         if parse_topic(topic) is None:
@@ -167,9 +177,8 @@ def _topics_and_cursors(
 # -- WebSocket --------------------------------------------------------------------------------
 
 
-def _upgrade_refusal(request: web.Request) -> web.Response | None:
+def upgrade_refusal(headers: Mapping[str, str]) -> web.Response | None:
     """The HTTP error for a request that is not a valid WebSocket version 13 upgrade."""
-    headers = request.headers
     if (
         headers.get("Upgrade", "").lower() != "websocket"
         or "upgrade" not in headers.get("Connection", "").lower()
@@ -186,7 +195,7 @@ def _upgrade_refusal(request: web.Request) -> web.Response | None:
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     headers = request.headers
-    not_upgrade = _upgrade_refusal(request)
+    not_upgrade = upgrade_refusal(request.headers)
     if not_upgrade is not None:
         return not_upgrade
     key = headers["Sec-WebSocket-Key"]
@@ -195,34 +204,43 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         topics, cursors = _topics_and_cursors(request, request.query.get("cursor"))
     except Refusal as refusal:
         return refusal.response
-    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
-    binary = protocol.SUBPROTOCOL_MSGPACK in offered
-    chosen = (
-        protocol.SUBPROTOCOL_MSGPACK
-        if binary
-        else (protocol.SUBPROTOCOL_JSON if protocol.SUBPROTOCOL_JSON in offered else None)
-    )
-    hub = request.app[HUB]
-    conn = WsConn(hub, claims, _client_ip(request), binary)
+    binary, chosen = subprotocol(headers)
+    conn = WsConn(request.app[HUB], claims, _client_ip(request), binary)
     # From here the connection is registered (Conn.connection_made) until it ends.
     tail = detach(request, conn, b"")
-    if tail is None:
-        return detached()
-    conn.cork(wsframe.handshake_response(key, chosen))
-    conn.send(_hello(hub, conn, "msgpack" if binary else "json"))
+    if tail is not None:
+        open_ws(conn, wsframe.handshake_response(key, chosen), topics, cursors, tail)
+    return detached()
+
+
+def subprotocol(headers: Mapping[str, str]) -> tuple[bool, str | None]:
+    """Whether the client asked for msgpack frames, and the subprotocol to answer with."""
+    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if protocol.SUBPROTOCOL_MSGPACK in offered:
+        return True, protocol.SUBPROTOCOL_MSGPACK
+    return False, (protocol.SUBPROTOCOL_JSON if protocol.SUBPROTOCOL_JSON in offered else None)
+
+
+def open_ws(
+    conn: WsConn, handshake: bytes, topics: list[str], cursors: dict[str, str], tail: bytes
+) -> None:
+    """Start a WebSocket connection that owns its socket: the 101, the hello and the acks of
+    the subscriptions asked for in the URL (one write), then the frames that came with the
+    request."""
+    conn.cork(handshake)
+    conn.send(_hello(conn.hub, conn, "msgpack" if conn.kind == WS_MSGPACK else "json"))
     if topics:
-        hub.subscribe(conn, topics, cursors, None)
+        conn.hub.subscribe(conn, topics, cursors, None)
     conn.uncork()
     if tail:
         # Frames the client sent with its upgrade request, after the hello as if read later.
         conn.data_received(tail)
-    return detached()
 
 
 async def ws_echo_handler(request: web.Request) -> web.StreamResponse:
     """``/ws-echo`` (only with ``ws_echo``, dev mode only): the WebSocket connection core with
     every message echoed, for RFC 6455 conformance runs (gateway/wsecho.py). No token."""
-    not_upgrade = _upgrade_refusal(request)
+    not_upgrade = upgrade_refusal(request.headers)
     if not_upgrade is not None:
         return not_upgrade
     hub = request.app[HUB]
@@ -253,7 +271,7 @@ def _hello(hub: Hub, conn: WsConn | SseConn, encoding: str) -> protocol.Hello:
 
 async def sse_handler(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    cors = _cors(request, settings)
+    cors = cors_headers(request.headers, settings)
     cursor = request.headers.get("Last-Event-ID") or request.query.get("cursor")
     try:
         claims = await _admit(request, connection=True, ticket_ok=True)
@@ -270,17 +288,21 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
         denied.headers.update(cors)
         return denied
     conn = SseConn(hub, claims, _client_ip(request), topics)
+    if detach(request, conn, b"") is not None:  # an SSE client's later bytes are ignored
+        open_sse(conn, cors, cursors)
+    return detached()
+
+
+def open_sse(conn: SseConn, cors: dict[str, str], cursors: dict[str, str]) -> None:
+    """Start an SSE stream that owns its socket: headers, retry, hello (one write), then the
+    subscriptions (replays follow as their history is read)."""
     head = protocol.SSE_HEADERS
     for name, value in cors.items():
         head += f"{name}: {value}\r\n".encode()
-    first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
-    if detach(request, conn, b"") is None:  # an SSE client's later bytes are ignored
-        return detached()
-    conn.cork(first)
-    conn.send(_hello(hub, conn, "json"))
-    hub.subscribe(conn, topics, cursors, None, quiet=True)
+    conn.cork(head + b"\r\n" + protocol.sse_retry(conn.hub.settings.sse_retry_ms))
+    conn.send(_hello(conn.hub, conn, "json"))
+    conn.hub.subscribe(conn, conn.order, cursors, None, quiet=True)
     conn.uncork()
-    return detached()
 
 
 # -- long-poll --------------------------------------------------------------------------------
@@ -295,7 +317,7 @@ async def poll_handler(request: web.Request) -> web.StreamResponse:
     """
     app = request.app
     settings = app[SETTINGS]
-    cors = _cors(request, settings)
+    cors = cors_headers(request.headers, settings)
     try:
         # A poll is a new connection for the per-IP rate and, while held, a live connection
         # of its user (see gateway/polling.py).
@@ -407,7 +429,7 @@ async def cmd_handler(request: web.Request) -> web.StreamResponse:
     Answers with the reply frame (HTTP 200 whether the command succeeded or not)."""
     app = request.app
     settings = app[SETTINGS]
-    cors = _cors(request, settings)
+    cors = cors_headers(request.headers, settings)
     try:
         # Each POST is a new request from its IP: the per-IP rate applies as to connections.
         claims = await _admit(request, connection=True)
@@ -453,7 +475,7 @@ def _reply(reply: protocol.Reply, cors: dict[str, str], status: int) -> web.Resp
 
 
 async def preflight(request: web.Request) -> web.StreamResponse:
-    cors = _cors(request, request.app[SETTINGS])
+    cors = cors_headers(request.headers, request.app[SETTINGS])
     if not cors:
         return json_error(403, "origin_not_allowed", "this origin may not call the gateway")
     cors["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
