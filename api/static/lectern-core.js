@@ -4,9 +4,8 @@
 
 export const TRANSPORTS = Object.freeze(["ws", "sse", "poll"]);
 
-/** Close codes after which reconnecting is pointless (the client must change something). */
+/** Standard close codes after which reconnecting is pointless (the client must change). */
 const TERMINAL_STANDARD = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010]);
-const RECONNECT_STANDARD = new Set([1001, 1005, 1006, 1011, 1012, 1013, 1014]);
 /** HTTP error codes (gateway refusals) that end the client. */
 const FATAL_HTTP_CODES = new Set(["invalid_token", "missing_token", "session_revoked",
   "origin_not_allowed"]);
@@ -14,9 +13,7 @@ const FATAL_HTTP_CODES = new Set(["invalid_token", "missing_token", "session_rev
 export class LecternError extends Error {
   constructor(code, message, extra = {}) {
     super(message || code);
-    this.name = "LecternError";
-    this.code = code;
-    Object.assign(this, extra);
+    Object.assign(this, { name: "LecternError", code }, extra);
   }
 }
 
@@ -24,15 +21,11 @@ export class LecternError extends Error {
 export function idAfter(a, b) {
   const [ams, aseq = "0"] = String(a).split("-");
   const [bms, bseq = "0"] = String(b).split("-");
-  if (ams.length !== bms.length) return ams.length > bms.length;
-  if (ams !== bms) return ams > bms;
-  if (aseq.length !== bseq.length) return aseq.length > bseq.length;
-  return aseq > bseq;
+  const cmp = (x, y) => x.length - y.length || (x > y) - (x < y); // digits: longer is bigger
+  return (cmp(ams, bms) || cmp(aseq, bseq)) > 0;
 }
 
-export function isEventId(value) {
-  return typeof value === "string" && /^\d{1,20}-\d{1,20}$/.test(value);
-}
+export const isEventId = (value) => typeof value === "string" && /^\d{1,20}-\d{1,20}$/.test(value);
 
 /** Full-jitter backoff: a uniform delay in [0, min(cap, base * 2^attempt)). */
 export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
@@ -43,17 +36,12 @@ export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
 /** What a close code asks of the client: "reconnect", "refresh" (token first) or "stop". */
 export function closeAction(code) {
   if (code === 4002 || code === 4003) return "refresh";
-  if (code >= 4000 && code < 4500) return "reconnect";
-  if (code >= 4500 && code < 5000) return "stop";
-  if (RECONNECT_STANDARD.has(code)) return "reconnect";
-  if (TERMINAL_STANDARD.has(code)) return "stop";
-  return "reconnect";
+  if (code >= 4000 && code < 5000) return code < 4500 ? "reconnect" : "stop";
+  return TERMINAL_STANDARD.has(code) ? "stop" : "reconnect";
 }
 
 /** The compact cursor of an SSE stream or long-poll: last IDs in topic order, comma-joined. */
-export function compactCursor(topics, cursors) {
-  return topics.map((t) => cursors.get(t) || "").join(",");
-}
+export const compactCursor = (topics, cursors) => topics.map((t) => cursors.get(t) || "").join(",");
 
 /** Call `fn(value)`; a throwing page callback is logged, never breaks the client. */
 export function safely(fn, value) {
@@ -77,8 +65,8 @@ export function parseFrame(text) {
 
 /** A gateway HTTP refusal ({error: {code, message}}) as {status, code, message}. */
 export function gatewayError(status, body) {
-  const err = body && body.error ? body.error : {};
-  return { status, code: err.code || `http_${status}`, message: err.message || "" };
+  const { code = `http_${status}`, message = "" } = body?.error || {};
+  return { status, code, message };
 }
 
 /** What an HTTP refusal means to the client: "expired" (token), "fatal", "forbidden" (a
@@ -134,9 +122,7 @@ export class Topics {
   cursors = new Map(); // topic -> the last event ID delivered
   stats = { events: 0, duplicates: 0, resets: 0 };
 
-  list() {
-    return [...this.subs.keys()];
-  }
+  list() { return [...this.subs.keys()]; }
 
   /** Add `handler` to `topic`; true when the topic is new. */
   add(topic, handler, { cursor, onReset, onError } = {}) {

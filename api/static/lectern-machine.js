@@ -1,17 +1,10 @@
-/**
- * lectern-machine.js: the Lectern client's connection state machine. `send(input)` moves it
- * between named states and returns the effects for the client to carry out; it owns no socket
- * and no timer, so every transition is tested in Node (tests/js/machine.test.mjs).
- *
- * States: idle -> connecting -> open; a transport lost before its first frame -> probing (is
- * the gateway there? then the transport is blocked: one step down); lost otherwise -> waiting
- * (backoff) -> connecting; closed is final. Inputs: start, opened, lost, probed, retry (the
- * backoff timer), stable, online, upgraded, noUpgrade, hint, close. Effects: connect,
- * probe, wait {ms}, refresh (token), drop {message} (a forbidden topic), upgradeIn {ms}, stop.
- */
+/** lectern-machine.js: the Lectern client's connection state machine (docs/pages.md).
+ * `send(input)` moves it between named states (idle, connecting, probing, open, waiting,
+ * closed) and returns effects for the client to carry out (connect, probe, wait {ms}, refresh,
+ * drop {message}, upgradeIn {ms}, stop {code, reason}); it owns no socket and no timer. A
+ * transport lost before its first frame is probed for (is the gateway there? then this
+ * transport is blocked: one step down); lost after opening, the client backs off. */
 import { backoffDelay, closeAction, refusalKind } from "./lectern-core.js";
-
-export const STATES = Object.freeze(["idle", "connecting", "probing", "open", "waiting", "closed"]);
 
 export class ConnectionMachine {
   constructor(transports, opts, random = Math.random) {
@@ -23,17 +16,12 @@ export class ConnectionMachine {
       upgradeDelay: opts.upgradeAfterMs });
   }
 
-  get transport() {
-    return this.transports[this.rank];
-  }
+  get transport() { return this.transports[this.rank]; }
 
   /** The status pages see: idle, connecting, open, reconnecting or closed. */
   get status() {
-    if (this.state === "waiting") return "reconnecting";
-    if (this.state === "connecting" || this.state === "probing") {
-      return this.opens ? "reconnecting" : "connecting";
-    }
-    return this.state;
+    const connecting = this.opens ? "reconnecting" : "connecting";
+    return { waiting: "reconnecting", connecting, probing: connecting }[this.state] || this.state;
   }
 
   /** Feed one input ({type, ...}); returns the effects. An input that does not apply in the
@@ -45,22 +33,16 @@ export class ConnectionMachine {
   }
 
   /** Start, or start again after the gateway stopped the client (a new subscribe, command). */
-  on_start() {
-    return this.state === "idle" || this.state === "closed" ? this._connect() : [];
-  }
+  on_start() { return this.state === "idle" || this.state === "closed" ? this._connect() : []; }
 
   on_opened() {
     if (this.state !== "connecting") return [];
-    this.state = "open";
-    this.opens += 1;
+    Object.assign(this, { state: "open", opens: this.opens + 1, fails: 0 });
     this.worked.add(this.transport);
-    this.fails = 0;
     return this.rank ? [{ do: "upgradeIn", ms: this.upgradeDelay }] : [];
   }
 
-  on_stable() {
-    if (this.state === "open") this.attempt = 0;
-  }
+  on_stable() { if (this.state === "open") this.attempt = 0; }
 
   /** The transport ended: {code, reason, opened, http?, retryMs?}. */
   on_lost(info) {
@@ -96,18 +78,14 @@ export class ConnectionMachine {
     if (kind === "busy" && retryMs) this.retryMs = retryMs;
     const blocked = kind === "ok" && (!this.worked.has(this.transport) || this.fails >= 3);
     if (blocked && this.rank < this.transports.length - 1) {
-      this.rank += 1;
-      this.fails = 0;
-      this.switches += 1;
+      Object.assign(this, { rank: this.rank + 1, fails: 0, switches: this.switches + 1 });
       return [...out, ...this._connect()];
     }
     if (this.lastCode === 4002 || this.lastCode === 4003) return [...out, ...this._connect()];
     return [...out, ...this._wait(http ? http.code : "gateway unreachable")];
   }
 
-  on_retry() {
-    return this.state === "waiting" ? this._connect() : [];
-  }
+  on_retry() { return this.state === "waiting" ? this._connect() : []; }
 
   on_online() {
     if (this.state === "open" || this.state === "idle") return [];
@@ -118,9 +96,8 @@ export class ConnectionMachine {
   /** A better transport (`rank`) answered the upgrade probe: move up. */
   on_upgraded({ rank }) {
     if (this.state !== "open" || rank >= this.rank) return [];
-    this.rank = rank;
-    this.upgradeDelay = this.opts.upgradeAfterMs;
-    this.switches += 1;
+    const upgradeDelay = this.opts.upgradeAfterMs;
+    Object.assign(this, { rank, upgradeDelay, switches: this.switches + 1 });
     return this._connect();
   }
 
@@ -130,13 +107,8 @@ export class ConnectionMachine {
     return [{ do: "upgradeIn", ms: this.upgradeDelay }];
   }
 
-  on_hint({ ms }) {
-    this.hintMs = ms;
-  }
-
-  on_close() {
-    return this._stop(1000, "client closed");
-  }
+  on_hint({ ms }) { this.hintMs = ms; }
+  on_close() { return this._stop(1000, "client closed"); }
 
   /** Shared by HTTP refusals and probe answers; returns the effects when it decided. */
   _refused(kind, http, out) {
@@ -153,7 +125,8 @@ export class ConnectionMachine {
   }
 
   _wait(reason) {
-    const jitter = backoffDelay(this.attempt, this.opts.baseDelayMs, this.opts.maxDelayMs, this.random);
+    const { baseDelayMs, maxDelayMs } = this.opts;
+    const jitter = backoffDelay(this.attempt, baseDelayMs, maxDelayMs, this.random);
     // The SSE `retry:` hint applies to SSE; an HTTP Retry-After to the next attempt of any.
     const floor = Math.max(this.transport === "sse" ? this.hintMs : 0, this.retryMs);
     this.retryMs = 0;

@@ -1,13 +1,11 @@
-/**
- * lectern-transports.js: the Lectern client's transports, thin: WebSocket (`/ws`), SSE read
- * with fetch (`/sse`), long-poll (`/poll`). Each reports to its host: opened(t, hello), frame(t,
- * frame), lost(t, {code, reason, opened, http?, retryMs?}), hint(ms) (SSE `retry:`), adopt(topic,
- * tail) (a poll's positions); close() is silent. The host also gives base, wsBase, opts and
- * topics (a core Topics). A `probe` (an upgrade probe) subscribes nothing and sends no cursor.
- */
+/** lectern-transports.js: the Lectern client's thin transports (WebSocket, SSE read with fetch,
+ * long-poll). Each reports to its host: opened(t, hello), frame(t, frame), lost(t, {code, reason,
+ * opened, http?, retryMs?}), hint(ms) (SSE `retry:`), adopt(topic, tail) (a poll's positions);
+ * close() is silent. The host also gives base, wsBase, opts and topics (a core Topics). A
+ * `probe` transport (a trial) subscribes nothing and sends no cursor. */
 import { SseParser, compactCursor, gatewayError, parseFrame } from "./lectern-core.js";
 
-export function retryAfterMs(response) {
+function retryAfterMs(response) {
   const value = Number(response.headers.get("Retry-After"));
   return Number.isFinite(value) && value > 0 ? value * 1000 : 0;
 }
@@ -29,9 +27,7 @@ class Transport {
     Object.assign(this, { host, token, probe, opened: false, dead: false, refs: 0 });
   }
 
-  get canSend() {
-    return this.opened && !this.dead;
-  }
+  get canSend() { return this.opened && !this.dead; }
 
   _markOpen(hello) {
     if (this.opened) return;
@@ -52,8 +48,8 @@ class Transport {
   /** A gateway's HTTP refusal, reported as lost (the machine reads `http`). */
   async _refused(response) {
     const http = gatewayError(response.status, await response.json().catch(() => null));
-    const retryMs = retryAfterMs(response);
-    this._lost({ code: 1006, reason: http.code, opened: this.opened, http, retryMs });
+    this._lost({ code: 1006, reason: http.code, opened: this.opened, http,
+      retryMs: retryAfterMs(response) });
   }
 
   /** GET `/sse` or `/poll` for `topics`, from their compact cursor (none for a probe). */
@@ -126,7 +122,8 @@ export class WsTransport extends Transport {
     const known = this.host.topics.cursors;
     for (let i = 0; i < added.length; i += 64) {
       const topics = added.slice(i, i + 64);
-      const cursors = Object.fromEntries(topics.flatMap((t) => (known.has(t) ? [[t, known.get(t)]] : [])));
+      const cursors = Object.fromEntries(topics.filter((t) => known.has(t)).map((t) =>
+        [t, known.get(t)]));
       this.send({ type: "sub", ref: "s" + ++this.refs, topics, cursors });
     }
   }
@@ -218,9 +215,7 @@ export class SseTransport extends Transport {
 export class PollTransport extends Transport {
   kind = "poll";
 
-  open() {
-    this._loop().catch((err) => !this.dead && this._fail(err));
-  }
+  open() { this._loop().catch((err) => !this.dead && this._fail(err)); }
 
   async _loop() {
     while (!this.dead) {
@@ -262,9 +257,7 @@ export class PollTransport extends Transport {
   }
 
   /** The topic list changed: cut the waiting poll short, or wake the idle loop. */
-  sync() {
-    this._teardown();
-  }
+  sync() { this._teardown(); }
 
   _teardown() {
     const [ctrl, wake] = [this.ctrl, this.wake];

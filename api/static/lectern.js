@@ -1,9 +1,6 @@
-/**
- * lectern.js: the browser client of the Lectern gateway (docs/pages.md has its API, docs/
- * protocol.md the wire). It ties together the pure core (lectern-core.js), the connection state
- * machine (lectern-machine.js) and the transports (lectern-transports.js), and carries out what
- * the machine decides: timers, tokens, the HTTP probe, commands, upgrade probes.
- */
+/** lectern.js: the browser client of the Lectern gateway (API: docs/pages.md; wire: docs/
+ * protocol.md). It joins the pure core, the connection state machine and the transports, and
+ * carries out what the machine decides: timers, tokens, trials, commands. */
 import * as core from "./lectern-core.js";
 import { ConnectionMachine } from "./lectern-machine.js";
 import { TRANSPORT_CLASSES } from "./lectern-transports.js";
@@ -43,9 +40,7 @@ export class Lectern {
   }
 
   /** The transport in use (or being tried): "ws", "sse" or "poll". */
-  get transport() {
-    return this.machine.transport;
-  }
+  get transport() { return this.machine.transport; }
 
   get stats() {
     const m = this.machine;
@@ -60,9 +55,7 @@ export class Lectern {
     return () => this._listeners.get(name).delete(fn);
   }
 
-  _emit(name, value) {
-    for (const fn of this._listeners.get(name) || []) core.safely(fn, value);
-  }
+  _emit(name, value) { for (const fn of this._listeners.get(name) || []) core.safely(fn, value); }
 
   _setState(extra = {}) {
     const m = this.machine;
@@ -71,9 +64,7 @@ export class Lectern {
   }
 
   /** Start connecting (subscribe and command call it for you). */
-  connect() {
-    if (!this._closed) this._input({ type: "start" });
-  }
+  connect() { if (!this._closed) this._input({ type: "start" }); }
 
   /** Events of `topic`, each once and in order, to `handler`; see docs/pages.md for `cursor`,
    * `onReset` and `onError`. Returns `off()`. */
@@ -98,14 +89,10 @@ export class Lectern {
   }
 
   /** Move the resume point of `topic` forward to `cursor` (never back). */
-  setCursor(topic, cursor) {
-    this.topics.setCursor(topic, cursor);
-  }
+  setCursor(topic, cursor) { this.topics.setCursor(topic, cursor); }
 
   /** The resume cursor of `topic`, or undefined. */
-  cursor(topic) {
-    return this.topics.cursors.get(topic);
-  }
+  cursor(topic) { return this.topics.cursors.get(topic); }
 
   /** Send a command: the reply's data, or a LecternError (the reply's code, "timeout",
    * "disconnected": maybe applied, "closed"). Waits for a connection within its timeout. */
@@ -115,8 +102,8 @@ export class Lectern {
     const frame = { type: "cmd", ref, name, data, ...(topic ? { topic } : {}) };
     return new Promise((resolve, reject) => {
       const entry = { frame, resolve, reject, sentOn: null, retried: false };
-      const timeout = new LecternError("timeout", "no reply in time");
-      entry.timer = setTimeout(() => this._settle(ref, timeout), timeoutMs || this.opts.commandTimeoutMs);
+      const late = () => this._settle(ref, new LecternError("timeout", "no reply in time"));
+      entry.timer = setTimeout(late, timeoutMs || this.opts.commandTimeoutMs);
       this._pending.set(ref, entry);
       this.connect();
       this._dispatch(entry);
@@ -128,8 +115,7 @@ export class Lectern {
     if (!entry) return;
     this._pending.delete(ref);
     clearTimeout(entry.timer);
-    if (error) entry.reject(error);
-    else entry.resolve(data);
+    return error ? entry.reject(error) : entry.resolve(data);
   }
 
   _settleAll(code, reason, sentOn) {
@@ -156,8 +142,8 @@ export class Lectern {
     try {
       const headers = { Authorization: `Bearer ${await this._token()}`,
         "Content-Type": "application/json" };
-      const init = { method: "POST", headers, body: JSON.stringify(entry.frame), cache: "no-store" };
-      response = await fetch(`${this.base}/cmd`, init);
+      const init = { method: "POST", headers, body: JSON.stringify(entry.frame) };
+      response = await fetch(`${this.base}/cmd`, { ...init, cache: "no-store" });
       body = await response.json().catch(() => null);
     } catch {
       return this._settle(ref, new LecternError("unavailable", "gateway unreachable"));
@@ -177,7 +163,7 @@ export class Lectern {
     else this._settle(frame.ref, new LecternError(err.code || "error", err.message));
   }
 
-  /** Stop for good: close the connection, reject pending commands, drop listeners. */
+  /** Stop for good: close the connection, reject pending commands. */
   close() {
     if (this._closed) return;
     this._closed = true;
@@ -200,7 +186,7 @@ export class Lectern {
     clearTimeout(this._retryTimer);
     const { ms, code, reason } = effect;
     if (effect.do === "connect") this._connect();
-    else if (effect.do === "probe") this._probeThenInput();
+    else if (effect.do === "probe") this._probe();
     else if (effect.do === "refresh") this._freshToken = true;
     else if (effect.do === "drop") this._dropForbidden(effect.message);
     else if (effect.do === "wait") {
@@ -228,20 +214,16 @@ export class Lectern {
     const gen = ++this._gen;
     if (this._conn) this._drop(this._conn);
     this._setState();
-    let token;
-    try {
-      token = await this._token();
-    } catch (err) {
+    const token = await this._token().catch((err) => {
       const reason = `token: ${err && err.message}`;
       if (gen === this._gen) this._input({ type: "lost", code: 1006, reason, opened: true });
-      return;
-    }
-    if (gen !== this._gen || this.machine.state !== "connecting") return;
+    });
+    if (!token || gen !== this._gen || this.machine.state !== "connecting") return;
     this._conn = new TRANSPORT_CLASSES[this.transport](this, token);
     this._conn.open();
   }
 
-  async _probeThenInput() {
+  async _probe() {
     const gen = this._gen;
     const verdict = await this._trial("poll");
     if (gen === this._gen) this._input({ type: "probed", ...verdict });
@@ -261,7 +243,7 @@ export class Lectern {
         resolve(verdict);
       };
       const lost = (t, { http, retryMs }) =>
-        done(http ? { kind: core.refusalKind(http), http, retryMs } : { kind: "down" });
+        done(http ? { kind: core.refusalKind(http), http, retryMs, slots: [] } : { kind: "down" });
       const opened = () => done({ kind: "ok", slots: topics.map((t) => slots.get(t)) });
       const { base, wsBase, opts } = this;
       const host = { base, wsBase, opts, topics: { list: () => topics, cursors: slots }, opened,
@@ -297,13 +279,8 @@ export class Lectern {
     this._emit("frame", frame);
   }
 
-  adopt(topic, tail) {
-    this.topics.adopt(topic, tail);
-  }
-
-  hint(ms) {
-    this._input({ type: "hint", ms });
-  }
+  adopt(topic, tail) { this.topics.adopt(topic, tail); }
+  hint(ms) { this._input({ type: "hint", ms }); }
 
   lost(conn, info) {
     if (conn !== this._conn) return;
@@ -321,9 +298,10 @@ export class Lectern {
   }
 
   _topicError({ code, message, topic, ref }) {
-    const info = { code, message, topic, ref };
-    if (topic && (code === "forbidden" || code === "bad_topic")) this.topics.refuse(info);
-    this._emit("error", info);
+    if (topic && (code === "forbidden" || code === "bad_topic")) {
+      this.topics.refuse({ code, message, topic, ref });
+    }
+    this._emit("error", { code, message, topic, ref });
   }
 
   /** "topic: reason" from a 403: stop asking for that topic, tell its subscriber. */
