@@ -125,10 +125,12 @@ def _decode(reply: list[Any]) -> tuple[int, list[int]]:
 
 async def read_online(redis: aioredis.Redis, cohort: int | str) -> tuple[int, list[int]]:
     """``(version, user ids)`` online in ``cohort`` now (unexpired leases only)."""
-    reply = await redis.eval(
-        READ_LUA, 2, keys.online_key(str(cohort)), keys.online_version_key(str(cohort)),
-        int(time.time() * 1000),
-    )  # fmt: skip
+    cohort = str(cohort)
+    script = redis.register_script(READ_LUA)  # EVALSHA: the script is sent once per server
+    reply = await script(
+        keys=[keys.online_key(cohort), keys.online_version_key(cohort)],
+        args=[int(time.time() * 1000)],
+    )
     return _decode(reply)
 
 
