@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
