@@ -55,8 +55,9 @@ LEASE_S = 30.0
 RENEW_S = 10.0
 #: Changes queued within this long of the first are applied (and published) together.
 COALESCE_S = 0.1
-#: Cohorts applied at once (one script call each) in a round.
+#: Script calls sent at once in a round, and the most changes one call applies.
 CONCURRENCY = 64
+MAX_OPS = 1000
 EVENT = "online"
 _ID = re.compile(r"[0-9]{1,18}")
 
@@ -233,7 +234,12 @@ class OnlineWriter:
         adds = {c for c, o in ops.items() if any(x.startswith("+") for x in o)}
         if adds:
             await self.redis.sadd(keys.ONLINE_INDEX, *adds)
-        items = list(ops.items())
+        # A cohort with many users here goes in several calls, each short for Redis.
+        items = [
+            (cohort, cohort_ops[i : i + MAX_OPS])
+            for cohort, cohort_ops in ops.items()
+            for i in range(0, max(1, len(cohort_ops)), MAX_OPS)
+        ]
         replies: list[Any] = []
         for start in range(0, len(items), CONCURRENCY):
             replies += await asyncio.gather(
@@ -251,7 +257,7 @@ class OnlineWriter:
             )
         events: list[tuple[str, str, Any]] = []
         idle: list[str] = []
-        for cohort, reply in zip(ops, replies, strict=True):
+        for (cohort, _), reply in zip(items, replies, strict=True):
             data = change_event(cohort, reply)
             if data is not None:
                 events.append((staff_topic(cohort), EVENT, data))
@@ -259,7 +265,8 @@ class OnlineWriter:
                 idle.append(cohort)
         if idle:  # a concurrent first arrival re-adds its cohort at its next renewal at worst
             await self.redis.srem(keys.ONLINE_INDEX, *idle)
-        if events:
+        if events:  # a cohort's changes in version order (its chunks may run in any order)
+            events.sort(key=lambda e: int(e[2]["version"]))
             await self.publisher.publish_many(events)
 
     async def run(self) -> None:
