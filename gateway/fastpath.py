@@ -20,8 +20,9 @@ Guarantees:
   of exactly ``/ws`` or ``/sse`` whose head arrived whole in the first read (within
   :data:`MAX_HEAD` bytes), printable ASCII only, a query of ``name=value`` pairs with no
   repeated name and no ``+``, percent-escapes only well formed and decoding to printable
-  ASCII, no ``Content-Length``/``Transfer-Encoding``. Tickets (a Redis call) and ``live:``
-  SSE topics (an open-session check) take the full path.
+  ASCII, no ``Content-Length``/``Transfer-Encoding``. Tickets (a Redis call), ``live:``
+  SSE topics (an open-session check) and SSE topics with nothing dispatched here yet (a
+  Redis read of their tail) take the full path.
 - A socket that sends nothing is closed after ``http_idle_timeout_s``, as aiohttp would.
 """
 
@@ -39,19 +40,16 @@ from multidict import CIMultiDict
 
 from config.topics import LIVE_PREFIX, authorize
 from gateway import wsframe
-from gateway.app import (
+from gateway.admission import (
     HUB,
     IP_BUCKETS,
     SETTINGS,
     Refusal,
-    cors_headers,
-    open_sse,
-    open_ws,
-    subprotocol,
+    cors_of,
+    parse_topics,
     token_of,
-    topics_and_cursors,
-    upgrade_refusal,
 )
+from gateway.app import open_sse, open_ws, subprotocol, upgrade_refusal
 from gateway.auth import AuthError, Claims, verify_access_token
 from gateway.limits import origin_allowed
 from gateway.sseconn import SseConn
@@ -157,25 +155,29 @@ def serve_fast(app: web.Application, transport: asyncio.Transport, data: bytes) 
         else (headers.get("Last-Event-ID") or head.query.get("cursor"))
     )
     try:
-        topics, cursors = topics_and_cursors(app[SETTINGS], head.query.get("topics", ""), cursor)
+        topics, cursors = parse_topics(app[SETTINGS], head.query.get("topics", ""), cursor)
     except Refusal:
         return False
     claims = admit(app, head)
     if claims is None:
         return False
-    if not ws and (
-        not topics
-        or any(t.startswith(LIVE_PREFIX) or authorize(claims, t) is not None for t in topics)
-    ):
-        return False
+    hub = app[HUB]
+    tails: dict[str, str] | None = None
+    if not ws:
+        if not topics or any(
+            t.startswith(LIVE_PREFIX) or authorize(claims, t) is not None for t in topics
+        ):
+            return False
+        tails = hub.tails_now(topics, cursors)
+        if tails is None:
+            return False  # a topic's tail needs a Redis read
     peer = transport.get_extra_info("peername")
     ip = str(peer[0]) if peer else "?"
     # The one check with a side effect, last: a request refused here is counted once, by the
     # full path.
     if not app[IP_BUCKETS].allow(ip, time.monotonic()):
         return False
-    hub = app[HUB]
-    if ws:
+    if tails is None:
         binary, chosen = subprotocol(headers)
         wsconn = WsConn(hub, claims, ip, binary)
         transport.set_protocol(wsconn)
@@ -186,7 +188,7 @@ def serve_fast(app: web.Application, transport: asyncio.Transport, data: bytes) 
         sse = SseConn(hub, claims, ip, topics)
         transport.set_protocol(sse)
         sse.connection_made(transport)
-        open_sse(sse, cors_headers(headers, app[SETTINGS]), cursors)
+        open_sse(sse, cors_of(headers, app[SETTINGS]), cursors, tails)
     return True
 
 
