@@ -12,7 +12,15 @@ import pytest
 
 from gateway import fastpath
 from gateway.fastpath import MAX_HEAD, parse_head
-from tests.gateway.clients import SseClient, http_request, ping_pong, recv_json, ws_headers
+from gateway.publish import Publisher
+from tests.gateway.clients import (
+    SseClient,
+    http_request,
+    ping_pong,
+    recv_json,
+    until,
+    ws_headers,
+)
 from tests.gateway.conftest import Gateway, GatewayFactory
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
@@ -84,23 +92,30 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 async def test_common_connects_take_the_fast_path(
-    gateway: Gateway, token, uid, taken: list[bool]
+    gateway: Gateway, token, uid, publisher: Publisher, taken: list[bool]
 ) -> None:
     """WS (JSON and a browser-encoded topic list) and SSE with a token: taken and working."""
     tok = token("u" + uid, cohorts=["c1"])
+    topic = f"user:u{uid}"
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(
             f"{gateway.ws_url}?token={tok}&topics=user%3Au{uid}%2Ccohort%3Ac1"
         )
         assert (await recv_json(ws))["type"] == "hello"
         acks = {(await recv_json(ws))["topic"] for _ in range(2)}
-        assert acks == {f"user:u{uid}", "cohort:c1"}
+        assert acks == {topic, "cohort:c1"}
         await ping_pong(ws)
+        # SSE before anything was dispatched here: its hello needs a Redis read (full path).
+        sse = await SseClient.open(gateway.port, f"topics={topic}&token={tok}")
+        assert sse.status == 200
+        await sse.close()
+        await publisher.publish(topic, "e", {})
+        await until(lambda: topic in gateway.hub.fanout.last_ids)
+        sse = await SseClient.open(gateway.port, f"topics={topic}&token={tok}")
+        assert sse.status == 200
+        await sse.close()
         await ws.close()
-    sse = await SseClient.open(gateway.port, f"topics=user:u{uid}&token={tok}")
-    assert sse.status == 200
-    await sse.close()
-    assert taken == [True, True]
+    assert taken == [True, False, True]
 
 
 async def test_refusals_go_to_the_full_path(
