@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
@@ -124,14 +125,19 @@ async def ws_echo_handler(request: web.Request) -> web.StreamResponse:
     return detached()
 
 
-def _hello(hub: Hub, conn: WsConn | SseConn, encoding: str) -> protocol.Hello:
+def _hello(
+    hub: Hub,
+    conn: WsConn | SseConn,
+    encoding: str,
+    tails: dict[str, str] | msgspec.UnsetType = msgspec.UNSET,
+) -> protocol.Hello:
     s = hub.settings
     limits = protocol.Limits(
         s.max_frame_bytes, s.cmd_rate_per_s, s.cmd_burst, s.max_topics_per_conn
     )
     heartbeat = s.ping_interval_s if isinstance(conn, WsConn) else s.sse_heartbeat_s
     return protocol.Hello(
-        protocol.PROTOCOL_VERSION, conn.conn_id, conn.claims.sub, heartbeat, limits, encoding
+        protocol.PROTOCOL_VERSION, conn.conn_id, conn.claims.sub, heartbeat, limits, encoding, tails
     )
 
 
@@ -156,6 +162,11 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     if denied is not None:
         denied.headers.update(cors)
         return denied
+    try:
+        tails = await hub.stream_tails(topics, cursors)
+    except redisconn.ERRORS:
+        return json_error(503, "unavailable", "try again shortly", **cors)
+    # No await from here to the subscription: the tails taken without a read stay true.
     conn = SseConn(hub, claims, client_ip(request), topics)
     head = protocol.SSE_HEADERS
     for name, value in cors.items():
@@ -163,7 +174,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
     if detach(request, conn, first) is None:  # an SSE client's later bytes are ignored
         return detached()
-    conn.send(_hello(hub, conn, "json"))
+    conn.send(_hello(hub, conn, "json", tails))
     hub.subscribe(conn, topics, cursors, None, quiet=True)
     return detached()
 
