@@ -215,6 +215,18 @@ class Hub:
         if unknown:
             found = await asyncio.gather(*(self.history.tail(t) for t in unknown))
             cursors.update(zip(unknown, found, strict=True))
+        return self._tails(topics, cursors, given)
+
+    def tails_now(self, topics: list[str], cursors: dict[str, str]) -> dict[str, str] | None:
+        """:meth:`stream_tails` when it needs no Redis read (every topic has a cursor or an
+        event dispatched here), else None."""
+        last_ids = self.fanout.last_ids
+        if any(t not in cursors and t not in last_ids for t in topics):
+            return None
+        return self._tails(topics, cursors, set(cursors))
+
+    def _tails(self, topics: list[str], cursors: dict[str, str], given: set[str]) -> dict[str, str]:
+        last_ids = self.fanout.last_ids
         return {
             t: cursors.get(t) or last_ids[t]
             for t in topics
