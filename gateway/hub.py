@@ -48,7 +48,7 @@ class Hub:
         self.gateway_id = gateway_id
         self.commands = CommandRouter(self, redis)
         #: Joins and leaves of live rooms, for attendance (written by its own task).
-        self.presence = PresenceWriter(redis)
+        self.presence = PresenceWriter(redis, gateway_id, settings.presence_lease_interval_s)
         #: Which live sessions may be subscribed (gateway/sessions.py).
         self.sessions = OpenSessions(redis)
         self._ids = itertools.count(1)
