@@ -182,6 +182,18 @@ def require_production_posture(settings: Settings) -> None:
     )
 
 
+def _lease_problems(values: Mapping[str, object]) -> list[str]:
+    """The presence lease grace must exceed its refresh interval."""
+    interval = values.get("presence_lease_interval_s", _DEFAULTS.presence_lease_interval_s)
+    grace = values.get("presence_lease_grace_s", _DEFAULTS.presence_lease_grace_s)
+    if isinstance(interval, float) and isinstance(grace, float) and grace <= interval:
+        return [
+            f"{PREFIX}PRESENCE_LEASE_GRACE_S ({grace}) must exceed"
+            f" {PREFIX}PRESENCE_LEASE_INTERVAL_S ({interval}): a live gateway would lose its lease"
+        ]
+    return []
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Parse the environment (``os.environ`` by default) into :class:`Settings`.
 
@@ -236,13 +248,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         value = values.get(name)
         if isinstance(value, int | float) and value <= 0:
             problems.append(f"{PREFIX}{name.upper()} must be positive, got {value}")
-    interval = values.get("presence_lease_interval_s", _DEFAULTS.presence_lease_interval_s)
-    grace = values.get("presence_lease_grace_s", _DEFAULTS.presence_lease_grace_s)
-    if isinstance(interval, float) and isinstance(grace, float) and grace <= interval:
-        problems.append(
-            f"{PREFIX}PRESENCE_LEASE_GRACE_S ({grace}) must exceed"
-            f" {PREFIX}PRESENCE_LEASE_INTERVAL_S ({interval}): a live gateway would lose its lease"
-        )
+    problems.extend(_lease_problems(values))
     if problems:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
     return Settings(**values)  # type: ignore[arg-type]
