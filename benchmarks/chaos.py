@@ -25,7 +25,12 @@ Scenarios (``--scenarios``, default all):
 * ``worker_kill_grading``, ``postgres_down`` (``--pg-down`` s), ``smtp_down`` (``--smtp-down``
   s): a whole stack grading quiz submissions; see ``benchmarks.chaos_classroom``;
 * ``reconnect_storm``: ``--storm`` clients reconnect at once after a gateway restart, each
-  resuming the events published while the gateway was down: ``all_resumed_s``, Redis CPU.
+  resuming the events published while the gateway was down: ``all_resumed_s``, Redis CPU;
+  ``--storm-concurrency`` connects in flight, client processes sized under the hard
+  open-file limit; a preflight refuses a count this machine's limits cannot hold;
+* ``gateway_kill_attendance``: a gateway holding a live room is SIGKILLed; the students who
+  do not come back leave the people list and their attendance closes, those who reconnect to
+  another gateway stay listed (``benchmarks.chaos_presence``).
 
 ``--json`` prints ``{"scenarios": [{"name": ..., ...}, ...]}`` as its last stdout line; its
 scenarios replace those of the same name in ``benchmarks/results/chaos-latest.json``, which keeps
@@ -61,6 +66,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from benchmarks.chaos_classroom import FAULTS, run_classroom
+from benchmarks.chaos_presence import run_presence_kill
 from benchmarks.gateway import free_port_range, gateway_env, parse_metrics, stop_group
 from benchmarks.loadclient import (
     ClientPool,
@@ -597,6 +603,7 @@ SCENARIOS = (
     "smtp_down",
     "stalled_readers",
     "reconnect_storm",
+    "gateway_kill_attendance",
 )
 
 
@@ -605,6 +612,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.scenarios:
         if name in FAULTS:
             result = await run_classroom(name, args)
+        elif name == "gateway_kill_attendance":
+            result = await run_presence_kill(name, args)
         else:
             result = await run_scenario(name, args)
         if not args.json:
