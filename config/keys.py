@@ -15,6 +15,7 @@ a hash tag (the part in braces), which fixes their slot:
 * ``{cmd}``, ``{presence}``: the command and presence streams; ``{presence}`` also tags the
   gateways' presence leases and the leases being reaped (moved between them by one script).
 * ``{pl:<lease>}``: one gateway lease's open live-room subscriptions (used alone).
+* ``{o:<cohort>}``: a cohort's online leases and their version (gateway/online.py).
 
 Every other key is used alone by single-key commands, so any slot serves it.
 """
@@ -192,6 +193,21 @@ def presence_key(part: str, cohort: str, session: str) -> str:
     """A live room's attendance state (workers/attendance.py); its parts share the hash tag
     ``{p:cohort:session}`` because one script touches them together."""
     return f"{ROOT}:{{p:{cohort}:{session}}}:presence:{part}"
+
+
+def online_key(cohort: str) -> str:
+    """Who is online in a cohort: leases ``<user>@<gateway>`` scored by their end (ms)
+    (gateway/online.py); shares the hash tag ``{o:cohort}`` with its version."""
+    return f"{ROOT}:{{o:{cohort}}}:online"
+
+
+def online_version_key(cohort: str) -> str:
+    """Incremented whenever the set of users online in the cohort changes."""
+    return f"{ROOT}:{{o:{cohort}}}:online:v"
+
+
+#: The cohorts that had someone online, swept by every gateway's lease renewal.
+ONLINE_INDEX = f"{ROOT}:online:cohorts"
 
 
 #: Joins and leaves of live-room topics, appended by the gateways for the attendance worker.
