@@ -134,6 +134,9 @@ async def _scenario(stack: stacks.Stack, port: int, args: argparse.Namespace) ->
         staff = cohort if role == "instructor" else []
         return issue_access_token(settings, sub=str(uid), role=role, cohorts=cohort, staff=staff)
 
+    def step(what: str) -> None:
+        print(f"gateway_kill_attendance: {what}", file=sys.stderr, flush=True)
+
     first_url = stack.ws_url
     second_url = f"ws://127.0.0.1:{port}/ws"
     people = PeopleList(fixture.session_id)
@@ -152,13 +155,18 @@ async def _scenario(stack: stacks.Stack, port: int, args: argparse.Namespace) ->
                 for u in students
             )
         )
+        step(f"{len(members)} students joined")
         all_here = await people.until(set(students), args.settle)
+        step(f"all listed: {all_here is not None}; SIGKILL the gateway")
         killed_at = time.time()
         os.killpg(stack.pids("gateway")[0], signal.SIGKILL)
-        await asyncio.gather(
+        # Kept referenced: a WebSocket response that is garbage-collected closes its socket.
+        members += await asyncio.gather(
             *(_join(http, f"{second_url}?token={token(int(u))}", fixture.live_topic) for u in back)
         )
+        step(f"{len(back)} reconnected")
         right_at = await people.until(back, args.settle + 30)
+        step(f"people list right: {right_at is not None}")
         closed_at, rows = await _closed(stack, fixture, away, args.settle)
         await asyncio.sleep(1.0)  # a late leave of a reconnected student would show now
         watching.cancel()

@@ -96,9 +96,9 @@ class Reaper:
         for lease, last in cast(list[tuple[bytes, float]], lapsed):
             name = as_text(lease)
             count += await self.close(name, int(last), timings)
-            await self.redis.zrem(keys.PRESENCE_REAPING, name)
-            reaped.inc()
-            log.warning("presence lease %s lapsed: its subscriptions left", name)
+            if await self.redis.zrem(keys.PRESENCE_REAPING, name):  # one worker counts it
+                reaped.inc()
+                log.warning("presence lease %s lapsed: its subscriptions left", name)
         return count
 
     async def close(self, lease: str, last: int, timings: LiveTimings) -> int:
