@@ -184,16 +184,20 @@ def require_production_posture(settings: Settings) -> None:
     )
 
 
-def _lease_problems(values: Mapping[str, object]) -> list[str]:
-    """The presence lease grace must exceed its refresh interval."""
+def _other_problems(values: Mapping[str, object]) -> list[str]:
+    """Checks beyond "positive": replicas to wait for, and a presence lease grace that
+    exceeds its refresh interval."""
+    problems: list[str] = []
+    if values.get("publish_wait_replicas", 0) < 0:  # type: ignore[operator]
+        problems.append(f"{PREFIX}PUBLISH_WAIT_REPLICAS must be 0 or more")
     interval = values.get("presence_lease_interval_s", _DEFAULTS.presence_lease_interval_s)
     grace = values.get("presence_lease_grace_s", _DEFAULTS.presence_lease_grace_s)
     if isinstance(interval, float) and isinstance(grace, float) and grace <= interval:
-        return [
+        problems.append(
             f"{PREFIX}PRESENCE_LEASE_GRACE_S ({grace}) must exceed"
             f" {PREFIX}PRESENCE_LEASE_INTERVAL_S ({interval}): a live gateway would lose its lease"
-        ]
-    return []
+        )
+    return problems
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -251,9 +255,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         value = values.get(name)
         if isinstance(value, int | float) and value <= 0:
             problems.append(f"{PREFIX}{name.upper()} must be positive, got {value}")
-    problems.extend(_lease_problems(values))
-    if values.get("publish_wait_replicas", 0) < 0:  # type: ignore[operator]
-        problems.append(f"{PREFIX}PUBLISH_WAIT_REPLICAS must be 0 or more")
+    problems.extend(_other_problems(values))
     if problems:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
     return Settings(**values)  # type: ignore[arg-type]
