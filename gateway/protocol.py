@@ -11,7 +11,7 @@ cannot ignore, and the hello frame carries it.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
@@ -112,6 +112,9 @@ class Hello(msgspec.Struct, tag="hello", gc=False):
     heartbeat_s: float
     limits: Limits
     encoding: str = "json"
+    #: SSE only (left out elsewhere): each topic the stream opened without a cursor slot, and
+    #: the position it starts after (its tail).
+    tails: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class Event(msgspec.Struct, tag="event", gc=False):
@@ -125,9 +128,14 @@ class Event(msgspec.Struct, tag="event", gc=False):
 
 
 class Subscribed(msgspec.Struct, tag="subscribed", gc=False):
+    """``tail``: for a subscription without a cursor, the position it starts after (every
+    later event is delivered, none before); left out with a cursor (the replay resumes from
+    it) and when Redis could not tell."""
+
     topic: str
     ref: str | None = None
     replayed: int = 0
+    tail: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class Unsubscribed(msgspec.Struct, tag="unsubscribed", gc=False):
@@ -239,6 +247,44 @@ def _is_utf8(payload: bytes) -> bool:
     return True
 
 
+#: The ``type`` of every client frame (the tags of :data:`ClientFrame`).
+CLIENT_TYPES = frozenset(cls.__struct_config__.tag for cls in get_args(ClientFrame))
+
+
+def _undecodable(payload: bytes, binary: bool) -> FrameError:
+    """The error for bytes that are not one JSON (or MessagePack) document."""
+    # msgspec checks UTF-8 only inside strings (UnicodeDecodeError); valid JSON has no
+    # other place for it, so the full check runs on this error path only.
+    if not binary and not _is_utf8(payload):
+        return InvalidText()
+    kind = "MessagePack" if binary else "JSON"
+    return FrameError(ErrorCode.BAD_FRAME, f"frame is not valid {kind}")
+
+
+def _misfit(payload: bytes, binary: bool, exc: msgspec.ValidationError) -> FrameError:
+    """The error for a frame that failed the typed decode, classified by decoding it again
+    untyped and looking at its shape (never at msgspec's message text, which may change).
+
+    Runs only on this error path, so valid frames are decoded once. The typed decode may stop
+    at its first misfit before reading the whole document, so bytes that are not a document
+    at all are found here too.
+    """
+    try:
+        raw = (msgspec.msgpack.decode if binary else msgspec.json.decode)(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return _undecodable(payload, binary)
+    if not isinstance(raw, dict):
+        return FrameError(ErrorCode.BAD_FRAME, "frame is not an object")
+    if "type" not in raw:
+        return FrameError(ErrorCode.UNKNOWN_TYPE, "frame has no type")
+    kind = raw["type"]
+    if isinstance(kind, str) and kind not in CLIENT_TYPES:
+        return FrameError(ErrorCode.UNKNOWN_TYPE, "unknown frame type")
+    # A known type with a field that does not fit (or a ``type`` that is not text): msgspec's
+    # message names the field and the expected type, and is safe to show the client.
+    return FrameError(ErrorCode.INVALID, str(exc))
+
+
 def decode_client_frame(payload: bytes, binary: bool) -> ClientFrame:
     """Decode one client frame (JSON text or MessagePack binary) or raise :class:`FrameError`
     (:class:`InvalidText` for text that is not UTF-8).
@@ -248,21 +294,9 @@ def decode_client_frame(payload: bytes, binary: bool) -> ClientFrame:
     try:
         frame = (_msgpack_decoder if binary else _json_decoder).decode(payload)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        if "Invalid value" in text and "`$.type`" in text:
-            raise FrameError(ErrorCode.UNKNOWN_TYPE, "unknown frame type") from None
-        if "missing required field `type`" in text:
-            raise FrameError(ErrorCode.UNKNOWN_TYPE, "frame has no type") from None
-        if text.startswith("Expected `object`") and " - at `" not in text:
-            raise FrameError(ErrorCode.BAD_FRAME, "frame is not an object") from None
-        raise FrameError(ErrorCode.INVALID, text) from None
+        raise _misfit(payload, binary, exc) from None
     except (msgspec.DecodeError, UnicodeDecodeError):
-        # msgspec checks UTF-8 only inside strings (UnicodeDecodeError); valid JSON has no
-        # other place for it, so the full check runs on this error path only.
-        if not binary and not _is_utf8(payload):
-            raise InvalidText() from None
-        kind = "MessagePack" if binary else "JSON"
-        raise FrameError(ErrorCode.BAD_FRAME, f"frame is not valid {kind}") from None
+        raise _undecodable(payload, binary) from None
     ref = getattr(frame, "ref", None)
     if ref is not None and len(ref) > MAX_REF_LEN:
         raise FrameError(ErrorCode.INVALID, f"ref longer than {MAX_REF_LEN}")

@@ -10,8 +10,13 @@ The API stores the upload in ``csv_imports`` (``source``, ``total``) and enqueue
   creates the user when the email is new (no password: they register with an invite) and
   enrolls them, ``created``, or ``already_enrolled`` when they were;
 * appends the row results to ``results``, advances ``processed`` and emits ``import.progress``
-  to ``user:{uploader}`` and ``enrollment.changed`` to each newly enrolled user, through the
-  outbox, all in the same transaction.
+  with those rows (``rows``) to ``staff:{cohort}`` and ``enrollment.changed`` to each newly
+  enrolled user, through the outbox, all in the same transaction.
+
+``import.progress`` goes to the cohort's staff topic, not to the uploader's: the gateway then
+lets exactly the cohort's staff (and admins) see the rows, emails included, and an uploader who
+lost their staff grant mid-import stops seeing them. The upload page (``/enroll``) fills its
+report from these rows, and reads ``GET /imports/{id}`` for anything it missed.
 
 The last step sets ``status = 'done'`` with a final ``import.progress`` carrying the counts. A
 file that cannot be parsed at all ends ``failed`` (no retry).
@@ -33,13 +38,14 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from config.topics import user_topic
+from config.topics import staff_topic, user_topic
 from workers.context import WorkerContext
 from workers.jobs import job
 from workers.outbox_write import emit, emit_many
 
 QUEUE = "csv_import"
-BATCH = 200
+#: Rows per transaction, and per ``import.progress`` (small enough for the page to fill in).
+BATCH = 50
 MAX_ROWS = 10_000
 MAX_BYTES = 2 * 1024 * 1024
 
@@ -67,6 +73,8 @@ class RowResult(msgspec.Struct, frozen=True, omit_defaults=True):
     status: Status
     reason: str = ""
     user_id: int | None = None
+    #: The row created the user's account (``created`` rows only; else they existed).
+    new_user: bool = False
 
 
 def _cell(fields: list[str], i: int | None) -> str:
@@ -134,6 +142,7 @@ async def _apply(
         name,
         "instructor" if kind == "staff" else "student",
     )
+    new_user = uid is not None
     if uid is None:
         uid = await conn.fetchval("SELECT id FROM users WHERE email = $1", email)
     added = await conn.fetchval(
@@ -145,7 +154,7 @@ async def _apply(
     )
     if added is None:
         return RowResult(row.line, email, "already_enrolled", user_id=uid)
-    return RowResult(row.line, email, "created", user_id=uid)
+    return RowResult(row.line, email, "created", user_id=uid, new_user=new_user)
 
 
 async def _counts(conn: asyncpg.Connection, import_id: int) -> dict[str, int]:
@@ -156,6 +165,11 @@ async def _counts(conn: asyncpg.Connection, import_id: int) -> dict[str, int]:
     )
     counts = {"created": 0, "already_enrolled": 0, "invalid": 0}
     counts.update({r["status"]: r["n"] for r in rows})
+    counts["new_users"] = await conn.fetchval(
+        "SELECT count(*) FROM csv_imports, jsonb_array_elements(results) AS r"
+        " WHERE id = $1 AND (r->>'new_user')::boolean",
+        import_id,
+    )
     return counts
 
 
@@ -163,6 +177,7 @@ def _progress(row: Any, processed: int, status: str, **extra: Any) -> dict[str, 
     return {
         "import_id": row["id"],
         "cohort_id": row["cohort_id"],
+        "uploaded_by": row["uploaded_by"],
         "processed": processed,
         "total": row["total"],
         "status": status,
@@ -179,16 +194,15 @@ async def _finish(
         status,
         error,
     )
-    if row["uploaded_by"] is not None:
-        extra: dict[str, Any] = {"counts": await _counts(conn, row["id"])}
-        if error:
-            extra["error"] = error
-        await emit(
-            conn,
-            user_topic(row["uploaded_by"]),
-            "import.progress",
-            _progress(row, row["processed"], status, **extra),
-        )
+    extra: dict[str, Any] = {"counts": await _counts(conn, row["id"])}
+    if error:
+        extra["error"] = error
+    await emit(
+        conn,
+        staff_topic(row["cohort_id"]),
+        "import.progress",
+        _progress(row, row["processed"], status, **extra),
+    )
 
 
 _LOCK = (
@@ -244,12 +258,11 @@ async def handle_csv_import(ctx: WorkerContext, payload: dict[str, Any]) -> None
                     for r in results
                     if r.status == "created" and r.user_id is not None
                 ]
-                if row["uploaded_by"] is not None:
-                    events.append(
-                        (
-                            user_topic(row["uploaded_by"]),
-                            "import.progress",
-                            _progress(row, processed, "running"),
-                        )
+                events.append(
+                    (
+                        staff_topic(row["cohort_id"]),
+                        "import.progress",
+                        _progress(row, processed, "running", rows=results),
                     )
+                )
                 await emit_many(conn, events)

@@ -28,7 +28,7 @@ import msgspec
 
 from workers.context import WorkerContext
 from workers.email import Rendered, defer_if_quiet, deliver
-from workers.jobs import PermanentError, enqueue_at_most_every, job
+from workers.jobs import PermanentError, enqueue_at_most_every, job, job_payload
 from workers.quiet_hours import local_date, local_time
 
 QUEUE = "digest"
@@ -94,10 +94,7 @@ ORDER BY id DESC LIMIT $2
 @job(QUEUE, timeout_s=120)
 async def send_digest(ctx: WorkerContext, payload: dict[str, Any]) -> None:
     """Send one user's digest for one local day, at most once (see the module docstring)."""
-    try:
-        task = msgspec.convert(payload, _DigestJob, strict=False)
-    except msgspec.ValidationError as exc:
-        raise PermanentError(f"bad payload: {exc}") from exc
+    task = job_payload(payload, _DigestJob, strict=False)
     if not ctx.settings.smtp_url:
         raise PermanentError("no smtp_url configured")
     assert ctx.db is not None

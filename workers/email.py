@@ -57,7 +57,7 @@ import msgspec
 
 from workers import metrics
 from workers.context import WorkerContext
-from workers.jobs import PermanentError, Unavailable, job, schedule
+from workers.jobs import PermanentError, Unavailable, job, job_payload, schedule
 from workers.notify import KIND_LABELS
 from workers.quiet_hours import quiet_until
 
@@ -342,10 +342,7 @@ class _SendFailed(Exception):
 @job("email", timeout_s=120)
 async def send_notification_email(ctx: WorkerContext, payload: dict[str, Any]) -> None:
     """Send the email of one notification, at most once (see the module docstring)."""
-    try:
-        task = msgspec.convert(payload, _EmailJob)
-    except msgspec.ValidationError as exc:
-        raise PermanentError(f"bad payload: {exc}") from exc
+    task = job_payload(payload, _EmailJob)
     if not ctx.settings.smtp_url:
         raise PermanentError("no smtp_url configured")
     assert ctx.db is not None

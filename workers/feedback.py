@@ -24,7 +24,7 @@ import msgspec
 
 from workers import leaderboard
 from workers.context import WorkerContext
-from workers.jobs import PermanentError, enqueue_at_most_every, job
+from workers.jobs import enqueue_at_most_every, job, job_payload
 from workers.notify import create_notifications, enqueue_emails
 
 QUEUE = "feedback"
@@ -71,10 +71,7 @@ def notification_text(
 @job(QUEUE)
 async def notify_feedback(ctx: WorkerContext, payload: dict[str, Any]) -> None:
     """Notify the student once; converge the email and the leaderboard on every delivery."""
-    try:
-        task = msgspec.convert(payload, _FeedbackJob)
-    except msgspec.ValidationError as exc:
-        raise PermanentError(f"bad payload: {exc}") from exc
+    task = job_payload(payload, _FeedbackJob)
     assert ctx.db is not None
     key = f"feedback:{task.feedback_id}"
     async with ctx.db.acquire() as conn:

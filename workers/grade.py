@@ -34,7 +34,7 @@ from workers.grading import (
     grade,
     questions_from_json,
 )
-from workers.jobs import PermanentError, enqueue_at_most_every, job
+from workers.jobs import PermanentError, enqueue_at_most_every, job, job_payload
 from workers.notify import create_notifications, enqueue_emails
 from workers.outbox_write import emit
 
@@ -89,10 +89,7 @@ def notification_text(title: str, result: GradeResult) -> tuple[str, str]:
 @job(QUEUE)
 async def grade_submission(ctx: WorkerContext, payload: dict[str, Any]) -> None:
     """Grade one submission exactly once; converge its follow-ups on every delivery."""
-    try:
-        task = msgspec.convert(payload, _GradeJob)
-    except msgspec.ValidationError as exc:
-        raise PermanentError(f"bad payload: {exc}") from exc
+    task = job_payload(payload, _GradeJob)
     assert ctx.db is not None
     key = f"submission:{task.submission_id}"
     async with ctx.db.acquire() as conn:

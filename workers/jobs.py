@@ -50,7 +50,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -60,6 +60,8 @@ import redis.exceptions
 from config import keys, streams
 from config.streams import JobEntry
 from workers import metrics
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from workers.context import WorkerContext
@@ -108,6 +110,15 @@ def job(queue: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> Callable[[JobHan
 
 class PermanentError(Exception):
     """Raised by a handler for a job that can never succeed: dead-lettered without retries."""
+
+
+def job_payload(payload: dict[str, Any], type_: type[T], *, strict: bool = True) -> T:
+    """``payload`` converted to ``type_``. A payload that does not fit can never succeed, so it
+    raises :class:`PermanentError` (dead-lettered at once, not retried)."""
+    try:
+        return msgspec.convert(payload, type_, strict=strict)
+    except msgspec.ValidationError as exc:
+        raise PermanentError(f"bad payload: {exc}") from exc
 
 
 class Unavailable(Exception):

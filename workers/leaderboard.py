@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from config import keys
 from config.topics import cohort_topic
 from workers.context import WorkerContext
-from workers.jobs import PermanentError, job, schedule
+from workers.jobs import job, job_payload, schedule
 
 #: Smallest time between two ``leaderboard.update`` events of a cohort.
 INTERVAL_S = 2.0
@@ -175,10 +175,7 @@ class _Trailing(msgspec.Struct):
 @job(QUEUE)
 async def trailing_publish(ctx: WorkerContext, payload: dict[str, Any]) -> None:
     """The end of a throttling window: publish the board as it is now, open a new window."""
-    try:
-        task = msgspec.convert(payload, _Trailing)
-    except msgspec.ValidationError as exc:
-        raise PermanentError(f"bad payload: {exc}") from exc
+    task = job_payload(payload, _Trailing)
     window = keys.debounce_key("leaderboard", str(task.cohort_id))
     await ctx.redis.set(window, "1", px=int(INTERVAL_S * 1000))
     await publish(ctx, task.cohort_id)

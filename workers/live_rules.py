@@ -2,7 +2,7 @@
 
 Everything the live-room handlers (:mod:`workers.live`), the throttled flusher
 (:mod:`workers.live_state`), the attendance service (:mod:`workers.attendance`) and the API's
-late-joiner snapshot (:mod:`api.routes_sessions`) must agree on lives here, so it is tested
+late-joiner snapshot (:mod:`api.routes_room_state`) must agree on lives here, so it is tested
 without Redis or PostgreSQL.
 
 Wire conventions of every live event: entity ids (questions, polls, messages, sessions) are

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 
 from config.topics import user_topic
 from workers.context import WorkerContext
-from workers.jobs import PermanentError, enqueue, job
+from workers.jobs import enqueue, job, job_payload
 from workers.outbox_write import emit_many
 
 #: The kinds of notification, each with its own in-app and email preference
@@ -178,13 +178,6 @@ class _ReminderJob(msgspec.Struct):
     session_id: int
 
 
-def _payload(payload: dict[str, Any], type_: type[Any]) -> Any:
-    try:
-        return msgspec.convert(payload, type_)
-    except msgspec.ValidationError as exc:
-        raise PermanentError(f"bad payload: {exc}") from exc
-
-
 async def _members(conn: asyncpg.Connection, cohort_id: int) -> list[int]:
     rows = await conn.fetch(
         "SELECT user_id FROM enrollments WHERE cohort_id = $1 AND kind = 'member' ORDER BY user_id",
@@ -201,7 +194,7 @@ def _excerpt(text: str, limit: int = 280) -> str:
 @job("announce")
 async def announce(ctx: WorkerContext, payload: dict[str, Any]) -> None:
     """Fan an announcement out to the members of its cohort (idempotent, converging)."""
-    task: _AnnounceJob = _payload(payload, _AnnounceJob)
+    task: _AnnounceJob = job_payload(payload, _AnnounceJob)
     assert ctx.db is not None
     key = f"announcement:{task.announcement_id}"
     async with ctx.db.acquire() as conn:
@@ -233,7 +226,7 @@ async def announce(ctx: WorkerContext, payload: dict[str, Any]) -> None:
 @job("reminder")
 async def remind(ctx: WorkerContext, payload: dict[str, Any]) -> None:
     """Remind the members of a live session's cohort that it starts soon, once per session."""
-    task: _ReminderJob = _payload(payload, _ReminderJob)
+    task: _ReminderJob = job_payload(payload, _ReminderJob)
     assert ctx.db is not None
     key = f"session:{task.session_id}"
     async with ctx.db.acquire() as conn:

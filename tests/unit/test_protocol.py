@@ -133,6 +133,61 @@ def test_invalid_utf8_in_msgpack_string_is_bad_frame() -> None:
     assert not isinstance(err.value, protocol.InvalidText)
 
 
+#: One frame of each class a misfit is sorted into, with the code and the message it gets.
+MISFITS = [
+    (b"[1,2]", False, ErrorCode.BAD_FRAME, "frame is not an object"),
+    (msgspec.msgpack.encode("ping"), True, ErrorCode.BAD_FRAME, "frame is not an object"),
+    (b'{"ref":"r"}', False, ErrorCode.UNKNOWN_TYPE, "frame has no type"),
+    (msgspec.msgpack.encode({1: 2}), True, ErrorCode.UNKNOWN_TYPE, "frame has no type"),
+    (b'{"type":"hello"}', False, ErrorCode.UNKNOWN_TYPE, "unknown frame type"),
+    (msgspec.msgpack.encode({"type": "nope"}), True, ErrorCode.UNKNOWN_TYPE, "unknown frame type"),
+    (b'{"type":["sub"]}', False, ErrorCode.INVALID, "the decoder's own words"),
+    (b'{"type":"sub","topics":3}', False, ErrorCode.INVALID, "the decoder's own words"),
+    (msgspec.msgpack.encode({"type": "cmd"}), True, ErrorCode.INVALID, "the decoder's own words"),
+]
+
+
+@pytest.mark.parametrize(("payload", "binary", "code", "message"), MISFITS)
+def test_misfits_are_classified_by_shape_not_by_message(
+    payload: bytes, binary: bool, code: ErrorCode, message: str
+) -> None:
+    """A frame that fails the typed decode gets its code from its shape: the same code
+    whatever msgspec's message says (here a made-up one), so a msgspec release that rewords
+    its errors cannot change what a client sees. Only ``invalid`` passes the message on."""
+    err = protocol._misfit(payload, binary, msgspec.ValidationError("the decoder's own words"))
+    assert (err.code, err.message) == (code, message)
+    with pytest.raises(FrameError) as real:
+        decode_client_frame(payload, binary)
+    assert real.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("payload", "binary", "error"),
+    [
+        # The typed decode stops at the first misfit (an array, an unknown tag) before the
+        # syntax error: the bytes are still not a document.
+        (b"[1, nonsense", False, "frame is not valid JSON"),
+        (b'{"type":"nope", nonsense', False, "frame is not valid JSON"),
+        (msgspec.msgpack.encode({"type": "nope"})[:-1], True, "frame is not valid MessagePack"),
+        # A misfit that is not UTF-8 text either is invalid text (close 1007).
+        (b'{"type":"nope","x":"\xff"}', False, "text frame is not valid UTF-8"),
+    ],
+)
+def test_misfit_that_is_not_a_document_is_a_bad_frame(
+    payload: bytes, binary: bool, error: str
+) -> None:
+    """Bytes that are not one JSON or MessagePack document are ``bad_frame`` however far the
+    typed decode got before it stopped."""
+    with pytest.raises(FrameError) as err:
+        decode_client_frame(payload, binary)
+    assert (err.value.code, err.value.message) == (ErrorCode.BAD_FRAME, error)
+
+
+def test_client_types_are_the_union_tags() -> None:
+    """The known frame types come from the ClientFrame union itself, not a second list."""
+    assert {"sub", "unsub", "cmd", "ping"} == protocol.CLIENT_TYPES
+
+
 # -- encoding server frames -------------------------------------------------------------------
 
 
