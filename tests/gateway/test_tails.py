@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from config import keys
 from config.settings import Settings
 from gateway.publish import Publisher
-from tests.gateway.clients import SseClient, recv_json, recv_until, ws_open
+from tests.gateway.clients import SseClient, recv_json, recv_until, until, ws_open
 from tests.gateway.conftest import Gateway
 
 pytestmark = pytest.mark.redis_modes
@@ -121,3 +121,20 @@ async def test_sse_hello_carries_the_tails(
     assert (await sse.event_of("hello")).json()["tails"] == {}
     assert (await sse.event()).json()["id"] == missed
     await sse.close()
+
+
+async def test_an_empty_topic_keeps_no_replay_mark(gateway: Gateway, token, uid) -> None:
+    """Idle connections on a topic with no history hold nothing per connection once started
+    at its tail (``0-0``: no event can be older), on WebSocket and SSE alike."""
+    topic = f"user:u{uid}"
+    tok = token("u" + uid)
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await ws_open(http, f"{gateway.ws_url}?token={tok}&topics={topic}")
+        assert (await recv_json(ws))["tail"] == "0-0"
+        sse = await SseClient.open(gateway.port, f"topics={topic}&token={tok}")
+        assert (await sse.event_of("hello")).json()["tails"] == {topic: "0-0"}
+        conns = [*gateway.hub.ws, *gateway.hub.sse]
+        assert len(conns) == 2
+        await until(lambda: all(c.replay is None for c in conns))
+        await sse.close()
+        await ws.close()
