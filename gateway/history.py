@@ -190,7 +190,12 @@ async def replay(
 
 
 async def start_at_tails(
-    reader: HistoryReader, conn: Conn, topics: list[str], ref: str | None, quiet: bool
+    reader: HistoryReader,
+    fanout: FanOut,
+    conn: Conn,
+    topics: list[str],
+    ref: str | None,
+    quiet: bool,
 ) -> None:
     """Start ``topics`` (subscribed already without a cursor, their live events held
     meanwhile) after their current tails: ack each with its tail, in order, then write its
@@ -202,6 +207,10 @@ async def start_at_tails(
     except redisconn.ERRORS:
         tails = [msgspec.UNSET] * len(topics)
     for topic, tail in zip(topics, tails, strict=True):
+        # Empty, subscribers left to tell, and nothing dispatched since the read began.
+        idle = topic in fanout.topics and topic not in fanout.last_ids
+        if tail == protocol.EMPTY_CURSOR and idle:
+            fanout.empty.add(topic)
         if conn.closed:
             return
         if topic not in conn.topics:
@@ -235,6 +244,7 @@ async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:
             metrics.bus_errors.inc()
             log.warning("event %s of %s lost from its history; resetting", last, topic)
             fanout.last_ids.pop(topic, None)
+            fanout.empty.discard(topic)
             for conn in list(fanout.topics.get(topic, ())):
                 conn.send(protocol.Reset(topic, "history_lost"))
             if recs:
