@@ -66,7 +66,6 @@ class HistoryReader:
         self._page = page
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[tuple[str, str], asyncio.Task[Result]] = {}
-        self._tails: dict[str, asyncio.Task[str]] = {}
 
     async def read(self, topic: str, after: str) -> Result:
         """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is older
@@ -120,24 +119,7 @@ class HistoryReader:
                 last = recs[-1].id
 
     async def tail(self, topic: str) -> str:
-        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none).
-        Concurrent calls for one topic share one read: a caller that joins a read in flight
-        registered its subscription after that read began, and while the bus has dispatched
-        nothing for the topic here (the caller's condition), no event between the two is lost."""
-        task = self._tails.get(topic)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._tail(topic))
-            self._tails[topic] = task
-            task.add_done_callback(lambda t: self._tail_done(topic, t))
-        return await asyncio.shield(task)
-
-    def _tail_done(self, topic: str, task: asyncio.Task[str]) -> None:
-        if self._tails.get(topic) is task:
-            del self._tails[topic]
-        if not task.cancelled():
-            task.exception()  # seen by its waiters; marked as retrieved
-
-    async def _tail(self, topic: str) -> str:
+        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
         key = keys.history_key(topic, self._shards)
         async with self._slots:
             last: Any = await self._redis.xrevrange(key, count=1)
@@ -207,19 +189,26 @@ async def start_at_tails(
     except redisconn.ERRORS:
         tails = [msgspec.UNSET] * len(topics)
     for topic, tail in zip(topics, tails, strict=True):
-        # Empty, subscribers left to tell, and nothing dispatched since the read began.
-        idle = topic in fanout.topics and topic not in fanout.last_ids
-        if tail == protocol.EMPTY_CURSOR and idle:
-            fanout.empty.add(topic)
         if conn.closed:
             return
         if topic not in conn.topics:
             continue
+        if tail == protocol.EMPTY_CURSOR:
+            _seen_empty(fanout, topic)
         if tail:
             conn.topics[topic] = tail
         if not quiet:
             conn.send(protocol.Subscribed(topic, ref, 0, tail))
         conn.deliver_replayed(topic, [], tail or "")
+
+
+def _seen_empty(fanout: FanOut, topic: str) -> None:
+    """A read of its own, begun while the connection was subscribed to ``topic`` (and still
+    is), found the history empty: while nothing is dispatched here, later subscriptions start
+    at ``0-0`` without a read (``FanOut.known_tail``). A shared read would not do: its first
+    reader may have left, and an event been dispatched to nobody, before another joined."""
+    if topic not in fanout.last_ids:
+        fanout.empty.add(topic)
 
 
 async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:
