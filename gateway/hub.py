@@ -216,6 +216,18 @@ class Hub:
         if unknown:
             found = await asyncio.gather(*(self.history.tail(t) for t in unknown))
             cursors.update(zip(unknown, found, strict=True))
+        return self._tails(topics, cursors, given)
+
+    def tails_now(self, topics: list[str], cursors: dict[str, str]) -> dict[str, str] | None:
+        """:meth:`stream_tails` when it needs no Redis read (every topic has a cursor or a
+        tail known here), else None."""
+        known = self.fanout.known_tail
+        if any(t not in cursors and known(t) is None for t in topics):
+            return None
+        return self._tails(topics, cursors, set(cursors))
+
+    def _tails(self, topics: list[str], cursors: dict[str, str], given: set[str]) -> dict[str, str]:
+        known = self.fanout.known_tail
         tails = {t: cursors.get(t) or known(t) for t in topics if t not in given}
         return {t: tail for t, tail in tails.items() if tail is not None}
 

@@ -42,9 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from config import keys, redisconn
 from config.topics import staff_topic
+from gateway import metrics
 from gateway.auth import Claims
 from gateway.publish import Publisher
 
@@ -60,6 +62,12 @@ CONCURRENCY = 64
 MAX_OPS = 1000
 EVENT = "online"
 _ID = re.compile(r"[0-9]{1,18}")
+
+failures = Counter(
+    "lectern_gateway_online_failures_total",
+    "Rounds of who-is-online changes or lease renewals that Redis refused (retried next round).",
+    registry=metrics.registry,
+)
 
 # KEYS: the cohort's lease set, its per-user counts, its version. ARGV: now (ms), lease end (ms),
 # then ops ("+member" / "-member"). Returns {version (0 when nobody came or went), count,
@@ -213,6 +221,7 @@ class OnlineWriter:
         except redisconn.ERRORS as exc:
             for key, change in batch.items():
                 self._queue.setdefault(key, change)  # a newer change of the same wins
+            failures.inc()
             log.warning("online presence not written: %s", exc)
 
     async def renew(self) -> None:
@@ -288,4 +297,5 @@ class OnlineWriter:
                     next_renew = loop.time() + self.renew_s
                     await self.renew()
             except redisconn.ERRORS as exc:
+                failures.inc()
                 log.warning("online presence renewal failed: %s", exc)
