@@ -339,3 +339,15 @@ async def live(redis_target: RedisTarget, database_url: str) -> AsyncIterator[Li
         await gateway.runner.cleanup()
         await api.client.close()
         configure(previous)
+
+
+@pytest.fixture
+async def ctx(live: LiveRoom) -> AsyncIterator[WorkerContext]:
+    """A worker context that runs no services: the test delivers commands to it itself."""
+    context = await WorkerContext.open(live.settings)
+    try:
+        yield context
+    finally:
+        if context.db is not None:
+            await context.db.close()
+        await context.redis.aclose()
