@@ -46,7 +46,7 @@ from workers.grading import GradeResult, QuestionResult, ShortText, questions_fr
 from workers.jobs import enqueue
 from workers.live_rules import Invalid, clean_text
 from workers.outbox_relay import publish_committed
-from workers.outbox_write import emit
+from workers.outbox_write import emit_many
 
 log = logging.getLogger("lectern.api.feedback")
 
@@ -244,28 +244,26 @@ async def _announce(
     """Tell the learner (``feedback.posted``, a pass in the activity feed) and the staff
     (``grading.resolved`` when this feedback resolved a waiting review); the outbox ids of
     the two events, to publish right after the commit."""
-    ids = [
-        await emit(
-            conn,
+    if effective.percentage >= activity.PASS_PERCENTAGE:
+        await activity.record(
+            conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
+        )
+    events: list[tuple[str, str, Any]] = [
+        (
             user_topic(sub["user_id"]),
             "feedback.posted",
             FeedbackPosted(feedback=out, results=effective.results),
         )
     ]
-    if effective.percentage >= activity.PASS_PERCENTAGE:
-        await activity.record(
-            conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
-        )
     if state != sub["review"]:
-        ids.append(
-            await emit(
-                conn,
+        events.append(
+            (
                 staff_topic(sub["cohort_id"]),
                 "grading.resolved",
                 {"submission_id": sub["id"], "quiz_id": sub["quiz_id"], "by": by},
             )
         )
-    return ids
+    return await emit_many(conn, events)
 
 
 async def post_feedback(request: web.Request) -> web.Response:

@@ -24,9 +24,10 @@ Guarantees:
   published goes out after it, i.e. in commit order.
 * **Straight after commit.** A writer in a hurry (staff feedback) publishes its own rows
   right after its commit with :func:`publish_committed`, with the same tokens, instead of
-  waiting for the relay to wake; whichever publishes a row first appends it, the other
-  appends nothing. It publishes a row only when no older row of that topic is still
-  unpublished (else the relay, in id order), so the order per topic above still holds.
+  waiting for the relay; the relay, woken by the same commit, publishes them too and marks
+  them, and whichever publishes a row first appends it, the other appends nothing. The writer
+  publishes a row only when no older row of that topic is still unpublished (else it leaves
+  it to the relay, in id order), so the order per topic above still holds.
 * Published rows are deleted by :func:`purge_published` after :data:`KEEP_PUBLISHED_S`
   (the scheduler calls it).
 """
@@ -94,18 +95,13 @@ WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND NOT EXISTS (
     AND p.id <> ALL($1::bigint[]))
 ORDER BY id
 """
-# Rows the relay holds (it is publishing them with the same tokens) are skipped: it marks them.
-_MARK_COMMITTED = """
-UPDATE outbox SET published_at = now() WHERE id IN (
-    SELECT id FROM outbox WHERE id = ANY($1::bigint[]) AND published_at IS NULL
-    FOR UPDATE SKIP LOCKED)
-"""
 
 
 async def publish_committed(pool: asyncpg.Pool, publisher: Publisher, ids: Sequence[int]) -> int:
-    """Publish the committed outbox rows ``ids`` now (call after the commit that wrote them)
-    and mark them; returns how many went out here. Never raises for Redis or PostgreSQL
-    trouble: what is not published here, the relay publishes (NOTIFY woke it at commit)."""
+    """Publish the committed outbox rows ``ids`` now (call after the commit that wrote them);
+    returns how many were published here. The relay marks them (NOTIFY woke it at commit): the
+    writer's process, where a request waits, does one query and one publish. Never raises for
+    Redis or PostgreSQL trouble: what is not published here, the relay publishes."""
     if not ids:
         return 0
     try:
@@ -115,7 +111,6 @@ async def publish_committed(pool: asyncpg.Pool, publisher: Publisher, ids: Seque
                 return 0
             events = [(r["topic"], r["type"], _decoder.decode(r["data"])) for r in rows]
             await publisher.publish_many(events, [f"outbox:{r['id']}" for r in rows])
-            await pool.execute(_MARK_COMMITTED, [r["id"] for r in rows])
     except (
         redis.exceptions.RedisError,
         redis.exceptions.RedisClusterException,
