@@ -31,15 +31,16 @@ CHANNEL = "lectern_outbox"
 
 _encoder = msgspec.json.Encoder()
 # One statement, one round trip, for any number of events and the wake-up (identity values
-# follow the ORDER BY; the notification, however often it is raised, goes out once, at commit).
-_INSERT = f"""
+# follow the ORDER BY; the notification, however often it is raised, goes out once, at commit;
+# its channel is :data:`CHANNEL`).
+_INSERT = """
 WITH ins AS (
     INSERT INTO outbox (topic, type, data)
     SELECT topic, type, data::jsonb FROM unnest($1::text[], $2::text[], $3::text[])
         WITH ORDINALITY AS e(topic, type, data, n)
     ORDER BY n
     RETURNING id)
-SELECT ins.id FROM ins, LATERAL (SELECT pg_notify('{CHANNEL}', '')) AS woken
+SELECT ins.id FROM ins, LATERAL (SELECT pg_notify('lectern_outbox', '')) AS woken
 """
 
 
@@ -50,7 +51,7 @@ def _check(conn: asyncpg.Connection) -> None:
 
 async def emit(conn: asyncpg.Connection, topic: str, type_: str, data: Any) -> int:
     """Queue one event for ``topic``, committed with the caller's transaction; its outbox id
-    (for :func:`workers.outbox_relay.publish_committed` after the commit)."""
+    (a caller may publish it itself with the token ``outbox:<id>``)."""
     return (await emit_many(conn, [(topic, type_, data)]))[0]
 
 

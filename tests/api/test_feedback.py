@@ -9,9 +9,7 @@ from typing import Any
 
 import msgspec
 
-from config import keys
 from config.servers import SmtpCatcher
-from gateway.publish import Publisher
 from tests.api.conftest import Api, User
 from tests.api.test_quizzes import Class, create_quiz, make_class
 from tests.workers.helpers import (
@@ -21,9 +19,7 @@ from tests.workers.helpers import (
     received_by,
     steady,
 )
-from workers.context import WorkerContext
 from workers.grading import grade, questions_from_json
-from workers.outbox_relay import relay_all
 from workers.review import waiting_questions
 
 #: q3 ("Capital of France?", accepted "Paris") answered with a typo: it waits for a human.
@@ -322,26 +318,3 @@ async def test_only_staff_of_the_cohort_give_feedback_and_bad_input_loses_nothin
         assert status == 403
     status, _, _ = await api.request("GET", f"/api/v1/cohorts/{c.cohort}/grading-queue")
     assert status == 401
-
-
-async def test_feedback_is_published_by_the_request_itself_not_left_to_the_relay(
-    api: Api,
-) -> None:
-    """No worker runs here: by the time the 201 comes back, ``feedback.posted`` is in the
-    student's stream, once, and a relay publishing its outbox row adds no copy."""
-    c = await make_class(api)
-    student = c.students[0]
-    quiz = await create_quiz(api, c)
-    sub = await graded_submission(api, quiz, student, TYPO)
-    status, fb, _ = await api.request(
-        "POST", feedback_path(sub), c.teacher, json={"comment": "Nearly.", "client_key": "k1"}
-    )
-    assert status == 201, fb
-    topic = f"user:{student.id}"
-    entries = await api.redis.xrange(keys.history_key(topic, api.settings.bus_shards))
-    posted = [msgspec.json.decode(f[b"d"]) for _, f in entries if f[b"t"] == b"feedback.posted"]
-    assert [p["feedback"]["id"] for p in posted] == [fb["id"]]
-    ctx = WorkerContext(api.settings, api.redis, api.db, Publisher(api.redis, api.settings))
-    await relay_all(ctx)
-    again = await api.redis.xrange(keys.history_key(topic, api.settings.bus_shards))
-    assert again == entries
