@@ -329,6 +329,7 @@ async def _run_batch(
         board.version = int(row["board_version"])
     outcomes: list[Any] = []
     events: list[Event] = []
+    results: dict[str, Any] = {}  # recorded together, in one round trip, before commit
     savepoint = "SAVEPOINT cmd"
     for item in batch:
         if item.key in done:  # ran before (an earlier delivery, or earlier in this batch)
@@ -339,9 +340,11 @@ async def _run_batch(
             await conn.execute(savepoint)
             savepoint = "RELEASE SAVEPOINT cmd; SAVEPOINT cmd"  # one round trip from now on
             outcome, ok = await _run_one(ctx, conn, room, item, board, events)
-            if ok and item.key:
+            if ok and item.key and item.key not in done:
                 done[item.key] = outcome
+                results[item.key] = outcome
             outcomes.append(outcome)
+    await live_once.record_many(conn, results)
     return outcomes, events
 
 
@@ -353,21 +356,21 @@ async def _run_one(
     board: _Board,
     events: list[Event],
 ) -> tuple[Any, bool]:
-    """One command under the savepoint just taken: (result, True), or (its exception, False)
-    after rolling back to the savepoint (what it changed is undone, the batch goes on)."""
+    """One command under the savepoint just taken: (result, True) when it applied; else (its
+    exception, or a duplicate's stored reply, False) after rolling back to the savepoint (what
+    it changed is undone, the batch goes on). The caller records the results
+    (:func:`live_once.record_many`)."""
     state = Ctx(ctx, conn, room, item.cmd)
     state.board, state.board_version = board.board, board.version
     try:
         result = await item.op(state)
-        if item.key:
-            await live_once.record(conn, item.key, result, claimed=state.claimed)
     except Exception as exc:
         await conn.execute("ROLLBACK TO SAVEPOINT cmd")
         board.board = None  # it may hold the undone change: the next command reloads it
         if isinstance(exc, Invalid):
             return CommandError("invalid", str(exc)), False
-        if isinstance(exc, live_once.Duplicate):
-            return await live_once.stored(conn, item.key), True
+        if isinstance(exc, live_once.Duplicate):  # its claim found another delivery's row
+            return await live_once.stored(conn, item.key), False
         return exc, False
     board.board = state.board
     board.version = state.board_version + state.board_changes
