@@ -65,10 +65,11 @@ cpu_ticks() { for p in $(stack_pids); do
 run() {  # run NAME ARGS...: one bounded scenario (ONLY="live-200 dashboard" picks some)
   local name=$1; shift
   [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]] && return 0
-  echo "== $name: python -m loadtest $*" | tee -a "$OUT/summary.txt"
+  echo "== $name: python -m loadtest $* ${EXTRA:-}" | tee -a "$OUT/summary.txt"
   local t0 hz; t0=$(date +%s.%N); hz=$(getconf CLK_TCK)
   cpu_ticks > "$OUT/$name.cpu0"
-  timeout $((RUN_S + 240)) "$PY" -m loadtest --data-dir "$DATA" "$@" > "$OUT/$name.log" 2>&1
+  # shellcheck disable=SC2086  # EXTRA: more loadtest options for every run, e.g. "--processes 4"
+  timeout $((RUN_S + 240)) "$PY" -m loadtest --data-dir "$DATA" "$@" ${EXTRA:-} > "$OUT/$name.log" 2>&1
   local rc=$?
   cpu_ticks > "$OUT/$name.cpu1"
   local t1; t1=$(date +%s.%N)
