@@ -148,6 +148,12 @@ class Stack:
         await site.start()
         self._gateway, self._gateway_site = runner, site
 
+    async def ensure_gateway(self) -> None:
+        """Start the gateway unless it runs: a test that failed between stopping and starting it
+        again does not take the next tests down with it."""
+        if self._gateway is None:
+            await self.start_gateway()
+
     async def stop_gateway(self) -> None:
         """Stop the gateway as ``gateway.server`` does on SIGTERM: stop accepting, close every
         connection with 4000 "server restart", then clean up."""
