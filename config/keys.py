@@ -199,6 +199,11 @@ def online_key(cohort: str) -> str:
     return f"{ROOT}:{{o:{cohort}}}:online"
 
 
+def online_count_key(cohort: str) -> str:
+    """User -> how many unexpired leases they hold in the cohort (one per gateway)."""
+    return f"{ROOT}:{{o:{cohort}}}:online:n"
+
+
 def online_version_key(cohort: str) -> str:
     """Incremented whenever the set of users online in the cohort changes."""
     return f"{ROOT}:{{o:{cohort}}}:online:v"

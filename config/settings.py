@@ -99,6 +99,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Streams.
     history_maxlen: int = 1000  # events kept per topic for resume
     publish_once_ttl_s: int = 600  # how long a publish idempotency token (outbox row) is kept
+    publish_wait_replicas: int = 0  # durable mode: a publish waits (WAIT) for this many replicas
+    publish_wait_timeout_ms: int = 200  # ... at most this long, then counts the shortfall
     history_ttl_s: int = 24 * 3600  # a topic's history expires this long after its last event
     bus_shards: int = 8  # bus shard streams (K)
     bus_maxlen: int = 100_000  # entries kept per bus shard (approximate)
@@ -212,6 +214,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "history_maxlen",
         "email_give_up_after_s",
         "publish_once_ttl_s",
+        "publish_wait_timeout_ms",
         "bus_shards",
         "bus_read_count",
         "login_failures_per_account_ip",
@@ -230,6 +233,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         value = values.get(name)
         if isinstance(value, int | float) and value <= 0:
             problems.append(f"{PREFIX}{name.upper()} must be positive, got {value}")
+    if values.get("publish_wait_replicas", 0) < 0:  # type: ignore[operator]
+        problems.append(f"{PREFIX}PUBLISH_WAIT_REPLICAS must be 0 or more")
     if problems:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
     return Settings(**values)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from config import keys, redisconn
@@ -65,6 +66,7 @@ class HistoryReader:
         self._page = page
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[tuple[str, str], asyncio.Task[Result]] = {}
+        self._tails: dict[str, asyncio.Task[str]] = {}
 
     async def read(self, topic: str, after: str) -> Result:
         """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is older
@@ -118,9 +120,27 @@ class HistoryReader:
                 last = recs[-1].id
 
     async def tail(self, topic: str) -> str:
-        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
+        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none).
+        Concurrent calls for one topic share one read: a caller that joins a read in flight
+        registered its subscription after that read began, and while the bus has dispatched
+        nothing for the topic here (the caller's condition), no event between the two is lost."""
+        task = self._tails.get(topic)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._tail(topic))
+            self._tails[topic] = task
+            task.add_done_callback(lambda t: self._tail_done(topic, t))
+        return await asyncio.shield(task)
+
+    def _tail_done(self, topic: str, task: asyncio.Task[str]) -> None:
+        if self._tails.get(topic) is task:
+            del self._tails[topic]
+        if not task.cancelled():
+            task.exception()  # seen by its waiters; marked as retrieved
+
+    async def _tail(self, topic: str) -> str:
         key = keys.history_key(topic, self._shards)
-        last: Any = await self._redis.xrevrange(key, count=1)
+        async with self._slots:
+            last: Any = await self._redis.xrevrange(key, count=1)
         return last[0][0].decode() if last else protocol.EMPTY_CURSOR
 
     async def holds(self, topic: str, event_id: str) -> bool:
@@ -167,6 +187,30 @@ async def replay(
         if not quiet:
             conn.send(protocol.Subscribed(topic, ref, len(recs)))
         conn.deliver_replayed(topic, recs, cursor)
+
+
+async def start_at_tails(
+    reader: HistoryReader, conn: Conn, topics: list[str], ref: str | None, quiet: bool
+) -> None:
+    """Start ``topics`` (subscribed already without a cursor, their live events held
+    meanwhile) after their current tails: ack each with its tail, in order, then write its
+    held events newer than it. Without Redis they start live (acks without a tail)."""
+    try:
+        tails: list[str | msgspec.UnsetType] = list(
+            await asyncio.gather(*(reader.tail(t) for t in topics))
+        )
+    except redisconn.ERRORS:
+        tails = [msgspec.UNSET] * len(topics)
+    for topic, tail in zip(topics, tails, strict=True):
+        if conn.closed:
+            return
+        if topic not in conn.topics:
+            continue
+        if tail:
+            conn.topics[topic] = tail
+        if not quiet:
+            conn.send(protocol.Subscribed(topic, ref, 0, tail))
+        conn.deliver_replayed(topic, [], tail or "")
 
 
 async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway import durable
+
 registry = CollectorRegistry(auto_describe=True)
+registry.register(durable.under_replicated)  # published, but fewer replicas than asked
 
 commands = Counter(
     "lectern_worker_commands_total",

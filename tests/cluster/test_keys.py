@@ -224,6 +224,7 @@ async def test_online_scripts(csettings: Settings, rc: aioredis.Redis) -> None:
     script on the cluster; a cohort's leases and version share one slot."""
     cohort = str(uuid.uuid4().int % 10**9 + 1)
     assert slot(rc, keys.online_key(cohort)) == slot(rc, keys.online_version_key(cohort))
+    assert slot(rc, keys.online_key(cohort)) == slot(rc, keys.online_count_key(cohort))
     writer = online.OnlineWriter(rc, Publisher(rc, csettings), "gw-a", dict)
     writer.up("7", frozenset({cohort}))
     await writer.flush()
