@@ -66,7 +66,6 @@ class HistoryReader:
         self._page = page
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[tuple[str, str], asyncio.Task[Result]] = {}
-        self._tails: dict[str, asyncio.Task[str]] = {}
 
     async def read(self, topic: str, after: str) -> Result:
         """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is older
@@ -120,24 +119,7 @@ class HistoryReader:
                 last = recs[-1].id
 
     async def tail(self, topic: str) -> str:
-        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none).
-        Concurrent calls for one topic share one read: a caller that joins a read in flight
-        registered its subscription after that read began, and while the bus has dispatched
-        nothing for the topic here (the caller's condition), no event between the two is lost."""
-        task = self._tails.get(topic)
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._tail(topic))
-            self._tails[topic] = task
-            task.add_done_callback(lambda t: self._tail_done(topic, t))
-        return await asyncio.shield(task)
-
-    def _tail_done(self, topic: str, task: asyncio.Task[str]) -> None:
-        if self._tails.get(topic) is task:
-            del self._tails[topic]
-        if not task.cancelled():
-            task.exception()  # seen by its waiters; marked as retrieved
-
-    async def _tail(self, topic: str) -> str:
+        """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
         key = keys.history_key(topic, self._shards)
         async with self._slots:
             last: Any = await self._redis.xrevrange(key, count=1)
@@ -190,7 +172,12 @@ async def replay(
 
 
 async def start_at_tails(
-    reader: HistoryReader, conn: Conn, topics: list[str], ref: str | None, quiet: bool
+    reader: HistoryReader,
+    fanout: FanOut,
+    conn: Conn,
+    topics: list[str],
+    ref: str | None,
+    quiet: bool,
 ) -> None:
     """Start ``topics`` (subscribed already without a cursor, their live events held
     meanwhile) after their current tails: ack each with its tail, in order, then write its
@@ -206,11 +193,22 @@ async def start_at_tails(
             return
         if topic not in conn.topics:
             continue
+        if tail == protocol.EMPTY_CURSOR:
+            _seen_empty(fanout, topic)
         if tail:
             conn.topics[topic] = tail
         if not quiet:
             conn.send(protocol.Subscribed(topic, ref, 0, tail))
         conn.deliver_replayed(topic, [], tail or "")
+
+
+def _seen_empty(fanout: FanOut, topic: str) -> None:
+    """A read of its own, begun while the connection was subscribed to ``topic`` (and still
+    is), found the history empty: while nothing is dispatched here, later subscriptions start
+    at ``0-0`` without a read (``FanOut.known_tail``). A shared read would not do: its first
+    reader may have left, and an event been dispatched to nobody, before another joined."""
+    if topic not in fanout.last_ids:
+        fanout.empty.add(topic)
 
 
 async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:
@@ -235,6 +233,7 @@ async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:
             metrics.bus_errors.inc()
             log.warning("event %s of %s lost from its history; resetting", last, topic)
             fanout.last_ids.pop(topic, None)
+            fanout.empty.discard(topic)
             for conn in list(fanout.topics.get(topic, ())):
                 conn.send(protocol.Reset(topic, "history_lost"))
             if recs:

@@ -94,3 +94,9 @@ backend_errors = Counter(
     ["backend"],
     registry=registry,
 )
+live_batch = Histogram(
+    "lectern_worker_live_batch_commands",
+    "Live-room commands applied per batch (one room lock, one transaction, one commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 50),
+    registry=registry,
+)

@@ -157,6 +157,37 @@ async def test_reader_follows_a_resharded_bus_slot(
         await client.aclose()
 
 
+async def test_a_durable_publish_follows_a_resharded_slot(
+    cluster: RedisClusterServer, csettings: Settings
+) -> None:
+    """Durable mode sends the script and ``WAIT`` straight to the slot's master on one
+    connection: after the slot moves, the first attempt gets ``MOVED`` and must re-read the map
+    and wait on the new master (its replica acknowledges, nothing is under-replicated)."""
+    settings = load_settings(
+        {},
+        redis_url=cluster.url,
+        redis_cluster=True,
+        publish_wait_replicas=1,
+        publish_wait_timeout_ms=5000,
+    )
+    topic = f"cohort:{uuid.uuid4().hex[:8]}"
+    slot = _slot_of(topic, settings)
+    client = redisconn.connect(cluster.url, cluster=True)
+    publisher = Publisher(client, settings)
+    assert publisher.waiter is not None
+    try:
+        first = await publisher.publish(topic, "t.n", {"n": 0})
+        source = _owner(cluster, slot)
+        target = next(p for p in cluster.master_ports if p != source)
+        _move_slot(cluster, slot, source, target)
+        second = await publisher.publish(topic, "t.n", {"n": 1})
+        history: Any = await client.xrange(keys.history_key(topic, settings.bus_shards))
+        assert [e.decode() for e, _ in history] == [first, second]
+        assert publisher.waiter.under_replicated == 0
+    finally:
+        await client.aclose()
+
+
 async def _replicated(port: int, within: float = 15) -> None:
     """Wait until every replica of the master on ``port`` acknowledged all it was sent (a
     fixed sleep was not enough on a loaded machine: replicas acknowledge once a second)."""

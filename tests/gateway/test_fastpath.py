@@ -97,6 +97,8 @@ async def test_common_connects_take_the_fast_path(
     """WS (JSON and a browser-encoded topic list) and SSE with a token: taken and working."""
     tok = token("u" + uid, cohorts=["c1"])
     topic = f"user:u{uid}"
+    # History, so its tail is not 0-0: nothing here knows it without a read until a dispatch.
+    await publisher.publish(topic, "before", {})
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(
             f"{gateway.ws_url}?token={tok}&topics=user%3Au{uid}%2Ccohort%3Ac1"

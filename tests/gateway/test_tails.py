@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from config import keys
 from config.settings import Settings
 from gateway.publish import Publisher
-from tests.gateway.clients import SseClient, recv_json, recv_until, ws_open
+from tests.gateway.clients import SseClient, recv_json, recv_until, until, ws_open
 from tests.gateway.conftest import Gateway
 
 pytestmark = pytest.mark.redis_modes
@@ -121,3 +121,56 @@ async def test_sse_hello_carries_the_tails(
     assert (await sse.event_of("hello")).json()["tails"] == {}
     assert (await sse.event()).json()["id"] == missed
     await sse.close()
+
+
+async def test_an_empty_topic_keeps_no_replay_mark(gateway: Gateway, token, uid) -> None:
+    """Idle connections on a topic with no history hold nothing per connection once started
+    at its tail (``0-0``: no event can be older), on WebSocket and SSE alike."""
+    topic = f"user:u{uid}"
+    tok = token("u" + uid)
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await ws_open(http, f"{gateway.ws_url}?token={tok}&topics={topic}")
+        assert (await recv_json(ws))["tail"] == "0-0"
+        sse = await SseClient.open(gateway.port, f"topics={topic}&token={tok}")
+        assert (await sse.event_of("hello")).json()["tails"] == {topic: "0-0"}
+        conns = [*gateway.hub.ws, *gateway.hub.sse]
+        assert len(conns) == 2
+        await until(lambda: all(c.replay is None for c in conns))
+        await sse.close()
+        await ws.close()
+
+
+async def test_an_idle_topic_is_read_once_for_a_crowd(
+    gateway: Gateway, token, publisher: Publisher, uid
+) -> None:
+    """The first subscription without a cursor reads the (empty) history; while the topic
+    has subscribers here and nothing was dispatched, later ones start at 0-0 without a read.
+    The first event dispatched takes over as the tail; the last subscriber gone, both go."""
+    topic = f"user:u{uid}"
+    tok = token("u" + uid)
+    fanout = gateway.hub.fanout
+    reader = gateway.hub.history
+    reads: list[str] = []
+    read_tail = reader.tail
+
+    async def counted(t: str) -> str:
+        reads.append(t)
+        return await read_tail(t)
+
+    reader.tail = counted  # type: ignore[method-assign]
+    async with aiohttp.ClientSession() as http:
+        first, _ = await ws_open(http, f"{gateway.ws_url}?token={tok}&topics={topic}")
+        assert (await recv_json(first))["tail"] == "0-0"
+        assert topic in fanout.empty
+        second, _ = await ws_open(http, f"{gateway.ws_url}?token={tok}")
+        await second.send_json({"type": "sub", "topics": [topic]})
+        assert (await recv_json(second))["tail"] == "0-0"
+        assert reads == [topic]
+        event_id = await publisher.publish(topic, "x", {})
+        for ws in (first, second):
+            assert (await recv_json(ws))["id"] == event_id
+        assert fanout.known_tail(topic) == event_id
+        await first.close()
+        await second.close()
+        await until(lambda: topic not in fanout.topics)
+        assert topic not in fanout.empty and fanout.known_tail(topic) is None
