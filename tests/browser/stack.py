@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import threading
 import uuid
 from collections.abc import Coroutine
@@ -99,7 +100,19 @@ class Stack:
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         """Run ``coro`` on the stack's loop and return its result."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            # Say where the stack's loop is stuck: the call itself keeps running there.
+            tasks = self._tasks()
+            raise TimeoutError(f"not within {timeout} s; the stack's tasks:\n{tasks}") from None
+
+    def _tasks(self) -> str:
+        out = io.StringIO()
+        for task in asyncio.all_tasks(self.loop):
+            out.write(f"{task!r}\n")
+            task.print_stack(limit=8, file=out)
+        return out.getvalue()
 
     def start(self) -> Stack:
         self._thread.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,11 +46,13 @@ def test_other_processes_are_not_ours() -> None:
 
 
 LEAKY_TEST = """
+import pathlib
 import subprocess
 
 
 def test_leaves_a_process_behind():
-    subprocess.Popen(["sleep", "61.25"])
+    proc = subprocess.Popen(["sleep", "61.25"])
+    pathlib.Path("leaked.pid").write_text(str(proc.pid))
 
 
 def test_passes():
@@ -65,14 +68,6 @@ def pytest_configure(config):
 """
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _sleepers() -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if proc.info["cmdline"] == ["sleep", "61.25"]:
-            found.append(proc)
-    return found
 
 
 @pytest.mark.parametrize("workers", ["0", "2"], ids=["serial", "xdist"])
@@ -101,4 +96,6 @@ def test_a_run_that_leaves_a_process_running_fails_and_ends_it(
     assert "2 passed" in out, out
     assert "processes left running by the tests (run failed)" in out, out
     assert "sleep 61.25" in out, out
-    assert not _sleepers()
+    pid = int((tmp_path / "leaked.pid").read_text())
+    with contextlib.suppress(psutil.NoSuchProcess):  # gone, or a zombie (no command line)
+        assert psutil.Process(pid).cmdline() != ["sleep", "61.25"], "still running"
