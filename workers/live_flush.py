@@ -2,7 +2,7 @@
 
 It pops due members of :data:`workers.live_state.DUE_KEY` (atomically, so each goes to exactly
 one process) every :data:`POLL_S`, and at the exact due time of the work its own process
-scheduled (:class:`workers.live_state.DueAlarm`: a quiz question closes at its deadline, not
+scheduled (:class:`workers.due_alarm.DueAlarm`: a quiz question closes at its deadline, not
 up to a poll later), and runs them:
 
 * ``tally|c|s|poll``: the trailing poll tally of a burst of votes (:func:`live.flush_tally`);
@@ -32,7 +32,8 @@ from config import redisconn
 from config.retry import Backoff
 from workers import attendance, live, live_polls, live_quiz
 from workers.context import WorkerContext
-from workers.live_state import ALARMS, TIMINGS, DueAlarm, DueQueue, now_ms, parse_due_member
+from workers.due_alarm import ALARMS, DueAlarm
+from workers.live_state import TIMINGS, DueQueue, now_ms, parse_due_member
 
 log = logging.getLogger("lectern.workers.live")
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -55,6 +54,7 @@ import redis.exceptions
 from config import keys
 from config.topics import live_topic, parse_live, staff_topic
 from workers.context import WorkerContext
+from workers.due_alarm import ALARMS
 from workers.live_rules import DEFAULT_TIMINGS, LiveTimings, db_id
 from workers.outbox_write import emit_many
 
@@ -306,34 +306,6 @@ return items
 """
 
 
-class DueAlarm:
-    """A live flusher's alarm clock: the due times this process scheduled, so its flusher
-    sleeps until exactly the next one instead of finding it at its next poll (a question's
-    deadline is closed when it falls, not up to a poll interval later). Work that other
-    processes scheduled is found by the poll; whichever flusher pops a member first runs it.
-    The flusher creates it (its event belongs to the flusher's loop) and registers it in
-    :data:`ALARMS`."""
-
-    def __init__(self) -> None:
-        self._due: list[int] = []
-        self.changed = asyncio.Event()
-
-    def add(self, due_ms: int) -> None:
-        heapq.heappush(self._due, due_ms)
-        if self._due[0] == due_ms:
-            self.changed.set()
-
-    def next_due(self, now: int) -> int | None:
-        """The earliest due time after ``now`` (those at or before it were just popped)."""
-        while self._due and self._due[0] <= now:
-            heapq.heappop(self._due)
-        return self._due[0] if self._due else None
-
-
-#: The alarms of the live flushers running in this process (one each).
-ALARMS: list[DueAlarm] = []
-
-
 class DueQueue:
     """The :data:`DUE_KEY` sorted set: schedule work, pop what is due."""
 
@@ -343,7 +315,7 @@ class DueQueue:
 
     async def schedule(self, member: str, due_ms: int, *, replace: bool = False) -> bool:
         """Add ``member`` due at ``due_ms``; unless ``replace``, keep an earlier entry (NX).
-        This process's flushers wake at ``due_ms`` (:class:`DueAlarm`)."""
+        This process's flushers wake at ``due_ms`` (:class:`workers.due_alarm.DueAlarm`)."""
         added = await self.redis.zadd(DUE_KEY, {member: due_ms}, nx=not replace)
         if added or replace:
             for alarm in ALARMS:

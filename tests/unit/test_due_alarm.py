@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.live_state import DueAlarm
+from workers.due_alarm import DueAlarm
 
 
 async def test_the_earliest_due_time_after_now_and_a_wake_only_for_a_nearer_one() -> None:
