@@ -2,7 +2,9 @@
 
 * ``GET /api/v1/cohorts/{id}/dashboard``: the cohort at a glance, now: the same figures the
   scheduler publishes as ``dashboard.update`` on ``staff:{cohort}`` (:mod:`workers.dashboard`),
-  read on request, so the page has them on load even on a quiet day when no event comes.
+  read on request, so the page has them on load even on a quiet day when no event comes;
+  plus who is online in the cohort now (``online``, ``online_version``: gateway/online.py),
+  which the ``online`` event on ``staff:{cohort}`` then keeps current.
 * ``GET /api/v1/cohorts/{id}/students/{user_id}``: one member in detail (the drill-down):
   lessons done, every quiz submission with its effective grade and queue state, attendance
   per session (absent ones too), and the struggling alerts that name them. 404 for someone
@@ -20,10 +22,29 @@ from api import errors
 from api.deps import current_user, path_int, require_staff
 from api.openapi import Routes
 from api.responses import json_response
-from api.state import DB
+from api.state import DB, REDIS
+from config import redisconn
+from gateway.online import read_online
 from workers.dashboard import Dashboard, cohort_alerts, snapshot
 from workers.progress import MyProgress, my_progress
 from workers.struggling import Alert
+
+
+class OnlineUser(msgspec.Struct, kw_only=True):
+    user_id: int
+    display_name: str
+    #: ``member`` or ``staff``.
+    kind: str
+
+
+class DashboardNow(Dashboard, kw_only=True):
+    """The figures of ``dashboard.update``, and who is online now."""
+
+    #: Members and staff of the cohort with a live connection now, by name (staff only see it).
+    online: list[OnlineUser] = msgspec.field(default_factory=list)
+    #: The version of that list: an ``online`` event with a lower one is older, ignore it.
+    #: -1 when Redis could not be asked (``online`` is then empty, not known to be empty).
+    online_version: int = 0
 
 
 class SubmissionLine(msgspec.Struct, kw_only=True):
@@ -66,7 +87,20 @@ async def get_dashboard(request: web.Request) -> web.Response:
     board = await snapshot(request.app[DB], cohort_id)
     if board is None:
         raise errors.not_found(f"cohort {cohort_id} does not exist")
-    return json_response(board)
+    try:
+        version, users = await read_online(request.app[REDIS], cohort_id)
+    except redisconn.ERRORS:
+        version, users = -1, []
+    rows = await request.app[DB].fetch(
+        "SELECT e.user_id, u.display_name, e.kind FROM enrollments e"
+        " JOIN users u ON u.id = e.user_id WHERE e.cohort_id = $1 AND e.user_id = ANY($2)"
+        " ORDER BY u.display_name, e.user_id",
+        cohort_id,
+        users,
+    )
+    online = [OnlineUser(**dict(r)) for r in rows]
+    fields = {f: getattr(board, f) for f in board.__struct_fields__}
+    return json_response(DashboardNow(**fields, online=online, online_version=version))
 
 
 async def get_student(request: web.Request) -> web.Response:
@@ -131,7 +165,7 @@ def setup(app: web.Application) -> None:
     Routes(app, "dashboard").get(
         "/api/v1/cohorts/{id}/dashboard",
         get_dashboard,
-        summary="The cohort at a glance (the figures of dashboard.update), now",
+        summary="The cohort at a glance (the figures of dashboard.update) and who is online, now",
         auth="staff",
-        response=Dashboard,
+        response=DashboardNow,
     )

@@ -1,9 +1,10 @@
 """The browser pages, served from ``api/static`` next to the client library ``lectern.js``.
 
 Routes: ``/`` (login), ``/student`` (dashboard), ``/live?session=ID`` (live room),
-``/instructor`` (cohort view and controls); ``/static/{name}`` for the assets (the pages too,
-as ``name.html``); ``/config.json`` tells the pages where the gateway is. None of them is under
-``/api/v1``, so they stay out of the OpenAPI document.
+``/instructor`` (cohort view and controls), ``/enroll`` (staff: enroll from a CSV file);
+``/static/{name}`` for the assets (the pages too, as ``name.html``); ``/config.json`` tells the
+pages where the gateway is. None of them is under ``/api/v1``, so they stay out of the OpenAPI
+document.
 
 **Caching.** Files are read once, at start-up, into memory (they are small). Every response has
 a strong ``ETag`` (a hash of the content) and answers ``If-None-Match`` with 304. Pages and
@@ -38,6 +39,7 @@ PAGES = {
     "/student": "student.html",
     "/live": "live.html",
     "/instructor": "instructor.html",
+    "/enroll": "enroll.html",
 }
 TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -13,6 +13,7 @@ a hash tag (the part in braces), which fixes their slot:
 * ``{c:<kind>:<ident>}``: one cached resource's version and entries.
 * ``{login}``: the failed-login counters and trusted addresses (api.login_limits).
 * ``{cmd}``, ``{presence}``: the command and presence streams.
+* ``{o:<cohort>}``: a cohort's online leases and their version (gateway/online.py).
 
 Every other key is used alone by single-key commands, so any slot serves it.
 """
@@ -190,6 +191,21 @@ def presence_key(part: str, cohort: str, session: str) -> str:
     """A live room's attendance state (workers/attendance.py); its parts share the hash tag
     ``{p:cohort:session}`` because one script touches them together."""
     return f"{ROOT}:{{p:{cohort}:{session}}}:presence:{part}"
+
+
+def online_key(cohort: str) -> str:
+    """Who is online in a cohort: leases ``<user>@<gateway>`` scored by their end (ms)
+    (gateway/online.py); shares the hash tag ``{o:cohort}`` with its version."""
+    return f"{ROOT}:{{o:{cohort}}}:online"
+
+
+def online_version_key(cohort: str) -> str:
+    """Incremented whenever the set of users online in the cohort changes."""
+    return f"{ROOT}:{{o:{cohort}}}:online:v"
+
+
+#: The cohorts that had someone online, swept by every gateway's lease renewal.
+ONLINE_INDEX = f"{ROOT}:online:cohorts"
 
 
 #: Joins and leaves of live-room topics, appended by the gateways for the attendance worker.

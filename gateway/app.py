@@ -250,6 +250,7 @@ async def _background(app: web.Application) -> Any:
         loop.create_task(hub.run_ticker(), name="tick"),
         loop.create_task(hub.commands.run_writer(), name="cmd-writer"),
         loop.create_task(hub.presence.run(), name="presence-writer"),
+        loop.create_task(hub.online.run(), name="online-writer"),
         loop.create_task(_sweep(app), name="sweep"),
     ]
     with contextlib.suppress(TimeoutError):
@@ -258,6 +259,8 @@ async def _background(app: web.Application) -> Any:
     await shutdown_connections(app)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(hub.presence.flush(), 2)  # the leaves of the closed connections
+    with contextlib.suppress(TimeoutError, *redisconn.ERRORS):
+        await asyncio.wait_for(hub.online.flush(), 2)  # their users go offline at once
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -28,8 +28,10 @@ from gateway.command_relay import CommandRouter
 from gateway.connection import Conn
 from gateway.fanout import FanOut
 from gateway.history import HistoryReader
+from gateway.online import OnlineWriter, cohorts_of
 from gateway.presence_writer import PresenceWriter
 from gateway.protocol import CloseCode, ErrorCode
+from gateway.publish import Publisher
 from gateway.record import Record
 from gateway.registry import Registry
 from gateway.sessions import OpenSessions
@@ -74,6 +76,8 @@ class Hub:
         #: user -> {cohort: when it was taken away (ms)} (gateway/rights.py).
         self.lost: dict[str, dict[str, int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Who is online in each cohort, leased in Redis (gateway/online.py).
+        self.online = OnlineWriter(redis, Publisher(redis, settings), gateway_id, self._online_here)
         self.ticker = Ticker(settings, self.registry, self.commands, self._lapse)
         self.tick = self.ticker.tick
         self.run_ticker = self.ticker.run
@@ -86,6 +90,9 @@ class Hub:
     def register(self, conn: Conn) -> None:
         """Count a connection in (from its ``connection_made``; ``Conn._end`` undoes it)."""
         self.registry.add(conn)
+        user = conn.claims.sub
+        others = self._claimed(user, conn)
+        self.online.up(user, cohorts_of(conn.claims) - others)
 
     def unregister(self, conn: Conn, code: int) -> None:
         """Forget a connection everywhere (idempotent per connection: called once on close)."""
@@ -97,6 +104,23 @@ class Hub:
             self.unsubscribe(conn, topic)
         conn.replay = None
         self.registry.forget(conn, code)
+        user = conn.claims.sub
+        self.online.down(user, cohorts_of(conn.claims) - self._claimed(user, conn))
+
+    def _claimed(self, user: str, but: Conn) -> frozenset[str]:
+        """The cohorts the user's other connections here claim."""
+        claimed: frozenset[str] = frozenset()
+        for other in self.registry.user_conns.get(user, ()):
+            if other is not but:
+                claimed |= cohorts_of(other.claims)
+        return claimed
+
+    def _online_here(self) -> dict[str, frozenset[str]]:
+        """Every user connected here and the cohorts their connections claim."""
+        return {
+            user: frozenset().union(*(cohorts_of(c.claims) for c in conns))
+            for user, conns in self.registry.user_conns.items()
+        }
 
     def closing(self, conn: Conn, deadline: float) -> None:
         """Keep an ended connection's socket until ``deadline`` (monotonic), for its last

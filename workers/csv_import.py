@@ -10,8 +10,13 @@ The API stores the upload in ``csv_imports`` (``source``, ``total``) and enqueue
   creates the user when the email is new (no password: they register with an invite) and
   enrolls them, ``created``, or ``already_enrolled`` when they were;
 * appends the row results to ``results``, advances ``processed`` and emits ``import.progress``
-  to ``user:{uploader}`` and ``enrollment.changed`` to each newly enrolled user, through the
-  outbox, all in the same transaction.
+  with those rows (``rows``) to ``staff:{cohort}`` and ``enrollment.changed`` to each newly
+  enrolled user, through the outbox, all in the same transaction.
+
+``import.progress`` goes to the cohort's staff topic, not to the uploader's: the gateway then
+lets exactly the cohort's staff (and admins) see the rows, emails included, and an uploader who
+lost their staff grant mid-import stops seeing them. The upload page (``/enroll``) fills its
+report from these rows, and reads ``GET /imports/{id}`` for anything it missed.
 
 The last step sets ``status = 'done'`` with a final ``import.progress`` carrying the counts. A
 file that cannot be parsed at all ends ``failed`` (no retry).
@@ -33,14 +38,15 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from config.topics import user_topic
+from config.topics import staff_topic, user_topic
 from workers import events
 from workers.context import WorkerContext
 from workers.jobs import job
 from workers.outbox_write import emit, emit_many
 
 QUEUE = "csv_import"
-BATCH = 200
+#: Rows per transaction, and per ``import.progress`` (small enough for the page to fill in).
+BATCH = 50
 MAX_ROWS = 10_000
 MAX_BYTES = 2 * 1024 * 1024
 
@@ -68,6 +74,8 @@ class RowResult(msgspec.Struct, frozen=True, omit_defaults=True):
     status: Status
     reason: str = ""
     user_id: int | None = None
+    #: The row created the user's account (``created`` rows only; else they existed).
+    new_user: bool = False
 
 
 def _cell(fields: list[str], i: int | None) -> str:
@@ -135,6 +143,7 @@ async def _apply(
         name,
         "instructor" if kind == "staff" else "student",
     )
+    new_user = uid is not None
     if uid is None:
         uid = await conn.fetchval("SELECT id FROM users WHERE email = $1", email)
     added = await conn.fetchval(
@@ -146,7 +155,7 @@ async def _apply(
     )
     if added is None:
         return RowResult(row.line, email, "already_enrolled", user_id=uid)
-    return RowResult(row.line, email, "created", user_id=uid)
+    return RowResult(row.line, email, "created", user_id=uid, new_user=new_user)
 
 
 async def _counts(conn: asyncpg.Connection, import_id: int) -> dict[str, int]:
@@ -157,6 +166,11 @@ async def _counts(conn: asyncpg.Connection, import_id: int) -> dict[str, int]:
     )
     counts = {"created": 0, "already_enrolled": 0, "invalid": 0}
     counts.update({r["status"]: r["n"] for r in rows})
+    counts["new_users"] = await conn.fetchval(
+        "SELECT count(*) FROM csv_imports, jsonb_array_elements(results) AS r"
+        " WHERE id = $1 AND (r->>'new_user')::boolean",
+        import_id,
+    )
     return counts
 
 
@@ -164,6 +178,7 @@ def _progress(row: Any, processed: int, status: str) -> events.ImportProgress:
     return events.ImportProgress(
         import_id=row["id"],
         cohort_id=row["cohort_id"],
+        uploaded_by=row["uploaded_by"],
         processed=processed,
         total=row["total"],
         status=status,
@@ -179,12 +194,11 @@ async def _finish(
         status,
         error,
     )
-    if row["uploaded_by"] is not None:
-        progress = _progress(row, row["processed"], status)
-        progress.counts = await _counts(conn, row["id"])
-        if error:
-            progress.error = error
-        await emit(conn, events.to(user_topic(row["uploaded_by"]), progress))
+    progress = _progress(row, row["processed"], status)
+    progress.counts = await _counts(conn, row["id"])
+    if error:
+        progress.error = error
+    await emit(conn, events.to(staff_topic(row["cohort_id"]), progress))
 
 
 _LOCK = (
@@ -237,7 +251,7 @@ async def handle_csv_import(ctx: WorkerContext, payload: dict[str, Any]) -> None
                     for r in results
                     if r.status == "created" and r.user_id is not None
                 ]
-                if row["uploaded_by"] is not None:
-                    progress = _progress(row, processed, "running")
-                    sent.append(events.to(user_topic(row["uploaded_by"]), progress))
+                progress = _progress(row, processed, "running")
+                progress.rows = results
+                sent.append(events.to(staff_topic(row["cohort_id"]), progress))
                 await emit_many(conn, sent)

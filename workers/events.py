@@ -31,6 +31,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from gateway.online import Online
 from workers.grading import QuestionResult
 from workers.outbox_write import Addressed
 from workers.struggling import Alert
@@ -123,13 +124,16 @@ class NotificationRead(Event):
 
 
 class ImportProgress(Event):
-    """``counts`` once the import finished; ``error`` when it failed."""
+    """``rows`` (the batch's ``csv_import.RowResult`` maps) while running; ``counts`` once
+    the import finished, and ``error`` when it failed."""
 
     import_id: int
     cohort_id: int
+    uploaded_by: int | None
     processed: int
     total: int
     status: str
+    rows: list[Any] | UnsetType = UNSET
     counts: dict[str, int] | UnsetType = UNSET
     error: str | UnsetType = UNSET
 
@@ -421,7 +425,7 @@ EVENTS: dict[str, tuple[type[msgspec.Struct], tuple[str, ...]]] = {
     "feedback.posted": (FeedbackPosted, (USER,)),
     "notification.new": (NotificationOut, (USER,)),
     "notification.read": (NotificationRead, (USER,)),
-    "import.progress": (ImportProgress, (USER,)),
+    "import.progress": (ImportProgress, (STAFF,)),
     "enrollment.changed": (EnrollmentChanged, (USER,)),
     "activity": (ActivityOut, (COHORT,)),
     "activity.settings": (ActivitySettings, (COHORT,)),
@@ -438,6 +442,7 @@ EVENTS: dict[str, tuple[type[msgspec.Struct], tuple[str, ...]]] = {
     "quiz.answered": (QuizAnswered, (STAFF,)),
     "presence": (Presence, (STAFF,)),
     "dashboard.update": (Dashboard, (STAFF,)),
+    "online": (Online, (STAFF,)),
     "qa.updated": (QaUpdated, (LIVE,)),
     "qa.ranked": (QaRanked, (LIVE,)),
     "qa.cleared": (QaCleared, (LIVE,)),

@@ -18,12 +18,15 @@ import {
   when,
 } from "./app.js";
 import { mountNotificationSettings } from "./notify-settings.js";
+import { onlinePanel } from "./online.js";
 
 const page = {
   me: null,
   cohort: null,
   detail: null,
   names: new Map(),
+  kinds: new Map(), // user id -> member | staff
+  online: null, // the "Online now" panel (online.js)
   sessions: new Map(),
   presence: new Map(), // session id -> {count, users}
   quizzes: [],
@@ -57,7 +60,10 @@ async function loadProgress() {
 
 async function loadNames() {
   const people = await api(`/api/v1/cohorts/${page.cohort.id}/enrollments`).catch(() => []);
-  for (const p of people) page.names.set(String(p.user_id), p.display_name);
+  for (const p of people) {
+    page.names.set(String(p.user_id), p.display_name);
+    page.kinds.set(String(p.user_id), p.kind);
+  }
 }
 
 async function loadSessions() {
@@ -83,6 +89,11 @@ async function loadAnnouncements() {
 // The figures now (the scheduler's dashboard.update only comes when something happened).
 async function loadDashboard() {
   page.dashboard = await api(`/api/v1/cohorts/${page.cohort.id}/dashboard`);
+  for (const p of page.dashboard.online || []) {
+    page.names.set(String(p.user_id), p.display_name);
+    page.kinds.set(String(p.user_id), p.kind);
+  }
+  page.online.load(page.dashboard);
   renderGlance();
 }
 
@@ -129,6 +140,15 @@ function onStaffEvent(ev) {
         renderGlance();
       }
       refreshStudents(); // the per-student rows are not in the event
+      break;
+    case "online": // someone connected or left: the whole list, versioned
+      page.online.event(d);
+      if (Array.isArray(d.users) && d.users.some((id) => !page.names.has(String(id)))) {
+        attempt(async () => {
+          await loadNames(); // someone enrolled since the page loaded
+          page.online.event(d);
+        });
+      }
       break;
     case "dashboard.update":
       page.dashboard = d;
@@ -592,6 +612,11 @@ async function main() {
     return;
   }
   fill($("#cohort"), cohortPicker(page.me, ["staff"], page.cohort));
+  $("#enroll-link").href = `/enroll?cohort=${page.cohort.id}`;
+  page.online = onlinePanel($("#online"), (id) => ({
+    name: nameOf(id),
+    kind: page.kinds.get(String(id)) || "member",
+  }));
   const client = await gateway($("#conn"));
   await follow(
     client,

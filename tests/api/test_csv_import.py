@@ -83,13 +83,25 @@ async def test_import_end_to_end(api: Api, ctx: WorkerContext, cohort: int) -> N
         )
         == "member"
     )
-    progress = await api.outbox(f"user:{teacher.id}", "import.progress")
+    # Progress goes to the cohort's staff, rows included, never to a user's own topic.
+    assert await api.outbox(f"user:{teacher.id}", "import.progress") == []
+    progress = await api.outbox(f"staff:{cohort}", "import.progress")
     assert progress[-1]["data"]["status"] == "done"
-    assert progress[-1]["data"]["counts"] == {"created": 1, "already_enrolled": 2, "invalid": 2}
+    assert progress[-1]["data"]["counts"] == {
+        "created": 1,
+        "already_enrolled": 2,
+        "invalid": 2,
+        "new_users": 1,
+    }
+    running = [p["data"] for p in progress if p["data"]["status"] == "running"]
+    rows = [r for p in running for r in p["rows"]]
+    assert [r["line"] for r in rows] == [r["line"] for r in data["results"]]
+    assert rows[0]["new_user"] is True and rows[0]["email"] == new
+    assert all(p["uploaded_by"] == teacher.id for p in running)
 
     # Idempotent: a redelivered job changes nothing.
     await handle_csv_import(ctx, {"import_id": import_id})
-    assert len(await api.outbox(f"user:{teacher.id}", "import.progress")) == len(progress)
+    assert len(await api.outbox(f"staff:{cohort}", "import.progress")) == len(progress)
 
 
 async def test_only_an_admin_import_grants_staff(api: Api, ctx: WorkerContext, cohort: int) -> None:

@@ -24,6 +24,8 @@ async def test_the_snapshot_has_every_figure_and_only_staff_read_it(api: Api, ad
         "active_24h": 0,
         "active_7d": 0,
         "alerts": [],
+        "online": [],  # nobody connected to a gateway (tests/live/test_online.py)
+        "online_version": 0,
     }
 
     quiz = await create_quiz(api, c)

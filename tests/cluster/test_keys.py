@@ -22,6 +22,7 @@ from api import cache, login_limits, ratelimit
 from config import keys, redisconn
 from config.servers import RedisClusterServer
 from config.settings import Settings, load_settings
+from gateway import online
 from gateway.bus import BusReader
 from gateway.hub import Hub
 from gateway.publish import Publisher
@@ -78,6 +79,7 @@ def test_every_script_and_transaction_is_covered() -> None:
         "workers/job_runner.py": 2,  # test_job_scripts_and_transactions
         "workers/live_state.py": 4,  # test_live_room_scripts
         "workers/attendance.py": 4,  # test_attendance_scripts
+        "gateway/online.py": 2,  # test_online_scripts
     }
 
 
@@ -215,6 +217,21 @@ async def test_attendance_scripts(ctx: WorkerContext) -> None:
     time.sleep(0.01)
     await attendance.finalize(ctx, room, "u1", timings)
     assert await attendance.present_users(ctx.redis, room) == []
+
+
+async def test_online_scripts(csettings: Settings, rc: aioredis.Redis) -> None:
+    """Who is online (gateway/online.py): the apply script (up, down, sweep) and the read
+    script on the cluster; a cohort's leases and version share one slot."""
+    cohort = str(uuid.uuid4().int % 10**9 + 1)
+    assert slot(rc, keys.online_key(cohort)) == slot(rc, keys.online_version_key(cohort))
+    writer = online.OnlineWriter(rc, Publisher(rc, csettings), "gw-a", dict)
+    writer.up("7", frozenset({cohort}))
+    await writer.flush()
+    assert await online.read_online(rc, cohort) == (1, [7])
+    writer.down("7", frozenset({cohort}))
+    await writer.flush()
+    assert await online.read_online(rc, cohort) == (2, [])
+    await writer.renew()  # sweeps the index across slots, one cohort per script call
 
 
 async def test_api_transactions(rc: aioredis.Redis, csettings: Settings) -> None:

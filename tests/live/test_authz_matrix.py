@@ -55,6 +55,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/student"): "public",
     ("GET", "/live"): "public",
     ("GET", "/instructor"): "public",
+    ("GET", "/enroll"): "public",
     ("GET", "/static/{name}"): "public",
     ("GET", "/config.json"): "public",
     ("GET", "/api/v1/openapi.json"): "public",
@@ -346,6 +347,28 @@ def _diff(
     return run
 
 
+#: Topics a client may subscribe to (``{cohort}``, ``{student}``: the first cohort and its
+#: student) -> rule. ``staff:`` carries who is online (``online``) and the CSV import rows
+#: (``import.progress``), emails included: the cohort's staff and admins only.
+TOPICS: dict[str, str] = {
+    "staff:{cohort}": "staff",
+    "cohort:{cohort}": "member",
+    "user:{student}": "self",
+}
+
+
+async def _topic_outcome(member: Member | None, live: LiveRoom, topic: str) -> str:
+    if member is None:  # no token at all: refused before any subscription
+        base = live.gateway.ws_url.replace("ws://", "http://").removesuffix("/ws")
+        async with live.http.get(f"{base}/poll", params={"topics": topic}) as resp:
+            return _outcome(resp.status)
+    ack = await member.subscribe(topic)
+    if ack["type"] == "subscribed":
+        await member.ws.send_json({"type": "unsub", "ref": "u", "topics": [topic]})
+        return "ok"
+    return "deny" if ack.get("code") == "forbidden" else f"{ack.get('code')}"
+
+
 async def test_authorization_matrix(live: LiveRoom) -> None:
     world = World(live)
     await world.build()
@@ -372,7 +395,13 @@ async def test_authorization_matrix(live: LiveRoom) -> None:
     async def route(key: tuple[str, str], caller: str) -> str:
         return await _route_outcome(world, key[0], key[1], caller)
 
-    wrong = await _diff(COMMANDS, command)() + await _diff(ROUTES, route)()
+    async def topic(template: str, caller: str) -> str:
+        name = template.format(cohort=world.cohort, student=world.users["student"].id)
+        return await _topic_outcome(members[caller], live, name)
+
+    # Routes last: some sign the caller out, which closes their connections.
+    wrong = await _diff(COMMANDS, command)() + await _diff(TOPICS, topic)()
+    wrong += await _diff(ROUTES, route)()
     assert not wrong, "\n".join(wrong)
 
 

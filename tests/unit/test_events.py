@@ -123,8 +123,11 @@ def test_to_refuses_a_struct_that_is_not_an_event() -> None:
         ),
         (events.PollVotes(poll_id=1, total=2), b'{"poll_id":1,"total":2}'),
         (
-            events.ImportProgress(import_id=1, cohort_id=2, processed=3, total=4, status="running"),
-            b'{"import_id":1,"cohort_id":2,"processed":3,"total":4,"status":"running"}',
+            events.ImportProgress(
+                import_id=1, cohort_id=2, uploaded_by=None, processed=3, total=4, status="done"
+            ),
+            b'{"import_id":1,"cohort_id":2,"uploaded_by":null,"processed":3,"total":4,'
+            b'"status":"done"}',
         ),
         (
             events.QuizResults(

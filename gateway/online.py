@@ -1,0 +1,260 @@
+"""Who is online in each cohort: every gateway's live connections, leased in Redis.
+
+A user is *online in a cohort* while at least one of their WebSocket or SSE connections, on any
+gateway, claims the cohort (as a member or as staff). The hub calls :meth:`OnlineWriter.up`
+when a connection claims cohorts no other connection of its user on this gateway claims, and
+:meth:`OnlineWriter.down` when the last connection claiming a cohort ends; both only queue,
+and one writer task (:meth:`OnlineWriter.run`) applies the queue to Redis, so the hot path
+never waits on Redis.
+
+**Leases.** Each cohort has one sorted set (``keys.online_key``): members ``<user>@<gateway>``,
+scored by when the lease ends (ms). Every gateway renews the leases of its users every
+:data:`RENEW_S` for :data:`LEASE_S`, so a gateway that crashes (no ``down`` ever sent) stops
+listing its users within :data:`LEASE_S`. Readers count only unexpired members
+(:func:`read_online`), so the answer is right even before anyone sweeps.
+
+**Changes.** One Lua script (:data:`APPLY_LUA`) adds, removes and sweeps expired members of a
+cohort and, when the set of users changed, increments the cohort's version (same hash tag) and
+returns the users online now. The writer then publishes ``online`` ``{cohort_id, version,
+users, count}`` on ``staff:{cohort}``. The version orders the snapshots however the publishes of
+two gateways interleave: a client keeps the highest version it saw (the dashboard route returns
+it too). Expired leases of a crashed gateway are swept by every other gateway's renewal round,
+for the cohorts in ``keys.ONLINE_INDEX`` (cohorts that had someone online).
+
+Contract: best effort like attendance. When Redis is down the queued changes are kept (the
+newest per user wins) and retried with the next round; the leases lapse meanwhile, so an
+outage longer than :data:`LEASE_S` shows people offline until the next renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+
+from config import keys, redisconn
+from config.topics import staff_topic
+from gateway.auth import Claims
+from gateway.publish import Publisher
+
+log = logging.getLogger("lectern.gateway.online")
+
+#: How long a lease lasts, and how often a gateway renews its users' leases.
+LEASE_S = 30.0
+RENEW_S = 10.0
+EVENT = "online"
+
+
+class Online(msgspec.Struct, kw_only=True, gc=False):
+    """Data of ``online`` on ``staff:{cohort}`` (listed in workers/events.py's registry; the
+    gateway defines it because the gateway publishes it)."""
+
+    cohort_id: int
+    version: int
+    users: list[int]
+    count: int
+
+
+_ID = re.compile(r"[0-9]{1,18}")
+
+# KEYS: the cohort's lease set, its version. ARGV: now (ms), lease end (ms), then ops
+# ("+member" / "-member"). Returns {changed (1 when someone came or went, else 0), version,
+# users online now...}.
+APPLY_LUA = """
+local set, ver = KEYS[1], KEYS[2]
+local now, until_ms = tonumber(ARGV[1]), ARGV[2]
+local changed = redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. ARGV[1]) > 0
+local function user_of(m) return string.match(m, '^([^@]*)@') end
+local function users()
+  local seen, out = {}, {}
+  for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    local u = user_of(m)
+    if u and not seen[u] then seen[u] = true; out[#out + 1] = u end
+  end
+  return seen, out
+end
+local before = users()
+for i = 3, #ARGV do
+  local op, member = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 2)
+  if op == '+' then redis.call('ZADD', set, until_ms, member)
+  else redis.call('ZREM', set, member) end
+end
+local after, list = users()
+if not changed then
+  for u in pairs(before) do if not after[u] then changed = true end end
+  for u in pairs(after) do if not before[u] then changed = true end end
+end
+if redis.call('ZCARD', set) > 0 then
+  redis.call('PEXPIRE', set, math.floor(tonumber(until_ms) - now) + 1000)
+end
+local v
+if changed then
+  v = redis.call('INCR', ver)
+  redis.call('EXPIRE', ver, 86400 * 30)
+else
+  v = tonumber(redis.call('GET', ver) or '0')
+end
+table.insert(list, 1, v)
+table.insert(list, 1, changed and 1 or 0)
+return list
+"""
+
+# KEYS: the cohort's lease set, its version. ARGV: now (ms). Returns {version, users...}.
+READ_LUA = """
+local seen, out = {}, {tonumber(redis.call('GET', KEYS[2]) or '0')}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  local u = string.match(m, '^([^@]*)@')
+  if u and not seen[u] then seen[u] = true; out[#out + 1] = u end
+end
+return out
+"""
+
+
+def cohorts_of(claims: Claims) -> frozenset[str]:
+    """The cohorts a connection counts in (members and staff alike)."""
+    return claims.cohorts | claims.staff
+
+
+def _counted(user: str, cohorts: frozenset[str]) -> list[str]:
+    """The cohorts to lease for ``user``: none for a token that names no database user (a
+    diagnostic or test token), and only database cohort ids."""
+    if not _ID.fullmatch(user):
+        return []
+    return [c for c in cohorts if _ID.fullmatch(c)]
+
+
+def _decode(reply: list[Any]) -> tuple[int, list[int]]:
+    version = int(reply[0])
+    texts = (u.decode() if isinstance(u, bytes) else str(u) for u in reply[1:])
+    users = sorted(int(u) for u in texts if _ID.fullmatch(u))
+    return version, users
+
+
+async def read_online(redis: aioredis.Redis, cohort: int | str) -> tuple[int, list[int]]:
+    """``(version, user ids)`` online in ``cohort`` now (unexpired leases only)."""
+    cohort = str(cohort)
+    script = redis.register_script(READ_LUA)  # EVALSHA: the script is sent once per server
+    reply = await script(
+        keys=[keys.online_key(cohort), keys.online_version_key(cohort)],
+        args=[int(time.time() * 1000)],
+    )
+    return _decode(reply)
+
+
+class OnlineWriter:
+    """This gateway's side of the cohort presence (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        publisher: Publisher,
+        gateway_id: str,
+        local: Callable[[], dict[str, frozenset[str]]],
+        *,
+        lease_s: float = LEASE_S,
+        renew_s: float = RENEW_S,
+    ) -> None:
+        self.redis = redis
+        self.publisher = publisher
+        self.gateway_id = gateway_id
+        #: Every user connected here now and their cohorts (for the renewals).
+        self._local = local
+        self.lease_s = lease_s
+        self.renew_s = renew_s
+        #: (user, cohort) -> True for up, False for down: the newest change of each.
+        self._queue: dict[tuple[str, str], bool] = {}
+        self._wake = asyncio.Event()
+        self._apply = redis.register_script(APPLY_LUA)
+
+    def up(self, user: str, cohorts: frozenset[str]) -> None:
+        """``user`` is online here in ``cohorts`` (their first connection claiming them)."""
+        self._put(user, cohorts, True)
+
+    def down(self, user: str, cohorts: frozenset[str]) -> None:
+        """``user`` is no longer online here in ``cohorts`` (no connection claims them)."""
+        self._put(user, cohorts, False)
+
+    def _put(self, user: str, cohorts: frozenset[str], online: bool) -> None:
+        for cohort in _counted(user, cohorts):
+            self._queue[(user, cohort)] = online
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Apply the queued ups and downs (kept for the next round if Redis refuses)."""
+        batch, self._queue = self._queue, {}
+        ops: dict[str, list[str]] = {}
+        for (user, cohort), online in batch.items():
+            ops.setdefault(cohort, []).append(f"{'+' if online else '-'}{user}@{self.gateway_id}")
+        try:
+            await self._run(ops)
+        except redisconn.ERRORS as exc:
+            for key, change in batch.items():
+                self._queue.setdefault(key, change)  # a newer change of the same wins
+            log.warning("online presence not written: %s", exc)
+
+    async def renew(self) -> None:
+        """Renew the leases of everyone connected here, and sweep the cohorts of the index
+        (a crashed gateway's users lapse there)."""
+        ops: dict[str, list[str]] = {}
+        for user, cohorts in self._local().items():
+            for cohort in _counted(user, cohorts):
+                ops.setdefault(cohort, []).append(f"+{user}@{self.gateway_id}")
+        for raw in await self.redis.smembers(keys.ONLINE_INDEX):
+            ops.setdefault(raw.decode() if isinstance(raw, bytes) else str(raw), [])
+        await self._run(ops)
+
+    async def _run(self, ops: dict[str, list[str]]) -> None:
+        if not ops:
+            return
+        now = int(time.time() * 1000)
+        until = now + int(self.lease_s * 1000)
+        adds = {c for c, o in ops.items() if any(x.startswith("+") for x in o)}
+        if adds:
+            await self.redis.sadd(keys.ONLINE_INDEX, *adds)
+        replies = await asyncio.gather(
+            *(
+                self._apply(
+                    keys=[keys.online_key(cohort), keys.online_version_key(cohort)],
+                    args=[now, until, *cohort_ops],
+                )
+                for cohort, cohort_ops in ops.items()
+            )
+        )
+        events: list[tuple[str, str, Any]] = []
+        idle: list[str] = []
+        for cohort, reply in zip(ops, replies, strict=True):
+            version, users = _decode(reply[1:])
+            if int(reply[0]):
+                data = Online(cohort_id=int(cohort), version=version, users=users, count=len(users))
+                events.append((staff_topic(cohort), EVENT, data))
+            if not users and cohort not in adds:
+                idle.append(cohort)
+        if idle:  # a concurrent first arrival re-adds its cohort at its next renewal at worst
+            await self.redis.srem(keys.ONLINE_INDEX, *idle)
+        if events:
+            await self.publisher.publish_many(events)
+
+    async def run(self) -> None:
+        """Apply changes as they come and renew every ``renew_s``; until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_renew = loop.time()
+        while True:
+            timeout = max(0.0, next_renew - loop.time())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+                if loop.time() >= next_renew:
+                    next_renew = loop.time() + self.renew_s
+                    await self.renew()
+            except redisconn.ERRORS as exc:
+                log.warning("online presence renewal failed: %s", exc)
