@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from gateway import durable
+
 registry = CollectorRegistry(auto_describe=True)
+registry.register(durable.under_replicated)  # published, but fewer replicas than asked
 
 request_seconds = Histogram(
     "lectern_api_request_duration_seconds",

@@ -18,6 +18,7 @@ Starts a private stack (benchmarks.stack) or uses the one `make run` runs, creat
   member and question, the question's deadline (the server closes it, nobody acting) ->
   ``quiz.results`` at that member, p99 target 50 ms (:mod:`benchmarks.live_quiz`).
 
+``--only command_reply`` (or ``http``, ``live_quiz_results``, comma-separated) runs just those.
 Open-loop latencies are measured from each request's scheduled start, so a stall is not hidden
 by the requests it delayed. Prints one JSON object; stops everything it started.
 """
@@ -47,6 +48,9 @@ from gateway.auth import issue_access_token
 from loadtest.fixture import Fixture, create
 
 PASSWORD = "bench-password-123"
+#: ``--only`` choices: ``http`` is login, lesson_read, mark_complete, quiz_graded_e2e and
+#: feedback_e2e (the last needs the one before); the live-room phases stand alone.
+PHASES = ("http", "command_reply", "live_quiz_results")
 HIGH_LIMITS = {
     "LECTERN_CONN_RATE_PER_IP_PER_S": "100000",
     "LECTERN_CONN_BURST_PER_IP": "100000",
@@ -256,64 +260,71 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             redis_url=stack.redis_url,
         )
         tokens = _tokens(fixture)
-        login_users = fixture.student_ids[:50]
-        await _set_passwords(stack.database_url, login_users)
-        conn = aiohttp.TCPConnector(limit=200)
-        async with aiohttp.ClientSession(stack.api_url, connector=conn) as http:
+        if "http" in args.only:
+            login_users = fixture.student_ids[:50]
+            await _set_passwords(stack.database_url, login_users)
+            conn = aiohttp.TCPConnector(limit=200)
+            async with aiohttp.ClientSession(stack.api_url, connector=conn) as http:
 
-            async def login(i: int) -> bool:
-                email_row = login_users[i % len(login_users)]
-                async with http.post(
-                    "/api/v1/auth/login",
-                    json={
-                        "email": await _email(stack.database_url, email_row),
-                        "password": PASSWORD,
-                    },
-                ) as r:
-                    return r.status == 200
+                async def login(i: int) -> bool:
+                    email_row = login_users[i % len(login_users)]
+                    async with http.post(
+                        "/api/v1/auth/login",
+                        json={
+                            "email": await _email(stack.database_url, email_row),
+                            "password": PASSWORD,
+                        },
+                    ) as r:
+                        return r.status == 200
 
-            _progress("login")
-            results["login"] = await closed_loop(args.logins, 4, login)
-            auth = {"Authorization": f"Bearer {tokens[fixture.student_ids[0]]}"}
-            lesson = fixture.lesson_ids[0]
-            async with http.get(f"/api/v1/lessons/{lesson}", headers=auth) as r:
-                assert r.status == 200, await r.text()  # warms the cache
-
-            async def read(i: int) -> bool:
+                _progress("login")
+                results["login"] = await closed_loop(args.logins, 4, login)
+                auth = {"Authorization": f"Bearer {tokens[fixture.student_ids[0]]}"}
+                lesson = fixture.lesson_ids[0]
                 async with http.get(f"/api/v1/lessons/{lesson}", headers=auth) as r:
-                    await r.read()
-                    return r.status == 200
+                    assert r.status == 200, await r.text()  # warms the cache
 
-            _progress("lesson_read")
-            results["lesson_read"] = await open_loop(args.read_rate, args.duration, read)
+                async def read(i: int) -> bool:
+                    async with http.get(f"/api/v1/lessons/{lesson}", headers=auth) as r:
+                        await r.read()
+                        return r.status == 200
 
-            pairs = [(u, ls) for u in fixture.student_ids for ls in fixture.lesson_ids]
-            random.shuffle(pairs)
+                _progress("lesson_read")
+                results["lesson_read"] = await open_loop(args.read_rate, args.duration, read)
 
-            async def complete(i: int) -> bool:
-                user, les = pairs[i % len(pairs)]
-                headers = {"Authorization": f"Bearer {tokens[user]}"}
-                async with http.put(f"/api/v1/lessons/{les}/complete", headers=headers) as r:
-                    await r.read()
-                    return r.status == 200
+                pairs = [(u, ls) for u in fixture.student_ids for ls in fixture.lesson_ids]
+                random.shuffle(pairs)
 
-            _progress("mark_complete")
-            results["mark_complete"] = await open_loop(args.complete_rate, args.duration, complete)
-            _progress("quiz_graded_e2e")
-            results["quiz_graded_e2e"] = await quiz_e2e(stack, fixture, tokens, http, args)
-            # The quiz emails go out in the workers' bulk lane after the grades; let them finish
-            # so the next phase measures commands, not the mail backlog (and report how long).
-            results["quiz_graded_e2e"]["emails_sent_within_s"] = await _emails_drained(
-                stack.database_url
+                async def complete(i: int) -> bool:
+                    user, les = pairs[i % len(pairs)]
+                    headers = {"Authorization": f"Bearer {tokens[user]}"}
+                    async with http.put(f"/api/v1/lessons/{les}/complete", headers=headers) as r:
+                        await r.read()
+                        return r.status == 200
+
+                _progress("mark_complete")
+                results["mark_complete"] = await open_loop(
+                    args.complete_rate, args.duration, complete
+                )
+                _progress("quiz_graded_e2e")
+                results["quiz_graded_e2e"] = await quiz_e2e(stack, fixture, tokens, http, args)
+                # The quiz emails go out in the workers' bulk lane after the grades; let them finish
+                # so the next phase measures commands, not the mail backlog (and report how long).
+                results["quiz_graded_e2e"]["emails_sent_within_s"] = await _emails_drained(
+                    stack.database_url
+                )
+                _progress("feedback_e2e")
+                results["feedback_e2e"] = await feedback_e2e(stack, fixture, tokens, http, args)
+        if "command_reply" in args.only:
+            _progress("command_reply")
+            results["command_reply"] = await command_reply(
+                stack, fixture, tokens, args.room, args.asks
             )
-            _progress("feedback_e2e")
-            results["feedback_e2e"] = await feedback_e2e(stack, fixture, tokens, http, args)
-        _progress("command_reply")
-        results["command_reply"] = await command_reply(stack, fixture, tokens, args.room, args.asks)
-        _progress("live_quiz_results")
-        results["live_quiz_results"] = await live_quiz_results(
-            stack, fixture, tokens, args.room, args.quiz_questions, summary
-        )
+        if "live_quiz_results" in args.only:
+            _progress("live_quiz_results")
+            results["live_quiz_results"] = await live_quiz_results(
+                stack, fixture, tokens, args.room, args.quiz_questions, summary
+            )
     finally:
         if not args.use_running:
             stack.stop()
@@ -520,6 +531,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--room", type=int, default=2000)
     parser.add_argument("--asks", type=int, default=100)
     parser.add_argument("--quiz-questions", type=int, default=10)
+    parser.add_argument(
+        "--only",
+        type=lambda text: set(text.split(",")),
+        default=set(PHASES),
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all); http is "
+        "login to feedback_e2e",
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=None if args.json else 2))

@@ -115,12 +115,19 @@ def parse_metrics(text: str, names: Iterable[str]) -> dict[str, float]:
     return out
 
 
-def scrape_each(ports: Iterable[int], names: Sequence[str]) -> list[dict[str, float] | None]:
+#: A gateway process's metrics port on 127.0.0.1, or (address, port).
+MetricsTarget = int | tuple[str, int]
+
+
+def scrape_each(
+    ports: Iterable[MetricsTarget], names: Sequence[str]
+) -> list[dict[str, float] | None]:
     """``parse_metrics`` of each gateway process's metrics port; None where it did not answer."""
     out: list[dict[str, float] | None] = []
-    for port in ports:
+    for target in ports:
+        host, port = target if isinstance(target, tuple) else ("127.0.0.1", target)
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
                 text = r.read().decode()
         except OSError:
             out.append(None)
@@ -129,7 +136,7 @@ def scrape_each(ports: Iterable[int], names: Sequence[str]) -> list[dict[str, fl
     return out
 
 
-def scrape_metrics(ports: Iterable[int], names: Sequence[str]) -> dict[str, float]:
+def scrape_metrics(ports: Iterable[MetricsTarget], names: Sequence[str]) -> dict[str, float]:
     """``parse_metrics`` summed over the metrics ports of every gateway process; a port that
     does not answer counts as zero and is counted under ``"unreachable"``."""
     total = dict.fromkeys(names, 0.0)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.compare_report import merge_samples
-from benchmarks.gateway import LecternStack, latency_ms, scrape_each, scrape_metrics
+from benchmarks.gateway import latency_ms, scrape_each, scrape_metrics
 from benchmarks.loadclient import (
     ClientConfig,
     ClientPool,
@@ -55,11 +55,13 @@ from benchmarks.scaleplan import (
     Check,
     Facts,
     ScalePlan,
+    auto_size,
     check_machine,
     facts_from,
     parse_mix,
     stoppers,
 )
+from benchmarks.scalestack import ScaleStack, by_transport, per_host, redis_cpu_by_node
 from benchmarks.sysinfo import (
     busy_pct_over,
     cpu_delta,
@@ -243,7 +245,7 @@ def _client_config(
     )
 
 
-def _tokens(stack: LecternStack, plan: ScalePlan) -> tuple[str, ...]:
+def _tokens(stack: ScaleStack, plan: ScalePlan) -> tuple[str, ...]:
     """One entry per connection: ``JWT&topics=user:u{i},cohort:c{k},live:c{k}:s1`` (the path
     template substitutes only ``{token}``, so the topics ride along with it)."""
     return tuple(
@@ -291,6 +293,7 @@ async def run(args: argparse.Namespace, plan: ScalePlan, command: str) -> dict[s
         "command": command,
         "date": info["date"],
         "machine": info,
+        "hosts": args.hosts,
         "plan": {
             "connections": plan.connections,
             "ws": plan.ws_connections,
@@ -321,7 +324,9 @@ async def run(args: argparse.Namespace, plan: ScalePlan, command: str) -> dict[s
     sampler.start()
     env = {"LECTERN_LOG_LEVEL": "WARNING"}
     try:
-        async with LecternStack(plan.gateway_processes, env=env) as stack:
+        stack = ScaleStack(plan.gateway_processes, redis_mode=args.redis, hosts=args.hosts, env=env)
+        async with stack:
+            result["redis"] = stack.redis_info()
             await _measure(stack, plan, args, schedule, expected, sampler, result)
     finally:
         result["machine_during_run"] = result.get("machine_during_run", {}) | {
@@ -333,7 +338,7 @@ async def run(args: argparse.Namespace, plan: ScalePlan, command: str) -> dict[s
 
 
 async def _measure(
-    stack: LecternStack,
+    stack: ScaleStack,
     plan: ScalePlan,
     args: argparse.Namespace,
     schedule: list[tuple[float, str]],
@@ -353,9 +358,11 @@ async def _measure(
     pools: list[ClientPool] = []
     cfgs = []
     if plan.ws_connections:
-        cfgs.append(_client_config(plan, stack.port, "ws", tokens[: plan.ws_connections], args))
+        cfg = _client_config(plan, stack.port, "ws", tokens[: plan.ws_connections], args)
+        cfgs += per_host(cfg, stack.hosts, CLIENT_MAX_PER_PROCESS)
     if plan.sse_connections:
-        cfgs.append(_client_config(plan, stack.port, "sse", tokens[plan.ws_connections :], args))
+        cfg = _client_config(plan, stack.port, "sse", tokens[plan.ws_connections :], args)
+        cfgs += per_host(cfg, stack.hosts, CLIENT_MAX_PER_PROCESS)
     del tokens
     try:
         for cfg in cfgs:
@@ -376,15 +383,12 @@ async def _measure(
             "failures_by_reason": _merge([r.errors for r in reports]),
             "connect_s": round(connect_s, 1),
             "accepts_per_second": round(connected / connect_s, 1) if connect_s else None,
-            "by_transport": {
-                cfg.transport: {"target": cfg.connections, "connected": r.connected}
-                for cfg, r in zip(cfgs, reports)
-            },
+            "by_transport": by_transport(cfgs, [r.connected for r in reports]),
         }
         result["connections"] = conns
         await asyncio.sleep(args.settle)
         machine["after_connect"] = _snapshot()
-        per_process = scrape_each(stack.metrics_ports, (CONNS,))
+        per_process = scrape_each(stack.metrics_targets, (CONNS,))
         conns["per_gateway_process"] = [int(m[CONNS]) if m else None for m in per_process]
         rss_connected = gateway_rss_kb(gw_pids)
         client_pids = [pid for pool in pools for pid in pool.pids]
@@ -407,19 +411,21 @@ async def _measure(
         for pool in pools:
             await pool.reset()
         baseline = sum(s.messages for s in held)
-        before = scrape_metrics(stack.metrics_ports, (SLOW, FRAMES))
+        before = scrape_metrics(stack.metrics_targets, (SLOW, FRAMES))
         gw_cpu0, redis_cpu0 = cpu_seconds(gw_pids), cpu_seconds(stack.redis_pids)
+        nodes0 = redis_cpu_by_node(stack.redis_nodes)
         cpu0, own0 = read_cpu(), time.process_time()
         publish = await publish_schedule(stack.publisher, schedule, args.payload)
         machine["cpu_publish"] = cpu_delta(cpu0, read_cpu())
         gw_cpu = cpu_seconds(gw_pids) - gw_cpu0
         redis_cpu = cpu_seconds(stack.redis_pids) - redis_cpu0
+        nodes1 = redis_cpu_by_node(stack.redis_nodes)
         drain_s = await wait_drained(pools, baseline, expected["total"], args.drain)
         machine["at_end_of_publish"] = _snapshot()
         deliveries: list[DeliveryReport] = await asyncio.gather(
             *(pool.expect(0, 5.0) for pool in pools)
         )
-        after = scrape_metrics(stack.metrics_ports, (SLOW, FRAMES))
+        after = scrape_metrics(stack.metrics_targets, (SLOW, FRAMES))
         delivered = sum(r.delivered for r in deliveries)
         client_cpu = sum(r.client_cpu_s for r in deliveries)
         samples = merge_samples([(r.samples_ms, r.delivered) for r in deliveries])
@@ -440,7 +446,16 @@ async def _measure(
             "drain_s": drain_s,
             "latency_ms": latency_ms(samples),
             "latency_ms_by_transport": {
-                cfg.transport: latency_ms(r.samples_ms) for cfg, r in zip(cfgs, deliveries)
+                t: latency_ms(
+                    merge_samples(
+                        [
+                            (r.samples_ms, r.delivered)
+                            for c, r in zip(cfgs, deliveries)
+                            if c.transport == t
+                        ]
+                    )
+                )
+                for t in dict.fromkeys(c.transport for c in cfgs)
             },
             "latency_samples": len(samples),
         }
@@ -450,8 +465,12 @@ async def _measure(
         conns["held_at_end"] = sum(r.open_after for r in deliveries)
         gateway["cpu_s_publish"] = round(gw_cpu, 2)
         gateway["rss_mb_end"] = round(gateway_rss_kb(gw_pids) / 1024, 1)
-        result["redis"] = {
+        result["redis"] |= {
             "cpu_s_publish": round(redis_cpu, 2),
+            "cpu_s_publish_by_node": {
+                str(port): {"role": role, "cpu_s": round(cpu - nodes0.get(port, (role, 0.0))[1], 2)}
+                for port, (role, cpu) in nodes1.items()
+            },
             "rss_mb": round(gateway_rss_kb(stack.redis_pids) / 1024, 1),
         }
         result["clients"]["cpu_s_publish_and_drain"] = round(client_cpu, 2)
@@ -481,9 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--connections", type=int, default=100_000)
     parser.add_argument("--sse-fraction", type=float, default=0.3)
-    parser.add_argument("--gateway-processes", type=int, default=7)
-    parser.add_argument("--client-processes", type=int, default=8)
-    parser.add_argument("--source-ips", type=int, default=8, help="127.0.0.2 and up")
+    auto = "default: enough for --connections on this machine (benchmarks.scaleplan.auto_size)"
+    parser.add_argument("--gateway-processes", type=int, default=None, help=auto)
+    parser.add_argument("--client-processes", type=int, default=None, help=auto)
+    parser.add_argument("--source-ips", type=int, default=None, help="127.0.0.2 and up; " + auto)
     parser.add_argument("--cohort-size", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50.0, help="events per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of publishing")
@@ -498,11 +518,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reservoir", type=int, default=200_000, help="latency samples kept")
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="whole-run bound")
     parser.add_argument("--force", action="store_true", help="run even if a check fails")
-    parser.add_argument("--output", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--redis", choices=("single", "cluster"), default="single")
+    parser.add_argument("--hosts", type=int, default=1, help="gateway groups on 127.0.0.2, .3...")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="also write the JSON here (with --redis cluster, by default "
+        "benchmarks/results/scale-cluster-latest.json)",
+    )
     args = parser.parse_args(argv)
+    if args.output is None and args.redis == "cluster":
+        args.output = Path(__file__).resolve().parent / "results" / "scale-cluster-latest.json"
     kwargs: dict[str, Any] = {}
     if args.mix is not None:
         kwargs["mix"] = args.mix
+    sized = auto_size(args.connections, read_facts()[1], CLIENT_MAX_PER_PROCESS)
+    for name, value in zip(("gateway_processes", "client_processes", "source_ips"), sized):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     plan = ScalePlan(
         connections=args.connections,
         sse_fraction=args.sse_fraction,

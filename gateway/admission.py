@@ -10,6 +10,7 @@ call :func:`admit` first and send a :class:`Refusal`'s response as it is.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import msgspec
 import redis.asyncio as aioredis
@@ -46,12 +47,17 @@ def json_error(status: int, code: str, message: str, **headers: str) -> web.Resp
 
 
 def bearer_token(request: web.Request) -> str:
-    auth = request.headers.get("Authorization", "")
+    return token_of(request.headers, request.query)
+
+
+def token_of(headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """The access token: a Bearer ``Authorization`` header, else the ``token`` parameter."""
+    auth = headers.get("Authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
     # No cookie path: a browser attaches cookies to cross-site WebSocket handshakes, so cookie
     # auth would let any page the user visits open a socket as them.
-    return request.query.get("token", "")
+    return query.get("token", "")
 
 
 def client_ip(request: web.Request) -> str:
@@ -60,7 +66,12 @@ def client_ip(request: web.Request) -> str:
 
 
 def cors_headers(request: web.Request, settings: Settings) -> dict[str, str]:
-    origin = request.headers.get("Origin")
+    return cors_of(request.headers, settings)
+
+
+def cors_of(headers: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    """The CORS headers answering a request with these headers (none for a foreign origin)."""
+    origin = headers.get("Origin")
     if origin and origin_allowed(origin, settings.allowed_origins, False):
         return {
             "Access-Control-Allow-Origin": origin,
@@ -137,9 +148,16 @@ async def admit(request: web.Request, *, connection: bool, ticket_ok: bool = Fal
 def topics_and_cursors(
     request: web.Request, cursor: str | None
 ) -> tuple[list[str], dict[str, str]]:
-    raw = request.query.get("topics", "")
+    return parse_topics(request.app[SETTINGS], request.query.get("topics", ""), cursor)
+
+
+def parse_topics(
+    settings: Settings, raw: str, cursor: str | None
+) -> tuple[list[str], dict[str, str]]:
+    """The ``topics`` parameter's topics (in order, once each) and their cursor positions;
+    :class:`Refusal` for too many, a malformed topic or a malformed cursor."""
     topics = list(dict.fromkeys(t for t in raw.split(",") if t))
-    if len(topics) > request.app[SETTINGS].max_topics_per_conn:
+    if len(topics) > settings.max_topics_per_conn:
         raise Refusal(json_error(400, "too_many_topics", "too many topics"))
     for topic in topics:
         if parse_topic(topic) is None:

@@ -11,8 +11,10 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
@@ -44,6 +46,7 @@ from gateway.fallback import cmd_handler, poll_handler, preflight
 from gateway.hub import Hub
 from gateway.limits import KeyedBuckets
 from gateway.polling import PollSlots
+from gateway.record import WS_MSGPACK
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
 from gateway.wsecho import EchoConn
@@ -56,9 +59,8 @@ log = logging.getLogger("lectern.gateway")
 # -- WebSocket --------------------------------------------------------------------------------
 
 
-def _upgrade_refusal(request: web.Request) -> web.Response | None:
+def upgrade_refusal(headers: Mapping[str, str]) -> web.Response | None:
     """The HTTP error for a request that is not a valid WebSocket version 13 upgrade."""
-    headers = request.headers
     if (
         headers.get("Upgrade", "").lower() != "websocket"
         or "upgrade" not in headers.get("Connection", "").lower()
@@ -75,7 +77,7 @@ def _upgrade_refusal(request: web.Request) -> web.Response | None:
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     headers = request.headers
-    not_upgrade = _upgrade_refusal(request)
+    not_upgrade = upgrade_refusal(headers)
     if not_upgrade is not None:
         return not_upgrade
     key = headers["Sec-WebSocket-Key"]
@@ -84,32 +86,43 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
         topics, cursors = topics_and_cursors(request, request.query.get("cursor"))
     except Refusal as refusal:
         return refusal.response
-    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
-    binary = protocol.SUBPROTOCOL_MSGPACK in offered
-    chosen = (
-        protocol.SUBPROTOCOL_MSGPACK
-        if binary
-        else (protocol.SUBPROTOCOL_JSON if protocol.SUBPROTOCOL_JSON in offered else None)
-    )
-    hub = request.app[HUB]
-    conn = WsConn(hub, claims, client_ip(request), binary)
+    binary, chosen = subprotocol(headers)
+    conn = WsConn(request.app[HUB], claims, client_ip(request), binary)
     # From here the connection is registered (Conn.connection_made) until it ends.
-    tail = detach(request, conn, wsframe.handshake_response(key, chosen))
-    if tail is None:
-        return detached()
-    conn.send(_hello(hub, conn, "msgpack" if binary else "json"))
+    tail = detach(request, conn, b"")
+    if tail is not None:
+        open_ws(conn, wsframe.handshake_response(key, chosen), topics, cursors, tail)
+    return detached()
+
+
+def subprotocol(headers: Mapping[str, str]) -> tuple[bool, str | None]:
+    """Whether the client asked for msgpack frames, and the subprotocol to answer with."""
+    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if protocol.SUBPROTOCOL_MSGPACK in offered:
+        return True, protocol.SUBPROTOCOL_MSGPACK
+    return False, (protocol.SUBPROTOCOL_JSON if protocol.SUBPROTOCOL_JSON in offered else None)
+
+
+def open_ws(
+    conn: WsConn, handshake: bytes, topics: list[str], cursors: dict[str, str], tail: bytes
+) -> None:
+    """Start a WebSocket connection that owns its socket: the 101, the hello and the acks of
+    the subscriptions asked for in the URL (one write), then the frames that came with the
+    request."""
+    conn.cork(handshake)
+    conn.send(_hello(conn.hub, conn, "msgpack" if conn.kind == WS_MSGPACK else "json"))
     if topics:
-        hub.subscribe(conn, topics, cursors, None)
+        conn.hub.subscribe(conn, topics, cursors, None)
+    conn.uncork()
     if tail:
         # Frames the client sent with its upgrade request, after the hello as if read later.
         conn.data_received(tail)
-    return detached()
 
 
 async def ws_echo_handler(request: web.Request) -> web.StreamResponse:
     """``/ws-echo`` (only with ``ws_echo``, dev mode only): the WebSocket connection core with
     every message echoed, for RFC 6455 conformance runs (gateway/wsecho.py). No token."""
-    not_upgrade = _upgrade_refusal(request)
+    not_upgrade = upgrade_refusal(request.headers)
     if not_upgrade is not None:
         return not_upgrade
     hub = request.app[HUB]
@@ -124,14 +137,19 @@ async def ws_echo_handler(request: web.Request) -> web.StreamResponse:
     return detached()
 
 
-def _hello(hub: Hub, conn: WsConn | SseConn, encoding: str) -> protocol.Hello:
+def _hello(
+    hub: Hub,
+    conn: WsConn | SseConn,
+    encoding: str,
+    tails: dict[str, str] | msgspec.UnsetType = msgspec.UNSET,
+) -> protocol.Hello:
     s = hub.settings
     limits = protocol.Limits(
         s.max_frame_bytes, s.cmd_rate_per_s, s.cmd_burst, s.max_topics_per_conn
     )
     heartbeat = s.ping_interval_s if isinstance(conn, WsConn) else s.sse_heartbeat_s
     return protocol.Hello(
-        protocol.PROTOCOL_VERSION, conn.conn_id, conn.claims.sub, heartbeat, limits, encoding
+        protocol.PROTOCOL_VERSION, conn.conn_id, conn.claims.sub, heartbeat, limits, encoding, tails
     )
 
 
@@ -156,16 +174,30 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     if denied is not None:
         denied.headers.update(cors)
         return denied
+    try:
+        tails = await hub.stream_tails(topics, cursors)
+    except redisconn.ERRORS:
+        return json_error(503, "unavailable", "try again shortly", **cors)
+    # No await from here to the subscription: the tails taken without a read stay true.
     conn = SseConn(hub, claims, client_ip(request), topics)
+    if detach(request, conn, b"") is not None:  # an SSE client's later bytes are ignored
+        open_sse(conn, cors, cursors, tails)
+    return detached()
+
+
+def open_sse(
+    conn: SseConn, cors: dict[str, str], cursors: dict[str, str], tails: dict[str, str]
+) -> None:
+    """Start an SSE stream that owns its socket: headers, retry, hello (one write), then the
+    subscriptions (replays follow as their history is read). ``tails``: from
+    ``Hub.stream_tails``, with no await since."""
     head = protocol.SSE_HEADERS
     for name, value in cors.items():
         head += f"{name}: {value}\r\n".encode()
-    first = head + b"\r\n" + protocol.sse_retry(settings.sse_retry_ms)
-    if detach(request, conn, first) is None:  # an SSE client's later bytes are ignored
-        return detached()
-    conn.send(_hello(hub, conn, "json"))
-    hub.subscribe(conn, topics, cursors, None, quiet=True)
-    return detached()
+    conn.cork(head + b"\r\n" + protocol.sse_retry(conn.hub.settings.sse_retry_ms))
+    conn.send(_hello(conn.hub, conn, "json", tails))
+    conn.hub.subscribe(conn, conn.order, cursors, None, quiet=True)
+    conn.uncork()
 
 
 # -- health and metrics -----------------------------------------------------------------------
@@ -250,6 +282,7 @@ async def _background(app: web.Application) -> Any:
         loop.create_task(hub.run_ticker(), name="tick"),
         loop.create_task(hub.commands.run_writer(), name="cmd-writer"),
         loop.create_task(hub.presence.run(), name="presence-writer"),
+        loop.create_task(hub.presence.run_lease(), name="presence-lease"),
         loop.create_task(hub.online.run(), name="online-writer"),
         loop.create_task(_sweep(app), name="sweep"),
     ]
@@ -258,7 +291,7 @@ async def _background(app: web.Application) -> Any:
     yield
     await shutdown_connections(app)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(hub.presence.flush(), 2)  # the leaves of the closed connections
+        await asyncio.wait_for(hub.presence.release(), 2)  # the closed connections' leaves
     with contextlib.suppress(TimeoutError, *redisconn.ERRORS):
         await asyncio.wait_for(hub.online.flush(), 2)  # their users go offline at once
     for task in tasks:

@@ -201,7 +201,7 @@ class BusReader:
             return
         async with self._refresh_lock:
             with contextlib.suppress(*redisconn.ERRORS):
-                await self._topology.nodes_manager.initialize()
+                await redisconn.refresh(self._topology)
 
     async def _read_group(self, index: int, group: list[bytes]) -> None:
         backoff = Backoff(jitter=True)

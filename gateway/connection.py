@@ -109,6 +109,19 @@ class Conn(asyncio.Protocol):
 
     # -- writing -------------------------------------------------------------------------------
 
+    def cork(self, first: bytes) -> None:
+        """Until :meth:`uncork`, collect what is written after ``first`` and send it all with
+        one write: the handshake, the hello and the subscription acks leave in one segment
+        (one send for us, one wake-up for the client) instead of three."""
+        if self.transport is not None:
+            self.transport = cast(asyncio.Transport, _Cork(self.transport, first))
+
+    def uncork(self) -> None:
+        t: object = self.transport
+        if isinstance(t, _Cork):
+            self.transport = t.real
+            t.flush()
+
     def write(self, data: bytes) -> None:
         t = self.transport
         if t is not None and not self.closed:
@@ -200,7 +213,12 @@ class Conn(asyncio.Protocol):
         # The history read may be ahead of the bus: until the bus passes ``last``, the events
         # it brings for this topic were written already (see _held).
         dispatched = self.hub.last_ids.get(topic)
-        if last and not self.closed and (not dispatched or protocol.id_after(last, dispatched)):
+        if (
+            last
+            and last != protocol.EMPTY_CURSOR  # no event is older: nothing to drop, no mark kept
+            and not self.closed
+            and (not dispatched or protocol.id_after(last, dispatched))
+        ):
             if self.replay is None:
                 self.replay = {}
             self.replay[topic] = last
@@ -233,3 +251,33 @@ class Conn(asyncio.Protocol):
         t = self.transport
         if t is not None:
             t.abort()
+
+
+class _Cork:
+    """A connection's transport while :meth:`Conn.cork` is in effect: writes are collected;
+    any other use of the transport (close, abort, buffer sizes) sends them first, so nothing
+    is reordered or lost when a connection closes while corked."""
+
+    __slots__ = ("parts", "real")
+
+    def __init__(self, real: asyncio.Transport, first: bytes) -> None:
+        self.real = real
+        self.parts: list[bytes] | None = [first]
+
+    def write(self, data: bytes) -> None:
+        if self.parts is None:
+            self.real.write(data)
+        else:
+            self.parts.append(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.write(b"".join(parts))
+
+    def flush(self) -> None:
+        parts, self.parts = self.parts, None
+        if parts:
+            self.real.write(b"".join(parts))
+
+    def __getattr__(self, name: str) -> object:
+        self.flush()
+        return getattr(self.real, name)

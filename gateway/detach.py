@@ -41,9 +41,10 @@ def detached() -> web.StreamResponse:
 
 def detach(request: web.Request, protocol: asyncio.Protocol, first: bytes) -> bytes | None:
     """Move the request's socket to ``protocol`` after writing ``first`` (the 101 or the SSE
-    headers). Returns the bytes the client sent after the request (the caller hands them to
-    ``protocol.data_received`` once it has set the connection up; nothing else is read before
-    the event loop runs again), or None when the client already went away."""
+    headers; nothing when empty, for a caller that writes them itself). Returns the bytes the
+    client sent after the request (the caller hands them to ``protocol.data_received`` once it
+    has set the connection up; nothing else is read before the event loop runs again), or None
+    when the client already went away."""
     handler: Any = request.protocol
     transport = request.transport
     if transport is None or transport.is_closing() or handler.transport is None:
@@ -62,6 +63,7 @@ def detach(request: web.Request, protocol: asyncio.Protocol, first: bytes) -> by
     handler._keepalive = False
     transport.set_protocol(protocol)
     protocol.connection_made(transport)
-    transport.write(first)
+    if first:
+        transport.write(first)
     transport.resume_reading()
     return tail

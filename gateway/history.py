@@ -32,6 +32,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 
 from config import keys, redisconn
@@ -120,7 +121,8 @@ class HistoryReader:
     async def tail(self, topic: str) -> str:
         """The newest event ID in ``topic``'s history (``EMPTY_CURSOR`` when there is none)."""
         key = keys.history_key(topic, self._shards)
-        last: Any = await self._redis.xrevrange(key, count=1)
+        async with self._slots:
+            last: Any = await self._redis.xrevrange(key, count=1)
         return last[0][0].decode() if last else protocol.EMPTY_CURSOR
 
     async def holds(self, topic: str, event_id: str) -> bool:
@@ -169,6 +171,46 @@ async def replay(
         conn.deliver_replayed(topic, recs, cursor)
 
 
+async def start_at_tails(
+    reader: HistoryReader,
+    fanout: FanOut,
+    conn: Conn,
+    topics: list[str],
+    ref: str | None,
+    quiet: bool,
+) -> None:
+    """Start ``topics`` (subscribed already without a cursor, their live events held
+    meanwhile) after their current tails: ack each with its tail, in order, then write its
+    held events newer than it. Without Redis they start live (acks without a tail)."""
+    try:
+        tails: list[str | msgspec.UnsetType] = list(
+            await asyncio.gather(*(reader.tail(t) for t in topics))
+        )
+    except redisconn.ERRORS:
+        tails = [msgspec.UNSET] * len(topics)
+    for topic, tail in zip(topics, tails, strict=True):
+        if conn.closed:
+            return
+        if topic not in conn.topics:
+            continue
+        if tail == protocol.EMPTY_CURSOR:
+            _seen_empty(fanout, topic)
+        if tail:
+            conn.topics[topic] = tail
+        if not quiet:
+            conn.send(protocol.Subscribed(topic, ref, 0, tail))
+        conn.deliver_replayed(topic, [], tail or "")
+
+
+def _seen_empty(fanout: FanOut, topic: str) -> None:
+    """A read of its own, begun while the connection was subscribed to ``topic`` (and still
+    is), found the history empty: while nothing is dispatched here, later subscriptions start
+    at ``0-0`` without a read (``FanOut.known_tail``). A shared read would not do: its first
+    reader may have left, and an event been dispatched to nobody, before another joined."""
+    if topic not in fanout.last_ids:
+        fanout.empty.add(topic)
+
+
 async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:
     """After losing the bus: replay every locally subscribed topic from its history.
 
@@ -191,6 +233,7 @@ async def recover(reader: HistoryReader, fanout: FanOut, since_ms: int) -> None:
             metrics.bus_errors.inc()
             log.warning("event %s of %s lost from its history; resetting", last, topic)
             fanout.last_ids.pop(topic, None)
+            fanout.empty.discard(topic)
             for conn in list(fanout.topics.get(topic, ())):
                 conn.send(protocol.Reset(topic, "history_lost"))
             if recs:

@@ -16,7 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway import durable
+
 registry = CollectorRegistry(auto_describe=True)
+registry.register(durable.under_replicated)  # published, but fewer replicas than asked
 
 connections = Gauge(
     "lectern_gateway_connections", "Open client connections.", ["transport"], registry=registry

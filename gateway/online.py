@@ -13,13 +13,19 @@ scored by when the lease ends (ms). Every gateway renews the leases of its users
 listing its users within :data:`LEASE_S`. Readers count only unexpired members
 (:func:`read_online`), so the answer is right even before anyone sweeps.
 
-**Changes.** One Lua script (:data:`APPLY_LUA`) adds, removes and sweeps expired members of a
-cohort and, when the set of users changed, increments the cohort's version (same hash tag) and
-returns the users online now. The writer then publishes ``online`` ``{cohort_id, version,
-users, count}`` on ``staff:{cohort}``. The version orders the snapshots however the publishes of
-two gateways interleave: a client keeps the highest version it saw (the dashboard route returns
-it too). Expired leases of a crashed gateway are swept by every other gateway's renewal round,
-for the cohorts in ``keys.ONLINE_INDEX`` (cohorts that had someone online).
+**Changes.** Beside the set, a hash (``keys.online_count_key``) counts each user's unexpired
+members, so one Lua script (:data:`APPLY_LUA`) adds, removes and sweeps expired members in time
+proportional to the change, never to the cohort: a user *comes* when their count goes from 0
+to 1 and *goes* when it drops to 0. When anyone came or went, the script increments the
+cohort's version (same hash tag) and the writer publishes ``online`` ``{cohort_id, version,
+online: [ids], offline: [ids], count}`` on ``staff:{cohort}``: the change, not the list, so a
+storm of connections to a 20,000-member cohort costs no more per event than to a small one.
+The version orders the changes however the publishes of two gateways interleave: a client
+applies version N + 1 on top of N, ignores what is not newer than what it has, and reloads the
+list (the dashboard route returns it with its version) when it sees a gap. Expired leases of a
+crashed gateway are swept by every other gateway's renewal round, for the cohorts in
+``keys.ONLINE_INDEX`` (cohorts that had someone online). Changes are applied at most every
+:data:`COALESCE_S`, so a burst of connections makes one event per cohort and round.
 
 Contract: best effort like attendance. When Redis is down the queued changes are kept (the
 newest per user wins) and retried with the next round; the leases lapse meanwhile, so an
@@ -37,9 +43,11 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
+from prometheus_client import Counter
 
 from config import keys, redisconn
 from config.topics import staff_topic
+from gateway import metrics
 from gateway.auth import Claims
 from gateway.publish import Publisher
 
@@ -48,6 +56,11 @@ log = logging.getLogger("lectern.gateway.online")
 #: How long a lease lasts, and how often a gateway renews its users' leases.
 LEASE_S = 30.0
 RENEW_S = 10.0
+#: Changes queued within this long of the first are applied (and published) together.
+COALESCE_S = 0.1
+#: Script calls sent at once in a round, and the most changes one call applies.
+CONCURRENCY = 64
+MAX_OPS = 1000
 EVENT = "online"
 
 
@@ -57,52 +70,67 @@ class Online(msgspec.Struct, kw_only=True, gc=False):
 
     cohort_id: int
     version: int
-    users: list[int]
+    #: Who came and who went since version - 1.
+    online: list[int]
+    offline: list[int]
     count: int
 
 
 _ID = re.compile(r"[0-9]{1,18}")
 
-# KEYS: the cohort's lease set, its version. ARGV: now (ms), lease end (ms), then ops
-# ("+member" / "-member"). Returns {changed (1 when someone came or went, else 0), version,
-# users online now...}.
+failures = Counter(
+    "lectern_gateway_online_failures_total",
+    "Rounds of who-is-online changes or lease renewals that Redis refused (retried next round).",
+    registry=metrics.registry,
+)
+
+# KEYS: the cohort's lease set, its per-user counts, its version. ARGV: now (ms), lease end (ms),
+# then ops ("+member" / "-member"). Returns {version (0 when nobody came or went), count,
+# n, the n users who came..., the users who went...}: each user's state at the end.
 APPLY_LUA = """
-local set, ver = KEYS[1], KEYS[2]
+local set, cnt, ver = KEYS[1], KEYS[2], KEYS[3]
 local now, until_ms = tonumber(ARGV[1]), ARGV[2]
-local changed = redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. ARGV[1]) > 0
+local touched, order = {}, {}
 local function user_of(m) return string.match(m, '^([^@]*)@') end
-local function users()
-  local seen, out = {}, {}
-  for _, m in ipairs(redis.call('ZRANGE', set, 0, -1)) do
-    local u = user_of(m)
-    if u and not seen[u] then seen[u] = true; out[#out + 1] = u end
-  end
-  return seen, out
+local function touch(u)
+  if not touched[u] then touched[u] = true; order[#order + 1] = u end
 end
-local before = users()
+local function gone(m)
+  local u = user_of(m)
+  if not u then return end
+  if redis.call('HINCRBY', cnt, u, -1) <= 0 then redis.call('HDEL', cnt, u); touch(u) end
+end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', set, m)
+  gone(m)
+end
 for i = 3, #ARGV do
-  local op, member = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 2)
-  if op == '+' then redis.call('ZADD', set, until_ms, member)
-  else redis.call('ZREM', set, member) end
-end
-local after, list = users()
-if not changed then
-  for u in pairs(before) do if not after[u] then changed = true end end
-  for u in pairs(after) do if not before[u] then changed = true end end
+  local op, m = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 2)
+  if op == '+' then
+    local u = user_of(m)
+    if redis.call('ZADD', set, until_ms, m) == 1 and u then
+      if redis.call('HINCRBY', cnt, u, 1) == 1 then touch(u) end
+    end
+  elseif redis.call('ZREM', set, m) == 1 then
+    gone(m)
+  end
 end
 if redis.call('ZCARD', set) > 0 then
-  redis.call('PEXPIRE', set, math.floor(tonumber(until_ms) - now) + 1000)
+  local ttl = math.floor(tonumber(until_ms) - now) + 1000
+  redis.call('PEXPIRE', set, ttl)
+  redis.call('PEXPIRE', cnt, ttl)
 end
-local v
-if changed then
-  v = redis.call('INCR', ver)
-  redis.call('EXPIRE', ver, 86400 * 30)
-else
-  v = tonumber(redis.call('GET', ver) or '0')
+if #order == 0 then return {0, redis.call('HLEN', cnt), 0} end
+local v = redis.call('INCR', ver)
+redis.call('EXPIRE', ver, 86400 * 30)
+local on, off = {}, {}
+for _, u in ipairs(order) do
+  if redis.call('HEXISTS', cnt, u) == 1 then on[#on + 1] = u else off[#off + 1] = u end
 end
-table.insert(list, 1, v)
-table.insert(list, 1, changed and 1 or 0)
-return list
+local out = {v, redis.call('HLEN', cnt), #on}
+for _, u in ipairs(on) do out[#out + 1] = u end
+for _, u in ipairs(off) do out[#out + 1] = u end
+return out
 """
 
 # KEYS: the cohort's lease set, its version. ARGV: now (ms). Returns {version, users...}.
@@ -129,11 +157,22 @@ def _counted(user: str, cohorts: frozenset[str]) -> list[str]:
     return [c for c in cohorts if _ID.fullmatch(c)]
 
 
+def _ids(raw: list[Any]) -> list[int]:
+    texts = (u.decode() if isinstance(u, bytes) else str(u) for u in raw)
+    return sorted(int(u) for u in texts if _ID.fullmatch(u))
+
+
 def _decode(reply: list[Any]) -> tuple[int, list[int]]:
-    version = int(reply[0])
-    texts = (u.decode() if isinstance(u, bytes) else str(u) for u in reply[1:])
-    users = sorted(int(u) for u in texts if _ID.fullmatch(u))
-    return version, users
+    return int(reply[0]), _ids(reply[1:])
+
+
+def change_event(cohort: str, reply: list[Any]) -> Online | None:
+    """The ``online`` event for an :data:`APPLY_LUA` reply; None when nobody came or went."""
+    version, count, n = int(reply[0]), int(reply[1]), int(reply[2])
+    if not version:
+        return None
+    came, went = _ids(reply[3 : 3 + n]), _ids(reply[3 + n :])
+    return Online(cohort_id=int(cohort), version=version, online=came, offline=went, count=count)
 
 
 async def read_online(redis: aioredis.Redis, cohort: int | str) -> tuple[int, list[int]]:
@@ -196,6 +235,7 @@ class OnlineWriter:
         except redisconn.ERRORS as exc:
             for key, change in batch.items():
                 self._queue.setdefault(key, change)  # a newer change of the same wins
+            failures.inc()
             log.warning("online presence not written: %s", exc)
 
     async def renew(self) -> None:
@@ -217,37 +257,51 @@ class OnlineWriter:
         adds = {c for c, o in ops.items() if any(x.startswith("+") for x in o)}
         if adds:
             await self.redis.sadd(keys.ONLINE_INDEX, *adds)
-        replies = await asyncio.gather(
-            *(
-                self._apply(
-                    keys=[keys.online_key(cohort), keys.online_version_key(cohort)],
-                    args=[now, until, *cohort_ops],
+        # A cohort with many users here goes in several calls, each short for Redis.
+        items = [
+            (cohort, cohort_ops[i : i + MAX_OPS])
+            for cohort, cohort_ops in ops.items()
+            for i in range(0, max(1, len(cohort_ops)), MAX_OPS)
+        ]
+        replies: list[Any] = []
+        for start in range(0, len(items), CONCURRENCY):
+            replies += await asyncio.gather(
+                *(
+                    self._apply(
+                        keys=[
+                            keys.online_key(cohort),
+                            keys.online_count_key(cohort),
+                            keys.online_version_key(cohort),
+                        ],
+                        args=[now, until, *cohort_ops],
+                    )
+                    for cohort, cohort_ops in items[start : start + CONCURRENCY]
                 )
-                for cohort, cohort_ops in ops.items()
             )
-        )
         events: list[tuple[str, str, Any]] = []
         idle: list[str] = []
-        for cohort, reply in zip(ops, replies, strict=True):
-            version, users = _decode(reply[1:])
-            if int(reply[0]):
-                data = Online(cohort_id=int(cohort), version=version, users=users, count=len(users))
+        for (cohort, _), reply in zip(items, replies, strict=True):
+            data = change_event(cohort, reply)
+            if data is not None:
                 events.append((staff_topic(cohort), EVENT, data))
-            if not users and cohort not in adds:
+            if not int(reply[1]) and cohort not in adds:
                 idle.append(cohort)
         if idle:  # a concurrent first arrival re-adds its cohort at its next renewal at worst
             await self.redis.srem(keys.ONLINE_INDEX, *idle)
-        if events:
+        if events:  # a cohort's changes in version order (its chunks may run in any order)
+            events.sort(key=lambda e: int(e[2]["version"]))
             await self.publisher.publish_many(events)
 
     async def run(self) -> None:
-        """Apply changes as they come and renew every ``renew_s``; until cancelled."""
+        """Apply changes at most every ``COALESCE_S`` and renew every ``renew_s``; until
+        cancelled."""
         loop = asyncio.get_running_loop()
         next_renew = loop.time()
         while True:
             timeout = max(0.0, next_renew - loop.time())
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
+                await asyncio.sleep(COALESCE_S)  # the rest of a burst joins this round
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -257,4 +311,5 @@ class OnlineWriter:
                     next_renew = loop.time() + self.renew_s
                     await self.renew()
             except redisconn.ERRORS as exc:
+                failures.inc()
                 log.warning("online presence renewal failed: %s", exc)

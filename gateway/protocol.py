@@ -112,6 +112,9 @@ class Hello(msgspec.Struct, tag="hello", gc=False):
     heartbeat_s: float
     limits: Limits
     encoding: str = "json"
+    #: SSE only (left out elsewhere): each topic the stream opened without a cursor slot, and
+    #: the position it starts after (its tail).
+    tails: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class Event(msgspec.Struct, tag="event", gc=False):
@@ -125,9 +128,14 @@ class Event(msgspec.Struct, tag="event", gc=False):
 
 
 class Subscribed(msgspec.Struct, tag="subscribed", gc=False):
+    """``tail``: for a subscription without a cursor, the position it starts after (every
+    later event is delivered, none before); left out with a cursor (the replay resumes from
+    it) and when Redis could not tell."""
+
     topic: str
     ref: str | None = None
     replayed: int = 0
+    tail: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class Unsubscribed(msgspec.Struct, tag="unsubscribed", gc=False):

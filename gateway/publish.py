@@ -16,6 +16,9 @@ Contract (DESIGN.md section 3):
   and a later one with the same token returns that ID and appends nothing, so a relay that
   died between publishing and marking its rows cannot publish them twice.
 * **Cluster-legal.** History, floor, once and bus shard keys share the shard's hash tag.
+* **Durable on request.** With ``publish_wait_replicas`` > 0 a publish returns once that many
+  replicas have the event, or after ``publish_wait_timeout_ms`` with the shortfall counted and
+  logged (:mod:`gateway.durable`).
 * **Encoded once.** ``data`` is encoded here to JSON and to MessagePack; gateways splice those
   bytes into frames and never decode them.
 """
@@ -31,6 +34,7 @@ import redis.asyncio as aioredis
 
 from config import keys, redisconn
 from config.settings import Settings
+from gateway.durable import Waiter
 
 PUBLISH_LUA = """
 if KEYS[4] then
@@ -96,12 +100,23 @@ class Publisher:
         self._redis = redis
         self._settings = settings
         self._script = redis.register_script(PUBLISH_LUA)
+        self.waiter: Waiter | None = None
+        if settings.publish_wait_replicas > 0:
+            self.waiter = Waiter(
+                redis,
+                self._script,
+                settings.publish_wait_replicas,
+                settings.publish_wait_timeout_ms,
+            )
 
     async def publish(self, topic: str, type_: str, data: Any) -> str:
         """Publish one event and return its ID. Raises redis errors when Redis is down."""
         key_list, args = publish_args(self._settings, topic, type_, data)
-        event_id = await self._script(keys=key_list, args=args)
-        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+        if self.waiter is not None:
+            (event_id,) = await self.waiter.run([(key_list, args)])
+        else:
+            event_id = await self._script(keys=key_list, args=args)
+        return _id(event_id)
 
     async def publish_many(
         self, events: Iterable[tuple[str, str, Any]], once: Sequence[str] | None = None
@@ -117,6 +132,8 @@ class Publisher:
         ]
         if not calls:
             return []
+        if self.waiter is not None and not redisconn.is_cluster(self._redis):
+            return [_id(r) for r in await self.waiter.run(calls)]
         if redisconn.is_cluster(self._redis):
             return await self._publish_per_shard(calls)
         pipe = self._redis.pipeline(transaction=False)
@@ -133,10 +150,18 @@ class Publisher:
             by_shard.setdefault(key_list[1], []).append(i)  # KEYS[2]: the bus shard
 
         async def run(indexes: list[int]) -> None:
+            if self.waiter is not None:  # one connection to the shard's master, one WAIT
+                done = await self.waiter.run([calls[i] for i in indexes])
+                for i, event_id in zip(indexes, done, strict=True):
+                    results[i] = _id(event_id)
+                return
             for i in indexes:
                 key_list, args = calls[i]
-                event_id = await self._script(keys=key_list, args=args)
-                results[i] = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+                results[i] = _id(await self._script(keys=key_list, args=args))
 
         await asyncio.gather(*(run(indexes) for indexes in by_shard.values()))
         return results
+
+
+def _id(event_id: Any) -> str:
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)

@@ -21,6 +21,7 @@ from config.logs import setup_logging
 from config.processes import Ready
 from config.settings import Settings
 from gateway.app import create_app, metrics_handler, shutdown_connections
+from gateway.fastpath import FastSite
 
 log = logging.getLogger("lectern.gateway")
 
@@ -61,7 +62,7 @@ async def serve(settings: Settings, index: int, port: int, ready: Ready) -> None
     app = create_app(settings, settings.redis_url, gateway_id)
     runner = app_runner(app, settings)
     await runner.setup()
-    site = web.SockSite(runner, reuseport_socket(settings.host, port), backlog=4096)
+    site = FastSite(runner, reuseport_socket(settings.host, port), backlog=4096)
     await site.start()
     metrics_app = web.Application()
     metrics_app.router.add_get("/metrics", metrics_handler)

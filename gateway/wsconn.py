@@ -109,6 +109,13 @@ class WsConn(Conn):
             return
         if abort:
             t.abort()
+        elif t.can_write_eof():
+            # Half-close: the close frame and a FIN go out once flushed, and what the peer
+            # still sends (the rest of an oversized frame, its close reply) is read and
+            # dropped until its FIN. Closing with unread input would send a reset instead,
+            # which can destroy our close frame before the peer reads it.
+            t.write_eof()
+            self.hub.closing(self, time.monotonic() + CLOSE_GRACE_S)
         else:
             t.close()  # flushes first; the hub aborts it past the grace
             self.hub.closing(self, time.monotonic() + CLOSE_GRACE_S)

@@ -27,12 +27,13 @@ into ``outbox`` in the command's transaction (:func:`record_events`), so they co
 change or not at all. Right after commit, still under the room lock, the worker publishes them
 itself (:func:`publish_recorded`), command to room event must stay under ~50 ms and the relay
 would add a poll interval, with the outbox rows' idempotency tokens (``outbox:<id>``), and
-marks them published. A worker that dies between commit and publish, or whose publish fails,
-leaves the rows unpublished and the relay (:mod:`workers.outbox_relay`, polling every
-second) publishes them with the same tokens: whichever publishes first wins and the other
-appends nothing, so each event reaches Redis exactly once. Events that no command causes
-(throttled tallies, reaction windows, presence) go out with :func:`publish_events`, the outbox
-as a fallback only: they are recomputed from state that is already durable.
+marks them published in the background, off the lock (:func:`mark_later`). A worker that
+dies between commit and publish, or whose publish fails, leaves the rows unpublished and the
+relay (:mod:`workers.outbox_relay`, polling every second) publishes them with the same
+tokens: whichever publishes first wins and the other appends nothing, so each event reaches
+Redis exactly once. Events that no command causes (throttled tallies, reaction windows,
+presence) go out with :func:`publish_events`, the outbox as a fallback only: they are
+recomputed from state that is already durable.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ RETURNING id
 """
 
 # Rows the relay holds (it is publishing them with the same tokens) are skipped: it marks them.
-_MARK_SQL = """
+MARK_SQL = """
 UPDATE outbox SET published_at = now() WHERE id IN (
     SELECT id FROM outbox WHERE id = ANY($1::bigint[]) AND published_at IS NULL
     FOR UPDATE SKIP LOCKED)
@@ -247,14 +248,12 @@ async def record_events(conn: asyncpg.Connection, events: Sequence[Event]) -> li
     return sorted(row["id"] for row in rows)
 
 
-async def publish_recorded(
-    ctx: WorkerContext, conn: asyncpg.Connection, events: Sequence[Event], ids: Sequence[int]
-) -> None:
+async def publish_recorded(ctx: WorkerContext, events: Sequence[Event], ids: Sequence[int]) -> bool:
     """Publish events committed by :func:`record_events` (call right after commit) with their
-    rows' tokens, then mark the rows published. On failure the rows stay for the relay; never
-    raises for Redis or PostgreSQL trouble."""
+    rows' tokens; True when they reached Redis (then :func:`mark_later` the rows). On failure
+    the rows stay for the relay; never raises for Redis trouble."""
     if not events:
-        return
+        return False
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_S):
             await ctx.publisher.publish_many(events, [f"outbox:{i}" for i in ids])
@@ -265,9 +264,29 @@ async def publish_recorded(
         TimeoutError,
     ) as exc:
         log.warning("live publish failed, the outbox relay will publish: %s", exc)
-        return
+        return False
+    return True
+
+
+#: Mark tasks in flight (strong references: the loop keeps only weak ones).
+_MARKING: set[asyncio.Task[None]] = set()
+
+
+def mark_later(pool: asyncpg.Pool, ids: Sequence[int]) -> None:
+    """Mark published outbox rows, in the background and off the room lock. Not durable on
+    its own (``synchronous_commit`` off: no WAL flush to wait for): a mark lost in a crash only
+    makes the relay publish those rows again with the same tokens, which appends nothing."""
+    if ids:
+        task = asyncio.create_task(_mark(pool, list(ids)))
+        _MARKING.add(task)
+        task.add_done_callback(_MARKING.discard)
+
+
+async def _mark(pool: asyncpg.Pool, ids: list[int]) -> None:
     try:
-        await conn.execute(_MARK_SQL, list(ids))
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit TO off")
+            await conn.execute(MARK_SQL, ids)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
         # Published but not marked: the relay publishes them again, appending nothing.
         log.warning("live events published but not marked: %s", exc)

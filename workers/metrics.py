@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway import durable
+
 registry = CollectorRegistry(auto_describe=True)
+registry.register(durable.under_replicated)  # published, but fewer replicas than asked
 
 commands = Counter(
     "lectern_worker_commands_total",
@@ -89,5 +92,11 @@ backend_errors = Counter(
     "lectern_worker_backend_errors_total",
     "Failed backlog samples, by backend (redis, postgres): the workers cannot reach it.",
     ["backend"],
+    registry=registry,
+)
+live_batch = Histogram(
+    "lectern_worker_live_batch_commands",
+    "Live-room commands applied per batch (one room lock, one transaction, one commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 50),
     registry=registry,
 )

@@ -141,12 +141,12 @@ function onStaffEvent(ev) {
       }
       refreshStudents(); // the per-student rows are not in the event
       break;
-    case "online": // someone connected or left: the whole list, versioned
+    case "online": // someone connected or left (a versioned change)
       page.online.event(d);
-      if (Array.isArray(d.users) && d.users.some((id) => !page.names.has(String(id)))) {
+      if (Array.isArray(d.online) && d.online.some((id) => !page.names.has(String(id)))) {
         attempt(async () => {
           await loadNames(); // someone enrolled since the page loaded
-          page.online.event(d);
+          page.online.render();
         });
       }
       break;
@@ -613,10 +613,11 @@ async function main() {
   }
   fill($("#cohort"), cohortPicker(page.me, ["staff"], page.cohort));
   $("#enroll-link").href = `/enroll?cohort=${page.cohort.id}`;
-  page.online = onlinePanel($("#online"), (id) => ({
-    name: nameOf(id),
-    kind: page.kinds.get(String(id)) || "member",
-  }));
+  page.online = onlinePanel(
+    $("#online"),
+    (id) => ({ name: nameOf(id), kind: page.kinds.get(String(id)) || "member" }),
+    () => attempt(loadDashboard),
+  );
   const client = await gateway($("#conn"));
   await follow(
     client,

@@ -1,19 +1,23 @@
 // Who is online in the cohort, on the instructor dashboard: the list the dashboard route gives
-// on load (`online`, `online_version`), then the `online` events of `staff:{cohort}`. Each
-// carries the whole list with a version; an older version than the one shown is ignored (two
-// gateways may publish their changes in either order). Names are rendered as text only.
+// on load (`online`, `online_version`), then the `online` events of `staff:{cohort}`, each a
+// change (`online`: ids who came, `offline`: ids who went) with the version it leads to.
+// Version N + 1 applies on top of N; one not newer than the list is ignored (two gateways may
+// publish in either order); after a gap the change is applied and the list is reloaded.
+// Names are rendered as text only.
 import { el, fill } from "./app.js";
 
 /**
- * `node`: the list's container; `person(userId)` gives `{name, kind}` of a cohort member or
- * staff (from the enrollments the page loaded). Returns `{load(board), event(data)}`.
+ * `node`: the panel; `person(userId)` gives `{name, kind}` of a cohort member or staff (from
+ * the enrollments the page loaded); `reload()` fetches the dashboard again and hands it to
+ * `load`. Returns `{load(board), event(data)}`.
  */
-export function onlinePanel(node, person) {
+export function onlinePanel(node, person, reload) {
   let version = -1;
-  let users = [];
+  let users = new Set();
+  let reloading = null;
 
   function render() {
-    const people = users
+    const people = [...users]
       .map((id) => ({ id, ...person(id) }))
       .sort((a, b) => a.name.localeCompare(b.name));
     fill(
@@ -37,20 +41,33 @@ export function onlinePanel(node, person) {
     );
   }
 
+  function catchUp() {
+    if (reloading) return;
+    reloading = setTimeout(() => {
+      reloading = null;
+      Promise.resolve(reload()).catch(() => {});
+    }, 300);
+  }
+
   return {
     /** The dashboard route's answer (a version of -1 means Redis could not say). */
     load(board) {
-      if (board.online_version === undefined || board.online_version < version) return;
-      version = board.online_version;
-      users = (board.online || []).map((p) => p.user_id);
+      const v = board.online_version;
+      if (typeof v !== "number" || v < version) return; // -1 (unknown) keeps what is shown
+      version = v;
+      users = new Set((board.online || []).map((p) => p.user_id));
       render();
     },
     /** An `online` event. */
     event(data) {
-      if (typeof data.version !== "number" || data.version < version) return;
+      if (typeof data.version !== "number" || data.version <= version) return;
+      if (data.version !== version + 1) catchUp(); // a change went missing or comes later
       version = data.version;
-      users = Array.isArray(data.users) ? data.users : [];
+      for (const id of data.offline || []) users.delete(id);
+      for (const id of data.online || []) users.add(id);
       render();
     },
+    /** Render again (names arrived). */
+    render,
   };
 }

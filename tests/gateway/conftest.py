@@ -28,9 +28,10 @@ from config.servers import free_port
 from config.settings import Settings
 from gateway.app import HUB, create_app
 from gateway.auth import issue_access_token
+from gateway.fastpath import FastSite
 from gateway.hub import Hub
 from gateway.publish import Publisher
-from gateway.server import app_runner
+from gateway.server import app_runner, reuseport_socket
 from tests.conftest import RedisTarget
 from tests.processes import child_env, kill_all, until_metrics
 
@@ -59,7 +60,8 @@ async def start_gateway(settings: Settings) -> Gateway:
     runner = app_runner(app, settings)
     await runner.setup()
     port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    # As gateway/server.py serves: /ws and /sse connects meet the fast path first.
+    await FastSite(runner, reuseport_socket("127.0.0.1", port), backlog=128).start()
     return Gateway(app, runner, port)
 
 

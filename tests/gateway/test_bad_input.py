@@ -130,7 +130,13 @@ async def test_malformed_topics_and_unsubscribing_unknown_ones(
         assert [(e["code"], e["topic"], e["ref"]) for e in errors] == [
             ("bad_topic", t, "s") for t in bad
         ]
-        assert frames[-1] == {"type": "subscribed", "topic": topic, "ref": "s", "replayed": 0}
+        assert frames[-1] == {
+            "type": "subscribed",
+            "topic": topic,
+            "ref": "s",
+            "replayed": 0,
+            "tail": "0-0",
+        }
         await ws.send_json({"type": "unsub", "ref": "u", "topics": [f"cohort:c{uid}", topic]})
         err = await recv_json(ws)
         assert (err["type"], err["code"], err["topic"], err["ref"]) == (

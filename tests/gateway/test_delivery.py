@@ -70,20 +70,20 @@ async def test_sse_multi_topic_id_is_the_compact_cursor(
     gateway: Gateway, token, publisher: Publisher, redis: aioredis.Redis, uid
 ) -> None:
     """With several topics, each event's id: is the cursor of the whole stream (the last ID
-    per topic in the order of ?topics=, empty slots for topics with no event yet)."""
+    per topic in the order of ?topics=; a topic with no event yet holds its tail, 0-0)."""
     a, b, c = f"user:u{uid}", f"cohort:c{uid}", f"live:c{uid}:s1"
     await register(redis, f"c{uid}", "s1", "live")
     tok = token("u" + uid, cohorts=["c" + uid])
     sse = await SseClient.open(gateway.port, f"topics={a},{b},{c}&token={tok}")
-    await sse.event_of("hello")
+    assert (await sse.event_of("hello")).json()["tails"] == {a: "0-0", b: "0-0", c: "0-0"}
     id_b = await publisher.publish(b, "x", {})
     ev = await sse.event()
-    assert ev.id == f",{id_b},"
+    assert ev.id == f"0-0,{id_b},0-0"
     id_a = await publisher.publish(a, "x", {})
-    assert (await sse.event()).id == f"{id_a},{id_b},"
+    assert (await sse.event()).id == f"{id_a},{id_b},0-0"
     id_b2 = await publisher.publish(b, "x", {})
     ev = await sse.event()
-    assert ev.id == f"{id_a},{id_b2},"
+    assert ev.id == f"{id_a},{id_b2},0-0"
     assert ev.json()["id"] == id_b2
     await sse.close()
 
@@ -176,7 +176,14 @@ async def test_every_sub_is_answered(gateway: Gateway, token, publisher: Publish
         for ref in ("s1", "s2"):
             await ws.send_json({"type": "sub", "ref": ref, "topics": [topic]})
             ack = await recv_json(ws)
-            assert ack == {"type": "subscribed", "topic": topic, "ref": ref, "replayed": 0}
+            # The second ack repeats the position the first one started from.
+            assert ack == {
+                "type": "subscribed",
+                "topic": topic,
+                "ref": ref,
+                "replayed": 0,
+                "tail": "0-0",
+            }
         event_id = await publisher.publish(topic, "x", {})
         assert (await recv_json(ws))["id"] == event_id
         await expect_silence(ws, 0.2)

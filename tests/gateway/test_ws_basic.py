@@ -21,7 +21,13 @@ async def test_publish_reaches_ws_subscriber(gateway: Gateway, token, publisher,
         assert hello["type"] == "hello" and hello["v"] == 1 and hello["user"] == "u" + uid
         await ws.send_str(json.dumps({"type": "sub", "ref": "s1", "topics": [f"cohort:{uid}"]}))
         ack = json.loads((await ws.receive(timeout=5)).data)
-        assert ack == {"type": "subscribed", "topic": f"cohort:{uid}", "ref": "s1", "replayed": 0}
+        assert ack == {
+            "type": "subscribed",
+            "topic": f"cohort:{uid}",
+            "ref": "s1",
+            "replayed": 0,
+            "tail": "0-0",  # no event yet: the first one will be newer
+        }
         event_id = await publisher.publish(f"cohort:{uid}", "announcement.new", {"title": "hi"})
         frame = json.loads((await ws.receive(timeout=5)).data)
         assert frame["type"] == "event"

@@ -223,7 +223,8 @@ test("a WebSocket that never opens while HTTP answers falls back to SSE", async 
   const { client } = setup({
     fetchHandler: (url) => {
       if (url.includes("/sse")) {
-        return { stream: 'retry: 2000\n\nevent: hello\ndata: {"type":"hello","heartbeat_s":15}\n\n' };
+        const hello = '{"type":"hello","heartbeat_s":15,"tails":{"cohort:1":"5-0"}}';
+        return { stream: `retry: 2000\n\nevent: hello\ndata: ${hello}\n\n` };
       }
       return { body: { cursor: "5-0", frames: [] } };
     },
@@ -234,7 +235,7 @@ test("a WebSocket that never opens while HTTP answers falls back to SSE", async 
   await until(() => client.state.status === "open");
   assert.equal(client.transport, "sse");
   assert.equal(client.stats.switches, 1);
-  assert.equal(client.cursor("cohort:1"), "5-0"); // primed from the tail
+  assert.equal(client.cursor("cohort:1"), "5-0"); // the tail the SSE hello named
   client.close();
 });
 
@@ -243,7 +244,8 @@ test("on a fallback the client retries the better transport and moves back up", 
   globalThis.WebSocket = FakeSocket;
   globalThis.fetch = fakeFetch((url) => {
     if (url.includes("/sse")) {
-      return { stream: 'event: hello\ndata: {"type":"hello","heartbeat_s":15}\n\n' };
+      const hello = '{"type":"hello","heartbeat_s":15,"tails":{"cohort:1":"5-0"}}';
+      return { stream: `event: hello\ndata: ${hello}\n\n` };
     }
     return { body: { cursor: "5-0", frames: [] } };
   });

@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,18 +22,6 @@ from workers.context import WorkerContext
 from workers.live_state import Room, reaction_totals
 
 _ids = itertools.count(1)
-
-
-@pytest.fixture
-async def ctx(live: LiveRoom) -> AsyncIterator[WorkerContext]:
-    """A worker context that runs no services: the test delivers commands to it itself."""
-    context = await WorkerContext.open(live.settings)
-    try:
-        yield context
-    finally:
-        if context.db is not None:
-            await context.db.close()
-        await context.redis.aclose()
 
 
 def command(live: LiveRoom, person: Person, name: str, data: dict[str, Any]) -> Command:
@@ -221,7 +208,7 @@ async def test_published_but_unmarked_events_are_not_published_again(
 ) -> None:
     """The worker publishes and dies before marking the rows: the relay publishes them with
     the same tokens and appends nothing."""
-    monkeypatch.setattr(live_state, "_MARK_SQL", "SELECT $1::bigint[]")
+    monkeypatch.setattr(live_state, "MARK_SQL", "SELECT $1::bigint[]")
     student = await live.student()
     sent = await execute(ctx, command(live, student, "chat.send", {"body": "once"}))
     assert sent.ok, sent

@@ -70,6 +70,11 @@ class MemoryTransport:
     def is_closing(self) -> bool:
         return self.closing
 
+    def can_write_eof(self) -> bool:
+        # No half-close: WsConn closes outright, so every end here loses the connection (the
+        # half-close path is exercised on real sockets in tests/gateway).
+        return False
+
     def close(self) -> None:
         self._lose(None)
 
