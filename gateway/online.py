@@ -278,7 +278,7 @@ class OnlineWriter:
                     for cohort, cohort_ops in items[start : start + CONCURRENCY]
                 )
             )
-        events: list[tuple[str, str, Any]] = []
+        events: list[tuple[str, str, Online]] = []
         idle: list[str] = []
         for (cohort, _), reply in zip(items, replies, strict=True):
             data = change_event(cohort, reply)
@@ -289,7 +289,7 @@ class OnlineWriter:
         if idle:  # a concurrent first arrival re-adds its cohort at its next renewal at worst
             await self.redis.srem(keys.ONLINE_INDEX, *idle)
         if events:  # a cohort's changes in version order (its chunks may run in any order)
-            events.sort(key=lambda e: int(e[2]["version"]))
+            events.sort(key=lambda e: e[2].version)
             await self.publisher.publish_many(events)
 
     async def run(self) -> None:
