@@ -101,18 +101,19 @@ async def results(conn: asyncpg.Connection, row: Mapping[str, Any], index: int) 
     """``quiz.results`` of question ``index``: the distribution of the accepted answers, and
     the right options of a choice question when the quiz reveals them."""
     question = questions_of(row)[index]
+    # Grouped here: the room lock is held while this runs, and a big room answers alike.
     answers = await conn.fetch(
-        "SELECT answer::text AS answer, outcome FROM live_quiz_answers"
-        " WHERE live_quiz_id = $1 AND question = $2",
+        "SELECT answer::text AS answer, outcome, count(*)::int AS n FROM live_quiz_answers"
+        " WHERE live_quiz_id = $1 AND question = $2 GROUP BY answer::text, outcome",
         row["id"],
         index,
     )
-    pairs = ((_answer_decoder.decode(a["answer"]), a["outcome"]) for a in answers)
+    triples = ((_answer_decoder.decode(a["answer"]), a["outcome"], a["n"]) for a in answers)
     out: dict[str, Any] = {
         "live_quiz_id": row["id"],
         "index": index,
         "question_id": question.id,
-        **quiz_rules.distribution(question, pairs),
+        **quiz_rules.counted_distribution(question, triples),
     }
     if row["reveal"]:
         out["correct"] = quiz_rules.correct_options(question)
@@ -148,20 +149,26 @@ async def _close_current(
     """Close the current question if its results have not gone out: end its deadline now (if
     still ahead), mark it closed, and return ``quiz.results`` and ``quiz.leaderboard``. A
     closed question returns no events (unless ``final``: the last standings)."""
-    sent: list[Event] = []
     if row["closed"] < row["current"]:
         row = await conn.fetchrow(
             "UPDATE live_quizzes SET closed = current, deadline = least(deadline,"
             f" clock_timestamp()) WHERE id = $1 RETURNING {QZCOLS}",  # nosec B608  # constant SQL text
             row["id"],
         )
-        shown = events.QuizResults(**await results(conn, row, row["current"]))
-        standings = events.QuizLeaderboard(**await leaderboard(conn, row, final=final))
-        sent += [events.to(room.topic, shown), events.to(room.topic, standings)]
-    elif final:
+        return row, await _closed_events(conn, room, row, final=final)
+    if final:
         standings = events.QuizLeaderboard(**await leaderboard(conn, row, final=True))
-        sent.append(events.to(room.topic, standings))
-    return row, sent
+        return row, [events.to(room.topic, standings)]
+    return row, []
+
+
+async def _closed_events(
+    conn: asyncpg.Connection, room: Room, row: Mapping[str, Any], *, final: bool
+) -> list[Event]:
+    """``quiz.results`` and ``quiz.leaderboard`` of the question ``row`` just closed."""
+    shown = events.QuizResults(**await results(conn, row, row["current"]))
+    standings = events.QuizLeaderboard(**await leaderboard(conn, row, final=final))
+    return [events.to(room.topic, shown), events.to(room.topic, standings)]
 
 
 async def _running(s: Ctx, live_quiz_id: int) -> asyncpg.Record:
@@ -333,26 +340,39 @@ async def close_expired(ctx: WorkerContext, room: Room, live_quiz_id: int, index
     assert ctx.db is not None
     async with locked_room(ctx.db, room.session_id) as conn:
         async with conn.transaction():
-            row = await conn.fetchrow(
-                f"SELECT {QZCOLS} FROM live_quizzes WHERE id = $1 AND session_id = $2"  # nosec B608  # constant SQL text
-                " FOR UPDATE",
-                live_quiz_id,
-                room.session_id,
-            )
-            if row is None or row["state"] != "running" or row["current"] != index:
+            # The usual case, one statement: the question is open and its deadline passed.
+            row = await conn.fetchrow(_CLOSE_DUE, live_quiz_id, room.session_id, index)
+            if row is None:
+                await _not_due(ctx, conn, room, live_quiz_id, index)
                 return False
-            if row["closed"] >= index:
-                return False
-            if not row["expired"]:
-                # The worker's clock ran ahead of the database's: try again at the deadline.
-                due = max(int(row["deadline"].timestamp() * 1000), now_ms() + 5)
-                await DueQueue(ctx.redis).schedule(
-                    _due_member(room, live_quiz_id, index), due, replace=True
-                )
-                return False
-            _, closing = await _close_current(conn, room, row, final=False)
+            closing = await _closed_events(conn, room, row, final=False)
         await publish_events(ctx, closing, conn)
     return True
+
+
+_CLOSE_DUE = (
+    "UPDATE live_quizzes SET closed = current WHERE id = $1 AND session_id = $2"
+    " AND state = 'running' AND current = $3 AND closed < $3 AND deadline <= clock_timestamp()"
+    f" RETURNING {QZCOLS}"  # nosec B608  # constant SQL text
+)
+
+
+async def _not_due(
+    ctx: WorkerContext, conn: asyncpg.Connection, room: Room, live_quiz_id: int, index: int
+) -> None:
+    """Question ``index`` was not closed: if it is still open with its deadline ahead (the
+    worker's clock ran ahead of the database's), try again at the deadline."""
+    row = await conn.fetchrow(
+        f"SELECT {QZCOLS} FROM live_quizzes WHERE id = $1 AND session_id = $2",  # nosec B608  # constant SQL text
+        live_quiz_id,
+        room.session_id,
+    )
+    if row is None or row["state"] != "running" or row["current"] != index:
+        return
+    if row["closed"] >= index or row["expired"]:
+        return
+    due = max(int(row["deadline"].timestamp() * 1000), now_ms() + 5)
+    await DueQueue(ctx.redis).schedule(_due_member(room, live_quiz_id, index), due, replace=True)
 
 
 async def close_overdue(ctx: WorkerContext) -> int:

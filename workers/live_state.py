@@ -54,6 +54,7 @@ import redis.exceptions
 from config import keys
 from config.topics import live_topic, parse_live, staff_topic
 from workers.context import WorkerContext
+from workers.due_alarm import ALARMS
 from workers.live_rules import DEFAULT_TIMINGS, LiveTimings, db_id
 from workers.outbox_write import Addressed, emit_many
 
@@ -314,8 +315,12 @@ class DueQueue:
         self._pop = redis.register_script(_POP_DUE_LUA)
 
     async def schedule(self, member: str, due_ms: int, *, replace: bool = False) -> bool:
-        """Add ``member`` due at ``due_ms``; unless ``replace``, keep an earlier entry (NX)."""
+        """Add ``member`` due at ``due_ms``; unless ``replace``, keep an earlier entry (NX).
+        This process's flushers wake at ``due_ms`` (:class:`workers.due_alarm.DueAlarm`)."""
         added = await self.redis.zadd(DUE_KEY, {member: due_ms}, nx=not replace)
+        if added or replace:
+            for alarm in ALARMS:
+                alarm.add(due_ms)
         return bool(added)
 
     async def pop(self, now: int, limit: int = 100) -> list[str]:
