@@ -37,14 +37,16 @@ from api.deps import body as read_body
 from api.deps import current_user, is_staff, path_int, require_member, require_staff, user_id
 from api.openapi import Routes
 from api.responses import json_response
-from api.state import DB, REDIS
+from api.state import DB, PUBLISHER, REDIS
 from config import redisconn
 from config.topics import staff_topic, user_topic
-from workers import activity, review
+from workers import activity, events, review
 from workers import feedback as feedback_job
-from workers.grading import GradeResult, QuestionResult, ShortText, questions_from_json
+from workers.events import FeedbackOut, FeedbackPosted
+from workers.grading import GradeResult, ShortText, questions_from_json
 from workers.jobs import enqueue
 from workers.live_rules import Invalid, clean_text
+from workers.outbox_relay import publish_committed
 from workers.outbox_write import emit
 
 log = logging.getLogger("lectern.api.feedback")
@@ -74,36 +76,6 @@ class FeedbackIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
     score: Points | None = None
     client_key: ClientKey | None = None
-
-
-class FeedbackOut(msgspec.Struct, kw_only=True):
-    """A piece of feedback (also ``feedback.posted``'s ``feedback``). ``score``,
-    ``max_score`` and ``percentage`` are the submission's effective grade right after it."""
-
-    id: int
-    submission_id: int
-    quiz_id: int
-    quiz_title: str
-    cohort_id: int
-    user_id: int
-    author_id: int | None
-    author_name: str | None
-    comment: str
-    question_points: dict[str, float]
-    score_override: float | None
-    score: float
-    max_score: float
-    percentage: float
-    review: str
-    created_at: datetime
-
-
-class FeedbackPosted(msgspec.Struct, kw_only=True):
-    """Data of ``feedback.posted`` on ``user:{id}``: the feedback and the per-question
-    results of the effective grade."""
-
-    feedback: FeedbackOut
-    results: tuple[QuestionResult, ...]
 
 
 class WaitingAnswer(msgspec.Struct, kw_only=True):
@@ -239,26 +211,20 @@ async def _announce(
     effective: GradeResult,
     state: str,
     by: int,
-) -> None:
+) -> list[int]:
     """Tell the learner (``feedback.posted``, a pass in the activity feed) and the staff
-    (``grading.resolved`` when this feedback resolved a waiting review)."""
-    await emit(
-        conn,
-        user_topic(sub["user_id"]),
-        "feedback.posted",
-        FeedbackPosted(feedback=out, results=effective.results),
-    )
+    (``grading.resolved`` when this feedback resolved a waiting review); the outbox ids of
+    the two events, to publish right after the commit."""
+    posted = FeedbackPosted(feedback=out, results=effective.results)
+    ids = [await emit(conn, events.to(user_topic(sub["user_id"]), posted))]
     if effective.percentage >= activity.PASS_PERCENTAGE:
         await activity.record(
             conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
         )
     if state != sub["review"]:
-        await emit(
-            conn,
-            staff_topic(sub["cohort_id"]),
-            "grading.resolved",
-            {"submission_id": sub["id"], "quiz_id": sub["quiz_id"], "by": by},
-        )
+        resolved = events.GradingResolved(submission_id=sub["id"], quiz_id=sub["quiz_id"], by=by)
+        ids.append(await emit(conn, events.to(staff_topic(sub["cohort_id"]), resolved)))
+    return ids
 
 
 async def post_feedback(request: web.Request) -> web.Response:
@@ -311,7 +277,16 @@ async def post_feedback(request: web.Request) -> web.Response:
             data.client_key,
         )
         out = _feedback_out(await conn.fetchrow(f"{_FEEDBACK} WHERE f.id = $1", fid))
-        await _announce(conn, sub, out, effective, state, user_id(claims))
+        posted = await _announce(conn, sub, out, effective, state, user_id(claims))
+    await _after_commit(request, out, posted)
+    return json_response(out, 201)
+
+
+async def _after_commit(request: web.Request, out: FeedbackOut, event_ids: list[int]) -> None:
+    """Publish the committed events and queue the notification job."""
+    # The student is waiting on a live connection: publish now rather than when the relay
+    # wakes (same tokens, so the relay's publish of these rows appends nothing).
+    await publish_committed(request.app[DB], request.app[PUBLISHER], event_ids)
     try:
         await enqueue(request.app[REDIS], feedback_job.QUEUE, {"feedback_id": out.id})
     except redisconn.ERRORS as exc:
@@ -320,7 +295,6 @@ async def post_feedback(request: web.Request) -> web.Response:
             "feedback job not enqueued; the sweep will pick it up",
             extra={"feedback_id": out.id, "error": repr(exc)},
         )
-    return json_response(out, 201)
 
 
 async def list_submission_feedback(request: web.Request) -> web.Response:

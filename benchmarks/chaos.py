@@ -25,7 +25,12 @@ Scenarios (``--scenarios``, default all):
 * ``worker_kill_grading``, ``postgres_down`` (``--pg-down`` s), ``smtp_down`` (``--smtp-down``
   s): a whole stack grading quiz submissions; see ``benchmarks.chaos_classroom``;
 * ``reconnect_storm``: ``--storm`` clients reconnect at once after a gateway restart, each
-  resuming the events published while the gateway was down: ``all_resumed_s``, Redis CPU.
+  resuming the events published while the gateway was down: ``all_resumed_s``, Redis CPU;
+  ``--storm-concurrency`` connects in flight, client processes sized under the hard
+  open-file limit; a preflight refuses a count this machine's limits cannot hold;
+* ``gateway_kill_attendance``: a gateway holding a live room is SIGKILLed; the students who
+  do not come back leave the people list and their attendance closes, those who reconnect to
+  another gateway stay listed (``benchmarks.chaos_presence``).
 
 ``--json`` prints ``{"scenarios": [{"name": ..., ...}, ...]}`` as its last stdout line; its
 scenarios replace those of the same name in ``benchmarks/results/chaos-latest.json``, which keeps
@@ -43,6 +48,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -60,6 +66,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from benchmarks.chaos_classroom import FAULTS, run_classroom
+from benchmarks.chaos_presence import run_presence_kill
 from benchmarks.gateway import free_port_range, gateway_env, parse_metrics, stop_group
 from benchmarks.loadclient import (
     ClientPool,
@@ -70,7 +77,7 @@ from benchmarks.loadclient import (
     wait_for_port,
 )
 from benchmarks.loadproto import SSEParser
-from benchmarks.loadworker import ClientConfig
+from benchmarks.loadworker import DEFAULT_SOURCE_IPS, ClientConfig
 from config.servers import RedisServer, die_with_parent, free_port
 from config.settings import Settings, load_settings
 from gateway.auth import issue_access_token
@@ -491,6 +498,33 @@ async def _open_stalled(stack: ChaosStack, count: int) -> list[asyncio.StreamWri
     return out
 
 
+def storm_clients_per_process() -> int:
+    """Client connections per load process: under this machine's hard open-file limit (the
+    load workers raise their soft limit to it), at most 19,500, so 20,000 clients take two
+    processes and a machine with a low limit simply uses more."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    return max(500, min(19_500, limit - 500))
+
+
+def storm_preflight(storm: int, processes: int) -> str | None:
+    """Why ``storm`` clients cannot work on this machine, or None: every gateway process
+    needs a descriptor per connection (SO_REUSEPORT spreads them unevenly: 20 % headroom),
+    and each source address offers one ephemeral port range to the gateway's port."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    per_gateway = int(storm / processes * 1.2) + 100
+    if hard != resource.RLIM_INFINITY and hard < per_gateway:
+        return (
+            f"hard open-file limit {hard} < {per_gateway} per gateway process for {storm}"
+            f" clients over {processes}: raise `ulimit -Hn` or --processes"
+        )
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = (high - low + 1) * len(DEFAULT_SOURCE_IPS)
+    if storm > ports:
+        return f"{storm} clients need more than the {ports} ephemeral ports of the source addresses"
+    return None
+
+
 async def reconnect_storm(args: argparse.Namespace, stack: ChaosStack) -> dict[str, Any]:
     """The gateway is restarted while events keep coming; then ``--storm`` clients reconnect
     within about a second, all from the cursor they had before the restart."""
@@ -505,23 +539,32 @@ async def reconnect_storm(args: argparse.Namespace, stack: ChaosStack) -> dict[s
         path=f"/ws?token={{token}}&topics={TOPIC}&cursor={seed}",
         tokens=tuple(stack.token(f"st{i}") for i in range(200)),
         extract="sent",
-        connect_concurrency=2000,
-        max_per_process=19_500,
+        connect_concurrency=args.storm_concurrency,
+        # A loaded machine takes long to accept thousands of connects at once; a connect
+        # that gives up would count as a client lost, not as the gateway's doing.
+        connect_timeout=120.0,
+        max_per_process=storm_clients_per_process(),
     )
     redis_pid = stack.redis_server.proc.pid if stack.redis_server.proc else 0
     redis_cpu = cpu_seconds([redis_pid])
     started = time.time()
     async with ClientPool(cfg) as pool:
         connected = await pool.connect()
-        delivery = await pool.expect(len(published.ids), timeout_s=120)
+        delivery = await pool.expect(len(published.ids), timeout_s=args.settle + 100)
+    # Every client that should have resumed: one that never connected lost everything.
+    expected = len(published.ids) * args.storm
     return {
         "clients": args.storm,
+        "client_processes": cfg.process_count(),
         "connected": connected.connected,
+        "connect_failed": connected.failed,
+        "connect_errors": connected.errors,
         "connect_s": round(connected.duration_s, 3),
+        "connect_rate_per_s": round(connected.rate_per_s),
         "published": len(published.ids),
-        "expected": delivery.expected,
+        "expected": expected,
         "delivered": delivery.delivered,
-        "lost": delivery.expected - delivery.delivered,
+        "lost": max(0, expected - delivery.delivered),
         # The pool counts events, not IDs: more than expected would be duplicates.
         "duplicated": max(0, delivery.delivered - delivery.expected),
         "out_of_order": None,
@@ -560,6 +603,7 @@ SCENARIOS = (
     "smtp_down",
     "stalled_readers",
     "reconnect_storm",
+    "gateway_kill_attendance",
 )
 
 
@@ -568,6 +612,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.scenarios:
         if name in FAULTS:
             result = await run_classroom(name, args)
+        elif name == "gateway_kill_attendance":
+            result = await run_presence_kill(name, args)
         else:
             result = await run_scenario(name, args)
         if not args.json:
@@ -605,8 +651,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smtp-down", type=float, default=60.0, help="seconds SMTP is down")
     parser.add_argument("--stalled", type=int, default=1000)
     parser.add_argument("--storm", type=int, default=20_000)
+    parser.add_argument("--storm-concurrency", type=int, default=2000, help="connects in flight")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if "reconnect_storm" in args.scenarios and (
+        problem := storm_preflight(args.storm, args.processes)
+    ):
+        parser.error(f"reconnect_storm: {problem}")
     report = asyncio.run(run(args))
     _record(report)
     print(json.dumps(report))

@@ -55,6 +55,7 @@ from benchmarks.scaleplan import (
     Check,
     Facts,
     ScalePlan,
+    auto_size,
     check_machine,
     facts_from,
     parse_mix,
@@ -499,9 +500,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--connections", type=int, default=100_000)
     parser.add_argument("--sse-fraction", type=float, default=0.3)
-    parser.add_argument("--gateway-processes", type=int, default=7)
-    parser.add_argument("--client-processes", type=int, default=8)
-    parser.add_argument("--source-ips", type=int, default=8, help="127.0.0.2 and up")
+    auto = "default: enough for --connections on this machine (benchmarks.scaleplan.auto_size)"
+    parser.add_argument("--gateway-processes", type=int, default=None, help=auto)
+    parser.add_argument("--client-processes", type=int, default=None, help=auto)
+    parser.add_argument("--source-ips", type=int, default=None, help="127.0.0.2 and up; " + auto)
     parser.add_argument("--cohort-size", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50.0, help="events per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of publishing")
@@ -531,6 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     kwargs: dict[str, Any] = {}
     if args.mix is not None:
         kwargs["mix"] = args.mix
+    sized = auto_size(args.connections, read_facts()[1], CLIENT_MAX_PER_PROCESS)
+    for name, value in zip(("gateway_processes", "client_processes", "source_ips"), sized):
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     plan = ScalePlan(
         connections=args.connections,
         sse_fraction=args.sse_fraction,

@@ -12,7 +12,9 @@ a hash tag (the part in braces), which fixes their slot:
   dead-letter move, and one ``XREADGROUP`` over all queues a runner serves).
 * ``{c:<kind>:<ident>}``: one cached resource's version and entries.
 * ``{login}``: the failed-login counters and trusted addresses (api.login_limits).
-* ``{cmd}``, ``{presence}``: the command and presence streams.
+* ``{cmd}``, ``{presence}``: the command and presence streams; ``{presence}`` also tags the
+  gateways' presence leases and the leases being reaped (moved between them by one script).
+* ``{pl:<lease>}``: one gateway lease's open live-room subscriptions (used alone).
 * ``{o:<cohort>}``: a cohort's online leases and their version (gateway/online.py).
 
 Every other key is used alone by single-key commands, so any slot serves it.
@@ -217,3 +219,17 @@ ONLINE_INDEX = f"{ROOT}:online:cohorts"
 #: Fields: ``op`` (join|leave), ``user``, ``topic``, ``conn``, ``ts`` (ms).
 PRESENCE_STREAM = f"{ROOT}:{{presence}}"
 PRESENCE_GROUP = "presence-workers"
+
+
+#: Gateway presence leases (sorted set): lease id -> when its gateway last refreshed it (ms).
+#: A lease not refreshed for ``presence_lease_grace_s`` is moved to :data:`PRESENCE_REAPING`
+#: and its subscriptions leave (workers/presence_leases.py).
+PRESENCE_LEASES = f"{ROOT}:{{presence}}:leases"
+#: Lapsed leases whose subscriptions are being closed: lease id -> its last refresh (ms).
+PRESENCE_REAPING = f"{ROOT}:{{presence}}:reaping"
+
+
+def presence_subs_key(lease: str) -> str:
+    """The open live-room subscriptions of one gateway lease (hash): subscription id ->
+    :class:`config.streams.LeasedSub`. Written by that gateway next to its presence records."""
+    return f"{ROOT}:{{pl:{lease}}}:subs"

@@ -106,6 +106,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     bus_maxlen: int = 100_000  # entries kept per bus shard (approximate)
     bus_read_count: int = 2000  # entries per shard per bus read
     cmd_stream_maxlen: int = 100_000  # entries kept in the command stream (approximate)
+    presence_lease_interval_s: float = 3.0  # a gateway refreshes its presence lease this often
+    presence_lease_grace_s: float = 8.0  # lease not refreshed this long: its members leave
 
     # Processes.
     gateway_processes: int = 0  # 0: one per core
@@ -124,6 +126,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = ".lectern"  # where `make run` keeps data, logs and mail
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR
     gc_freeze: bool = True  # freeze long-lived objects out of the cyclic GC (gateway)
+
+
+_DEFAULTS = Settings()
 
 
 class SettingsError(ValueError):
@@ -179,6 +184,22 @@ def require_production_posture(settings: Settings) -> None:
     )
 
 
+def _other_problems(values: Mapping[str, object]) -> list[str]:
+    """Checks beyond "positive": replicas to wait for, and a presence lease grace that
+    exceeds its refresh interval."""
+    problems: list[str] = []
+    if values.get("publish_wait_replicas", 0) < 0:  # type: ignore[operator]
+        problems.append(f"{PREFIX}PUBLISH_WAIT_REPLICAS must be 0 or more")
+    interval = values.get("presence_lease_interval_s", _DEFAULTS.presence_lease_interval_s)
+    grace = values.get("presence_lease_grace_s", _DEFAULTS.presence_lease_grace_s)
+    if isinstance(interval, float) and isinstance(grace, float) and grace <= interval:
+        problems.append(
+            f"{PREFIX}PRESENCE_LEASE_GRACE_S ({grace}) must exceed"
+            f" {PREFIX}PRESENCE_LEASE_INTERVAL_S ({interval}): a live gateway would lose its lease"
+        )
+    return problems
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Parse the environment (``os.environ`` by default) into :class:`Settings`.
 
@@ -228,13 +249,13 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         "api_keepalive_timeout_s",
         "api_body_timeout_s",
         "staff_progress_debounce_ms",
+        "presence_lease_interval_s",
     )
     for name in positive:
         value = values.get(name)
         if isinstance(value, int | float) and value <= 0:
             problems.append(f"{PREFIX}{name.upper()} must be positive, got {value}")
-    if values.get("publish_wait_replicas", 0) < 0:  # type: ignore[operator]
-        problems.append(f"{PREFIX}PUBLISH_WAIT_REPLICAS must be 0 or more")
+    problems.extend(_other_problems(values))
     if problems:
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(problems))
     return Settings(**values)  # type: ignore[arg-type]

@@ -113,6 +113,20 @@ class Reply(msgspec.Struct, frozen=True, gc=False):
     message: str = ""
 
 
+class LeasedSub(msgspec.Struct, frozen=True, array_like=True):
+    """One open subscription in a gateway lease's index (``keys.presence_subs_key``): what a
+    synthesized leave needs when the gateway dies (workers/presence_leases.py)."""
+
+    topic: str
+    user: str
+    #: When it started (ms): a leave is never dated before its join.
+    ts: int
+
+
+LEASED_SUB_ENCODER = msgspec.json.Encoder()
+LEASED_SUB_DECODER = msgspec.json.Decoder(LeasedSub)
+
+
 class PresenceOp(enum.StrEnum):
     JOIN = "join"
     LEAVE = "leave"

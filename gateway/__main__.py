@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import sys
 
 from config.logs import setup_logging
@@ -19,6 +20,21 @@ from config.settings import SettingsError, load_settings, require_production_pos
 from gateway.server import run_process
 
 log = logging.getLogger("lectern.gateway")
+
+
+def raise_open_file_limit() -> int:
+    """Lift this process's soft ``RLIMIT_NOFILE`` to its hard limit (inherited by the gateway
+    processes): every connection is a file descriptor, and the usual soft default of 1,024
+    would refuse connections long before the memory runs out. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("open-file limit stays %d: %s", soft, exc)
+    return soft
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     port = args.port or settings.gateway_port
     count = args.processes or settings.gateway_processes or os.cpu_count() or 1
+    limit = raise_open_file_limit()
+    log.info("%d gateway processes, %d open files each at most", count, limit)
     return run_processes(
         "gateway",
         run_process,

@@ -282,6 +282,7 @@ async def _background(app: web.Application) -> Any:
         loop.create_task(hub.run_ticker(), name="tick"),
         loop.create_task(hub.commands.run_writer(), name="cmd-writer"),
         loop.create_task(hub.presence.run(), name="presence-writer"),
+        loop.create_task(hub.presence.run_lease(), name="presence-lease"),
         loop.create_task(hub.online.run(), name="online-writer"),
         loop.create_task(_sweep(app), name="sweep"),
     ]
@@ -290,7 +291,7 @@ async def _background(app: web.Application) -> Any:
     yield
     await shutdown_connections(app)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(hub.presence.flush(), 2)  # the leaves of the closed connections
+        await asyncio.wait_for(hub.presence.release(), 2)  # the closed connections' leaves
     with contextlib.suppress(TimeoutError, *redisconn.ERRORS):
         await asyncio.wait_for(hub.online.flush(), 2)  # their users go offline at once
     for task in tasks:

@@ -213,7 +213,12 @@ class Conn(asyncio.Protocol):
         # The history read may be ahead of the bus: until the bus passes ``last``, the events
         # it brings for this topic were written already (see _held).
         dispatched = self.hub.last_ids.get(topic)
-        if last and not self.closed and (not dispatched or protocol.id_after(last, dispatched)):
+        if (
+            last
+            and last != protocol.EMPTY_CURSOR  # no event is older: nothing to drop, no mark kept
+            and not self.closed
+            and (not dispatched or protocol.id_after(last, dispatched))
+        ):
             if self.replay is None:
                 self.replay = {}
             self.replay[topic] = last

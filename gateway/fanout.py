@@ -27,6 +27,10 @@ class FanOut:
         self.topics: dict[str, set[Conn]] = {}
         #: Last event ID dispatched per topic with local subscribers.
         self.last_ids: dict[str, str] = {}
+        #: Topics with local subscribers whose history was empty when a subscription without a
+        #: cursor read it, and that have dispatched nothing since: their tail is ``0-0`` with
+        #: no further read (so a crowd joining an idle topic costs one read, not one each).
+        self.empty: set[str] = set()
         #: Long-poll requests waiting for any event on their topics.
         self.waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
 
@@ -45,7 +49,14 @@ class FanOut:
             if not subs:
                 del self.topics[topic]
                 self.last_ids.pop(topic, None)
+                self.empty.discard(topic)
                 metrics.topics_gauge.dec()
+
+    def known_tail(self, topic: str) -> str | None:
+        """Where a subscription to ``topic`` without a cursor starts, when known here without a
+        read: the last event dispatched, or ``0-0`` for a topic known to be empty."""
+        last = self.last_ids.get(topic)
+        return last if last is not None or topic not in self.empty else protocol.EMPTY_CURSOR
 
     def dispatch(self, records: list[Record]) -> None:
         """Write a bus read's events to their local subscribers (the hot path)."""

@@ -51,7 +51,7 @@ class Hub:
         self.gateway_id = gateway_id
         self.commands = CommandRouter(self, redis)
         #: Joins and leaves of live rooms, for attendance (written by its own task).
-        self.presence = PresenceWriter(redis)
+        self.presence = PresenceWriter(redis, gateway_id, settings.presence_lease_interval_s)
         #: Which live sessions may be subscribed (gateway/sessions.py).
         self.sessions = OpenSessions(redis)
         self._ids = itertools.count(1)
@@ -169,22 +169,23 @@ class Hub:
                 at_tail.append(topic)
             accepted.append(topic)
         if at_tail:
-            self._spawn(history.start_at_tails(self.history, conn, at_tail, ref, quiet))
+            start = history.start_at_tails(self.history, self.fanout, conn, at_tail, ref, quiet)
+            self._spawn(start)
         if unknown:
             self._spawn(self._subscribe_if_open(conn, unknown, cursors, ref, quiet))
         return accepted
 
     def _start(self, conn: Conn, topic: str, cursor: str, ref: str | None, quiet: bool) -> bool:
         """Add ``topic`` to ``conn``: replay from ``cursor``, or start after the topic's tail,
-        which the ack carries: the last event dispatched here when there is one (no Redis
-        read). True when the tail must be read first (the caller starts that read)."""
+        which the ack carries: known here without a Redis read when possible (see
+        ``FanOut.known_tail``). True when the tail must be read first (the caller reads it)."""
         fresh = topic not in conn.topics
         previous = conn.topics.get(topic)
         conn.topics[topic] = cursor
         self.fanout.add(conn, topic)
         if fresh and topic.startswith(LIVE_PREFIX):
             self.presence.joined(conn, topic)
-        tail = None if cursor else self.fanout.last_ids.get(topic)
+        tail = None if cursor else self.fanout.known_tail(topic)
         if cursor or (fresh and tail is None):
             if conn.replay is None:
                 conn.replay = {}
@@ -206,32 +207,29 @@ class Hub:
 
         Topics the bus has dispatched nothing for here get their tail read from Redis, and it
         becomes their cursor (the replay covers what is published meanwhile); the others
-        start after the last event dispatched here, which :meth:`subscribe` takes again
-        without a read, so the caller must subscribe with no await in between. Raises
+        start after the tail known here (``FanOut.known_tail``), which :meth:`subscribe` takes
+        again without a read, so the caller must subscribe with no await in between. Raises
         ``redisconn.ERRORS``."""
         given = set(cursors)
-        last_ids = self.fanout.last_ids
-        unknown = [t for t in topics if t not in given and t not in last_ids]
+        known = self.fanout.known_tail
+        unknown = [t for t in topics if t not in given and known(t) is None]
         if unknown:
             found = await asyncio.gather(*(self.history.tail(t) for t in unknown))
             cursors.update(zip(unknown, found, strict=True))
         return self._tails(topics, cursors, given)
 
     def tails_now(self, topics: list[str], cursors: dict[str, str]) -> dict[str, str] | None:
-        """:meth:`stream_tails` when it needs no Redis read (every topic has a cursor or an
-        event dispatched here), else None."""
-        last_ids = self.fanout.last_ids
-        if any(t not in cursors and t not in last_ids for t in topics):
+        """:meth:`stream_tails` when it needs no Redis read (every topic has a cursor or a
+        tail known here), else None."""
+        known = self.fanout.known_tail
+        if any(t not in cursors and known(t) is None for t in topics):
             return None
         return self._tails(topics, cursors, set(cursors))
 
     def _tails(self, topics: list[str], cursors: dict[str, str], given: set[str]) -> dict[str, str]:
-        last_ids = self.fanout.last_ids
-        return {
-            t: cursors.get(t) or last_ids[t]
-            for t in topics
-            if t not in given and (t in cursors or t in last_ids)
-        }
+        known = self.fanout.known_tail
+        tails = {t: cursors.get(t) or known(t) for t in topics if t not in given}
+        return {t: tail for t, tail in tails.items() if tail is not None}
 
     def _admit(self, conn: Conn, topic: str, ref: str | None) -> bool | None:
         """Whether ``conn`` may subscribe to ``topic`` (an ``error`` is sent when not); None

@@ -38,8 +38,11 @@ before the start or after the end does not count (to within one checkpoint inter
 publish per room and ``presence_coalesce_ms``: ``presence`` {session_id, users, count} to
 ``staff:{cohort}`` and ``presence.count`` {session_id, count} to the room.
 
-What can go wrong: a gateway that crashes sends no leaves, so its users stay listed (their
-credit stops when the session ends); a worker that dies between a Redis step and its database
+A gateway that crashes sends no leaves: its presence lease lapses and the workers close its
+subscriptions as of the lease's last refresh (workers/presence_leases.py), through
+:func:`apply` like any leave, so the grace period and credit rules above hold for them too.
+
+What can go wrong: a worker that dies between a Redis step and its database
 write can lose or repeat one slice of credit.
 """
 
@@ -53,8 +56,8 @@ import redis.exceptions
 
 from config import keys, streams
 from config.retry import Backoff
-from config.streams import PresenceOp
-from workers import metrics
+from config.streams import Presence, PresenceOp
+from workers import events, metrics
 from workers.consumer import GroupReader
 from workers.context import WorkerContext
 from workers.live_rules import LiveTimings, db_id
@@ -212,6 +215,12 @@ async def apply_entry(
     except streams.BadEntry:
         metrics.bad_entries.labels("Presence").inc()
         return "ignored"
+    return await apply(scripts, entry, timings)
+
+
+async def apply(scripts: Scripts, entry: Presence, timings: LiveTimings) -> str:
+    """Apply one join or leave (from the stream, or synthesized for a dead gateway's lease by
+    workers/presence_leases.py): idempotent, returns the script's outcome."""
     room = Room.from_topic(entry.topic)
     user, conn, ts = entry.user, entry.conn, entry.ts
     if room is None or not user or not conn or ts < 0:
@@ -309,12 +318,13 @@ async def publish_presence(ctx: WorkerContext, room: Room) -> None:
     await publish_events(
         ctx,
         [
-            (
+            events.to(
                 room.staff_topic,
-                "presence",
-                {"session_id": room.session_id, "users": users, "count": len(users)},
+                events.Presence(session_id=room.session_id, users=users, count=len(users)),
             ),
-            (room.topic, "presence.count", {"session_id": room.session_id, "count": len(users)}),
+            events.to(
+                room.topic, events.PresenceCount(session_id=room.session_id, count=len(users))
+            ),
         ],
     )
 

@@ -1,7 +1,9 @@
 """The live flusher: the one timer of the live rooms, run in every worker process.
 
 It pops due members of :data:`workers.live_state.DUE_KEY` (atomically, so each goes to exactly
-one process) every :data:`POLL_S` and runs them:
+one process) every :data:`POLL_S`, and at the exact due time of the work its own process
+scheduled (:class:`workers.due_alarm.DueAlarm`: a quiz question closes at its deadline, not
+up to a poll later), and runs them:
 
 * ``tally|c|s|poll``: the trailing poll tally of a burst of votes (:func:`live.flush_tally`);
 * ``pclose|c|s|poll``: a poll's timer ran out (:func:`live_polls.close_expired`);
@@ -20,6 +22,7 @@ next change; a lost finalize is rescheduled by the next checkpoint).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import asyncpg
@@ -29,6 +32,7 @@ from config import redisconn
 from config.retry import Backoff
 from workers import attendance, live, live_polls, live_quiz
 from workers.context import WorkerContext
+from workers.due_alarm import ALARMS, DueAlarm
 from workers.live_state import TIMINGS, DueQueue, now_ms, parse_due_member
 
 log = logging.getLogger("lectern.workers.live")
@@ -90,6 +94,19 @@ async def _guarded(ctx: WorkerContext, due: DueQueue, member: str) -> None:
         log.exception("live work %s failed", member[:100])
 
 
+async def _sleep(alarm: DueAlarm, popped_at: int) -> None:
+    """Until the next poll, or until this process's next due time if that comes first (a
+    millisecond past it: due times are whole milliseconds), or until a nearer one is added."""
+    alarm.changed.clear()
+    wait = POLL_S
+    nxt = alarm.next_due(popped_at)
+    if nxt is not None:
+        wait = min(wait, max(0.0, (nxt + 1 - now_ms()) / 1000))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            await alarm.changed.wait()
+
+
 async def run_live_flusher(ctx: WorkerContext) -> None:
     """Run due live-room work until cancelled."""
     due = DueQueue(ctx.redis)
@@ -103,10 +120,13 @@ async def run_live_flusher(ctx: WorkerContext) -> None:
         finally:
             sem.release()
 
+    alarm = DueAlarm()
+    ALARMS.append(alarm)
     try:
         while True:
             try:
-                members = await due.pop(now_ms(), BATCH)
+                now = now_ms()
+                members = await due.pop(now, BATCH)
                 backoff.reset()
             except redisconn.ERRORS as exc:
                 log.warning("live flusher: %s", exc)
@@ -118,8 +138,9 @@ async def run_live_flusher(ctx: WorkerContext) -> None:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             if len(members) < BATCH:
-                await asyncio.sleep(POLL_S)
+                await _sleep(alarm, now)
     finally:
+        ALARMS.remove(alarm)
         # Shutting down: let popped work finish (it is not in the due set any more).
         if tasks:
             _, late = await asyncio.wait(set(tasks), timeout=SHUTDOWN_S)

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from workers import grading
+from workers import events, grading
 from workers import live_commands as lc
 from workers import live_quiz_rules as quiz_rules
 from workers import live_rules as rules
@@ -101,18 +101,19 @@ async def results(conn: asyncpg.Connection, row: Mapping[str, Any], index: int) 
     """``quiz.results`` of question ``index``: the distribution of the accepted answers, and
     the right options of a choice question when the quiz reveals them."""
     question = questions_of(row)[index]
+    # Grouped here: the room lock is held while this runs, and a big room answers alike.
     answers = await conn.fetch(
-        "SELECT answer::text AS answer, outcome FROM live_quiz_answers"
-        " WHERE live_quiz_id = $1 AND question = $2",
+        "SELECT answer::text AS answer, outcome, count(*)::int AS n FROM live_quiz_answers"
+        " WHERE live_quiz_id = $1 AND question = $2 GROUP BY answer::text, outcome",
         row["id"],
         index,
     )
-    pairs = ((_answer_decoder.decode(a["answer"]), a["outcome"]) for a in answers)
+    triples = ((_answer_decoder.decode(a["answer"]), a["outcome"], a["n"]) for a in answers)
     out: dict[str, Any] = {
         "live_quiz_id": row["id"],
         "index": index,
         "question_id": question.id,
-        **quiz_rules.distribution(question, pairs),
+        **quiz_rules.counted_distribution(question, triples),
     }
     if row["reveal"]:
         out["correct"] = quiz_rules.correct_options(question)
@@ -148,18 +149,26 @@ async def _close_current(
     """Close the current question if its results have not gone out: end its deadline now (if
     still ahead), mark it closed, and return ``quiz.results`` and ``quiz.leaderboard``. A
     closed question returns no events (unless ``final``: the last standings)."""
-    events: list[Event] = []
     if row["closed"] < row["current"]:
         row = await conn.fetchrow(
             "UPDATE live_quizzes SET closed = current, deadline = least(deadline,"
             f" clock_timestamp()) WHERE id = $1 RETURNING {QZCOLS}",  # nosec B608  # constant SQL text
             row["id"],
         )
-        events.append((room.topic, "quiz.results", await results(conn, row, row["current"])))
-        events.append((room.topic, "quiz.leaderboard", await leaderboard(conn, row, final=final)))
-    elif final:
-        events.append((room.topic, "quiz.leaderboard", await leaderboard(conn, row, final=True)))
-    return row, events
+        return row, await _closed_events(conn, room, row, final=final)
+    if final:
+        standings = events.QuizLeaderboard(**await leaderboard(conn, row, final=True))
+        return row, [events.to(room.topic, standings)]
+    return row, []
+
+
+async def _closed_events(
+    conn: asyncpg.Connection, room: Room, row: Mapping[str, Any], *, final: bool
+) -> list[Event]:
+    """``quiz.results`` and ``quiz.leaderboard`` of the question ``row`` just closed."""
+    shown = events.QuizResults(**await results(conn, row, row["current"]))
+    standings = events.QuizLeaderboard(**await leaderboard(conn, row, final=final))
+    return [events.to(room.topic, shown), events.to(room.topic, standings)]
 
 
 async def _running(s: Ctx, live_quiz_id: int) -> asyncpg.Record:
@@ -216,7 +225,7 @@ async def quiz_start(ctx: WorkerContext, cmd: Command, args: lc.QuizStart) -> An
             s.user_id,
         )
         await _schedule_close(ctx, s.room, row)
-        s.to_room("quiz.question", question_event(row))
+        s.to_room(events.QuizQuestion(**question_event(row)))
         return {"live_quiz_id": row["id"], "count": count}
 
     return await in_room(ctx, cmd, op)
@@ -230,8 +239,8 @@ async def quiz_next(ctx: WorkerContext, cmd: Command, args: lc.QuizNext) -> Any:
         row = await _running(s, args.live_quiz_id)
         if row["current"] + 1 >= len(questions_of(row)):
             raise CommandError("quiz_no_more_questions", "that was the last question; end the quiz")
-        row, events = await _close_current(s.conn, s.room, row, final=False)
-        s.events.extend(events)
+        row, closing = await _close_current(s.conn, s.room, row, final=False)
+        s.events.extend(closing)
         row = await s.conn.fetchrow(
             "UPDATE live_quizzes SET current = current + 1, question_at = clock_timestamp(),"
             " deadline = clock_timestamp() + make_interval(secs =>"
@@ -240,7 +249,7 @@ async def quiz_next(ctx: WorkerContext, cmd: Command, args: lc.QuizNext) -> Any:
             row["id"],
         )
         await _schedule_close(ctx, s.room, row)
-        s.to_room("quiz.question", question_event(row))
+        s.to_room(events.QuizQuestion(**question_event(row)))
         return {"live_quiz_id": row["id"], "index": row["current"]}
 
     return await in_room(ctx, cmd, op)
@@ -249,14 +258,14 @@ async def quiz_next(ctx: WorkerContext, cmd: Command, args: lc.QuizNext) -> Any:
 async def _end(
     conn: asyncpg.Connection, room: Room, row: Mapping[str, Any], by: str
 ) -> list[Event]:
-    row, events = await _close_current(conn, room, row, final=True)
+    row, sent = await _close_current(conn, room, row, final=True)
     await conn.execute(
         "UPDATE live_quizzes SET state = 'ended', ended_at = now(), ended_by = $2 WHERE id = $1",
         row["id"],
         by,
     )
-    events.append((room.topic, "quiz.ended", {"live_quiz_id": row["id"], "by": by}))
-    return events
+    sent.append(events.to(room.topic, events.QuizEnded(live_quiz_id=row["id"], by=by)))
+    return sent
 
 
 async def quiz_end(ctx: WorkerContext, cmd: Command, args: lc.QuizEnd) -> Any:
@@ -309,13 +318,12 @@ async def quiz_answer(ctx: WorkerContext, cmd: Command, args: lc.QuizAnswer) -> 
             index,
         )
         s.to_staff(
-            "quiz.answered",
-            {
-                "session_id": s.room.session_id,
-                "live_quiz_id": row["id"],
-                "index": index,
-                "answered": int(answered),
-            },
+            events.QuizAnswered(
+                session_id=s.room.session_id,
+                live_quiz_id=row["id"],
+                index=index,
+                answered=int(answered),
+            )
         )
         return {"live_quiz_id": row["id"], "question": index, "accepted": True}
 
@@ -332,26 +340,39 @@ async def close_expired(ctx: WorkerContext, room: Room, live_quiz_id: int, index
     assert ctx.db is not None
     async with locked_room(ctx.db, room.session_id) as conn:
         async with conn.transaction():
-            row = await conn.fetchrow(
-                f"SELECT {QZCOLS} FROM live_quizzes WHERE id = $1 AND session_id = $2"  # nosec B608  # constant SQL text
-                " FOR UPDATE",
-                live_quiz_id,
-                room.session_id,
-            )
-            if row is None or row["state"] != "running" or row["current"] != index:
+            # The usual case, one statement: the question is open and its deadline passed.
+            row = await conn.fetchrow(_CLOSE_DUE, live_quiz_id, room.session_id, index)
+            if row is None:
+                await _not_due(ctx, conn, room, live_quiz_id, index)
                 return False
-            if row["closed"] >= index:
-                return False
-            if not row["expired"]:
-                # The worker's clock ran ahead of the database's: try again at the deadline.
-                due = max(int(row["deadline"].timestamp() * 1000), now_ms() + 5)
-                await DueQueue(ctx.redis).schedule(
-                    _due_member(room, live_quiz_id, index), due, replace=True
-                )
-                return False
-            _, events = await _close_current(conn, room, row, final=False)
-        await publish_events(ctx, events, conn)
+            closing = await _closed_events(conn, room, row, final=False)
+        await publish_events(ctx, closing, conn)
     return True
+
+
+_CLOSE_DUE = (
+    "UPDATE live_quizzes SET closed = current WHERE id = $1 AND session_id = $2"
+    " AND state = 'running' AND current = $3 AND closed < $3 AND deadline <= clock_timestamp()"
+    f" RETURNING {QZCOLS}"  # nosec B608  # constant SQL text
+)
+
+
+async def _not_due(
+    ctx: WorkerContext, conn: asyncpg.Connection, room: Room, live_quiz_id: int, index: int
+) -> None:
+    """Question ``index`` was not closed: if it is still open with its deadline ahead (the
+    worker's clock ran ahead of the database's), try again at the deadline."""
+    row = await conn.fetchrow(
+        f"SELECT {QZCOLS} FROM live_quizzes WHERE id = $1 AND session_id = $2",  # nosec B608  # constant SQL text
+        live_quiz_id,
+        room.session_id,
+    )
+    if row is None or row["state"] != "running" or row["current"] != index:
+        return
+    if row["closed"] >= index or row["expired"]:
+        return
+    due = max(int(row["deadline"].timestamp() * 1000), now_ms() + 5)
+    await DueQueue(ctx.redis).schedule(_due_member(room, live_quiz_id, index), due, replace=True)
 
 
 async def close_overdue(ctx: WorkerContext) -> int:

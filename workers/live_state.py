@@ -54,8 +54,9 @@ import redis.exceptions
 from config import keys
 from config.topics import live_topic, parse_live, staff_topic
 from workers.context import WorkerContext
+from workers.due_alarm import ALARMS
 from workers.live_rules import DEFAULT_TIMINGS, LiveTimings, db_id
-from workers.outbox_write import emit_many
+from workers.outbox_write import Addressed, emit_many
 
 log = logging.getLogger("lectern.workers.live")
 
@@ -73,7 +74,8 @@ PUBLISH_TIMEOUT_S = 2.0
 #: low 48 bits. Distinct from the migration lock (api.migrate.LOCK_ID).
 LOCK_NAMESPACE = 0x4C56 << 48
 
-Event = tuple[str, str, Any]
+#: An event addressed to a topic (``workers.events.to`` builds them).
+Event = Addressed
 
 #: The timings in force in this process; tests swap in shorter ones with :func:`configure`.
 TIMINGS: list[LiveTimings] = [DEFAULT_TIMINGS]
@@ -313,8 +315,12 @@ class DueQueue:
         self._pop = redis.register_script(_POP_DUE_LUA)
 
     async def schedule(self, member: str, due_ms: int, *, replace: bool = False) -> bool:
-        """Add ``member`` due at ``due_ms``; unless ``replace``, keep an earlier entry (NX)."""
+        """Add ``member`` due at ``due_ms``; unless ``replace``, keep an earlier entry (NX).
+        This process's flushers wake at ``due_ms`` (:class:`workers.due_alarm.DueAlarm`)."""
         added = await self.redis.zadd(DUE_KEY, {member: due_ms}, nx=not replace)
+        if added or replace:
+            for alarm in ALARMS:
+                alarm.add(due_ms)
         return bool(added)
 
     async def pop(self, now: int, limit: int = 100) -> list[str]:

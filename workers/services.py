@@ -12,6 +12,7 @@ from workers.context import WorkerContext
 from workers.job_runner import run_jobs
 from workers.live_flush import run_live_flusher
 from workers.outbox_relay import run_outbox_relay
+from workers.presence_leases import run_presence_leases
 from workers.scheduler import run_scheduler
 
 SERVICES: list[Callable[[WorkerContext], Coroutine[Any, Any, None]]] = [
@@ -21,5 +22,6 @@ SERVICES: list[Callable[[WorkerContext], Coroutine[Any, Any, None]]] = [
     run_scheduler,
     run_live_flusher,
     run_presence,
+    run_presence_leases,
     run_backlog_gauges,
 ]

@@ -23,6 +23,7 @@ from gateway.auth import issue_access_token
 from tests.api.conftest import Api, api_settings, start_api
 from tests.conftest import RedisTarget
 from tests.gateway.conftest import Gateway, start_gateway
+from tests.gateway.conftest import start_gateway_process as start_gateway_process  # fixture
 from workers.attendance import run_presence
 from workers.command_consumer import run_commands
 from workers.context import WorkerContext
@@ -41,6 +42,8 @@ TEST_TIMINGS = LiveTimings(
     presence_coalesce_ms=100,
     checkpoint_ms=1000,
 )
+#: How often the live fixture's gateway refreshes its presence lease.
+LEASE_INTERVAL_S = 0.25
 
 
 class Person:
@@ -250,10 +253,13 @@ class LiveRoom:
             assert status == 200 and data["state"] == "live", data
         return int(data["id"])
 
-    async def connect(self, person: Person, topics: list[str] | None = None) -> Member:
-        """A WebSocket member subscribed to ``topics`` (default: the room)."""
+    async def connect(
+        self, person: Person, topics: list[str] | None = None, ws_url: str = ""
+    ) -> Member:
+        """A WebSocket member subscribed to ``topics`` (default: the room), on ``ws_url``
+        (default: the fixture's gateway)."""
         topics = [self.topic] if topics is None else topics
-        ws = await self.http.ws_connect(f"{self.gateway.ws_url}?token={person.token}")
+        ws = await self.http.ws_connect(f"{ws_url or self.gateway.ws_url}?token={person.token}")
         member = Member(ws, person, self.topic)
         hello = await member._recv(TIMEOUT)
         assert hello["type"] == "hello"
@@ -308,6 +314,9 @@ async def live(redis_target: RedisTarget, database_url: str) -> AsyncIterator[Li
         cmd_reply_timeout_s=5,
         shutdown_timeout_s=3,
         gateway_metrics_port=0,
+        # Short, so that tests/live/test_presence_leases.py can reap dead gateways quickly
+        # (its reaper's grace is far longer than this) without reaping this live one.
+        presence_lease_interval_s=LEASE_INTERVAL_S,
     )
     gateway = await start_gateway(gw_settings)
     try:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import datetime
 from typing import Any
+
+import pytest
 
 from gateway.publish import Publisher
 from tests.live.conftest import LiveRoom, Member
-from workers import live_quiz
+from workers import live_flush, live_quiz
 from workers.context import WorkerContext
 from workers.live_state import DUE_KEY
 
@@ -174,6 +178,24 @@ async def test_the_deadline_publishes_results_with_nobody_acting(live: LiveRoom)
     assert (await a.event("quiz.results", lambda d: d["index"] == 1, wait=5))["data"][
         "answered"
     ] == 0
+
+
+async def test_the_deadline_closes_the_question_without_waiting_for_a_poll(
+    live: LiveRoom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flusher of the process that scheduled a deadline wakes at it: with the poll
+    stretched to a minute, the results still come, and never before the deadline."""
+    monkeypatch.setattr(live_flush, "POLL_S", 60.0)
+    a = await live.connect(await live.student())
+    teacher = await teacher_of(live)
+    await asyncio.sleep(0.1)  # the flushers' 20 ms sleeps end; from now on they poll hourly
+    quiz = await make_quiz(live)
+    await teacher.ok("quiz.start", {"quiz_id": quiz, "time_limit_s": 1})
+    shown = (await a.event("quiz.question"))["data"]
+    deadline = datetime.fromisoformat(shown["deadline"].replace("Z", "+00:00")).timestamp()
+    results = (await a.event("quiz.results", wait=20))["data"]
+    assert results["index"] == 0
+    assert time.time() >= deadline
 
 
 async def test_refused_after_the_deadline_even_before_results(live: LiveRoom) -> None:

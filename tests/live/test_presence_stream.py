@@ -71,7 +71,7 @@ async def test_writer_drops_instead_of_blocking() -> None:
         socket_timeout=0.2,
         retry=Retry(NoBackoff(), 0),
     )
-    writer = PresenceWriter(down)
+    writer = PresenceWriter(down, "gw", 3.0)
     conn = SimpleNamespace(id=1, conn_id="gw.1", claims=SimpleNamespace(sub="9"))
     before = gateway_presence.dropped._value.get()
     writer.joined(conn, "live:1:2")  # type: ignore[arg-type]

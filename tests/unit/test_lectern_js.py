@@ -1,7 +1,8 @@
-"""The browser client library's own unit tests (tests/js, Node's test runner): cursor order,
-SSE parsing, close codes, exactly-once delivery across reconnects, reset and commands, with a
-fake WebSocket and fetch. Skipped where there is no Node.js; the browser suite (tests/browser)
-covers the same library end to end in Chromium."""
+"""The browser client library's own unit tests (tests/js, Node's test runner): the pure core
+(cursor order, SSE parsing, dedup, tails, reset holding), the connection state machine input
+by input, and the whole client with a fake WebSocket and fetch (exactly-once delivery across
+reconnects, fallbacks, commands). Skipped where there is no Node.js; the browser suite
+(tests/browser) covers the same library end to end in Chromium."""
 
 from __future__ import annotations
 

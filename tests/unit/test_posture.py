@@ -87,3 +87,12 @@ def test_the_gateway_refuses_to_start_with_the_echo_endpoint() -> None:
     )
     assert done.returncode == 2
     assert "LECTERN_WS_ECHO" in done.stdout + done.stderr
+
+
+def test_presence_lease_grace_must_exceed_its_interval() -> None:
+    """A grace at or under the refresh interval would reap live gateways: refused at start-up."""
+    with pytest.raises(SettingsError, match="PRESENCE_LEASE_GRACE_S"):
+        load_settings(
+            {"LECTERN_PRESENCE_LEASE_GRACE_S": "3", "LECTERN_PRESENCE_LEASE_INTERVAL_S": "3"}
+        )
+    assert load_settings({"LECTERN_PRESENCE_LEASE_GRACE_S": "4"}).presence_lease_grace_s == 4.0

@@ -9,6 +9,7 @@ import pytest
 from benchmarks.scaleplan import (
     Facts,
     ScalePlan,
+    auto_size,
     check_machine,
     facts_from,
     parse_mix,
@@ -160,3 +161,20 @@ def test_facts_from_sysctl_texts() -> None:
     assert facts.conntrack_max is None
     assert facts.files_allocated == 2655
     assert facts.tcp_mem_pages == (1, 2, 3)
+
+
+def test_auto_size_fits_200k_under_the_open_file_limit() -> None:
+    """The default sizes for 200,000 connections pass every check of this machine's settings
+    (20,000 open files, 28,232 ports per address, 262,144 conntrack entries); 100,000 keeps
+    the published 7 gateways, 8 clients and 8 addresses."""
+    facts = _facts()
+    assert auto_size(100_000, facts, 19_000) == (7, 8, 8)
+    gateways, clients, addresses = auto_size(200_000, facts, 19_000)
+    assert (gateways, clients, addresses) == (12, 12, 9)
+    plan = ScalePlan(
+        connections=200_000,
+        gateway_processes=gateways,
+        client_processes=clients,
+        source_ips=addresses,
+    )
+    assert stoppers(check_machine(plan, facts, 19_000)) == []
