@@ -41,7 +41,7 @@ import asyncpg
 import msgspec
 
 from config.topics import parse_live
-from workers import live_once, metrics, qa_board
+from workers import events, live_once, metrics, qa_board
 from workers import live_rules as rules
 from workers.command_consumer import Command, CommandError
 from workers.context import WorkerContext
@@ -103,11 +103,13 @@ class Ctx:
             self.board = await qa_board.take(self.conn, self.room.session_id, self.board_version)
         return self.board
 
-    def to_room(self, type_: str, data: Any) -> None:
-        self.events.append((self.room.topic, type_, data))
+    def to_room(self, event: msgspec.Struct) -> None:
+        """Publish ``event`` (a Struct of :mod:`workers.events`) to the room after commit."""
+        self.events.append(events.to(self.room.topic, event))
 
-    def to_staff(self, type_: str, data: Any) -> None:
-        self.events.append((self.room.staff_topic, type_, data))
+    def to_staff(self, event: msgspec.Struct) -> None:
+        """Publish ``event`` to the cohort's staff topic after commit."""
+        self.events.append(events.to(self.room.staff_topic, event))
 
 
 Operation = Callable[[Ctx], Awaitable[Any]]
