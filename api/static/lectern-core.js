@@ -49,7 +49,6 @@ export function safely(fn, value) {
   }
 }
 
-/** A server frame from its JSON text, or null when it is not one. */
 export function parseFrame(text) {
   try {
     const frame = JSON.parse(text);
@@ -95,10 +94,7 @@ export class SseParser {
         if (b.data.length || b.retry !== null) out.push({ ...b, data: b.data.join("\n") });
         this.block = emptyBlock();
       } else if (!line.startsWith(":")) {
-        const colon = line.indexOf(":");
-        const field = colon < 0 ? line : line.slice(0, colon);
-        let val = colon < 0 ? "" : line.slice(colon + 1);
-        if (val.startsWith(" ")) val = val.slice(1);
+        const [, field, val = ""] = /^([^:]*)(?:: ?(.*))?$/s.exec(line); // one space dropped
         if (field === "event") b.event = val;
         else if (field === "data") b.data.push(val);
         else if (field === "id") b.id = val;

@@ -78,7 +78,6 @@ export class ConnectionMachine {
     this.attempt = 0;
     return this._connect();
   }
-  /** A better transport (`rank`) answered the upgrade probe: move up. */
   on_upgraded({ rank }) {
     if (this.state !== "open" || rank >= this.rank) return [];
     const upgradeDelay = this.opts.upgradeAfterMs;

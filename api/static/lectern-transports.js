@@ -1,8 +1,8 @@
 /** lectern-transports.js: the Lectern client's thin transports (WebSocket, SSE read with fetch,
  * long-poll). Each reports to its host: opened(t, hello), frame(t, frame), lost(t, {code, reason,
- * opened, http?, retryMs?}), hint(ms) (SSE `retry:`), adopt(topic, tail) (a poll's positions);
- * close() is silent. The host also gives base, wsBase, opts and topics (a core Topics). A
- * `probe` transport (a trial) subscribes nothing and sends no cursor. */
+ * opened, http?, retryMs?}) and hint(ms) (SSE `retry:`); close() is silent. The host also gives
+ * base, wsBase, opts and topics (list, cursors, adopt: a core Topics). A `probe` transport (a
+ * trial) subscribes nothing and sends no cursor. */
 import { SseParser, compactCursor, gatewayError, parseFrame } from "./lectern-core.js";
 
 export async function readSse(body, onBlock, onActivity) {
@@ -213,7 +213,7 @@ export class PollTransport extends Transport {
       for (const frame of frames) this.host.frame(this, frame);
       // Topics with no position yet start at the tail the gateway gave.
       const slots = String(body.cursor || "").split(",");
-      topics.forEach((t, i) => this.host.adopt(t, slots[i]));
+      topics.forEach((t, i) => this.host.topics.adopt(t, slots[i]));
       if (!this.opened) this._markOpen(null);
       else if (!frames.length && Date.now() - started < 250) {
         // Back at once with nothing (a gateway shutting down, a proxy cutting it short): pause.

@@ -213,8 +213,9 @@ export class Lectern {
         done(http ? { kind: core.refusalKind(http), http, retryMs, slots: [] } : { kind: "down" });
       const opened = () => done({ kind: "ok", slots: topics.map((t) => slots.get(t)) });
       const { base, wsBase, opts } = this;
-      const host = { base, wsBase, opts, topics: { list: () => topics, cursors: slots }, opened,
-        lost, frame() {}, hint() {}, adopt: (t, tail) => slots.set(t, tail) };
+      const adopt = (t, tail) => slots.set(t, tail);
+      const host = { base, wsBase, opts, topics: { list: () => topics, cursors: slots, adopt },
+        opened, lost, frame() {}, hint() {} };
       const probe = new TRANSPORT_CLASSES[kind](host, token, true);
       const timer = setTimeout(() => done({ kind: "down" }), this.opts.helloTimeoutMs);
       probe.open();
@@ -242,7 +243,6 @@ export class Lectern {
     } else if (type === "error") this._topicError(frame);
     this._emit("frame", frame);
   }
-  adopt(topic, tail) { this.topics.adopt(topic, tail); }
   hint(ms) { this._input({ type: "hint", ms }); }
   lost(conn, info) {
     if (conn !== this._conn) return;
