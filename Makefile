@@ -29,8 +29,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m config.devstack
 
+# One pytest-xdist worker per core (at most 4), each with its own servers on free ports; the
+# browser tests stay together on one worker (tests/conftest.py). `PYTEST_ARGS="-n 0"` runs serially.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -19,7 +19,8 @@ Conventions for everyone adding to the API:
   ``[SETTINGS]``. jsonb columns take and return JSON *text* (no codec is installed): encode
   with msgspec, decode with ``msgspec.json.decode``.
 * **Events.** Never publish directly after a database change: call
-  ``await workers.outbox_write.emit(conn, topic, type, data)`` inside the transaction of the change.
+  ``await workers.outbox_write.emit(conn, events.to(topic, data))`` inside the transaction of
+  the change, ``data`` being the event's Struct from :mod:`workers.events`.
 * **Logs.** ``log.info("...", extra={"request_id": request[REQUEST_ID], ...})``.
 """
 

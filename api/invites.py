@@ -10,7 +10,7 @@ import asyncpg
 
 from api import errors
 from config.topics import user_topic
-from workers import activity
+from workers import activity, events
 from workers.outbox_write import emit
 
 
@@ -80,15 +80,9 @@ async def enroll_invited(conn: asyncpg.Connection, invite: asyncpg.Record, uid: 
             invite["kind"],
         )
         if added is not None:
-            await emit(
-                conn,
-                user_topic(uid),
-                "enrollment.changed",
-                {
-                    "cohort_id": invite["cohort_id"],
-                    "kind": invite["kind"],
-                    "enrolled": True,
-                },
+            changed = events.EnrollmentChanged(
+                cohort_id=invite["cohort_id"], kind=invite["kind"], enrolled=True
             )
+            await emit(conn, events.to(user_topic(uid), changed))
             if invite["kind"] == "member":
                 await activity.record(conn, invite["cohort_id"], uid, "member.joined")

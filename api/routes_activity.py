@@ -21,7 +21,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB
 from config.topics import cohort_topic
-from workers import activity
+from workers import activity, events
 from workers.outbox_write import emit
 
 LIMIT_MAX = 100
@@ -78,12 +78,8 @@ async def set_privacy(request: web.Request) -> web.Response:
             await conn.execute(
                 "UPDATE cohorts SET activity_privacy = $2 WHERE id = $1", cohort_id, data.privacy
             )
-            await emit(
-                conn,
-                cohort_topic(cohort_id),
-                "activity.settings",
-                {"cohort_id": cohort_id, "privacy": data.privacy},
-            )
+            settings = events.ActivitySettings(cohort_id=cohort_id, privacy=data.privacy)
+            await emit(conn, events.to(cohort_topic(cohort_id), settings))
     return json_response(PrivacyOut(cohort_id=cohort_id, privacy=data.privacy))
 
 

@@ -11,7 +11,6 @@ newest first, paged with ``before``.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -33,6 +32,8 @@ from api.schemas import Title
 from api.state import DB, REDIS
 from config import redisconn
 from config.topics import cohort_topic
+from workers import events
+from workers.events import AnnouncementOut
 from workers.jobs import enqueue
 from workers.outbox_write import emit
 
@@ -46,18 +47,6 @@ MAX_PAGE = 100
 class AnnouncementIn(msgspec.Struct, kw_only=True):
     title: Title
     body: Annotated[str, msgspec.Meta(max_length=MAX_BODY_CHARS)] = ""
-
-
-class AnnouncementOut(msgspec.Struct, kw_only=True):
-    """Also the data of ``announcement.new`` on ``cohort:{id}``."""
-
-    id: int
-    cohort_id: int
-    author_id: int | None
-    author_name: str | None
-    title: str
-    body: str
-    created_at: datetime
 
 
 _SELECT = (
@@ -87,7 +76,7 @@ async def create_announcement(request: web.Request) -> web.Response:
         )
         row = await conn.fetchrow(f"{_SELECT} WHERE a.id = $1", new_id)
         out = AnnouncementOut(**dict(row))
-        await emit(conn, cohort_topic(cohort_id), "announcement.new", out)
+        await emit(conn, events.to(cohort_topic(cohort_id), out))
     try:
         await enqueue(request.app[REDIS], "announce", {"announcement_id": out.id})
     except redisconn.ERRORS as exc:

@@ -41,7 +41,7 @@ from config import redisconn
 from config.topics import cohort_topic, user_topic
 from gateway import rights
 from gateway import sessions as open_sessions
-from workers import activity, csv_import
+from workers import activity, csv_import, events
 from workers.jobs import enqueue
 from workers.outbox_write import emit
 
@@ -186,7 +186,9 @@ async def delete_cohort(request: web.Request) -> web.Response:
         deleted = await conn.fetchval("DELETE FROM cohorts WHERE id = $1 RETURNING id", cohort_id)
         if deleted is None:
             raise errors.not_found(f"cohort {cohort_id} does not exist")
-        await emit(conn, cohort_topic(cohort_id), "cohort.deleted", {"cohort_id": cohort_id})
+        await emit(
+            conn, events.to(cohort_topic(cohort_id), events.CohortDeleted(cohort_id=cohort_id))
+        )
         await _announce_lost(request, [r["user_id"] for r in enrolled], cohort_id)
         await open_sessions.unregister(request.app[REDIS], [(cohort_id, r["id"]) for r in rooms])
     return web.Response(status=204)
@@ -239,12 +241,8 @@ async def enroll(request: web.Request) -> web.Response:
             data.kind,
         )
         if added is not None:
-            await emit(
-                conn,
-                user_topic(uid),
-                "enrollment.changed",
-                {"cohort_id": cohort_id, "kind": data.kind, "enrolled": True},
-            )
+            changed = events.EnrollmentChanged(cohort_id=cohort_id, kind=data.kind, enrolled=True)
+            await emit(conn, events.to(user_topic(uid), changed))
             if data.kind == "member":
                 await activity.record(conn, cohort_id, uid, "member.joined")
         row = await conn.fetchrow(
@@ -271,12 +269,8 @@ async def unenroll(request: web.Request) -> web.Response:
         await conn.execute(
             "DELETE FROM enrollments WHERE cohort_id = $1 AND user_id = $2", cohort_id, target
         )
-        await emit(
-            conn,
-            user_topic(target),
-            "enrollment.changed",
-            {"cohort_id": cohort_id, "kind": kind, "enrolled": False},
-        )
+        changed = events.EnrollmentChanged(cohort_id=cohort_id, kind=kind, enrolled=False)
+        await emit(conn, events.to(user_topic(target), changed))
         await _announce_lost(request, [target], cohort_id)
     return web.Response(status=204)
 

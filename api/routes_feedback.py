@@ -40,9 +40,10 @@ from api.responses import json_response
 from api.state import DB, REDIS
 from config import redisconn
 from config.topics import staff_topic, user_topic
-from workers import activity, review
+from workers import activity, events, review
 from workers import feedback as feedback_job
-from workers.grading import GradeResult, QuestionResult, ShortText, questions_from_json
+from workers.events import FeedbackOut, FeedbackPosted
+from workers.grading import GradeResult, ShortText, questions_from_json
 from workers.jobs import enqueue
 from workers.live_rules import Invalid, clean_text
 from workers.outbox_write import emit_many
@@ -74,36 +75,6 @@ class FeedbackIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     )
     score: Points | None = None
     client_key: ClientKey | None = None
-
-
-class FeedbackOut(msgspec.Struct, kw_only=True):
-    """A piece of feedback (also ``feedback.posted``'s ``feedback``). ``score``,
-    ``max_score`` and ``percentage`` are the submission's effective grade right after it."""
-
-    id: int
-    submission_id: int
-    quiz_id: int
-    quiz_title: str
-    cohort_id: int
-    user_id: int
-    author_id: int | None
-    author_name: str | None
-    comment: str
-    question_points: dict[str, float]
-    score_override: float | None
-    score: float
-    max_score: float
-    percentage: float
-    review: str
-    created_at: datetime
-
-
-class FeedbackPosted(msgspec.Struct, kw_only=True):
-    """Data of ``feedback.posted`` on ``user:{id}``: the feedback and the per-question
-    results of the effective grade."""
-
-    feedback: FeedbackOut
-    results: tuple[QuestionResult, ...]
 
 
 class WaitingAnswer(msgspec.Struct, kw_only=True):
@@ -242,26 +213,16 @@ async def _announce(
 ) -> None:
     """Tell the learner (``feedback.posted``, a pass in the activity feed) and the staff
     (``grading.resolved`` when this feedback resolved a waiting review), in one insert."""
+    posted = FeedbackPosted(feedback=out, results=effective.results)
+    addressed = [events.to(user_topic(sub["user_id"]), posted)]
     if effective.percentage >= activity.PASS_PERCENTAGE:
         await activity.record(
             conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
         )
-    events: list[tuple[str, str, Any]] = [
-        (
-            user_topic(sub["user_id"]),
-            "feedback.posted",
-            FeedbackPosted(feedback=out, results=effective.results),
-        )
-    ]
     if state != sub["review"]:
-        events.append(
-            (
-                staff_topic(sub["cohort_id"]),
-                "grading.resolved",
-                {"submission_id": sub["id"], "quiz_id": sub["quiz_id"], "by": by},
-            )
-        )
-    await emit_many(conn, events)
+        resolved = events.GradingResolved(submission_id=sub["id"], quiz_id=sub["quiz_id"], by=by)
+        addressed.append(events.to(staff_topic(sub["cohort_id"]), resolved))
+    await emit_many(conn, addressed)
 
 
 async def post_feedback(request: web.Request) -> web.Response:

@@ -28,6 +28,7 @@ from api.schemas import Title
 from api.state import DB, REDIS
 from config.topics import cohort_topic
 from gateway.auth import Claims
+from workers import events
 from workers.outbox_write import emit
 
 CATALOG_CACHE_CONTROL = "private, max-age=30"
@@ -169,12 +170,10 @@ async def create_lesson(request: web.Request) -> web.Response:
                     data.title.strip(),
                     data.body,
                 )
-                await emit(
-                    conn,
-                    cohort_topic(cohort_id),
-                    "lesson.changed",
-                    {"lesson_id": row["id"], "version": row["version"], "op": "created"},
+                changed = events.LessonChanged(
+                    lesson_id=row["id"], version=row["version"], op="created"
                 )
+                await emit(conn, events.to(cohort_topic(cohort_id), changed))
         except asyncpg.UniqueViolationError:
             raise _position_taken() from None
         except asyncpg.CheckViolationError:
@@ -223,12 +222,10 @@ async def update_lesson(request: web.Request) -> web.Response:
                     data.body,
                     data.position,
                 )
-                await emit(
-                    conn,
-                    cohort_topic(row["cohort_id"]),
-                    "lesson.changed",
-                    {"lesson_id": lesson_id, "version": row["version"], "op": "updated"},
+                changed = events.LessonChanged(
+                    lesson_id=lesson_id, version=row["version"], op="updated"
                 )
+                await emit(conn, events.to(cohort_topic(row["cohort_id"]), changed))
         except asyncpg.UniqueViolationError:
             raise _position_taken() from None
         except asyncpg.CheckViolationError:
@@ -246,12 +243,10 @@ async def delete_lesson(request: web.Request) -> web.Response:
         current = await _lesson_cohort(conn, claims, lesson_id, lock=True)
         cohort_id = current["cohort_id"]
         await conn.execute("DELETE FROM lessons WHERE id = $1", lesson_id)
-        await emit(
-            conn,
-            cohort_topic(cohort_id),
-            "lesson.changed",
-            {"lesson_id": lesson_id, "version": current["version"], "op": "deleted"},
+        changed = events.LessonChanged(
+            lesson_id=lesson_id, version=current["version"], op="deleted"
         )
+        await emit(conn, events.to(cohort_topic(cohort_id), changed))
     await invalidate(request.app[REDIS], cohort_id, lesson_id)
     return web.Response(status=204)
 

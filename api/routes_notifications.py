@@ -31,6 +31,7 @@ from api.openapi import Routes
 from api.responses import json_response
 from api.state import DB
 from config.topics import user_topic
+from workers import events
 from workers.notify import KIND_LABELS, KINDS, NotificationOut, notification_from_row
 from workers.outbox_write import emit
 from workers.quiet_hours import MAX_ZONE_LEN, valid_zone
@@ -131,12 +132,8 @@ async def mark_read(request: web.Request) -> web.Response:
             raise errors.not_found(f"notification {notification_id} does not exist")
         if changed is not None:
             unread = await _unread(conn, uid)
-            await emit(
-                conn,
-                user_topic(uid),
-                "notification.read",
-                {"ids": [notification_id], "all": False, "unread_count": unread},
-            )
+            read = events.NotificationRead(ids=[notification_id], all=False, unread_count=unread)
+            await emit(conn, events.to(user_topic(uid), read))
     return json_response(notification_from_row(row))
 
 
@@ -150,12 +147,8 @@ async def mark_all_read(request: web.Request) -> web.Response:
         )
         updated = int(result.split()[-1])
         if updated:
-            await emit(
-                conn,
-                user_topic(uid),
-                "notification.read",
-                {"ids": [], "all": True, "unread_count": 0},
-            )
+            read = events.NotificationRead(ids=[], all=True, unread_count=0)
+            await emit(conn, events.to(user_topic(uid), read))
     return json_response(ReadAllOut(updated=updated, unread_count=0))
 
 

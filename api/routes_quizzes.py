@@ -34,6 +34,7 @@ from api.schemas import Title
 from api.state import DB
 from config.topics import cohort_topic
 from gateway.auth import Claims
+from workers import events
 from workers.grading import (
     QuizDefinitionError,
     public_questions,
@@ -170,12 +171,8 @@ async def create_quiz(request: web.Request) -> web.Response:
             user_id(claims),
         )
         out = _quiz_out(row, full=True, attempts_used=0)
-        await emit(
-            conn,
-            cohort_topic(cohort_id),
-            "quiz.published",
-            {"quiz_id": out.id, "cohort_id": cohort_id, "title": out.title},
-        )
+        published = events.QuizPublished(quiz_id=out.id, cohort_id=cohort_id, title=out.title)
+        await emit(conn, events.to(cohort_topic(cohort_id), published))
     return json_response(out, 201)
 
 

@@ -32,11 +32,11 @@ from api.state import DB, PUBLISHER, REDIS, SETTINGS
 from config import redisconn
 from config.topics import cohort_topic
 from gateway import sessions as open_sessions
-from workers import attendance, live_polls, live_quiz
+from workers import attendance, events, live_polls, live_quiz
 from workers import live_rules as rules
 from workers.context import WorkerContext
 from workers.live_state import LOCK_NAMESPACE, TIMINGS, Room
-from workers.outbox_write import emit_many
+from workers.outbox_write import Addressed, emit_many
 
 log = logging.getLogger("lectern.api.login_sessions")
 
@@ -178,13 +178,14 @@ async def _transition(request: web.Request, action: str) -> web.Response:
             new_state,
         )
         view = rules.session_view(row)
-        events: list[tuple[str, str, Any]] = []
+        sent: list[Addressed] = []
         if new_state == "ended":
-            events += await live_polls.close_open(conn, room, "session_end")
-            events += await live_quiz.end_running(conn, room, "session_end")
-        events.append((room.topic, "session.state", {"session": view}))
-        events.append((cohort_topic(row["cohort_id"]), "session.state", {"session": view}))
-        await emit_many(conn, events)
+            sent += await live_polls.close_open(conn, room, "session_end")
+            sent += await live_quiz.end_running(conn, room, "session_end")
+        state = events.SessionState(session=view)
+        sent.append(events.to(room.topic, state))
+        sent.append(events.to(cohort_topic(row["cohort_id"]), state))
+        await emit_many(conn, sent)
         await open_sessions.register(request.app[REDIS], row["cohort_id"], session_id, new_state)
     return json_response(_out(row))
 

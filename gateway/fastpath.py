@@ -20,15 +20,17 @@ Guarantees:
   of exactly ``/ws`` or ``/sse`` whose head arrived whole in the first read (within
   :data:`MAX_HEAD` bytes), printable ASCII only, a query of ``name=value`` pairs with no
   repeated name and no ``+``, percent-escapes only well formed and decoding to printable
-  ASCII, no ``Content-Length``/``Transfer-Encoding``. Tickets (a Redis call), ``live:``
-  SSE topics (an open-session check) and SSE topics with nothing dispatched here yet (a
-  Redis read of their tail) take the full path.
+  ASCII, no ``Content-Length``/``Transfer-Encoding``. Tickets (a Redis call) and
+  ``live:`` SSE topics (an open-session check) take the full path. An SSE stream whose
+  topics' tails are not known here waits for their Redis read with its socket unread, is
+  checked again, then started (or, if the read fails, answered by the full path).
 - A socket that sends nothing is closed after ``http_idle_timeout_s``, as aiohttp would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import urllib.parse
@@ -38,6 +40,7 @@ from typing import Any, cast
 from aiohttp import web
 from multidict import CIMultiDict
 
+from config import redisconn
 from config.topics import LIVE_PREFIX, authorize
 from gateway import wsframe
 from gateway.admission import (
@@ -54,6 +57,8 @@ from gateway.auth import AuthError, Claims, verify_access_token
 from gateway.limits import origin_allowed
 from gateway.sseconn import SseConn
 from gateway.wsconn import WsConn
+
+log = logging.getLogger("lectern.gateway")
 
 #: Longest request head taken here (aiohttp's own line limit); longer ones go to aiohttp.
 MAX_HEAD = 8190
@@ -139,16 +144,44 @@ def admit(app: web.Application, head: Head) -> Claims | None:
     return hub.restrict(claims)
 
 
-def serve_fast(app: web.Application, transport: asyncio.Transport, data: bytes) -> bool:
-    """Start the connection ``data`` asks for and return True, or return False having changed
-    nothing (the caller hands the socket to aiohttp)."""
+def serve_fast(
+    app: web.Application,
+    transport: asyncio.Transport,
+    data: bytes,
+    fallback: Callable[[], asyncio.Protocol],
+) -> bool:
+    """Start the connection ``data`` asks for (or, for an SSE stream whose tail needs a Redis
+    read, start waiting for it) and return True; or return False having changed nothing (the
+    caller hands the socket to aiohttp)."""
     head = parse_head(data)
     if head is None:
         return False
-    headers = head.headers
-    ws = head.kind == "ws"
-    if ws and upgrade_refusal(headers) is not None:
+    checked = _checked(app, head)
+    if checked is None:
         return False
+    claims, topics, cursors = checked
+    if head.kind == "ws":
+        return _start(app, transport, head, claims, topics, cursors, None)
+    tails = app[HUB].tails_now(topics, cursors)
+    if tails is not None:
+        return _start(app, transport, head, claims, topics, cursors, tails)
+    # Nothing is started or counted until the read is back; the socket is not read meanwhile.
+    transport.pause_reading()
+    task = asyncio.get_running_loop().create_task(
+        _start_after_tails(app, transport, data, head, topics, cursors, fallback)
+    )
+    _WAITING.add(task)
+    task.add_done_callback(_WAITING.discard)
+    return True
+
+
+def _checked(app: web.Application, head: Head) -> tuple[Claims, list[str], dict[str, str]] | None:
+    """Every check but the per-IP rate (no side effect): the claims, topics and cursors, or
+    None for the full path."""
+    ws = head.kind == "ws"
+    headers = head.headers
+    if ws and upgrade_refusal(headers) is not None:
+        return None
     cursor = (
         head.query.get("cursor")
         if ws
@@ -157,26 +190,69 @@ def serve_fast(app: web.Application, transport: asyncio.Transport, data: bytes) 
     try:
         topics, cursors = parse_topics(app[SETTINGS], head.query.get("topics", ""), cursor)
     except Refusal:
-        return False
+        return None
     claims = admit(app, head)
     if claims is None:
-        return False
-    hub = app[HUB]
-    tails: dict[str, str] | None = None
-    if not ws:
-        if not topics or any(
-            t.startswith(LIVE_PREFIX) or authorize(claims, t) is not None for t in topics
-        ):
-            return False
-        tails = hub.tails_now(topics, cursors)
-        if tails is None:
-            return False  # a topic's tail needs a Redis read
+        return None
+    if not ws and (
+        not topics
+        or any(t.startswith(LIVE_PREFIX) or authorize(claims, t) is not None for t in topics)
+    ):
+        return None
+    return claims, topics, cursors
+
+
+#: SSE connects waiting for a tail read (referenced until done).
+_WAITING: set[asyncio.Task[None]] = set()
+
+
+async def _start_after_tails(
+    app: web.Application,
+    transport: asyncio.Transport,
+    data: bytes,
+    head: Head,
+    topics: list[str],
+    cursors: dict[str, str],
+    fallback: Callable[[], asyncio.Protocol],
+) -> None:
+    """The SSE connect of :func:`serve_fast` once its tails are read: checked again (the
+    gateway, the session or the rights may have changed during the read), then started with
+    no await in between; when the read fails or a check does, the full path answers."""
+    try:
+        tails: dict[str, str] | None = await app[HUB].stream_tails(topics, cursors)
+    except redisconn.ERRORS:
+        tails = None
+    if transport.is_closing():
+        return
+    try:
+        checked = _checked(app, head) if tails is not None else None
+        if checked is None or not _start(app, transport, head, checked[0], topics, cursors, tails):
+            hand_to_aiohttp(transport, data, fallback)
+        transport.resume_reading()
+    except Exception:  # never leave a socket unread and unowned
+        log.exception("SSE connect after its tail read failed")
+        transport.abort()
+
+
+def _start(
+    app: web.Application,
+    transport: asyncio.Transport,
+    head: Head,
+    claims: Claims,
+    topics: list[str],
+    cursors: dict[str, str],
+    tails: dict[str, str] | None,
+) -> bool:
+    """Charge the IP's connect bucket and start the connection (SSE when ``tails`` is given);
+    False, having changed nothing, when the bucket is empty."""
     peer = transport.get_extra_info("peername")
     ip = str(peer[0]) if peer else "?"
     # The one check with a side effect, last: a request refused here is counted once, by the
     # full path.
     if not app[IP_BUCKETS].allow(ip, time.monotonic()):
         return False
+    hub = app[HUB]
+    headers = head.headers
     if tails is None:
         binary, chosen = subprotocol(headers)
         wsconn = WsConn(hub, claims, ip, binary)
@@ -190,6 +266,16 @@ def serve_fast(app: web.Application, transport: asyncio.Transport, data: bytes) 
         sse.connection_made(transport)
         open_sse(sse, cors_of(headers, app[SETTINGS]), cursors, tails)
     return True
+
+
+def hand_to_aiohttp(
+    transport: asyncio.Transport, data: bytes, fallback: Callable[[], asyncio.Protocol]
+) -> None:
+    """Give the socket and the bytes read so far to a fresh aiohttp ``RequestHandler``."""
+    handler = fallback()
+    transport.set_protocol(handler)
+    handler.connection_made(transport)
+    handler.data_received(data)
 
 
 class Front(asyncio.Protocol):
@@ -220,11 +306,8 @@ class Front(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         self.transport = None
-        if not serve_fast(self.app, transport, data):
-            handler = self.fallback()
-            transport.set_protocol(handler)
-            handler.connection_made(transport)
-            handler.data_received(data)
+        if not serve_fast(self.app, transport, data, self.fallback):
+            hand_to_aiohttp(transport, data, self.fallback)
 
     def eof_received(self) -> bool:
         return False

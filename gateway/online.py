@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 
@@ -61,6 +62,20 @@ COALESCE_S = 0.1
 CONCURRENCY = 64
 MAX_OPS = 1000
 EVENT = "online"
+
+
+class Online(msgspec.Struct, kw_only=True, gc=False):
+    """Data of ``online`` on ``staff:{cohort}`` (listed in workers/events.py's registry; the
+    gateway defines it because the gateway publishes it)."""
+
+    cohort_id: int
+    version: int
+    #: Who came and who went since version - 1.
+    online: list[int]
+    offline: list[int]
+    count: int
+
+
 _ID = re.compile(r"[0-9]{1,18}")
 
 failures = Counter(
@@ -151,14 +166,13 @@ def _decode(reply: list[Any]) -> tuple[int, list[int]]:
     return int(reply[0]), _ids(reply[1:])
 
 
-def change_event(cohort: str, reply: list[Any]) -> dict[str, Any] | None:
+def change_event(cohort: str, reply: list[Any]) -> Online | None:
     """The ``online`` event for an :data:`APPLY_LUA` reply; None when nobody came or went."""
     version, count, n = int(reply[0]), int(reply[1]), int(reply[2])
     if not version:
         return None
     came, went = _ids(reply[3 : 3 + n]), _ids(reply[3 + n :])
-    return {"cohort_id": int(cohort), "version": version, "online": came, "offline": went,
-            "count": count}  # fmt: skip
+    return Online(cohort_id=int(cohort), version=version, online=came, offline=went, count=count)
 
 
 async def read_online(redis: aioredis.Redis, cohort: int | str) -> tuple[int, list[int]]:
@@ -264,7 +278,7 @@ class OnlineWriter:
                     for cohort, cohort_ops in items[start : start + CONCURRENCY]
                 )
             )
-        events: list[tuple[str, str, Any]] = []
+        events: list[tuple[str, str, Online]] = []
         idle: list[str] = []
         for (cohort, _), reply in zip(items, replies, strict=True):
             data = change_event(cohort, reply)
@@ -275,7 +289,7 @@ class OnlineWriter:
         if idle:  # a concurrent first arrival re-adds its cohort at its next renewal at worst
             await self.redis.srem(keys.ONLINE_INDEX, *idle)
         if events:  # a cohort's changes in version order (its chunks may run in any order)
-            events.sort(key=lambda e: int(e[2]["version"]))
+            events.sort(key=lambda e: e[2].version)
             await self.publisher.publish_many(events)
 
     async def run(self) -> None:

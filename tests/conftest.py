@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
@@ -28,30 +29,17 @@ if os.environ.get("CI"):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Before any test starts a process: every descendant stays in this process's tree.
-    leftovers.become_subreaper()
+    config.pluginmanager.register(leftovers.Check(), "lectern-leftovers")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when a process it started is still running at its end (after the session
-    fixtures stopped the servers), and end those processes by pid. Not in a pytest-xdist
-    controller, whose children are its workers still shutting down (not installed today: a
-    parallel run would need the workers' findings carried to the controller)."""
-    if session.config.pluginmanager.has_plugin("dsession"):
-        return
-    left = leftovers.leftovers()
-    if not left:
-        return
-    lines = [leftovers.describe(p) for p in left]
-    leftovers.kill(left)
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line("")
-        reporter.write_sep("=", "processes left running by the tests (run failed)", red=True)
-        for line in lines:
-            reporter.write_line(line)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test``), the browser tests stay on one worker (``--dist
+    loadgroup``): one Chromium and one stack (package-scoped fixtures) instead of one per
+    worker."""
+    browser = Path(__file__).with_name("browser")
+    for item in items:
+        if browser in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture(scope="session")

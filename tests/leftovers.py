@@ -6,6 +6,11 @@ intermediate processes, is re-parented to it instead of to init when its parent 
 every process the run started stays in the test process's own tree for good. That tree is the
 whole check: nothing outside it (the developer's own servers, another checkout's test run) can
 be reported, and nothing the run started can escape it by orphaning itself.
+
+:class:`Check` is the pytest plugin (tests/conftest.py registers it). In a pytest-xdist run each
+worker checks its own tree once its session fixtures have stopped and hands what it found to
+the controller, which also checks its own tree after its workers have exited (a crashed
+worker's orphans are re-parented to it) and fails the run for both.
 """
 
 from __future__ import annotations
@@ -15,8 +20,11 @@ import ctypes
 import os
 import sys
 import time
+from collections.abc import Generator
+from typing import Any
 
 import psutil
+import pytest
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -73,3 +81,54 @@ def kill(procs: list[psutil.Process]) -> None:
             proc.kill()
     psutil.wait_procs(procs, timeout=5)
     _reap_zombies(psutil.Process())
+
+
+def sweep(grace_s: float = 3.0) -> list[str]:
+    """Describe the descendants still running after ``grace_s``, then kill them."""
+    left = leftovers(grace_s)
+    lines = [describe(p) for p in left]
+    kill(left)
+    return lines
+
+
+#: The key of a worker's findings in pytest-xdist's ``workeroutput``.
+WORKER_OUTPUT_KEY = "lectern_leftovers"
+
+
+class Check:
+    """pytest plugin: the run fails when a process it started is still running at its end,
+    and those processes are ended by pid."""
+
+    def __init__(self) -> None:
+        self.from_workers: list[str] = []
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        # Before any test starts a process: every descendant stays in this process's tree.
+        become_subreaper()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        """pytest-xdist controller: a worker finished (or crashed); keep what it found."""
+        output = getattr(node, "workeroutput", None) or {}
+        self.from_workers.extend(output.get(WORKER_OUTPUT_KEY, []))
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        """After every other plugin's part (the session fixtures' teardown; in an xdist
+        controller, its workers' exit), before the terminal summary is written."""
+        yield
+        found = sweep()
+        config = session.config
+        if hasattr(config, "workerinput"):  # an xdist worker: the controller reports
+            config.workeroutput[WORKER_OUTPUT_KEY] = found  # type: ignore[attr-defined]
+            return
+        found = self.from_workers + found
+        if not found:
+            return
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_sep("=", "processes left running by the tests (run failed)", red=True)
+            for line in found:
+                reporter.write_line(line)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

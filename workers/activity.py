@@ -22,32 +22,20 @@ person, kind and lesson/quiz.
 from __future__ import annotations
 
 import unicodedata
-from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
-import msgspec
 
 from config.topics import cohort_topic
+from workers import events
+from workers.events import ActivityKind, ActivityOut
 from workers.outbox_write import emit
 
 Privacy = Literal["off", "initials", "names"]
-Kind = Literal["member.joined", "lesson.completed", "quiz.passed"]
+Kind = ActivityKind
 PRIVACY: tuple[Privacy, ...] = ("off", "initials", "names")
 #: A quiz counts as passed from this percentage of its points.
 PASS_PERCENTAGE = 60.0
-
-
-class ActivityOut(msgspec.Struct, kw_only=True):
-    """One entry of the feed (also the data of ``activity``)."""
-
-    id: int
-    cohort_id: int
-    kind: Kind
-    actor: str
-    subject_id: int | None
-    subject_title: str | None
-    created_at: datetime
 
 
 def initials(name: str) -> str:
@@ -103,5 +91,5 @@ async def record(
     if row is None:
         return None
     out = entry(row, privacy)
-    await emit(conn, cohort_topic(cohort_id), "activity", out)
+    await emit(conn, events.to(cohort_topic(cohort_id), out))
     return out

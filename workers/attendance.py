@@ -57,7 +57,7 @@ import redis.exceptions
 from config import keys, streams
 from config.retry import Backoff
 from config.streams import Presence, PresenceOp
-from workers import metrics
+from workers import events, metrics
 from workers.consumer import GroupReader
 from workers.context import WorkerContext
 from workers.live_rules import LiveTimings, db_id
@@ -318,12 +318,13 @@ async def publish_presence(ctx: WorkerContext, room: Room) -> None:
     await publish_events(
         ctx,
         [
-            (
+            events.to(
                 room.staff_topic,
-                "presence",
-                {"session_id": room.session_id, "users": users, "count": len(users)},
+                events.Presence(session_id=room.session_id, users=users, count=len(users)),
             ),
-            (room.topic, "presence.count", {"session_id": room.session_id, "count": len(users)}),
+            events.to(
+                room.topic, events.PresenceCount(session_id=room.session_id, count=len(users))
+            ),
         ],
     )
 

@@ -39,6 +39,7 @@ import asyncpg
 import msgspec
 
 from config.topics import staff_topic, user_topic
+from workers import events
 from workers.context import WorkerContext
 from workers.jobs import job
 from workers.outbox_write import emit, emit_many
@@ -173,16 +174,15 @@ async def _counts(conn: asyncpg.Connection, import_id: int) -> dict[str, int]:
     return counts
 
 
-def _progress(row: Any, processed: int, status: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "import_id": row["id"],
-        "cohort_id": row["cohort_id"],
-        "uploaded_by": row["uploaded_by"],
-        "processed": processed,
-        "total": row["total"],
-        "status": status,
-        **extra,
-    }
+def _progress(row: Any, processed: int, status: str) -> events.ImportProgress:
+    return events.ImportProgress(
+        import_id=row["id"],
+        cohort_id=row["cohort_id"],
+        uploaded_by=row["uploaded_by"],
+        processed=processed,
+        total=row["total"],
+        status=status,
+    )
 
 
 async def _finish(
@@ -194,15 +194,11 @@ async def _finish(
         status,
         error,
     )
-    extra: dict[str, Any] = {"counts": await _counts(conn, row["id"])}
+    progress = _progress(row, row["processed"], status)
+    progress.counts = await _counts(conn, row["id"])
     if error:
-        extra["error"] = error
-    await emit(
-        conn,
-        staff_topic(row["cohort_id"]),
-        "import.progress",
-        _progress(row, row["processed"], status, **extra),
-    )
+        progress.error = error
+    await emit(conn, events.to(staff_topic(row["cohort_id"]), progress))
 
 
 _LOCK = (
@@ -249,20 +245,13 @@ async def handle_csv_import(ctx: WorkerContext, payload: dict[str, Any]) -> None
                     processed,
                     encoder.encode(results).decode(),
                 )
-                events: list[tuple[str, str, Any]] = [
-                    (
-                        user_topic(r.user_id),
-                        "enrollment.changed",
-                        {"cohort_id": row["cohort_id"], "enrolled": True},
-                    )
+                joined = events.EnrollmentChanged(cohort_id=row["cohort_id"], enrolled=True)
+                sent = [
+                    events.to(user_topic(r.user_id), joined)
                     for r in results
                     if r.status == "created" and r.user_id is not None
                 ]
-                events.append(
-                    (
-                        staff_topic(row["cohort_id"]),
-                        "import.progress",
-                        _progress(row, processed, "running", rows=results),
-                    )
-                )
-                await emit_many(conn, events)
+                progress = _progress(row, processed, "running")
+                progress.rows = results
+                sent.append(events.to(staff_topic(row["cohort_id"]), progress))
+                await emit_many(conn, sent)

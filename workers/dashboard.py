@@ -14,27 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import msgspec
 
+from workers.events import Dashboard
 from workers.struggling import Alert, StudentStats, alerts
-
-
-class Dashboard(msgspec.Struct, kw_only=True):
-    """Data of ``dashboard.update`` on ``staff:{cohort}``, and the snapshot route's body."""
-
-    cohort_id: int
-    members: int
-    submissions_24h: int
-    #: Submissions not graded yet, plus those waiting in the hand-grading queue.
-    pending_grading: int
-    average_percentage: float | None
-    lessons_completed_24h: int
-    struggling: list[int]
-    active_24h: int = 0
-    active_7d: int = 0
-    #: Who may need help and why (every rule of :mod:`workers.struggling`).
-    alerts: list[Alert] = msgspec.field(default_factory=list)
-
 
 _FIGURES = """
 SELECT a.cohort_id,

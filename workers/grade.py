@@ -25,11 +25,10 @@ import asyncpg
 import msgspec
 
 from config.topics import staff_topic, user_topic
-from workers import activity, leaderboard, review
+from workers import activity, events, leaderboard, review
 from workers.context import WorkerContext
 from workers.grading import (
     GradeResult,
-    QuestionResult,
     QuizDefinitionError,
     grade,
     questions_from_json,
@@ -45,19 +44,6 @@ SWEEP_AFTER_S = 60
 SWEEP_REPEAT_S = 300
 
 _json = msgspec.json.Encoder()
-
-
-class GradedEvent(msgspec.Struct, kw_only=True):
-    """Data of ``quiz.graded`` on ``user:{id}``."""
-
-    submission_id: int
-    quiz_id: int
-    attempt: int
-    score: float
-    max_score: float
-    percentage: float
-    feedback: str
-    results: tuple[QuestionResult, ...]
 
 
 class _GradeJob(msgspec.Struct):
@@ -136,18 +122,14 @@ async def _grade_pending(conn: asyncpg.Connection, row: asyncpg.Record, key: str
         "waiting" if waiting else "none",
     )
     if waiting:
-        await emit(
-            conn,
-            staff_topic(row["cohort_id"]),
-            "grading.waiting",
-            {
-                "submission_id": row["id"],
-                "quiz_id": row["quiz_id"],
-                "user_id": row["user_id"],
-                "question_ids": waiting,
-            },
+        queued = events.GradingWaiting(
+            submission_id=row["id"],
+            quiz_id=row["quiz_id"],
+            user_id=row["user_id"],
+            question_ids=waiting,
         )
-    event = GradedEvent(
+        await emit(conn, events.to(staff_topic(row["cohort_id"]), queued))
+    graded = events.QuizGraded(
         submission_id=row["id"],
         quiz_id=row["quiz_id"],
         attempt=row["attempt"],
@@ -157,7 +139,7 @@ async def _grade_pending(conn: asyncpg.Connection, row: asyncpg.Record, key: str
         feedback=result.feedback,
         results=result.results,
     )
-    await emit(conn, user_topic(row["user_id"]), "quiz.graded", event)
+    await emit(conn, events.to(user_topic(row["user_id"]), graded))
     if result.percentage >= activity.PASS_PERCENTAGE:
         await activity.record(
             conn,

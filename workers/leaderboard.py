@@ -23,7 +23,9 @@ import redis.asyncio as aioredis
 
 from config import keys
 from config.topics import cohort_topic
+from workers import events
 from workers.context import WorkerContext
+from workers.events import Board, Entry
 from workers.jobs import job, job_payload, schedule
 
 #: Smallest time between two ``leaderboard.update`` events of a cohort.
@@ -31,22 +33,6 @@ INTERVAL_S = 2.0
 #: Entries carried by a ``leaderboard.update`` event.
 EVENT_TOP = 10
 QUEUE = "leaderboard"
-
-
-class Entry(msgspec.Struct, kw_only=True):
-    rank: int
-    user_id: int
-    display_name: str
-    score: float
-
-
-class Board(msgspec.Struct, kw_only=True):
-    """A leaderboard page (also the data of ``leaderboard.update``): ``rank`` is competition
-    ranking (equal scores share a rank, the next rank skips), ties listed by user id."""
-
-    cohort_id: int
-    entries: list[Entry]
-    total: int
 
 
 _TOTALS = """
@@ -146,7 +132,7 @@ async def publish(ctx: WorkerContext, cohort_id: int) -> None:
     """Publish the board's top entries as ``leaderboard.update`` now (no throttling)."""
     assert ctx.db is not None
     board = await read(ctx.db, ctx.redis, cohort_id, limit=EVENT_TOP)
-    await ctx.publisher.publish(cohort_topic(cohort_id), "leaderboard.update", board)
+    await ctx.publisher.publish(*events.to(cohort_topic(cohort_id), board))
 
 
 async def changed(ctx: WorkerContext, cohort_id: int) -> bool:

@@ -92,7 +92,9 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import msgspec
 
+from workers import events
 from workers import live_commands as lc
 from workers import live_rules as rules
 from workers.command_consumer import HANDLERS, Command, CommandError
@@ -142,9 +144,9 @@ def _announce(s: Ctx, board: Board, row: asyncpg.Record) -> None:
     """``qa.updated`` for a question row just written, and ``qa.ranked`` when that moved it on
     the board (or onto or off it). The board was taken before the write."""
     s.board_changes += 1  # the write bumped the session's board_version (migration 0009)
-    s.to_room("qa.updated", {"question": rules.question_view(row)})
+    s.to_room(events.QaUpdated(question=rules.question_view(row)))
     if board.apply(rules.qa_item(row)):
-        s.to_room("qa.ranked", {"order": board.order()})
+        s.to_room(events.QaRanked(order=board.order()))
 
 
 async def _update_question(s: Ctx, qid: int, sql: str, *args: Any) -> dict[str, Any]:
@@ -287,9 +289,9 @@ async def qa_clear_answered(ctx: WorkerContext, cmd: Command) -> Any:
         ids = sorted(row["id"] for row in rows)
         s.board_changes += len(ids)
         if ids:
-            s.to_room("qa.cleared", {"question_ids": ids, "by": cmd.user, "at": rules.now_iso()})
+            s.to_room(events.QaCleared(question_ids=ids, by=cmd.user, at=rules.now_iso()))
             board.remove(ids)
-            s.to_room("qa.ranked", {"order": board.order()})
+            s.to_room(events.QaRanked(order=board.order()))
         return {"cleared": len(ids)}
 
     return await in_room(ctx, cmd, op)
@@ -313,7 +315,7 @@ async def chat_send(ctx: WorkerContext, cmd: Command, args: lc.ChatSend) -> Any:
             s.user_id,
             args.body,
         )
-        s.to_room("chat.message", {"message": rules.message_view(row)})
+        s.to_room(events.ChatMessage(message=rules.message_view(row)))
         return {"message_id": row["id"]}
 
     return await in_room(ctx, cmd, op)
@@ -339,7 +341,7 @@ async def chat_delete(ctx: WorkerContext, cmd: Command, args: lc.ChatDelete) -> 
             mid,
             s.user_id,
         )
-        s.to_room("chat.deleted", {"message_id": mid, "deleted_by": cmd.user})
+        s.to_room(events.ChatDeleted(message_id=mid, deleted_by=cmd.user))
         return {"message_id": mid}
 
     return await in_room(ctx, cmd, op)
@@ -373,7 +375,7 @@ async def flush_reactions(ctx: WorkerContext, room: Room) -> None:
     if counts:
         window = TIMINGS[0].reaction_window_ms
         await publish_events(
-            ctx, [(room.topic, "reactions", {"counts": counts, "window_ms": window})]
+            ctx, [events.to(room.topic, events.Reactions(counts=counts, window_ms=window))]
         )
 
 
@@ -384,9 +386,9 @@ async def broadcast(ctx: WorkerContext, cmd: Command, args: lc.Broadcast) -> Any
     """Show a banner to the room; it stays in the room's state for late joiners."""
 
     async def op(s: Ctx) -> Any:
-        banner = {"text": args.text, "by": cmd.user, "at": rules.now_iso()}
-        await set_meta(ctx.redis, s.room, "banner", banner)
-        s.to_room("broadcast", banner)
+        banner = events.Broadcast(text=args.text, by=cmd.user, at=rules.now_iso())
+        await set_meta(ctx.redis, s.room, "banner", msgspec.structs.asdict(banner))
+        s.to_room(banner)
         return {}
 
     return await in_room(ctx, cmd, op)
@@ -398,7 +400,7 @@ async def broadcast_clear(ctx: WorkerContext, cmd: Command) -> Any:
     async def op(s: Ctx) -> Any:
         cleared = await clear_meta(ctx.redis, s.room, "banner")
         if cleared:
-            s.to_room("broadcast.cleared", {"by": cmd.user, "at": rules.now_iso()})
+            s.to_room(events.BroadcastCleared(by=cmd.user, at=rules.now_iso()))
         return {"cleared": cleared}
 
     return await in_room(ctx, cmd, op)
@@ -408,9 +410,9 @@ async def recording_set(ctx: WorkerContext, cmd: Command, args: lc.RecordingSet)
     state, url = args.state, args.url
 
     async def op(s: Ctx) -> Any:
-        status = {"state": state, "url": url, "by": cmd.user, "at": rules.now_iso()}
-        await set_meta(ctx.redis, s.room, "recording", status)
-        s.to_room("recording.status", status)
+        status = events.RecordingStatus(state=state, url=url, by=cmd.user, at=rules.now_iso())
+        await set_meta(ctx.redis, s.room, "recording", msgspec.structs.asdict(status))
+        s.to_room(status)
         return {"state": state}
 
     return await in_room(ctx, cmd, op)
@@ -421,7 +423,7 @@ async def screenshare_signal(ctx: WorkerContext, cmd: Command, args: lc.Screensh
     kind, payload = args.kind, args.payload
 
     async def op(s: Ctx) -> Any:
-        s.to_room("screenshare.signal", {"kind": kind, "payload": payload, "from": cmd.user})
+        s.to_room(events.ScreenshareSignal(kind=kind, payload=payload, sender=cmd.user))
         return {}
 
     return await in_room(ctx, cmd, op)

@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
+from workers import events, poll_rules
 from workers import live_commands as lc
 from workers import live_rules as rules
-from workers import poll_rules
 from workers.command_consumer import Command, CommandError
 from workers.context import WorkerContext
 from workers.live_room import Ctx, in_room
@@ -88,18 +88,20 @@ async def tally_events(
 ) -> list[Event]:
     """The staff's ``poll.tally`` (with the voters of a named poll) and the room's
     ``poll.votes`` (with the counts when the poll's results are visible to students)."""
-    staff: dict[str, Any] = {
-        "session_id": room.session_id,
-        "poll_id": poll["id"],
-        "state": state,
-        **rules.tally_view(tally),
-    }
+    staff = events.PollTally(
+        session_id=room.session_id,
+        poll_id=poll["id"],
+        state=state,
+        counts=list(tally.counts),
+        total=tally.total,
+        percentages=list(tally.percentages),
+    )
     if not poll["anonymous"]:
-        staff["voters"] = await voter_names(conn, poll)
-    votes: dict[str, Any] = {"poll_id": poll["id"], "total": tally.total}
+        staff.voters = await voter_names(conn, poll)
+    votes = events.PollVotes(poll_id=poll["id"], total=tally.total)
     if poll_rules.students_see(poll["results"], state):
-        votes["tally"] = rules.tally_view(tally)
-    return [(room.staff_topic, "poll.tally", staff), (room.topic, "poll.votes", votes)]
+        votes.tally = rules.tally_view(tally)
+    return [events.to(room.staff_topic, staff), events.to(room.topic, votes)]
 
 
 async def poll_open(ctx: WorkerContext, cmd: Command, args: lc.PollOpen) -> Any:
@@ -128,7 +130,7 @@ async def poll_open(ctx: WorkerContext, cmd: Command, args: lc.PollOpen) -> Any:
         if row["closes_at"] is not None:
             due = int(row["closes_at"].timestamp() * 1000)
             await DueQueue(ctx.redis).schedule(s.room.due_member("pclose", str(row["id"])), due)
-        s.to_room("poll.opened", {"poll": rules.poll_view(row)})
+        s.to_room(events.PollOpened(poll=rules.poll_view(row)))
         empty = poll_rules.tally({}, 0, len(options), args.kind)
         s.events.extend((await tally_events(s.conn, s.room, row, empty, "open"))[:1])
         return {"poll_id": row["id"]}
@@ -203,17 +205,17 @@ async def close(
         by,
     )
     tally = await compute_tally(conn, row)
-    events: list[Event] = []
+    sent: list[Event] = []
     if poll["state"] == "open":
-        closed: dict[str, Any] = {"poll": rules.poll_view({**dict(row), "state": "closed"})}
+        closed = events.PollClosed(poll=rules.poll_view({**dict(row), "state": "closed"}))
         if poll_rules.students_see(row["results"], "closed"):
-            closed["tally"] = rules.tally_view(tally)
-        events.append((room.topic, "poll.closed", closed))
-        events.extend(await tally_events(conn, room, row, tally, "closed"))
+            closed.tally = rules.tally_view(tally)
+        sent.append(events.to(room.topic, closed))
+        sent.extend(await tally_events(conn, room, row, tally, "closed"))
     if state == "revealed":
-        view = {"poll": rules.poll_view(row), "tally": rules.tally_view(tally)}
-        events.append((room.topic, "poll.revealed", view))
-    return row, events
+        view = events.PollRevealed(poll=rules.poll_view(row), tally=rules.tally_view(tally))
+        sent.append(events.to(room.topic, view))
+    return row, sent
 
 
 async def close_open(conn: asyncpg.Connection, room: Room, by: str) -> list[Event]:
@@ -234,8 +236,8 @@ async def poll_close(ctx: WorkerContext, cmd: Command, pid: int) -> Any:
     async def op(s: Ctx) -> Any:
         poll = await _poll(s, pid, lock=True)
         if poll["state"] == "open":
-            poll, events = await close(s.conn, s.room, poll, "closed", "staff")
-            s.events.extend(events)
+            poll, closing = await close(s.conn, s.room, poll, "closed", "staff")
+            s.events.extend(closing)
         return {"poll_id": poll["id"], "state": poll["state"]}
 
     return await in_room(ctx, cmd, op)
@@ -250,8 +252,8 @@ async def poll_reveal(ctx: WorkerContext, cmd: Command, pid: int) -> Any:
         if not poll_rules.may_reveal(poll["results"]):
             raise CommandError("results_private", "this poll's results are for staff only")
         if poll["state"] != "revealed":
-            poll, events = await close(s.conn, s.room, poll, "revealed", "staff")
-            s.events.extend(events)
+            poll, closing = await close(s.conn, s.room, poll, "revealed", "staff")
+            s.events.extend(closing)
         return {"poll_id": poll["id"], "state": poll["state"]}
 
     return await in_room(ctx, cmd, op)
@@ -271,8 +273,8 @@ async def close_expired(ctx: WorkerContext, room: Room, poll_id: int) -> bool:
             )
             if poll is None or poll["state"] != "open" or not poll["expired"]:
                 return False
-            _, events = await close(conn, room, poll, "closed", "timer")
-        await publish_events(ctx, events, conn)
+            _, closing = await close(conn, room, poll, "closed", "timer")
+        await publish_events(ctx, closing, conn)
     return True
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from workers import grading
+from workers import events, grading
 from workers import live_commands as lc
 from workers import live_quiz_rules as quiz_rules
 from workers import live_rules as rules
@@ -157,7 +157,8 @@ async def _close_current(
         )
         return row, await _closed_events(conn, room, row, final=final)
     if final:
-        return row, [(room.topic, "quiz.leaderboard", await leaderboard(conn, row, final=True))]
+        standings = events.QuizLeaderboard(**await leaderboard(conn, row, final=True))
+        return row, [events.to(room.topic, standings)]
     return row, []
 
 
@@ -165,10 +166,9 @@ async def _closed_events(
     conn: asyncpg.Connection, room: Room, row: Mapping[str, Any], *, final: bool
 ) -> list[Event]:
     """``quiz.results`` and ``quiz.leaderboard`` of the question ``row`` just closed."""
-    return [
-        (room.topic, "quiz.results", await results(conn, row, row["current"])),
-        (room.topic, "quiz.leaderboard", await leaderboard(conn, row, final=final)),
-    ]
+    shown = events.QuizResults(**await results(conn, row, row["current"]))
+    standings = events.QuizLeaderboard(**await leaderboard(conn, row, final=final))
+    return [events.to(room.topic, shown), events.to(room.topic, standings)]
 
 
 async def _running(s: Ctx, live_quiz_id: int) -> asyncpg.Record:
@@ -225,7 +225,7 @@ async def quiz_start(ctx: WorkerContext, cmd: Command, args: lc.QuizStart) -> An
             s.user_id,
         )
         await _schedule_close(ctx, s.room, row)
-        s.to_room("quiz.question", question_event(row))
+        s.to_room(events.QuizQuestion(**question_event(row)))
         return {"live_quiz_id": row["id"], "count": count}
 
     return await in_room(ctx, cmd, op)
@@ -239,8 +239,8 @@ async def quiz_next(ctx: WorkerContext, cmd: Command, args: lc.QuizNext) -> Any:
         row = await _running(s, args.live_quiz_id)
         if row["current"] + 1 >= len(questions_of(row)):
             raise CommandError("quiz_no_more_questions", "that was the last question; end the quiz")
-        row, events = await _close_current(s.conn, s.room, row, final=False)
-        s.events.extend(events)
+        row, closing = await _close_current(s.conn, s.room, row, final=False)
+        s.events.extend(closing)
         row = await s.conn.fetchrow(
             "UPDATE live_quizzes SET current = current + 1, question_at = clock_timestamp(),"
             " deadline = clock_timestamp() + make_interval(secs =>"
@@ -249,7 +249,7 @@ async def quiz_next(ctx: WorkerContext, cmd: Command, args: lc.QuizNext) -> Any:
             row["id"],
         )
         await _schedule_close(ctx, s.room, row)
-        s.to_room("quiz.question", question_event(row))
+        s.to_room(events.QuizQuestion(**question_event(row)))
         return {"live_quiz_id": row["id"], "index": row["current"]}
 
     return await in_room(ctx, cmd, op)
@@ -258,14 +258,14 @@ async def quiz_next(ctx: WorkerContext, cmd: Command, args: lc.QuizNext) -> Any:
 async def _end(
     conn: asyncpg.Connection, room: Room, row: Mapping[str, Any], by: str
 ) -> list[Event]:
-    row, events = await _close_current(conn, room, row, final=True)
+    row, sent = await _close_current(conn, room, row, final=True)
     await conn.execute(
         "UPDATE live_quizzes SET state = 'ended', ended_at = now(), ended_by = $2 WHERE id = $1",
         row["id"],
         by,
     )
-    events.append((room.topic, "quiz.ended", {"live_quiz_id": row["id"], "by": by}))
-    return events
+    sent.append(events.to(room.topic, events.QuizEnded(live_quiz_id=row["id"], by=by)))
+    return sent
 
 
 async def quiz_end(ctx: WorkerContext, cmd: Command, args: lc.QuizEnd) -> Any:
@@ -318,13 +318,12 @@ async def quiz_answer(ctx: WorkerContext, cmd: Command, args: lc.QuizAnswer) -> 
             index,
         )
         s.to_staff(
-            "quiz.answered",
-            {
-                "session_id": s.room.session_id,
-                "live_quiz_id": row["id"],
-                "index": index,
-                "answered": int(answered),
-            },
+            events.QuizAnswered(
+                session_id=s.room.session_id,
+                live_quiz_id=row["id"],
+                index=index,
+                answered=int(answered),
+            )
         )
         return {"live_quiz_id": row["id"], "question": index, "accepted": True}
 
@@ -346,8 +345,8 @@ async def close_expired(ctx: WorkerContext, room: Room, live_quiz_id: int, index
             if row is None:
                 await _not_due(ctx, conn, room, live_quiz_id, index)
                 return False
-            events = await _closed_events(conn, room, row, final=False)
-        await publish_events(ctx, events, conn)
+            closing = await _closed_events(conn, room, row, final=False)
+        await publish_events(ctx, closing, conn)
     return True
 
 

@@ -56,7 +56,7 @@ from config.topics import live_topic, parse_live, staff_topic
 from workers.context import WorkerContext
 from workers.due_alarm import ALARMS
 from workers.live_rules import DEFAULT_TIMINGS, LiveTimings, db_id
-from workers.outbox_write import emit_many
+from workers.outbox_write import Addressed, emit_many
 
 log = logging.getLogger("lectern.workers.live")
 
@@ -74,7 +74,8 @@ PUBLISH_TIMEOUT_S = 2.0
 #: low 48 bits. Distinct from the migration lock (api.migrate.LOCK_ID).
 LOCK_NAMESPACE = 0x4C56 << 48
 
-Event = tuple[str, str, Any]
+#: An event addressed to a topic (``workers.events.to`` builds them).
+Event = Addressed
 
 #: The timings in force in this process; tests swap in shorter ones with :func:`configure`.
 TIMINGS: list[LiveTimings] = [DEFAULT_TIMINGS]

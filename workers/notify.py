@@ -26,7 +26,6 @@ Jobs here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -34,7 +33,9 @@ import msgspec
 import redis.asyncio as aioredis
 
 from config.topics import user_topic
+from workers import events
 from workers.context import WorkerContext
+from workers.events import NotificationOut
 from workers.jobs import enqueue, job, job_payload
 from workers.outbox_write import emit_many
 
@@ -60,19 +61,6 @@ KIND_LABELS: dict[str, str] = {
 EMAIL_QUEUE = "email"
 
 _json = msgspec.json.Encoder()
-
-
-class NotificationOut(msgspec.Struct, kw_only=True):
-    """A notification as the API lists it and as ``notification.new`` carries it."""
-
-    id: int
-    kind: str
-    title: str
-    body: str
-    data: dict[str, Any]
-    created_at: datetime
-    read: bool = False
-    read_at: datetime | None = None
 
 
 def notification_from_row(row: asyncpg.Record) -> NotificationOut:
@@ -130,7 +118,7 @@ async def create_notifications(
     await emit_many(
         conn,
         [
-            (user_topic(r["user_id"]), "notification.new", notification_from_row(r))
+            events.to(user_topic(r["user_id"]), notification_from_row(r))
             for r in rows
             if not r["hidden"]
         ],

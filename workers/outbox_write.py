@@ -11,8 +11,9 @@ Contract:
   workers/ LISTENs on :data:`CHANNEL`, publishes unpublished rows in id order with
   ``gateway.publish.Publisher`` and sets ``published_at``; it also polls, so a lost
   notification only delays delivery.
-* **Encoding.** ``data`` is anything msgspec can encode (dicts, Structs, lists); it is stored
-  as ``jsonb`` and reaches clients as the event's ``data``.
+* **Typed.** An event is an :class:`Addressed` triple that ``workers.events.to(topic,
+  struct)`` builds: the type comes from the registry in :mod:`workers.events`, the data is
+  the event's Struct. It is stored as ``jsonb`` and reaches clients as the event's ``data``.
 
 Topics are the ones of DESIGN.md section 2: ``user:{id}``, ``cohort:{id}``, ``staff:{id}``,
 ``live:{cohort}:{session}``.
@@ -21,7 +22,7 @@ Topics are the ones of DESIGN.md section 2: ``user:{id}``, ``cohort:{id}``, ``st
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -44,18 +45,26 @@ SELECT ins.id FROM ins, LATERAL (SELECT pg_notify('lectern_outbox', '')) AS woke
 """
 
 
+class Addressed(NamedTuple):
+    """An event addressed to a topic, as ``workers.events.to`` builds it."""
+
+    topic: str
+    type: str
+    data: Any
+
+
 def _check(conn: asyncpg.Connection) -> None:
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.emit must run inside the transaction of the change")
 
 
-async def emit(conn: asyncpg.Connection, topic: str, type_: str, data: Any) -> int:
-    """Queue one event for ``topic``, committed with the caller's transaction; its outbox id
-    (a caller may publish it itself with the token ``outbox:<id>``)."""
-    return (await emit_many(conn, [(topic, type_, data)]))[0]
+async def emit(conn: asyncpg.Connection, event: Addressed) -> int:
+    """Queue one event, committed with the caller's transaction; its outbox id (a
+    caller may publish it itself with the token ``outbox:<id>``)."""
+    return (await emit_many(conn, [event]))[0]
 
 
-async def emit_many(conn: asyncpg.Connection, events: Iterable[tuple[str, str, Any]]) -> list[int]:
+async def emit_many(conn: asyncpg.Connection, events: Iterable[Addressed]) -> list[int]:
     """Queue several events (kept in the order given) in one round trip; their outbox ids, in
     that order."""
     rows = [(topic, type_, _encoder.encode(data).decode()) for topic, type_, data in events]

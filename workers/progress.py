@@ -23,7 +23,6 @@ and the pending aggregate survives an API restart (it waits in Redis, not in the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -31,9 +30,10 @@ import redis.asyncio as aioredis
 
 from config.settings import Settings
 from config.topics import staff_topic, user_topic
-from workers import activity, certificates
+from workers import activity, certificates, events
+from workers.events import LessonCount, StaffProgress
 from workers.jobs import schedule
-from workers.outbox_write import emit, emit_many
+from workers.outbox_write import Addressed, emit, emit_many
 
 STAFF_PROGRESS_QUEUE = "staff_progress"
 
@@ -65,26 +65,12 @@ class MyProgress(msgspec.Struct):
     lessons: list[LessonMark]
 
 
-class LessonCount(msgspec.Struct):
-    lesson_id: int
-    title: str
-    completed_count: int
-
-
 class StudentProgress(msgspec.Struct):
     user_id: int
     display_name: str
     email: str
     completed_count: int
     percentage: float
-
-
-class StaffProgress(msgspec.Struct):
-    cohort_id: int
-    total: int
-    students: int
-    average_percentage: float
-    lessons: list[LessonCount]
 
 
 class StaffProgressDetail(StaffProgress):
@@ -146,8 +132,7 @@ async def complete_lesson(
         if inserted is None:
             return state, False
         milestones = await certificates.unlock(conn, user_id, cohort_id, done, total)
-        events = _completion_events(user_id, state, milestones)
-        await emit_many(conn, events)
+        await emit_many(conn, _completion_events(user_id, state, milestones))
         title = await conn.fetchval("SELECT title FROM lessons WHERE id = $1", lesson_id)
         await activity.record(conn, cohort_id, user_id, "lesson.completed", lesson_id, title)
     return state, True
@@ -155,33 +140,25 @@ async def complete_lesson(
 
 def _completion_events(
     user_id: int, state: CompletionState, milestones: list[int]
-) -> list[tuple[str, str, Any]]:
+) -> list[Addressed]:
     """The learner's ``progress.update`` and a ``certificate.progress`` per newly unlocked
     milestone."""
     topic = user_topic(user_id)
-    events: list[tuple[str, str, Any]] = [
-        (
-            topic,
-            "progress.update",
-            {
-                "lesson_id": state.lesson_id,
-                "cohort_id": state.cohort_id,
-                "completed": True,
-                "completed_count": state.completed_count,
-                "total": state.total,
-                "percentage": state.percentage,
-            },
-        )
-    ]
-    events += [
-        (
-            topic,
-            "certificate.progress",
-            {"cohort_id": state.cohort_id, "percentage": state.percentage, "milestone": m},
+    update = events.ProgressUpdate(
+        lesson_id=state.lesson_id,
+        cohort_id=state.cohort_id,
+        completed=True,
+        completed_count=state.completed_count,
+        total=state.total,
+        percentage=state.percentage,
+    )
+    unlocked = [
+        events.CertificateProgress(
+            cohort_id=state.cohort_id, percentage=state.percentage, milestone=m
         )
         for m in milestones
     ]
-    return events
+    return [events.to(topic, e) for e in (update, *unlocked)]
 
 
 async def my_progress(conn: asyncpg.Connection, user_id: int, cohort_id: int) -> MyProgress:
@@ -256,7 +233,7 @@ async def emit_staff_progress(conn: asyncpg.Connection, cohort_id: int) -> None:
             detail.average_percentage,
             detail.lessons,
         )
-        await emit(conn, staff_topic(cohort_id), "staff.progress", summary)
+        await emit(conn, events.to(staff_topic(cohort_id), summary))
 
 
 async def schedule_staff_progress(

@@ -45,7 +45,7 @@ import redis.exceptions
 
 from config import keys
 from config.topics import staff_topic
-from workers import digest, leaderboard, live_once, live_polls, live_quiz, outbox_relay
+from workers import digest, events, leaderboard, live_once, live_polls, live_quiz, outbox_relay
 from workers.context import WorkerContext
 from workers.dashboard import active_dashboards, cohort_alerts
 from workers.feedback import sweep_unnotified
@@ -135,10 +135,10 @@ async def refresh_dashboards(ctx: WorkerContext) -> int:
     """Publish a fresh ``dashboard.update`` for each cohort with recent activity."""
     assert ctx.db is not None
     boards = await active_dashboards(ctx.db, DASHBOARD_REFRESH_S * 2)
-    events = [(staff_topic(d.cohort_id), "dashboard.update", d) for d in boards]
-    if events:
-        await ctx.publisher.publish_many(events)
-    return len(events)
+    updates = [events.to(staff_topic(d.cohort_id), d) for d in boards]
+    if updates:
+        await ctx.publisher.publish_many(updates)
+    return len(updates)
 
 
 async def notify_struggling(ctx: WorkerContext) -> int:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tests.api.conftest import Api
-from workers.outbox_write import CHANNEL, emit
+from workers.outbox_write import CHANNEL, Addressed, emit
 
 
 async def test_emit_commits_with_the_transaction_and_notifies(api: Api) -> None:
@@ -23,16 +23,16 @@ async def test_emit_commits_with_the_transaction_and_notifies(api: Api) -> None:
         await listener.add_listener(CHANNEL, wake)
         try:
             async with conn.transaction():
-                await emit(conn, topic, "thing.happened", {"n": 1, "s": "é"})
+                await emit(conn, Addressed(topic, "thing.happened", {"n": 1, "s": "é"}))
                 assert not woken.is_set()
             await asyncio.wait_for(woken.wait(), 5)
         finally:
             await listener.remove_listener(CHANNEL, wake)
         with pytest.raises(RuntimeError, match="inside the transaction"):
-            await emit(conn, topic, "thing.happened", {})
+            await emit(conn, Addressed(topic, "thing.happened", {}))
         with pytest.raises(RuntimeError, match="rolled back"):
             async with conn.transaction():
-                await emit(conn, topic, "never.sent", {})
+                await emit(conn, Addressed(topic, "never.sent", {}))
                 raise RuntimeError("rolled back")
     rows = await api.db.fetch(
         "SELECT type, data, published_at FROM outbox WHERE topic = $1 ORDER BY id", topic

@@ -157,6 +157,7 @@ def pages(browser: Any, stack: Stack) -> Iterator[Pages]:
     opened = Pages(browser, stack)
     yield opened
     opened.close()
+    stack.call(stack.ensure_gateway())
     assert not opened.errors, opened.errors
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import threading
 import uuid
 from collections.abc import Coroutine
@@ -99,7 +100,19 @@ class Stack:
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         """Run ``coro`` on the stack's loop and return its result."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            # Say where the stack's loop is stuck: the call itself keeps running there.
+            tasks = self._tasks()
+            raise TimeoutError(f"not within {timeout} s; the stack's tasks:\n{tasks}") from None
+
+    def _tasks(self) -> str:
+        out = io.StringIO()
+        for task in asyncio.all_tasks(self.loop):
+            out.write(f"{task!r}\n")
+            task.print_stack(limit=8, file=out)
+        return out.getvalue()
 
     def start(self) -> Stack:
         self._thread.start()
@@ -147,6 +160,12 @@ class Stack:
         site = web.TCPSite(runner, "127.0.0.1", self.settings.gateway_port)
         await site.start()
         self._gateway, self._gateway_site = runner, site
+
+    async def ensure_gateway(self) -> None:
+        """Start the gateway unless it runs: a test that failed between stopping and starting it
+        again does not take the next tests down with it."""
+        if self._gateway is None:
+            await self.start_gateway()
 
     async def stop_gateway(self) -> None:
         """Stop the gateway as ``gateway.server`` does on SIGTERM: stop accepting, close every

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 import uvloop
 from aiohttp import web
 
-from config import redisconn
+from config import keys, redisconn
 from config.servers import free_port
 from config.settings import Settings
 from gateway.app import HUB, create_app
@@ -117,9 +117,13 @@ def token(settings: Settings) -> Callable[..., str]:
 async def cmd_worker(settings: Settings) -> AsyncIterator[None]:
     """A real command consumer (workers.command_consumer) on the test loop, without PostgreSQL."""
     from workers.command_consumer import run_commands
+    from workers.consumer import ensure_group
     from workers.context import WorkerContext
 
     ctx = await WorkerContext.open(settings, with_db=False)
+    # The group exists before the test sends its first command: run_commands creates it at
+    # "$" in its task, and on a Redis that never had it a command appended first was skipped.
+    await ensure_group(ctx.redis, keys.CMD_STREAM, keys.CMD_GROUP, "$")
     task = asyncio.get_running_loop().create_task(run_commands(ctx))
     yield
     task.cancel()

@@ -7,9 +7,13 @@ Every other gateway test runs through it too (tests/gateway/conftest.py serves w
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 import aiohttp
 import pytest
 
+from config.servers import RedisServer
 from gateway import fastpath
 from gateway.fastpath import MAX_HEAD, parse_head
 from gateway.publish import Publisher
@@ -98,7 +102,7 @@ async def test_common_connects_take_the_fast_path(
     tok = token("u" + uid, cohorts=["c1"])
     topic = f"user:u{uid}"
     # History, so its tail is not 0-0: nothing here knows it without a read until a dispatch.
-    await publisher.publish(topic, "before", {})
+    before = await publisher.publish(topic, "before", {})
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(
             f"{gateway.ws_url}?token={tok}&topics=user%3Au{uid}%2Ccohort%3Ac1"
@@ -107,9 +111,12 @@ async def test_common_connects_take_the_fast_path(
         acks = {(await recv_json(ws))["topic"] for _ in range(2)}
         assert acks == {topic, "cohort:c1"}
         await ping_pong(ws)
-        # SSE before anything was dispatched here: its hello needs a Redis read (full path).
+        # SSE before anything was dispatched here: taken, started once its tail is read (the
+        # hello says where the stream starts, as on the full path).
         sse = await SseClient.open(gateway.port, f"topics={topic}&token={tok}")
         assert sse.status == 200
+        hello = (await sse.event_of("hello")).json()
+        assert hello["tails"] == {topic: before}
         await sse.close()
         await publisher.publish(topic, "e", {})
         await until(lambda: topic in gateway.hub.fanout.last_ids)
@@ -117,7 +124,7 @@ async def test_common_connects_take_the_fast_path(
         assert sse.status == 200
         await sse.close()
         await ws.close()
-    assert taken == [True, False, True]
+    assert taken == [True, True, True]
 
 
 async def test_refusals_go_to_the_full_path(
@@ -150,3 +157,25 @@ async def test_a_declined_request_is_counted_once(
         for ws in socks:
             await ws.close()
     assert taken == [False, False, True, True, False]
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server this test may kill (the session's is shared)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+async def test_sse_whose_tail_read_fails_gets_the_full_paths_503(
+    own_redis: RedisServer, make_gateway: GatewayFactory, token, uid, taken: list[bool]
+) -> None:
+    """An SSE connect waiting for its tail read when Redis is gone: the full path answers
+    503 ``unavailable`` (after its own read fails), and the socket is not left hanging."""
+    gw = await make_gateway(redis_url=own_redis.url)
+    own_redis.kill()
+    sse = await SseClient.open(gw.port, f"topics=user:u{uid}&token={token('u' + uid)}")
+    assert sse.status == 503
+    assert json.loads(sse.body)["error"]["code"] == "unavailable"
+    await sse.close()
+    assert taken == [True]  # taken, then handed to the full path after the failed read

@@ -14,7 +14,7 @@ import pytest
 from config.streams import Reply
 from tests.live.conftest import LiveRoom
 from tests.live.test_exactly_once import command, count, history
-from workers import metrics
+from workers import events, metrics
 from workers.command_consumer import CommandError, execute
 from workers.context import WorkerContext
 from workers.live_room import Ctx, in_room
@@ -89,7 +89,7 @@ async def test_a_failing_command_does_not_lose_the_others(
     def writing(body: str, then: str = "") -> Any:
         async def op(s: Ctx) -> Any:
             mid = await s.conn.fetchval(sql, s.room.session_id, s.user_id, body)
-            s.to_room("chat.message", {"message": {"id": mid}})
+            s.to_room(events.ChatMessage(message={"id": mid}))
             if then == "refuse":
                 raise CommandError("poll_closed", "refused after writing")
             if then == "break":

@@ -18,7 +18,7 @@ from gateway.publish import Publisher
 from tests.workers.helpers import Workers, eventually, listening, steady
 from workers.context import WorkerContext
 from workers.outbox_relay import relay_all, run_outbox_relay
-from workers.outbox_write import emit, emit_many
+from workers.outbox_write import Addressed, emit, emit_many
 
 
 async def history(redis: aioredis.Redis, settings: Settings, topic: str) -> list[tuple[str, Any]]:
@@ -49,9 +49,9 @@ async def test_rows_are_published_in_id_order_and_marked(wsettings: Settings) ->
     async with Workers(wsettings) as w:
         assert w.ctx.db is not None
         async with w.ctx.db.acquire() as conn, conn.transaction():
-            await emit_many(conn, [(topic, "step", {"n": n}) for n in range(5)])
+            await emit_many(conn, [Addressed(topic, "step", {"n": n}) for n in range(5)])
         async with w.ctx.db.acquire() as conn, conn.transaction():
-            await emit(conn, topic, "step", {"n": 5})
+            await emit(conn, Addressed(topic, "step", {"n": 5}))
         await relay_all(w.ctx)
         assert await history(w.ctx.redis, wsettings, topic) == [
             ("step", {"n": n}) for n in range(6)
@@ -76,7 +76,7 @@ async def test_a_relay_that_dies_after_publishing_is_not_published_twice(
     async with Workers(wsettings) as w:
         assert w.ctx.db is not None
         async with w.ctx.db.acquire() as conn, conn.transaction():
-            await emit_many(conn, [(topic, "step", {"n": n}) for n in range(3)])
+            await emit_many(conn, [Addressed(topic, "step", {"n": n}) for n in range(3)])
         real = w.ctx.publisher
         w.ctx.publisher = _DiesAfterPublishing(w.ctx.redis, wsettings)
         with pytest.raises(ConnectionError):
@@ -97,7 +97,7 @@ async def test_rolled_back_change_publishes_nothing(wsettings: Settings) -> None
         async with w.ctx.db.acquire() as conn:
             try:
                 async with conn.transaction():
-                    await emit(conn, topic, "ghost", {})
+                    await emit(conn, Addressed(topic, "ghost", {}))
                     raise RuntimeError("the change failed")
             except RuntimeError:
                 pass
@@ -119,7 +119,7 @@ async def test_notify_wakes_the_relay_and_a_gateway_client_gets_the_event(
         await eventually(lambda: listening_relays(w.ctx))
         start = time.monotonic()
         async with w.ctx.db.acquire() as conn, conn.transaction():
-            await emit(conn, f"user:{user}", "progress.update", {"lesson": 3})
+            await emit(conn, Addressed(f"user:{user}", "progress.update", {"lesson": 3}))
         frame = await client.next_event("progress.update")
         assert frame["data"] == {"lesson": 3} and frame["topic"] == f"user:{user}"
         assert time.monotonic() - start < 0.9
@@ -137,12 +137,12 @@ async def test_events_committed_while_redis_is_down_go_out_when_it_is_back(
         async with Workers(settings, run_outbox_relay) as w:
             assert w.ctx.db is not None
             async with w.ctx.db.acquire() as conn, conn.transaction():
-                await emit(conn, topic, "announcement.new", {"n": 0})
+                await emit(conn, Addressed(topic, "announcement.new", {"n": 0}))
             await eventually(lambda: _none_left(w.ctx, topic))
             server.kill()
             for n in (1, 2, 3):
                 async with w.ctx.db.acquire() as conn, conn.transaction():
-                    await emit(conn, topic, "announcement.new", {"n": n})
+                    await emit(conn, Addressed(topic, "announcement.new", {"n": n}))
             await steady(lambda: unpublished(w.ctx, topic), 3, 0.6)
             server.start()  # same port, empty: the history is gone, the outbox is not
             events = await eventually(lambda: _history_or_empty(w.ctx.redis, settings, topic))
