@@ -37,7 +37,7 @@ from api.deps import body as read_body
 from api.deps import current_user, is_staff, path_int, require_member, require_staff, user_id
 from api.openapi import Routes
 from api.responses import json_response
-from api.state import DB, PUBLISHER, REDIS
+from api.state import DB, REDIS
 from config import redisconn
 from config.topics import staff_topic, user_topic
 from workers import activity, events, review
@@ -46,8 +46,7 @@ from workers.events import FeedbackOut, FeedbackPosted
 from workers.grading import GradeResult, ShortText, questions_from_json
 from workers.jobs import enqueue
 from workers.live_rules import Invalid, clean_text
-from workers.outbox_relay import publish_committed
-from workers.outbox_write import emit
+from workers.outbox_write import emit_many
 
 log = logging.getLogger("lectern.api.feedback")
 
@@ -211,20 +210,19 @@ async def _announce(
     effective: GradeResult,
     state: str,
     by: int,
-) -> list[int]:
+) -> None:
     """Tell the learner (``feedback.posted``, a pass in the activity feed) and the staff
-    (``grading.resolved`` when this feedback resolved a waiting review); the outbox ids of
-    the two events, to publish right after the commit."""
+    (``grading.resolved`` when this feedback resolved a waiting review), in one insert."""
     posted = FeedbackPosted(feedback=out, results=effective.results)
-    ids = [await emit(conn, events.to(user_topic(sub["user_id"]), posted))]
+    addressed = [events.to(user_topic(sub["user_id"]), posted)]
     if effective.percentage >= activity.PASS_PERCENTAGE:
         await activity.record(
             conn, sub["cohort_id"], sub["user_id"], "quiz.passed", sub["quiz_id"], sub["title"]
         )
     if state != sub["review"]:
         resolved = events.GradingResolved(submission_id=sub["id"], quiz_id=sub["quiz_id"], by=by)
-        ids.append(await emit(conn, events.to(staff_topic(sub["cohort_id"]), resolved)))
-    return ids
+        addressed.append(events.to(staff_topic(sub["cohort_id"]), resolved))
+    await emit_many(conn, addressed)
 
 
 async def post_feedback(request: web.Request) -> web.Response:
@@ -277,16 +275,14 @@ async def post_feedback(request: web.Request) -> web.Response:
             data.client_key,
         )
         out = _feedback_out(await conn.fetchrow(f"{_FEEDBACK} WHERE f.id = $1", fid))
-        posted = await _announce(conn, sub, out, effective, state, user_id(claims))
-    await _after_commit(request, out, posted)
+        await _announce(conn, sub, out, effective, state, user_id(claims))
+    await _after_commit(request, out)
     return json_response(out, 201)
 
 
-async def _after_commit(request: web.Request, out: FeedbackOut, event_ids: list[int]) -> None:
-    """Publish the committed events and queue the notification job."""
-    # The student is waiting on a live connection: publish now rather than when the relay
-    # wakes (same tokens, so the relay's publish of these rows appends nothing).
-    await publish_committed(request.app[DB], request.app[PUBLISHER], event_ids)
+async def _after_commit(request: web.Request, out: FeedbackOut) -> None:
+    """Queue the notification job (the events are in the outbox; the relay, woken by the
+    commit, publishes them)."""
     try:
         await enqueue(request.app[REDIS], feedback_job.QUEUE, {"feedback_id": out.id})
     except redisconn.ERRORS as exc:

@@ -18,6 +18,10 @@ Starts a private stack (benchmarks.stack) or uses the one `make run` runs, creat
   member and question, the question's deadline (the server closes it, nobody acting) ->
   ``quiz.results`` at that member, p99 target 50 ms (:mod:`benchmarks.live_quiz`).
 
+The two end-to-end figures and ``live_quiz_results`` carry ``stages``: the same path cut at the
+publish (the event's ``ts``, read off its history entry ID), e.g. ``to_publish`` (request ->
+publish) and ``publish_to_client`` (publish -> the student's connection).
+
 ``--only command_reply`` (or ``http``, ``live_quiz_results``, comma-separated) runs just those.
 Open-loop latencies are measured from each request's scheduled start, so a stall is not hidden
 by the requests it delayed. Prints one JSON object; stops everything it started.
@@ -41,7 +45,7 @@ import asyncpg
 
 from benchmarks import stack as stacks
 from benchmarks.live_quiz import live_quiz_results
-from benchmarks.loadproto import percentile
+from benchmarks.loadproto import percentile, stages
 from benchmarks.roomlisten import listen
 from config.settings import load_settings
 from gateway.auth import issue_access_token
@@ -463,10 +467,10 @@ async def _user_streams(
     students: list[int],
     event: str,
     key: Callable[[dict[str, Any]], int],
-) -> AsyncIterator[dict[int, float]]:
+) -> AsyncIterator[dict[int, tuple[float, float]]]:
     """Each student's ``user:{id}`` WebSocket; yields ``{key(data): arrival time}`` for every
     ``event`` they receive, until the block ends (then every socket is closed)."""
-    arrived: dict[int, float] = {}
+    arrived: dict[int, tuple[float, float]] = {}
     # limit=0: each open WebSocket holds a connector slot (100 by default).
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as ws_http:
         sockets = []
@@ -481,7 +485,8 @@ async def _user_streams(
                 at = time.time()
                 frame = json.loads(msg.data)
                 if frame.get("event") == event:
-                    arrived[key(frame["data"])] = at
+                    # ``ts``: when it was published (the history entry's ID, Redis clock).
+                    arrived[key(frame["data"])] = (at, frame["ts"] / 1000)
 
         readers = [asyncio.create_task(listen(ws)) for ws in sockets]
         try:
@@ -498,7 +503,7 @@ async def _measure(
     seconds: float,
     call: Callable[[int], Awaitable[bool]],
     started: dict[int, float],
-    arrived: dict[int, float],
+    arrived: dict[int, tuple[float, float]],
 ) -> dict[str, Any]:
     """Run ``call`` open loop, wait up to 30 s for every started operation's event, and
     summarise request -> event latency (an operation whose event never came is an error)."""
@@ -508,9 +513,14 @@ async def _measure(
     deadline = loop.time() + 30
     while len(arrived) < len(started) and loop.time() < deadline:
         await asyncio.sleep(0.1)
-    lat = [(arrived[k] - t) * 1000 for k, t in started.items() if k in arrived]
+    done = [(t, *arrived[k]) for k, t in started.items() if k in arrived]
+    lat = [(at - t) * 1000 for t, at, _ in done]
     result = summary(lat, load["errors"] + len(started) - len(lat), loop.time() - t0)
     result["rps"] = load["rps"]
+    result["stages"] = stages(
+        to_publish=[(ts - t) * 1000 for t, _, ts in done],
+        publish_to_client=[(at - ts) * 1000 for _, at, ts in done],
+    )
     return result
 
 

@@ -6,7 +6,9 @@ question at its deadline (the workers' due-work timer, nobody acting) and fans `
 out to the room. The figure is, per member and question, the ``quiz.results`` frame's arrival
 minus the question's ``deadline`` (the server's, from ``quiz.question``): the latency of the
 results path itself, not the time limit the students had (the server and this process share the
-machine's clock). ``answer_reply`` holds ``quiz.answer`` -> its reply. Listeners are raw
+machine's clock). ``answer_reply`` holds ``quiz.answer`` -> its reply; ``stages`` splits the
+figure at the publish (the event's ``ts``): ``deadline_to_publish`` (the timer, the close under
+the room lock, the commit) and ``publish_to_client`` (the gateways' fan-out). Listeners are raw
 WebSocket members in two separate processes, as for ``command_reply``.
 """
 
@@ -23,6 +25,7 @@ import aiohttp
 import asyncpg
 
 from benchmarks import stack as stacks
+from benchmarks.loadproto import stages
 from benchmarks.roomlisten import listen
 from config.settings import load_settings
 from gateway.auth import issue_access_token
@@ -104,6 +107,8 @@ async def live_quiz_results(
         await asyncio.to_thread(ready.wait, 120)
 
     deadlines: dict[int, float] = {}
+    #: When each question's ``quiz.results`` was published (the event's ``ts``, Redis clock).
+    published: dict[int, float] = {}
     answer_lat: list[float] = []
     errors = 0
     t0 = time.monotonic()
@@ -171,9 +176,10 @@ async def live_quiz_results(
             shown = await frame(staff, event("quiz.question"))
             deadlines[index] = _epoch(shown["data"]["deadline"])
             await asyncio.gather(*(answer(ws, lqid, index) for ws in students))
-            await frame(
+            closed = await frame(
                 staff, lambda f, i=index: event("quiz.results")(f) and f["data"]["index"] == i
             )
+            published[index] = closed["ts"] / 1000
             if index + 1 < questions:
                 await staff_cmd("quiz.next", {"live_quiz_id": lqid})
         await staff_cmd("quiz.end", {"live_quiz_id": lqid})
@@ -198,4 +204,13 @@ async def live_quiz_results(
     result["members"] = len(listeners)
     result["questions"] = len(deadlines)
     result["answer_reply"] = summary(answer_lat, errors, duration)
+    result["stages"] = stages(
+        deadline_to_publish=[(published[i] - deadlines[i]) * 1000 for i in published],
+        publish_to_client=[
+            (at - published[index]) * 1000
+            for index, times in received.items()
+            if index in published
+            for at in times
+        ],
+    )
     return result

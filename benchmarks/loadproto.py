@@ -396,6 +396,19 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
 
 
+def stages(**latencies: list[float]) -> dict[str, dict[str, float | None]]:
+    """p50 and p99 of each part of a path, e.g. request -> publish and publish -> client (the
+    parts overlap by the clock's millisecond grain, so they need not add up exactly)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for name, values in latencies.items():
+        ordered = sorted(values)
+        out[name] = {
+            "p50_ms": round(percentile(ordered, 50), 2) if ordered else None,
+            "p99_ms": round(percentile(ordered, 99), 2) if ordered else None,
+        }
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class LatencySummary:
     """Latency in milliseconds over ``count`` samples (NaN when there are none)."""

@@ -66,6 +66,7 @@ class HistoryReader:
         self._page = page
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[tuple[str, str], asyncio.Task[Result]] = {}
+        self._tails: dict[str, tuple[set[Conn], asyncio.Task[str]]] = {}
 
     async def read(self, topic: str, after: str) -> Result:
         """Events of ``topic`` newer than ``after``, oldest first, and whether ``after`` is older
@@ -124,6 +125,33 @@ class HistoryReader:
         async with self._slots:
             last: Any = await self._redis.xrevrange(key, count=1)
         return last[0][0].decode() if last else protocol.EMPTY_CURSOR
+
+    async def shared_tail(self, topic: str, subscribers: set[Conn]) -> str:
+        """:meth:`tail`, with one Redis read for every subscription that starts at the tail
+        while it is in flight (a connect storm into a topic costs one read, not one each).
+
+        ``subscribers`` is the fan-out's set of the topic's local subscribers, which the caller
+        is already in. A read is shared only while that same set lives, i.e. while the topic
+        has been subscribed here without a break since the read began: the bus then tracks
+        every event dispatched since (``FanOut.last_ids``), so a joiner never takes a tail that
+        an event it did not get has overtaken. (An event dispatched while nobody was
+        subscribed is tracked nowhere; the fan-out replaces the set after such a break.)"""
+        entry = self._tails.get(topic)
+        if entry is not None and entry[0] is subscribers:
+            metrics.history_reads.labels("shared").inc()
+            return await asyncio.shield(entry[1])
+        metrics.history_reads.labels("redis").inc()
+        task = asyncio.get_running_loop().create_task(self.tail(topic))
+        self._tails[topic] = (subscribers, task)
+        task.add_done_callback(lambda t: self._tail_finished(topic, t))
+        return await asyncio.shield(task)
+
+    def _tail_finished(self, topic: str, task: asyncio.Task[str]) -> None:
+        entry = self._tails.get(topic)
+        if entry is not None and entry[1] is task:
+            del self._tails[topic]
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("tail read of %s failed: %r", topic, task.exception())
 
     async def holds(self, topic: str, event_id: str) -> bool:
         """Whether ``topic``'s history still holds ``event_id``."""
@@ -184,7 +212,7 @@ async def start_at_tails(
     held events newer than it. Without Redis they start live (acks without a tail)."""
     try:
         tails: list[str | msgspec.UnsetType] = list(
-            await asyncio.gather(*(reader.tail(t) for t in topics))
+            await asyncio.gather(*(_tail(reader, fanout, t) for t in topics))
         )
     except redisconn.ERRORS:
         tails = [msgspec.UNSET] * len(topics)
@@ -202,11 +230,18 @@ async def start_at_tails(
         conn.deliver_replayed(topic, [], tail or "")
 
 
+async def _tail(reader: HistoryReader, fanout: FanOut, topic: str) -> str:
+    subscribers = fanout.topics.get(topic)
+    return await (
+        reader.tail(topic) if subscribers is None else reader.shared_tail(topic, subscribers)
+    )
+
+
 def _seen_empty(fanout: FanOut, topic: str) -> None:
-    """A read of its own, begun while the connection was subscribed to ``topic`` (and still
-    is), found the history empty: while nothing is dispatched here, later subscriptions start
-    at ``0-0`` without a read (``FanOut.known_tail``). A shared read would not do: its first
-    reader may have left, and an event been dispatched to nobody, before another joined."""
+    """A read begun while ``topic`` was subscribed here without a break until now (the
+    connection still is; see :meth:`HistoryReader.shared_tail`) found the history empty: while
+    nothing is dispatched here, later subscriptions start at ``0-0`` without a read
+    (``FanOut.known_tail``)."""
     if topic not in fanout.last_ids:
         fanout.empty.add(topic)
 

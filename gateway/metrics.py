@@ -67,8 +67,8 @@ resumes = Counter(
 )
 history_reads = Counter(
     "lectern_gateway_history_reads_total",
-    "History reads for resumes and polls: redis (this read went to Redis) or shared (it joined"
-    " an identical read in flight).",
+    "History reads for resumes, polls and the tails of subscriptions without a cursor: redis"
+    " (this read went to Redis) or shared (it joined an identical read in flight).",
     ["source"],
     registry=registry,
 )

@@ -95,15 +95,24 @@ class PollStorm(User):
 
 
 class MassReconnect(User):
-    """Receives ``cohort:{id}`` events published by the test itself (see ``_publisher``)."""
+    """Receives ``cohort:{id}`` events published by the test itself (see ``_publisher``).
+
+    Its events are checked against the topic's history every :attr:`check_every_s`, each time
+    up to the last one that arrived :attr:`settle_s` ago (later ones may still be in flight),
+    and the lost and duplicated ones counted then: with ``--processes`` the counts reach the
+    master in the workers' regular reports, which counts fired only when users stop do not
+    (the final check in :meth:`on_stop` covers the last seconds, when it gets through)."""
 
     wait_time = between(1, 2)
     drop_every_s = 30.0
+    check_every_s = 5.0
+    settle_s = 2.0
 
     def on_start(self) -> None:
         f = fixture()
         self.topic = cohort_topic(f.cohort_id)
-        self.ids: list[str] = []
+        #: (arrival time, event id) of the events not checked yet.
+        self.received: list[tuple[float, str]] = []
         self.ws = LecternWS(
             self.environment,
             ws_url(),
@@ -114,16 +123,23 @@ class MassReconnect(User):
         self.ws.connect([self.topic])
         self.joined = time.time()
         self.first: str | None = None
+        #: The last event id checked; the next check starts after it.
+        self.checked: str | None = None
+        self.duplicates_counted = 0
         self.next_drop = (int(time.time() / self.drop_every_s) + 1) * self.drop_every_s
+        self.next_check = time.time() + self.check_every_s
 
     def on_event(self, frame: dict[str, Any], received: float) -> None:
         if frame["event"] == "spike.tick":
             if self.first is None:
                 self.first = frame["id"]
-            self.ids.append(frame["id"])
+            self.received.append((received, frame["id"]))
 
     @task
     def maybe_drop(self) -> None:
+        if time.time() >= self.next_check:
+            self.next_check += self.check_every_s
+            self.check(time.time() - self.settle_s)
         if time.time() < self.next_drop:
             return
         self.next_drop += self.drop_every_s
@@ -133,23 +149,37 @@ class MassReconnect(User):
         self.ws.connect([self.topic])  # resumes with the cursors it kept
         report(self.environment, "WS", "reconnect + resume", (time.time() - started) * 1000)
 
+    def check(self, before: float) -> None:
+        """Count lost and duplicated events from the last check up to the last event that
+        arrived by ``before``, against the topic's history stream."""
+        settled = [eid for at, eid in self.received if at <= before]
+        if self.first is None or not settled:
+            return
+        upto = max(settled, key=_entry_id)
+        settings = load_settings()
+        r = redis.Redis.from_url(_redis_url())
+        low = self.first if self.checked is None else f"({self.checked}"
+        entries: Any = r.xrange(keys.history_key(self.topic, settings.bus_shards), low, upto)
+        history = [eid.decode() for eid, f in entries if f[b"t"] == b"spike.tick"]
+        mine = [eid for _, eid in self.received if _entry_id(eid) <= _entry_id(upto)]
+        self.received = [(at, eid) for at, eid in self.received if _entry_id(eid) > _entry_id(upto)]
+        self.checked = upto
+        # The counts ride in response_length, so the CSV (and the runner's summary) can add
+        # up the totals over every user, check and worker.
+        _count(self.environment, "lost events", len(set(history) - set(mine)))
+        dup = len(mine) - len(set(mine)) + self.ws.duplicates - self.duplicates_counted
+        self.duplicates_counted = self.ws.duplicates
+        _count(self.environment, "duplicate events", dup)
+
     def on_stop(self) -> None:
         gevent.sleep(2)  # let the last events arrive
         self.ws.close()
-        if self.first is None:
-            return
-        settings = load_settings()
-        r = redis.Redis.from_url(_redis_url())
-        entries: Any = r.xrange(
-            keys.history_key(self.topic, settings.bus_shards), min=self.first, max=self.ids[-1]
-        )
-        history = [eid.decode() for eid, f in entries if f[b"t"] == b"spike.tick"]
-        lost = len(set(history) - set(self.ids))
-        # The count rides in response_length, so the CSV (and the runner's summary) can add
-        # up the totals over every user and worker.
-        _count(self.environment, "lost events", lost)
-        dup = len(self.ids) - len(set(self.ids)) + self.ws.duplicates
-        _count(self.environment, "duplicate events", dup)
+        self.check(time.time())
+
+
+def _entry_id(eid: str) -> tuple[int, int]:
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _count(env: Any, name: str, n: int) -> None:

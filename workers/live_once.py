@@ -5,7 +5,8 @@ Guarantees (with :func:`workers.live_room.in_room`, through which every live com
 * **Once per command id.** The id is the command's entry ID in ``rt:cmd``
   (:attr:`config.streams.Command.id`), the same on every redelivery and reclaim. A command that
   changed something records its result in ``live_command_results`` in the *same transaction*
-  as the change (:func:`record`): either both commit or neither does.
+  as the change (:func:`record`; a room's batch: :func:`record_many`): either both commit or
+  neither does.
 * **Same reply.** A redelivered command finds its row before anything else runs (the lookup is
   part of the room check, so it costs no round trip) and replies with the stored result: no
   second question, vote or message, no second event, no rate-limit count.
@@ -75,6 +76,26 @@ async def record(
     )
     if stored is None:
         raise Duplicate(command_id)
+
+
+_RECORD_MANY_SQL = """
+INSERT INTO live_command_results (command_id, reply)
+SELECT id, reply::jsonb FROM unnest($1::text[], $2::text[]) AS r(id, reply)
+ON CONFLICT (command_id) DO UPDATE SET reply = EXCLUDED.reply
+"""
+
+
+async def record_many(conn: asyncpg.Connection, results: dict[str, Any]) -> None:
+    """Store the results of a batch's commands (command id -> result) in one round trip, in
+    the batch's transaction. Only under the room lock, after the batch looked every id up:
+    then no other delivery of these commands can have committed a row, and a row that exists
+    is a claim (:func:`claim`) this transaction took itself, which the result replaces."""
+    if results:
+        await conn.execute(
+            _RECORD_MANY_SQL,
+            list(results),
+            [_encoder.encode(result).decode() for result in results.values()],
+        )
 
 
 async def stored(conn: asyncpg.Connection, command_id: str) -> Any:

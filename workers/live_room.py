@@ -285,6 +285,9 @@ async def _apply(ctx: WorkerContext, room: Room, batch: list[_Item]) -> None:
             if board.board is not None:
                 qa_board.keep(room.session_id, board.version, board.board)
             published = await publish_recorded(ctx, events, ids)
+    except _Alone as alone:
+        batch[0].settle(alone.outcome)
+        return
     except Exception as exc:
         for item in batch:
             item.settle(exc)
@@ -293,6 +296,15 @@ async def _apply(ctx: WorkerContext, room: Room, batch: list[_Item]) -> None:
         mark_later(ctx.db, ids)  # after the lock: the next batch need not wait for it
     for item, outcome in zip(batch, outcomes, strict=True):
         item.settle(outcome)
+
+
+class _Alone(Exception):
+    """The outcome of a batch's only command, which failed: raised through the transaction
+    (rolling it back whole, which is that command's rollback) to :func:`_apply`."""
+
+    def __init__(self, outcome: Any) -> None:
+        super().__init__()
+        self.outcome = outcome
 
 
 @dataclass(slots=True)
@@ -331,19 +343,24 @@ async def _run_batch(
         board.version = int(row["board_version"])
     outcomes: list[Any] = []
     events: list[Event] = []
-    savepoint = "SAVEPOINT cmd"
+    results: dict[str, Any] = {}  # recorded together, in one round trip, before commit
+    # A batch of one needs no savepoint: its transaction is the command's (see _Alone).
+    savepoint = "SAVEPOINT cmd" if len(batch) > 1 else ""
     for item in batch:
         if item.key in done:  # ran before (an earlier delivery, or earlier in this batch)
             outcomes.append(done[item.key])
         elif refusal is not None:
             outcomes.append(refusal)
         else:
-            await conn.execute(savepoint)
-            savepoint = "RELEASE SAVEPOINT cmd; SAVEPOINT cmd"  # one round trip from now on
-            outcome, ok = await _run_one(ctx, conn, room, item, board, events)
-            if ok and item.key:
+            if savepoint:
+                await conn.execute(savepoint)
+                savepoint = "RELEASE SAVEPOINT cmd; SAVEPOINT cmd"  # one round trip from now on
+            outcome, ok = await _run_one(ctx, conn, room, item, board, events, bool(savepoint))
+            if ok and item.key and item.key not in done:
                 done[item.key] = outcome
+                results[item.key] = outcome
             outcomes.append(outcome)
+    await live_once.record_many(conn, results)
     return outcomes, events
 
 
@@ -354,23 +371,28 @@ async def _run_one(
     item: _Item,
     board: _Board,
     events: list[Event],
+    savepoint: bool,
 ) -> tuple[Any, bool]:
-    """One command under the savepoint just taken: (result, True), or (its exception, False)
-    after rolling back to the savepoint (what it changed is undone, the batch goes on)."""
+    """One command under the savepoint just taken: (result, True) when it applied; else (its
+    exception, or a duplicate's stored reply, False) after rolling back to the savepoint (what
+    it changed is undone, the batch goes on); without a savepoint, :class:`_Alone`. The
+    caller records the results (:func:`live_once.record_many`)."""
     state = Ctx(ctx, conn, room, item.cmd)
     state.board, state.board_version = board.board, board.version
     try:
         result = await item.op(state)
-        if item.key:
-            await live_once.record(conn, item.key, result, claimed=state.claimed)
     except Exception as exc:
-        await conn.execute("ROLLBACK TO SAVEPOINT cmd")
+        if savepoint:
+            await conn.execute("ROLLBACK TO SAVEPOINT cmd")
         board.board = None  # it may hold the undone change: the next command reloads it
+        outcome: Any = exc
         if isinstance(exc, Invalid):
-            return CommandError("invalid", str(exc)), False
-        if isinstance(exc, live_once.Duplicate):
-            return await live_once.stored(conn, item.key), True
-        return exc, False
+            outcome = CommandError("invalid", str(exc))
+        elif isinstance(exc, live_once.Duplicate):  # its claim found another delivery's row
+            outcome = await live_once.stored(conn, item.key)
+        if not savepoint:
+            raise _Alone(outcome) from None
+        return outcome, False
     board.board = state.board
     board.version = state.board_version + state.board_changes
     events.extend(state.events)

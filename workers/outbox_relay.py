@@ -22,11 +22,6 @@ Guarantees:
   Without that lock two relays could publish two batches of the same topic concurrently.
   Ids are assigned at insert, not at commit: a row committed after a higher id was already
   published goes out after it, i.e. in commit order.
-* **Straight after commit.** A writer in a hurry (staff feedback) publishes its own rows
-  right after its commit with :func:`publish_committed`, with the same tokens, instead of
-  waiting for the relay to wake; whichever publishes a row first appends it, the other
-  appends nothing. It publishes a row only when no older row of that topic is still
-  unpublished (else the relay, in id order), so the order per topic above still holds.
 * Published rows are deleted by :func:`purge_published` after :data:`KEEP_PUBLISHED_S`
   (the scheduler calls it).
 """
@@ -36,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -44,7 +38,6 @@ import msgspec
 import redis.exceptions
 
 from config.retry import Backoff
-from gateway.publish import Publisher
 from workers import metrics
 from workers.context import WorkerContext
 
@@ -56,8 +49,6 @@ POLL_INTERVAL_S = 1.0
 #: Advisory lock key for "one relay publishes at a time" ("OUTBOX" in ASCII).
 LOCK_ID = 0x4F5554424F58
 KEEP_PUBLISHED_S = 24 * 3600
-#: How long :func:`publish_committed` may take before it leaves the rows to the relay.
-DIRECT_TIMEOUT_S = 2.0
 
 _SELECT = """
 SELECT id, topic, type, data::text AS data FROM outbox
@@ -82,50 +73,6 @@ async def relay_batch(ctx: WorkerContext, limit: int = BATCH) -> int | None:
         await ctx.publisher.publish_many(events, [f"outbox:{r['id']}" for r in rows])
         await conn.execute(_MARK, [r["id"] for r in rows])
     metrics.outbox_published.inc(len(rows))
-    return len(rows)
-
-
-# Rows of these ids still unpublished, less those behind an older unpublished row of their
-# topic that is not one of them (the relay publishes those, in order).
-_COMMITTED = """
-SELECT id, topic, type, data::text AS data FROM outbox o
-WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND NOT EXISTS (
-    SELECT 1 FROM outbox p WHERE p.published_at IS NULL AND p.id < o.id AND p.topic = o.topic
-    AND p.id <> ALL($1::bigint[]))
-ORDER BY id
-"""
-# Rows the relay holds (it is publishing them with the same tokens) are skipped: it marks them.
-_MARK_COMMITTED = """
-UPDATE outbox SET published_at = now() WHERE id IN (
-    SELECT id FROM outbox WHERE id = ANY($1::bigint[]) AND published_at IS NULL
-    FOR UPDATE SKIP LOCKED)
-"""
-
-
-async def publish_committed(pool: asyncpg.Pool, publisher: Publisher, ids: Sequence[int]) -> int:
-    """Publish the committed outbox rows ``ids`` now (call after the commit that wrote them)
-    and mark them; returns how many went out here. Never raises for Redis or PostgreSQL
-    trouble: what is not published here, the relay publishes (NOTIFY woke it at commit)."""
-    if not ids:
-        return 0
-    try:
-        async with asyncio.timeout(DIRECT_TIMEOUT_S):
-            rows = await pool.fetch(_COMMITTED, list(ids))
-            if not rows:
-                return 0
-            events = [(r["topic"], r["type"], _decoder.decode(r["data"])) for r in rows]
-            await publisher.publish_many(events, [f"outbox:{r['id']}" for r in rows])
-            await pool.execute(_MARK_COMMITTED, [r["id"] for r in rows])
-    except (
-        redis.exceptions.RedisError,
-        redis.exceptions.RedisClusterException,
-        OSError,
-        TimeoutError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-    ) as exc:
-        log.warning("direct outbox publish failed, the relay will publish: %s", exc)
-        return 0
     return len(rows)
 
 

@@ -5,8 +5,9 @@ Contract:
 * **Same transaction.** ``emit`` inserts into ``outbox`` on the caller's connection, which must
   be inside a transaction (``async with conn.transaction():``); it raises ``RuntimeError``
   otherwise. The events commit with the change that causes them, or not at all.
-* **Wake-up.** It also runs ``NOTIFY lectern_outbox``; PostgreSQL delivers the notification at
-  commit (once per transaction, since identical notifications are folded). The relay in
+* **Wake-up.** The same statement raises ``NOTIFY lectern_outbox`` (``pg_notify``);
+  PostgreSQL delivers the notification at commit (once per transaction, since identical
+  notifications are folded). The relay in
   workers/ LISTENs on :data:`CHANNEL`, publishes unpublished rows in id order with
   ``gateway.publish.Publisher`` and sets ``published_at``; it also polls, so a lost
   notification only delays delivery.
@@ -30,13 +31,17 @@ import msgspec
 CHANNEL = "lectern_outbox"
 
 _encoder = msgspec.json.Encoder()
-# One statement for any number of events; identity values follow the ORDER BY.
+# One statement, one round trip, for any number of events and the wake-up (identity values
+# follow the ORDER BY; the notification, however often it is raised, goes out once, at commit;
+# its channel is :data:`CHANNEL`).
 _INSERT = """
-INSERT INTO outbox (topic, type, data)
-SELECT topic, type, data::jsonb FROM unnest($1::text[], $2::text[], $3::text[])
-    WITH ORDINALITY AS e(topic, type, data, n)
-ORDER BY n
-RETURNING id
+WITH ins AS (
+    INSERT INTO outbox (topic, type, data)
+    SELECT topic, type, data::jsonb FROM unnest($1::text[], $2::text[], $3::text[])
+        WITH ORDINALITY AS e(topic, type, data, n)
+    ORDER BY n
+    RETURNING id)
+SELECT ins.id FROM ins, LATERAL (SELECT pg_notify('lectern_outbox', '')) AS woken
 """
 
 
@@ -54,8 +59,8 @@ def _check(conn: asyncpg.Connection) -> None:
 
 
 async def emit(conn: asyncpg.Connection, event: Addressed) -> int:
-    """Queue one event, committed with the caller's transaction; its outbox id (for
-    :func:`workers.outbox_relay.publish_committed` after the commit)."""
+    """Queue one event, committed with the caller's transaction; its outbox id (a
+    caller may publish it itself with the token ``outbox:<id>``)."""
     return (await emit_many(conn, [event]))[0]
 
 
@@ -69,5 +74,4 @@ async def emit_many(conn: asyncpg.Connection, events: Iterable[Addressed]) -> li
     inserted = await conn.fetch(
         _INSERT, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
     )
-    await conn.execute(f"NOTIFY {CHANNEL}")
     return sorted(r["id"] for r in inserted)

@@ -17,6 +17,7 @@ import {
   toast,
   when,
 } from "./app.js";
+import { announcementList } from "./announcements.js";
 import { mountNotificationSettings } from "./notify-settings.js";
 import { onlinePanel } from "./online.js";
 
@@ -32,7 +33,7 @@ const page = {
   quizzes: [],
   stats: new Map(),
   dashboard: null,
-  announcements: [],
+  announcements: announcementList(),
   queue: [], // the grading queue: submissions with answers waiting for a human
 };
 
@@ -81,9 +82,8 @@ async function loadQuizStats() {
   renderQuizStats();
 }
 
-async function loadAnnouncements() {
-  page.announcements = await api(`/api/v1/cohorts/${page.cohort.id}/announcements`);
-  renderAnnouncements();
+function loadAnnouncements() {
+  return page.announcements.load(page.cohort.id);
 }
 
 // The figures now (the scheduler's dashboard.update only comes when something happened).
@@ -175,10 +175,7 @@ function onCohortEvent(ev) {
   const d = ev.data || {};
   switch (ev.event) {
     case "announcement.new":
-      if (!page.announcements.some((a) => a.id === d.id)) {
-        page.announcements.unshift(d);
-        renderAnnouncements();
-      }
+      page.announcements.add(d);
       break;
     case "session.state":
       page.sessions.set(d.session.id, d.session);
@@ -398,20 +395,6 @@ function renderQueue() {
   );
 }
 
-function renderAnnouncements() {
-  fill(
-    $("#announcement-list"),
-    page.announcements.map((a) =>
-      el(
-        "li",
-        { dataset: { id: a.id } },
-        el("h3", { class: "body" }, a.title),
-        a.body ? el("p", { class: "body" }, a.body) : null,
-        el("p", { class: "muted" }, a.author_name || "", " · ", when(a.created_at)),
-      ),
-    ),
-  );
-}
 
 // -- actions --------------------------------------------------------------------------------
 

@@ -1,12 +1,10 @@
-/** lectern-core.js: the Lectern client's pure core (docs/pages.md): event IDs, close codes,
- * backoff, frame and SSE parsing, and the per-topic bookkeeping (exactly-once delivery, resume
- * cursors, reset holding). No sockets, timers or fetch: it runs in Node as is. */
+/** lectern-core.js: the Lectern client's pure core (docs/pages.md). No sockets, timers or
+ * fetch, so that it runs in Node as is. */
 
 export const TRANSPORTS = Object.freeze(["ws", "sse", "poll"]);
 
 /** Standard close codes after which reconnecting is pointless (the client must change). */
 const TERMINAL_STANDARD = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010]);
-/** HTTP error codes (gateway refusals) that end the client. */
 const FATAL_HTTP_CODES = new Set(["invalid_token", "missing_token", "session_revoked",
   "origin_not_allowed"]);
 
@@ -29,8 +27,7 @@ export const isEventId = (value) => typeof value === "string" && /^\d{1,20}-\d{1
 
 /** Full-jitter backoff: a uniform delay in [0, min(cap, base * 2^attempt)). */
 export function backoffDelay(attempt, baseMs, capMs, random = Math.random) {
-  const ceiling = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30));
-  return Math.floor(random() * ceiling);
+  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** Math.min(attempt, 30)));
 }
 
 /** What a close code asks of the client: "reconnect", "refresh" (token first) or "stop". */
@@ -52,15 +49,13 @@ export function safely(fn, value) {
   }
 }
 
-/** A server frame from its JSON text, or null when it is not one. */
 export function parseFrame(text) {
   try {
     const frame = JSON.parse(text);
-    if (frame && typeof frame === "object" && typeof frame.type === "string") return frame;
+    return typeof frame?.type === "string" ? frame : null;
   } catch {
-    // not JSON: not a frame
+    return null;
   }
-  return null;
 }
 
 /** A gateway HTTP refusal ({error: {code, message}}) as {status, code, message}. */
@@ -81,10 +76,11 @@ export function refusalKind(http) {
 
 /** Incremental `text/event-stream` parser: feed() decoded text in chunks cut anywhere, get
  * back the complete blocks {event, data, id, retry} (comments dropped). */
+const emptyBlock = () => ({ event: "message", data: [], id: null, retry: null });
+
 export class SseParser {
   buffer = "";
-  block = { event: "message", data: [], id: null, retry: null };
-
+  block = emptyBlock();
   feed(text) {
     const out = [];
     this.buffer += text;
@@ -96,12 +92,9 @@ export class SseParser {
       const b = this.block;
       if (line === "") {
         if (b.data.length || b.retry !== null) out.push({ ...b, data: b.data.join("\n") });
-        this.block = { event: "message", data: [], id: null, retry: null };
+        this.block = emptyBlock();
       } else if (!line.startsWith(":")) {
-        const colon = line.indexOf(":");
-        const field = colon < 0 ? line : line.slice(0, colon);
-        let val = colon < 0 ? "" : line.slice(colon + 1);
-        if (val.startsWith(" ")) val = val.slice(1);
+        const [, field, val = ""] = /^([^:]*)(?:: ?(.*))?$/s.exec(line); // one space dropped
         if (field === "event") b.event = val;
         else if (field === "data") b.data.push(val);
         else if (field === "id") b.id = val;
@@ -112,59 +105,48 @@ export class SseParser {
   }
 }
 
-/**
- * The subscriptions and their resume cursors (the last event ID delivered per topic). Events
- * not newer than the cursor are dropped (duplicates after a resume); during a reset a topic's
- * events are held until its `onReset` hook says where its refetched state ends.
- */
+/** The subscriptions and their resume cursors (the last event ID delivered per topic). Events
+ * not newer than the cursor are duplicates after a resume: dropped. */
 export class Topics {
   subs = new Map(); // topic -> {handlers: Set, onReset, onError, held: null|frame[]}
   cursors = new Map(); // topic -> the last event ID delivered
   stats = { events: 0, duplicates: 0, resets: 0 };
-
   list() { return [...this.subs.keys()]; }
-
   /** Add `handler` to `topic`; true when the topic is new. */
   add(topic, handler, { cursor, onReset, onError } = {}) {
-    let sub = this.subs.get(topic);
-    const fresh = !sub;
+    const fresh = !this.subs.has(topic);
     if (fresh) {
-      sub = { handlers: new Set(), onReset: null, onError: null, held: null };
-      this.subs.set(topic, sub);
+      this.subs.set(topic, { handlers: new Set(), onReset: null, onError: null, held: null });
       if (isEventId(cursor)) this.cursors.set(topic, cursor);
     }
-    if (onReset) sub.onReset = onReset;
-    if (onError) sub.onError = onError;
+    const sub = this.subs.get(topic);
+    sub.onReset = onReset || sub.onReset;
+    sub.onError = onError || sub.onError;
     sub.handlers.add(handler);
     return fresh;
   }
-
   /** Remove `handler`; true when `topic` has none left (it is forgotten). */
   remove(topic, handler) {
     const sub = this.subs.get(topic);
     return !!sub && sub.handlers.delete(handler) && !sub.handlers.size && this.forget(topic);
   }
-
   forget(topic) {
     this.cursors.delete(topic);
     return this.subs.delete(topic);
   }
-
-  /** Move the cursor of `topic` forward to `cursor` (never back). */
+  /** Move the cursor of `topic` forward only. */
   setCursor(topic, cursor) {
     if (!isEventId(cursor)) return;
     const cur = this.cursors.get(topic);
     if (!cur || idAfter(cursor, cur)) this.cursors.set(topic, cursor);
   }
-
-  /** A tail the gateway gave (`subscribed`, the SSE hello, a poll): where a subscribed topic
-   * that has no cursor yet starts, so a reconnect before its first event loses nothing. */
+  /** A tail from the gateway (`subscribed`, the SSE hello, a poll) starts a topic that has no
+   * cursor yet, so a reconnect before its first event loses nothing. */
   adopt(topic, tail) {
     if (isEventId(tail) && this.subs.has(topic) && !this.cursors.has(topic)) {
       this.cursors.set(topic, tail);
     }
   }
-
   /** An `event` frame: to the handlers once, in order (held while the topic resets). */
   event(frame) {
     const last = this.cursors.get(frame.topic);
@@ -178,12 +160,10 @@ export class Topics {
     if (sub.held) sub.held.push(frame);
     else this._handle(sub, frame);
   }
-
   _handle(sub, frame) {
     this.stats.events += 1;
     for (const handler of [...sub.handlers]) safely(handler, frame);
   }
-
   /** A `reset`: the cursor is forgotten; with an `onReset` hook the topic's events are held
    * until the hook says where its refetched state ends, then those after it are delivered. */
   reset(topic, reason) {
@@ -202,7 +182,6 @@ export class Topics {
       .then(() => sub.onReset(topic, reason))
       .then(resume, (err) => resume(console.error("lectern onReset failed", err)));
   }
-
   /** The gateway refused a topic (`forbidden`, `bad_topic`): forgotten, its onError told. */
   refuse(info) {
     const sub = this.subs.get(info.topic);

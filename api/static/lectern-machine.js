@@ -1,8 +1,6 @@
-/** lectern-machine.js: the Lectern client's connection state machine (docs/pages.md).
- * `send(input)` moves it between named states (idle, connecting, probing, open, waiting,
- * closed) and returns effects for the client to carry out (connect, probe, wait {ms}, refresh,
- * drop {message}, upgradeIn {ms}, stop {code, reason}); it owns no socket and no timer. A
- * transport lost before its first frame is probed for (is the gateway there? then this
+/** lectern-machine.js: the Lectern client's connection state machine (states, inputs and
+ * effects: docs/pages.md). It owns no socket and no timer, so each transition is tested alone.
+ * A transport lost before its first frame is probed for (is the gateway there? then this
  * transport is blocked: one step down); lost after opening, the client backs off. */
 import { backoffDelay, closeAction, refusalKind } from "./lectern-core.js";
 
@@ -15,15 +13,12 @@ export class ConnectionMachine {
       fails: 0, worked: new Set(), opens: 0, switches: 0, lastCode: 0, hintMs: 0, retryMs: 0,
       upgradeDelay: opts.upgradeAfterMs });
   }
-
   get transport() { return this.transports[this.rank]; }
-
   /** The status pages see: idle, connecting, open, reconnecting or closed. */
   get status() {
     const connecting = this.opens ? "reconnecting" : "connecting";
     return { waiting: "reconnecting", connecting, probing: connecting }[this.state] || this.state;
   }
-
   /** Feed one input ({type, ...}); returns the effects. An input that does not apply in the
    * current state (a late probe answer, a timer after a close) returns none. */
   send(input) {
@@ -31,19 +26,15 @@ export class ConnectionMachine {
     if (!handler || (this.state === "closed" && input.type !== "start")) return [];
     return handler.call(this, input) || [];
   }
-
   /** Start, or start again after the gateway stopped the client (a new subscribe, command). */
   on_start() { return this.state === "idle" || this.state === "closed" ? this._connect() : []; }
-
   on_opened() {
     if (this.state !== "connecting") return [];
     Object.assign(this, { state: "open", opens: this.opens + 1, fails: 0 });
     this.worked.add(this.transport);
     return this.rank ? [{ do: "upgradeIn", ms: this.upgradeDelay }] : [];
   }
-
   on_stable() { if (this.state === "open") this.attempt = 0; }
-
   /** The transport ended: {code, reason, opened, http?, retryMs?}. */
   on_lost(info) {
     if (this.state !== "connecting" && this.state !== "open") return [];
@@ -65,10 +56,8 @@ export class ConnectionMachine {
       this.state = "probing";
       return [...out, { do: "probe" }];
     }
-    if (info.code === 4002 || info.code === 4003) return [...out, ...this._connect()];
-    return [...out, ...this._wait(info.reason)];
+    return [...out, ...this._again(info.reason)];
   }
-
   /** The probe's answer: {kind: "ok"|"down"|"expired"|"fatal"|"forbidden"|"busy", http?}. */
   on_probed({ kind, http, retryMs }) {
     if (this.state !== "probing") return [];
@@ -81,35 +70,27 @@ export class ConnectionMachine {
       Object.assign(this, { rank: this.rank + 1, fails: 0, switches: this.switches + 1 });
       return [...out, ...this._connect()];
     }
-    if (this.lastCode === 4002 || this.lastCode === 4003) return [...out, ...this._connect()];
-    return [...out, ...this._wait(http ? http.code : "gateway unreachable")];
+    return [...out, ...this._again(http ? http.code : "gateway unreachable")];
   }
-
   on_retry() { return this.state === "waiting" ? this._connect() : []; }
-
   on_online() {
     if (this.state === "open" || this.state === "idle") return [];
     this.attempt = 0;
     return this._connect();
   }
-
-  /** A better transport (`rank`) answered the upgrade probe: move up. */
   on_upgraded({ rank }) {
     if (this.state !== "open" || rank >= this.rank) return [];
     const upgradeDelay = this.opts.upgradeAfterMs;
     Object.assign(this, { rank, upgradeDelay, switches: this.switches + 1 });
     return this._connect();
   }
-
   on_noUpgrade() {
     if (this.state !== "open" || !this.rank) return [];
     this.upgradeDelay = Math.min(this.upgradeDelay * 2, this.opts.maxUpgradeAfterMs);
     return [{ do: "upgradeIn", ms: this.upgradeDelay }];
   }
-
   on_hint({ ms }) { this.hintMs = ms; }
   on_close() { return this._stop(1000, "client closed"); }
-
   /** Shared by HTTP refusals and probe answers; returns the effects when it decided. */
   _refused(kind, http, out) {
     if (kind === "fatal") return this._stop(4500, http.code);
@@ -118,12 +99,14 @@ export class ConnectionMachine {
     out.push({ do: "refresh" });
     return this.fails <= 2 ? [...out, ...this._connect()] : null;
   }
-
+  /** After a 4002/4003 the fresh token is the fix: no backoff. */
+  _again(reason) {
+    return closeAction(this.lastCode) === "refresh" ? this._connect() : this._wait(reason);
+  }
   _connect() {
     this.state = "connecting";
     return [{ do: "connect" }];
   }
-
   _wait(reason) {
     const { baseDelayMs, maxDelayMs } = this.opts;
     const jitter = backoffDelay(this.attempt, baseDelayMs, maxDelayMs, this.random);
@@ -134,7 +117,6 @@ export class ConnectionMachine {
     this.state = "waiting";
     return [{ do: "wait", ms: floor + jitter, reason }];
   }
-
   _stop(code, reason) {
     this.state = "closed";
     return [{ do: "stop", code, reason }];

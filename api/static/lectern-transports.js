@@ -1,16 +1,10 @@
 /** lectern-transports.js: the Lectern client's thin transports (WebSocket, SSE read with fetch,
  * long-poll). Each reports to its host: opened(t, hello), frame(t, frame), lost(t, {code, reason,
- * opened, http?, retryMs?}), hint(ms) (SSE `retry:`), adopt(topic, tail) (a poll's positions);
- * close() is silent. The host also gives base, wsBase, opts and topics (a core Topics). A
- * `probe` transport (a trial) subscribes nothing and sends no cursor. */
+ * opened, http?, retryMs?}) and hint(ms) (SSE `retry:`); close() is silent. The host also gives
+ * base, wsBase, opts and topics (list, cursors, adopt: a core Topics). A `probe` transport (a
+ * trial) subscribes nothing and sends no cursor. */
 import { SseParser, compactCursor, gatewayError, parseFrame } from "./lectern-core.js";
 
-function retryAfterMs(response) {
-  const value = Number(response.headers.get("Retry-After"));
-  return Number.isFinite(value) && value > 0 ? value * 1000 : 0;
-}
-
-/** Reads an HTTP response body as SSE blocks: calls onBlock({event, data, id, retry}). */
 export async function readSse(body, onBlock, onActivity) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = new SseParser();
@@ -26,32 +20,33 @@ class Transport {
   constructor(host, token, probe = false) {
     Object.assign(this, { host, token, probe, opened: false, dead: false, refs: 0 });
   }
-
   get canSend() { return this.opened && !this.dead; }
-
   _markOpen(hello) {
     if (this.opened) return;
     this.opened = true;
+    if (this.kind === "ws" && !this.probe) this.sync(this.host.topics.list(), []);
     this.host.opened(this, hello);
   }
-
+  /** The hello opens the transport; its heartbeat paces the watchdog. */
+  _hello(frame, defaultS) {
+    clearTimeout(this.helloTimer);
+    this.heartbeatMs = Math.max(1000, (frame.heartbeat_s || defaultS) * 1000);
+    this.watchdog ||= setInterval(() => this._watch(), Math.min(5000, this.heartbeatMs / 2));
+    this._markOpen(frame);
+  }
   _lost(info) {
     if (this.dead) return;
     this.close();
     this.host.lost(this, info);
   }
-
-  _fail(err) {
-    this._lost({ code: 1006, reason: String(err && err.message), opened: this.opened });
-  }
-
+  _fail(err) { this._lost({ code: 1006, reason: String(err?.message), opened: this.opened }); }
   /** A gateway's HTTP refusal, reported as lost (the machine reads `http`). */
   async _refused(response) {
     const http = gatewayError(response.status, await response.json().catch(() => null));
+    const retryS = Number(response.headers.get("Retry-After"));
     this._lost({ code: 1006, reason: http.code, opened: this.opened, http,
-      retryMs: retryAfterMs(response) });
+      retryMs: Number.isFinite(retryS) && retryS > 0 ? retryS * 1000 : 0 });
   }
-
   /** GET `/sse` or `/poll` for `topics`, from their compact cursor (none for a probe). */
   _get(path, topics, signal, query = "") {
     let url = `${this.host.base}/${path}?topics=${encodeURIComponent(topics.join(","))}${query}`;
@@ -60,7 +55,6 @@ class Transport {
     const headers = { Authorization: `Bearer ${this.token}`, Accept: "text/event-stream" };
     return fetch(url, { headers, cache: "no-store", signal });
   }
-
   close() {
     if (this.dead) return;
     this.dead = true;
@@ -73,7 +67,6 @@ class Transport {
 
 export class WsTransport extends Transport {
   kind = "ws";
-
   open() {
     const url = `${this.host.wsBase}/ws?token=${encodeURIComponent(this.token)}`;
     try {
@@ -88,23 +81,14 @@ export class WsTransport extends Transport {
     this.ws.onclose = (ev) => this._lost({ code: ev.code, reason: ev.reason, opened: this.opened });
     this.ws.onerror = () => {};
   }
-
   _message(msg) {
     if (this.dead) return;
     [this.lastRx, this.pingSent] = [Date.now(), 0];
     const frame = parseFrame(msg.data);
     if (!frame) return;
-    if (frame.type === "hello" && !this.opened) {
-      clearTimeout(this.helloTimer);
-      this.heartbeatMs = Math.max(1000, (frame.heartbeat_s || 25) * 1000);
-      this.watchdog = setInterval(() => this._watch(), Math.min(5000, this.heartbeatMs / 2));
-      this.opened = true;
-      if (!this.probe) this.sync(this.host.topics.list(), []);
-      this.host.opened(this, frame);
-    }
+    if (frame.type === "hello" && !this.opened) this._hello(frame, 25);
     this.host.frame(this, frame);
   }
-
   /** App-level ping when quiet for a heartbeat (the browser hides WebSocket pings from JS). */
   _watch() {
     if (this.pingSent && Date.now() - this.pingSent > 10000) {
@@ -114,7 +98,6 @@ export class WsTransport extends Transport {
       this.send({ type: "ping", ref: "p" + ++this.refs });
     }
   }
-
   /** Subscribe `added` (with their cursors), 64 a frame, and unsubscribe `removed`. */
   sync(added, removed) {
     if (!this.opened) return;
@@ -127,22 +110,16 @@ export class WsTransport extends Transport {
       this.send({ type: "sub", ref: "s" + ++this.refs, topics, cursors });
     }
   }
-
   send(frame) {
     if (!this.canSend || this.ws.readyState !== 1) return false;
     this.ws.send(JSON.stringify(frame));
     return true;
   }
-
   _teardown() {
     const ws = this.ws;
     if (!ws) return;
     ws.onmessage = ws.onclose = ws.onerror = null;
-    try {
-      if (ws.readyState <= 1) ws.close(1000);
-    } catch {
-      // already closing
-    }
+    if (ws.readyState <= 1) ws.close(1000);
   }
 }
 
@@ -150,7 +127,6 @@ export class WsTransport extends Transport {
  * fixed topic list; a topic change reopens it from the current cursors. */
 export class SseTransport extends Transport {
   kind = "sse";
-
   open() {
     const topics = this.host.topics.list();
     // Nothing to stream yet: "open" for commands (POST /cmd); a subscribe starts a stream.
@@ -164,7 +140,6 @@ export class SseTransport extends Transport {
     this.watchdog ||= setInterval(() => this._watch(), 5000);
     this._run(stream, topics).catch((err) => this.stream === stream && this._fail(err));
   }
-
   async _run(stream, topics) {
     const response = await this._get("sse", topics, stream.ctrl.signal);
     if (!response.ok) return this._refused(response);
@@ -175,9 +150,7 @@ export class SseTransport extends Transport {
       const frame = block.data ? parseFrame(block.data) : null;
       if (frame?.type === "hello") {
         stream.helloSeen = true;
-        clearTimeout(this.helloTimer);
-        this.heartbeatMs = Math.max(1000, (frame.heartbeat_s || 15) * 1000);
-        this._markOpen(frame);
+        this._hello(frame, 15);
       }
       if (frame?.type === "closing") closing = frame;
       if (frame) this.host.frame(this, frame);
@@ -187,14 +160,11 @@ export class SseTransport extends Transport {
     const { code = 1006, reason = "stream ended" } = closing || {};
     this._lost({ code, reason, opened: this.opened });
   }
-
   _watch() {
-    const quiet = Date.now() - this.lastRx > this.heartbeatMs * 2 + 5000;
-    if (this.stream?.helloSeen && quiet) {
+    if (this.stream?.helloSeen && Date.now() - this.lastRx > this.heartbeatMs * 2 + 5000) {
       this._lost({ code: 4004, reason: "heartbeat missed", opened: true });
     }
   }
-
   /** The topic list changed: reopen the stream (a burst of changes, once). */
   sync() {
     clearTimeout(this.resyncTimer);
@@ -203,7 +173,6 @@ export class SseTransport extends Transport {
       if (!this.dead) this.open();
     }, 10);
   }
-
   _teardown() {
     clearTimeout(this.helloTimer);
     this.stream?.ctrl.abort();
@@ -214,9 +183,7 @@ export class SseTransport extends Transport {
 /** Long-poll: stateless requests carrying the compact cursor. */
 export class PollTransport extends Transport {
   kind = "poll";
-
   open() { this._loop().catch((err) => !this.dead && this._fail(err)); }
-
   async _loop() {
     while (!this.dead) {
       const topics = this.host.topics.list();
@@ -229,8 +196,7 @@ export class PollTransport extends Transport {
       const ctrl = (this.ctrl = new AbortController());
       const started = Date.now();
       const guard = setTimeout(() => ctrl.abort(), (timeout + 15) * 1000);
-      let response;
-      let body;
+      let response, body;
       try {
         response = await this._get("poll", topics, ctrl.signal, `&timeout_s=${timeout}`);
         body = response.ok ? await response.json().catch(() => null) : null;
@@ -247,7 +213,7 @@ export class PollTransport extends Transport {
       for (const frame of frames) this.host.frame(this, frame);
       // Topics with no position yet start at the tail the gateway gave.
       const slots = String(body.cursor || "").split(",");
-      topics.forEach((t, i) => this.host.adopt(t, slots[i]));
+      topics.forEach((t, i) => this.host.topics.adopt(t, slots[i]));
       if (!this.opened) this._markOpen(null);
       else if (!frames.length && Date.now() - started < 250) {
         // Back at once with nothing (a gateway shutting down, a proxy cutting it short): pause.
@@ -255,15 +221,12 @@ export class PollTransport extends Transport {
       }
     }
   }
-
   /** The topic list changed: cut the waiting poll short, or wake the idle loop. */
   sync() { this._teardown(); }
-
   _teardown() {
-    const [ctrl, wake] = [this.ctrl, this.wake];
+    this.ctrl?.abort();
+    this.wake?.();
     this.ctrl = this.wake = null;
-    ctrl?.abort();
-    wake?.();
   }
 }
 

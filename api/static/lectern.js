@@ -38,15 +38,11 @@ export class Lectern {
     globalThis.addEventListener?.("online", this._onOnline);
     globalThis.addEventListener?.("offline", this._onOffline);
   }
-
-  /** The transport in use (or being tried): "ws", "sse" or "poll". */
   get transport() { return this.machine.transport; }
-
   get stats() {
     const m = this.machine;
     return { ...this.topics.stats, opens: m.opens, switches: m.switches, lastCode: m.lastCode };
   }
-
   /** Listen to "state", "error" ({code, message, topic}), "reset" ({topic, reason}) or
    * "frame" (every server frame). Returns a function that removes the listener. */
   on(name, fn) {
@@ -54,18 +50,14 @@ export class Lectern {
     this._listeners.get(name).add(fn);
     return () => this._listeners.get(name).delete(fn);
   }
-
   _emit(name, value) { for (const fn of this._listeners.get(name) || []) core.safely(fn, value); }
-
   _setState(extra = {}) {
     const m = this.machine;
     this.state = { status: m.status, transport: m.transport, attempt: m.attempt, ...extra };
     this._emit("state", this.state);
   }
-
   /** Start connecting (subscribe and command call it for you). */
   connect() { if (!this._closed) this._input({ type: "start" }); }
-
   /** Events of `topic`, each once and in order, to `handler`; see docs/pages.md for `cursor`,
    * `onReset` and `onError`. Returns `off()`. */
   subscribe(topic, handler, options = {}) {
@@ -75,25 +67,19 @@ export class Lectern {
     }
     return () => this.topics.remove(topic, handler) && this._conn?.sync([], [topic]);
   }
-
   /** The current position of each topic: take it *before* loading a snapshot, subscribe from
    * it, and nothing is lost in between. */
   async tails(topics) {
-    const answer = await this._trial("poll", topics);
-    if (answer.kind !== "ok") {
-      const http = answer.http || {};
+    const { kind, http = {}, slots } = await this._trial("poll", topics);
+    if (kind !== "ok") {
       throw new LecternError(http.code || "unavailable", http.message || "gateway unreachable");
     }
-    const entries = topics.map((t, i) => [t, answer.slots[i]]);
+    const entries = topics.map((t, i) => [t, slots[i]]);
     return Object.fromEntries(entries.filter(([, slot]) => core.isEventId(slot)));
   }
-
-  /** Move the resume point of `topic` forward to `cursor` (never back). */
+  /** Move the resume point of `topic` forward (never back). */
   setCursor(topic, cursor) { this.topics.setCursor(topic, cursor); }
-
-  /** The resume cursor of `topic`, or undefined. */
   cursor(topic) { return this.topics.cursors.get(topic); }
-
   /** Send a command: the reply's data, or a LecternError (the reply's code, "timeout",
    * "disconnected": maybe applied, "closed"). Waits for a connection within its timeout. */
   command(name, topic, data = {}, { timeoutMs } = {}) {
@@ -109,7 +95,6 @@ export class Lectern {
       this._dispatch(entry);
     });
   }
-
   _settle(ref, error, data) {
     const entry = this._pending.get(ref);
     if (!entry) return;
@@ -117,28 +102,22 @@ export class Lectern {
     clearTimeout(entry.timer);
     return error ? entry.reject(error) : entry.resolve(data);
   }
-
   _settleAll(code, reason, sentOn) {
     for (const [ref, entry] of [...this._pending]) {
       if (!sentOn || entry.sentOn === sentOn) this._settle(ref, new LecternError(code, reason));
     }
   }
-
   _dispatch(entry) {
     const conn = this._conn;
     if (!conn || !conn.canSend || entry.sentOn) return; // sent when the connection opens
-    if (conn.kind === "ws") {
-      if (conn.send(entry.frame)) entry.sentOn = conn;
-    } else {
+    if (conn.kind !== "ws") {
       entry.sentOn = "http";
       this._post(entry);
-    }
+    } else if (conn.send(entry.frame)) entry.sentOn = conn;
   }
-
   async _post(entry) {
     const ref = entry.frame.ref;
-    let response;
-    let body;
+    let response, body;
     try {
       const headers = { Authorization: `Bearer ${await this._token()}`,
         "Content-Type": "application/json" };
@@ -156,13 +135,9 @@ export class Lectern {
     }
     this._settle(ref, new LecternError(http.code, http.message, { status: http.status }));
   }
-
-  _reply(frame) {
-    const err = frame.error || {};
-    if (frame.ok) this._settle(frame.ref, null, frame.data);
-    else this._settle(frame.ref, new LecternError(err.code || "error", err.message));
+  _reply({ ref, ok, data, error }) {
+    this._settle(ref, ok ? null : new LecternError(error?.code || "error", error?.message), data);
   }
-
   /** Stop for good: close the connection, reject pending commands. */
   close() {
     if (this._closed) return;
@@ -173,15 +148,11 @@ export class Lectern {
     this._input({ type: "close" });
     if (stopped) this._setState({ code: 1000 });
   }
-
-  // -- carrying out the machine's effects ------------------------------------------------------
-
   _input(input) {
     const before = this.machine.state;
     for (const effect of this.machine.send(input)) this._effect(effect);
     if (this.machine.state === "open" && before !== "open") this._setState();
   }
-
   _effect(effect) {
     clearTimeout(this._retryTimer);
     const { ms, code, reason } = effect;
@@ -201,7 +172,6 @@ export class Lectern {
       this._setState({ code, reason });
     }
   }
-
   async _token() {
     const expired = !!this._freshToken;
     if (!expired && this._tokenValue) return this._tokenValue;
@@ -209,7 +179,6 @@ export class Lectern {
     this._freshToken = false;
     return this._tokenValue;
   }
-
   async _connect() {
     const gen = ++this._gen;
     if (this._conn) this._drop(this._conn);
@@ -222,13 +191,11 @@ export class Lectern {
     this._conn = new TRANSPORT_CLASSES[this.transport](this, token);
     this._conn.open();
   }
-
   async _probe() {
     const gen = this._gen;
     const verdict = await this._trial("poll");
     if (gen === this._gen) this._input({ type: "probed", ...verdict });
   }
-
   /** Open a throwaway transport of `kind` as a probe (no subscription, no cursor), closed as
    * soon as it opens or fails. The "poll" one asks the gateway whether it is there, the token
    * good, and where `topics` end: {kind: "ok", slots} or {kind: "down"|refusalKind, http}. */
@@ -246,16 +213,15 @@ export class Lectern {
         done(http ? { kind: core.refusalKind(http), http, retryMs, slots: [] } : { kind: "down" });
       const opened = () => done({ kind: "ok", slots: topics.map((t) => slots.get(t)) });
       const { base, wsBase, opts } = this;
-      const host = { base, wsBase, opts, topics: { list: () => topics, cursors: slots }, opened,
-        lost, frame() {}, hint() {}, adopt: (t, tail) => slots.set(t, tail) };
+      const adopt = (t, tail) => slots.set(t, tail);
+      const host = { base, wsBase, opts, topics: { list: () => topics, cursors: slots, adopt },
+        opened, lost, frame() {}, hint() {} };
       const probe = new TRANSPORT_CLASSES[kind](host, token, true);
       const timer = setTimeout(() => done({ kind: "down" }), this.opts.helloTimeoutMs);
       probe.open();
     });
   }
-
-  // -- what the transports report (their host interface) ---------------------------------------
-
+  // What the transports report (their host interface):
   opened(conn) {
     if (conn !== this._conn) return;
     this._input({ type: "opened" });
@@ -263,7 +229,6 @@ export class Lectern {
     this._stableTimer = setTimeout(() => this._input({ type: "stable" }), this.opts.stableAfterMs);
     for (const entry of this._pending.values()) this._dispatch(entry);
   }
-
   frame(conn, frame) {
     if (conn !== this._conn) return;
     const { type, topic } = frame;
@@ -278,16 +243,12 @@ export class Lectern {
     } else if (type === "error") this._topicError(frame);
     this._emit("frame", frame);
   }
-
-  adopt(topic, tail) { this.topics.adopt(topic, tail); }
   hint(ms) { this._input({ type: "hint", ms }); }
-
   lost(conn, info) {
     if (conn !== this._conn) return;
     this._drop(conn);
     this._input({ type: "lost", ...info });
   }
-
   /** Forget `conn`: close it; commands sent on it will never get their reply. */
   _drop(conn) {
     if (this._conn === conn) this._conn = null;
@@ -296,21 +257,18 @@ export class Lectern {
     clearTimeout(this._upgradeTimer);
     this._settleAll("disconnected", "connection lost before the reply", conn);
   }
-
   _topicError({ code, message, topic, ref }) {
     if (topic && (code === "forbidden" || code === "bad_topic")) {
       this.topics.refuse({ code, message, topic, ref });
     }
     this._emit("error", { code, message, topic, ref });
   }
-
   /** "topic: reason" from a 403: stop asking for that topic, tell its subscriber. */
   _dropForbidden(message) {
     const text = String(message || "");
     const topic = this.topics.list().find((t) => text.startsWith(`${t}: `));
     if (topic) this._topicError({ code: "forbidden", message: text, topic });
   }
-
   /** On a fallback: the client moves up to the first better transport whose trial opens. */
   async _tryUpgrade() {
     const gen = this._gen;

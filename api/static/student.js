@@ -25,6 +25,7 @@ import {
   when,
 } from "./app.js";
 import { renderMarkdown } from "./markdown.js";
+import { announcementList } from "./announcements.js";
 import { mountNotificationSettings } from "./notify-settings.js";
 import { enqueue, startOfflineQueue, unreachable } from "./offline-queue.js";
 
@@ -37,7 +38,7 @@ const page = {
   graded: new Map(), // submission id -> quiz.graded data
   notifications: [],
   unread: 0,
-  announcements: [],
+  announcements: announcementList("No announcements."),
   board: null,
   sessions: new Map(),
   feedback: [], // newest first
@@ -79,9 +80,8 @@ async function loadNotifications() {
   renderNotifications();
 }
 
-async function loadAnnouncements() {
-  page.announcements = await api(`/api/v1/cohorts/${page.cohort.id}/announcements`);
-  renderAnnouncements();
+function loadAnnouncements() {
+  return page.announcements.load(page.cohort.id);
 }
 
 async function loadBoard() {
@@ -187,10 +187,7 @@ function onCohortEvent(ev) {
   const d = ev.data || {};
   switch (ev.event) {
     case "announcement.new":
-      if (!page.announcements.some((a) => a.id === d.id)) {
-        page.announcements.unshift(d);
-        renderAnnouncements();
-      }
+      page.announcements.add(d);
       break;
     case "leaderboard.update":
       onBoardUpdate(d);
@@ -427,22 +424,6 @@ function renderFeedback() {
   );
 }
 
-function renderAnnouncements() {
-  fill(
-    $("#announcement-list"),
-    page.announcements.length
-      ? page.announcements.map((a) =>
-          el(
-            "li",
-            { dataset: { id: a.id } },
-            el("h3", { class: "body" }, a.title),
-            a.body ? el("p", { class: "body" }, a.body) : null,
-            el("p", { class: "muted" }, a.author_name || "", " · ", when(a.created_at)),
-          ),
-        )
-      : el("li", { class: "muted" }, "No announcements."),
-  );
-}
 
 function renderBoard() {
   const b = page.board;

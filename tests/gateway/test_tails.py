@@ -174,3 +174,64 @@ async def test_an_idle_topic_is_read_once_for_a_crowd(
         await second.close()
         await until(lambda: topic not in fanout.topics)
         assert topic not in fanout.empty and fanout.known_tail(topic) is None
+
+
+def _gated_tail_reads(gateway: Gateway) -> tuple[list[str], asyncio.Event]:
+    """Count the hub's tail reads and hold each until the returned event is set."""
+    reader = gateway.hub.history
+    reads: list[str] = []
+    gate = asyncio.Event()
+    read_tail = reader.tail
+
+    async def gated(t: str) -> str:
+        reads.append(t)
+        await gate.wait()
+        return await read_tail(t)
+
+    reader.tail = gated  # type: ignore[method-assign]
+    return reads, gate
+
+
+async def test_a_connect_storm_into_a_topic_costs_one_tail_read(
+    gateway: Gateway, token, publisher: Publisher, uid
+) -> None:
+    """Connections subscribing without a cursor while the topic's tail read is in flight
+    share that read (nothing dispatched here yet, the topic subscribed without a break), and
+    each ack carries the history's newest event; the next event reaches them all."""
+    topic = f"cohort:c{uid}"
+    tok = token("u" + uid, cohorts=["c" + uid])
+    last = [await publisher.publish(topic, "old", {"i": i}) for i in range(3)][-1]
+    reads, gate = _gated_tail_reads(gateway)
+    async with aiohttp.ClientSession() as http:
+        crowd = [
+            (await ws_open(http, f"{gateway.ws_url}?token={tok}&topics={topic}"))[0]
+            for _ in range(12)
+        ]
+        await until(lambda: len(gateway.hub.fanout.topics.get(topic, ())) == 12)
+        gate.set()
+        for ws in crowd:
+            assert (await recv_json(ws))["tail"] == last
+        assert reads == [topic]
+        new = await publisher.publish(topic, "new", {})
+        for ws in crowd:
+            assert (await recv_json(ws))["id"] == new
+            await ws.close()
+
+
+async def test_a_tail_read_is_not_shared_across_a_break_in_the_subscription(
+    gateway: Gateway, uid
+) -> None:
+    """Once the topic lost its last local subscriber (the fan-out's subscriber set replaced),
+    an event may have been dispatched to nobody: a later subscription reads again."""
+    topic = f"user:u{uid}"
+    reader = gateway.hub.history
+    reads, gate = _gated_tail_reads(gateway)
+    before: set[Any] = set()
+    after: set[Any] = set()
+    first = asyncio.create_task(reader.shared_tail(topic, before))
+    joined = asyncio.create_task(reader.shared_tail(topic, before))
+    await until(lambda: len(reads) == 1)
+    fresh = asyncio.create_task(reader.shared_tail(topic, after))
+    await until(lambda: len(reads) == 2)
+    gate.set()
+    assert await asyncio.gather(first, joined, fresh) == ["0-0"] * 3

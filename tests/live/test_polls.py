@@ -46,14 +46,12 @@ async def test_poll_lifecycle(live: LiveRoom) -> None:
         == "poll_already_open"
     )
 
-    start = time.monotonic()
     assert await a.ok("poll.vote", {"poll_id": pid, "option": 0}) == {
         "poll_id": pid,
         "option": 0,
         "options": [0],
     }
     tally = await teacher.event("poll.tally", lambda d: d["total"] == 1, topic=live.staff_topic)
-    assert time.monotonic() - start < 0.5
     assert tally["data"]["counts"] == [1, 0, 0] and tally["data"]["percentages"] == [100, 0, 0]
     # Alice changes her mind (counted once), then repeats herself (no change).
     await a.ok("poll.vote", {"poll_id": pid, "option": 1})

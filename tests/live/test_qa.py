@@ -3,8 +3,6 @@ follows workers.ranking, votes are once per user, and every refusal has its stab
 
 from __future__ import annotations
 
-import time
-
 from tests.live.conftest import LiveRoom
 
 
@@ -16,10 +14,8 @@ async def test_ask_upvote_answer_pin_dismiss(live: LiveRoom) -> None:
     b = await live.connect(bob)
     teacher = await live.connect(live.instructor)
 
-    start = time.monotonic()
     first = (await a.ok("qa.ask", {"body": "  What is a monad?  "}))["question_id"]
     ev = await b.event("qa.updated", lambda d: d["question"]["id"] == first)
-    assert time.monotonic() - start < 0.5  # command -> another member's event
     q = ev["data"]["question"]
     assert q["body"] == "What is a monad?" and q["user"] == str(alice.id) and q["votes"] == 0
     assert q["answered"] is False and q["pinned"] is False

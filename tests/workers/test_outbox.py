@@ -17,7 +17,7 @@ from config.settings import Settings
 from gateway.publish import Publisher
 from tests.workers.helpers import Workers, eventually, listening, steady
 from workers.context import WorkerContext
-from workers.outbox_relay import publish_committed, relay_all, run_outbox_relay
+from workers.outbox_relay import relay_all, run_outbox_relay
 from workers.outbox_write import Addressed, emit, emit_many
 
 
@@ -88,47 +88,6 @@ async def test_a_relay_that_dies_after_publishing_is_not_published_twice(
         assert await history(w.ctx.redis, wsettings, topic) == [
             ("step", {"n": n}) for n in range(3)
         ]
-
-
-async def test_a_writer_publishes_its_rows_after_commit_and_the_relay_appends_nothing(
-    wsettings: Settings,
-) -> None:
-    topic = f"user:{uuid.uuid4().hex[:8]}"
-    async with Workers(wsettings) as w:
-        assert w.ctx.db is not None
-        async with w.ctx.db.acquire() as conn, conn.transaction():
-            ids = await emit_many(conn, [Addressed(topic, "step", {"n": n}) for n in range(3)])
-        assert await publish_committed(w.ctx.db, w.ctx.publisher, ids) == 3
-        assert await unpublished(w.ctx, topic) == 0
-        await relay_all(w.ctx)
-        # Published before it was marked, by the relay too: the tokens keep it to one copy.
-        assert await publish_committed(w.ctx.db, w.ctx.publisher, ids) == 0
-        await w.ctx.db.execute("UPDATE outbox SET published_at = NULL WHERE id = ANY($1)", ids)
-        await relay_all(w.ctx)
-        assert await history(w.ctx.redis, wsettings, topic) == [
-            ("step", {"n": n}) for n in range(3)
-        ]
-
-
-async def test_a_writer_does_not_overtake_an_older_unpublished_row_of_its_topic(
-    wsettings: Settings,
-) -> None:
-    topic, other = f"user:{uuid.uuid4().hex[:8]}", f"user:{uuid.uuid4().hex[:8]}"
-    async with Workers(wsettings) as w:
-        assert w.ctx.db is not None
-        async with w.ctx.db.acquire() as conn, conn.transaction():
-            await emit(conn, Addressed(topic, "first", {}))  # committed, not published yet
-        async with w.ctx.db.acquire() as conn, conn.transaction():
-            ids = [
-                await emit(conn, Addressed(topic, "second", {})),
-                await emit(conn, Addressed(other, "alone", {})),
-            ]
-        # Only the row of the topic with nothing older waiting goes out here.
-        assert await publish_committed(w.ctx.db, w.ctx.publisher, ids) == 1
-        assert await history(w.ctx.redis, wsettings, topic) == []
-        assert await history(w.ctx.redis, wsettings, other) == [("alone", {})]
-        await relay_all(w.ctx)
-        assert await history(w.ctx.redis, wsettings, topic) == [("first", {}), ("second", {})]
 
 
 async def test_rolled_back_change_publishes_nothing(wsettings: Settings) -> None:
