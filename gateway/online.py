@@ -300,7 +300,11 @@ class OnlineWriter:
         while True:
             timeout = max(0.0, next_renew - loop.time())
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns when the wake-up
+                # and a cancel land in the same loop turn, losing the cancel, and the gateway's
+                # cleanup then waited for this task forever.
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
                 await asyncio.sleep(COALESCE_S)  # the rest of a burst joins this round
             except TimeoutError:
                 pass

@@ -149,8 +149,11 @@ async def run_outbox_relay(ctx: WorkerContext) -> None:
     try:
         while True:
             await listener.ensure()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancel that lands
+            # in the same loop turn as a wake-up, and the loop would outlive its shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), POLL_INTERVAL_S)
+                async with asyncio.timeout(POLL_INTERVAL_S):
+                    await wake.wait()
             wake.clear()
             try:
                 await relay_all(ctx)
