@@ -294,12 +294,36 @@ async def _background(app: web.Application) -> Any:
         await asyncio.wait_for(hub.presence.release(), 2)  # the closed connections' leaves
     with contextlib.suppress(TimeoutError, *redisconn.ERRORS):
         await asyncio.wait_for(hub.online.flush(), 2)  # their users go offline at once
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await stop_tasks(tasks)
     with contextlib.suppress(*redisconn.ERRORS):
         await app[REDIS].delete(keys.reply_key(hub.gateway_id, app[SETTINGS].bus_shards))
     await app[REDIS].aclose()
+
+
+#: How long the background tasks get to end once cancelled at shutdown.
+STOP_TASKS_S = 5.0
+
+
+async def stop_tasks(tasks: list[asyncio.Task[Any]], within_s: float = STOP_TASKS_S) -> None:
+    """Cancel ``tasks`` and wait at most ``within_s`` for them to end. A task still running
+    then (one that swallowed its cancel) is logged with where it is stuck and left behind: a
+    gateway told to stop always stops, and the log says what to fix."""
+    for task in tasks:
+        task.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=within_s)
+    for task in stuck:
+        where = "".join(
+            f"\n  {frame.f_code.co_filename}:{frame.f_lineno}" for frame in task.get_stack()
+        )
+        log.error(
+            "task %s did not stop within %.0f s of its cancel; at:%s",
+            task.get_name(),
+            within_s,
+            where,
+        )
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.debug("task %s ended with %r", task.get_name(), task.exception())
 
 
 async def _sweep(app: web.Application) -> None:

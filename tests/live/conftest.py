@@ -24,6 +24,7 @@ from tests.api.conftest import Api, api_settings, start_api
 from tests.conftest import RedisTarget
 from tests.gateway.conftest import Gateway, start_gateway
 from tests.gateway.conftest import start_gateway_process as start_gateway_process  # fixture
+from tests.teardown import bounded
 from workers.attendance import run_presence
 from workers.command_consumer import run_commands
 from workers.context import WorkerContext
@@ -296,7 +297,7 @@ async def worker(settings: Settings, name: str) -> AsyncIterator[WorkerContext]:
                 await asyncio.wait_for(ctx.db.close(), 10)
             except TimeoutError:
                 ctx.db.terminate()
-        await ctx.redis.aclose()
+        await bounded(ctx.redis.aclose(), f"worker {name}: Redis close")
 
 
 @pytest.fixture
@@ -336,8 +337,8 @@ async def live(redis_target: RedisTarget, database_url: str) -> AsyncIterator[Li
             finally:
                 await room.close()
     finally:
-        await gateway.runner.cleanup()
-        await api.client.close()
+        await bounded(gateway.runner.cleanup(), "gateway cleanup")
+        await bounded(api.client.close(), "API close")
         configure(previous)
 
 
