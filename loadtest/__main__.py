@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         stack["api_url"],
         stack["gateway_url"],
         students=args.students or args.users,
+        # About one user in 21 is an instructor (live scenario weights); the gateway allows 20
+        # connections per account, so 2,000 users need more than the 2 default accounts.
+        instructors=max(2, -(-args.users // 100)),
         redis_url=stack["redis_url"],
     )
     fixture.save(args.data_dir)
